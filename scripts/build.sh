@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Build build/ngx_http_bytemark_module.so.
+#
+# Default: against Debian's nginx, using the configured source tree that
+# nginx-dev installs in /usr/share/nginx/src and its conf_flags, so the module's
+# binary signature matches /usr/sbin/nginx.
+# NGINX_SRC=/path/to/nginx-x.y.z: against a plain upstream tree instead,
+# configured with --with-compat --with-threads.
+# Extra compiler flags (sanitizers, say) come from BYTEMARK_CC_OPT.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+out="$root/build"
+mkdir -p "$out"
+
+cc_opt="-g -O2 -fPIC -Wall -Wextra -Werror ${BYTEMARK_CC_OPT:-}"
+ld_opt="${BYTEMARK_LD_OPT:-}"
+
+if [ -n "${NGINX_SRC:-}" ]; then
+    tree=$(cd "$NGINX_SRC" && pwd)
+    flags=(--with-compat --with-threads)
+else
+    tree="$out/nginx-src"
+    if [ ! -f "$tree/configure" ] || [ /usr/share/nginx/src/conf_flags -nt "$tree/configure" ]; then
+        rm -rf "$tree"
+        cp -a /usr/share/nginx/src "$tree"
+    fi
+    # shellcheck disable=SC1091
+    . /usr/share/nginx/src/conf_flags
+    flags=("${NGX_CONF_FLAGS[@]}")
+fi
+
+cd "$tree"
+stamp="$root ${flags[*]} $cc_opt $ld_opt"
+if [ ! -f objs/Makefile ] || [ "$(cat objs/.bytemark-stamp 2>/dev/null)" != "$stamp" ] \
+   || [ "$root/config" -nt objs/Makefile ]; then
+    ./configure "${flags[@]}" --with-cc-opt="$cc_opt" --with-ld-opt="$ld_opt" \
+        --add-dynamic-module="$root" > "$out/configure.log" 2>&1 \
+        || { tail -30 "$out/configure.log"; exit 1; }
+    echo "$stamp" > objs/.bytemark-stamp
+fi
+make -j"$(nproc)" -f objs/Makefile modules
+cp objs/ngx_http_bytemark_module.so "$out/ngx_http_bytemark_module.so"
+echo "built $out/ngx_http_bytemark_module.so"

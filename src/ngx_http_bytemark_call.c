@@ -1,0 +1,270 @@
+
+/*
+ * The backend-call layer.
+ *
+ * A call runs one blocking driver operation on an nginx thread pool.  The
+ * time budget is a timer on the event loop, so a request never waits longer
+ * than its budget whatever the driver does.  When the budget fires first, or
+ * the client goes away, the call is abandoned: the request forgets it and
+ * goes on, and the call (allocated outside the request pool) lives until the
+ * thread finishes, when the completion handler frees it.  The thread only
+ * ever touches the call, never the request, and the driver connection goes
+ * back to its pool inside the thread, so an abandoned call leaks nothing.
+ *
+ * This is why we do not hold the request with r->main->blocked as the copy
+ * filter does: a blocked request cannot be answered before its task ends,
+ * and the budget is the point.
+ */
+
+
+#include "ngx_http_bytemark_module.h"
+
+#if (NGX_THREADS)
+#include <ngx_thread_pool.h>
+#endif
+
+
+static void ngx_http_bytemark_call_thread(void *data, ngx_log_t *log);
+static void ngx_http_bytemark_call_complete(ngx_event_t *ev);
+static void ngx_http_bytemark_call_timeout(ngx_event_t *ev);
+static void ngx_http_bytemark_request_done(void *data);
+
+
+ngx_http_bytemark_call_t *
+ngx_http_bytemark_call_create(ngx_http_request_t *r, const char *name,
+    ngx_http_bytemark_call_run_pt run, ngx_http_bytemark_call_done_pt done,
+    ngx_msec_t timeout)
+{
+    ngx_http_bytemark_call_t  *call;
+
+    call = ngx_calloc(sizeof(ngx_http_bytemark_call_t), ngx_cycle->log);
+    if (call == NULL) {
+        return NULL;
+    }
+
+    call->task.ctx = call;
+    call->task.handler = ngx_http_bytemark_call_thread;
+    call->task.event.data = call;
+    call->task.event.handler = ngx_http_bytemark_call_complete;
+    call->task.event.log = ngx_cycle->log;
+
+    call->budget.data = call;
+    call->budget.handler = ngx_http_bytemark_call_timeout;
+    call->budget.log = ngx_cycle->log;
+
+    call->request = r;
+    call->run = run;
+    call->done = done;
+    call->name = name;
+    call->timeout = timeout;
+    call->log = r ? r->connection->log : ngx_cycle->log;
+    call->bmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                                     ngx_http_bytemark_module);
+
+    return call;
+}
+
+
+/*
+ * NGX_ERROR: the thread pool queue is full (or threads are missing); the
+ * caller still owns the call and answers 503 at once, never waits.
+ */
+
+ngx_int_t
+ngx_http_bytemark_call_post(ngx_http_bytemark_call_t *call)
+{
+    ngx_http_bytemark_ctx_t  *ctx;
+
+#if (NGX_THREADS)
+    if (ngx_thread_task_post(call->bmcf->thread_pool, &call->task) != NGX_OK) {
+        return NGX_ERROR;
+    }
+#else
+    return NGX_ERROR;
+#endif
+
+    call->started = ngx_current_msec;
+
+    if (call->request) {
+        ctx = ngx_http_get_module_ctx(call->request, ngx_http_bytemark_module);
+        ctx->call = call;
+
+        ngx_add_timer(&call->budget, call->timeout);
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_bytemark_call_free(ngx_http_bytemark_call_t *call)
+{
+    ngx_http_bytemark_answer_release(&call->answer);
+
+    if (call->fill_passes) {
+        json_decref(call->fill_passes);
+    }
+
+    if (call->fill_passes4) {
+        json_decref(call->fill_passes4);
+    }
+
+    ngx_free(call);
+}
+
+
+void
+ngx_http_bytemark_answer_release(ngx_http_bytemark_answer_t *a)
+{
+    if (a->passes) {
+        json_decref(a->passes);
+        a->passes = NULL;
+    }
+
+    if (a->passes4) {
+        json_decref(a->passes4);
+        a->passes4 = NULL;
+    }
+
+    if (a->pass) {
+        json_decref(a->pass);
+        a->pass = NULL;
+    }
+}
+
+
+/* runs in a pool thread: touch nothing but the call */
+
+static void
+ngx_http_bytemark_call_thread(void *data, ngx_log_t *log)
+{
+    ngx_http_bytemark_call_t  *call = data;
+
+    call->run(call);
+}
+
+
+static void
+ngx_http_bytemark_call_complete(ngx_event_t *ev)
+{
+    ngx_connection_t          *c;
+    ngx_http_request_t        *r;
+    ngx_http_bytemark_ctx_t   *ctx;
+    ngx_http_bytemark_call_t  *call;
+
+    call = ev->data;
+    call->elapsed = ngx_current_msec - call->started;
+
+    if (call->budget.timer_set) {
+        ngx_del_timer(&call->budget);
+    }
+
+    r = call->request;
+
+    if (r == NULL) {
+        /* abandoned, or never attached (a cache fill) */
+
+        if (call->error[0]) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "bytemark: %s for user %uL failed: %s",
+                          call->name, call->user_id, call->error);
+        }
+
+        ngx_http_bytemark_call_free(call);
+        return;
+    }
+
+    call->request = NULL;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
+    ctx->call = NULL;
+
+    c = r->connection;
+
+    call->done(r, call);
+
+    ngx_http_bytemark_call_free(call);
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+/* the budget is spent: answer without the call, which the thread still owns */
+
+static void
+ngx_http_bytemark_call_timeout(ngx_event_t *ev)
+{
+    ngx_connection_t          *c;
+    ngx_http_request_t        *r;
+    ngx_http_bytemark_ctx_t   *ctx;
+    ngx_http_bytemark_call_t  *call, timed_out;
+
+    call = ev->data;
+    r = call->request;
+
+    call->request = NULL;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
+    ctx->call = NULL;
+
+    c = r->connection;
+
+    /*
+     * done() reads the answer from a copy, because the thread may still be
+     * writing the real one.
+     */
+
+    ngx_memzero(&timed_out, sizeof(ngx_http_bytemark_call_t));
+    timed_out.name = call->name;
+    timed_out.user_id = call->user_id;
+    timed_out.elapsed = ngx_current_msec - call->started;
+    timed_out.answer.result = NGX_HTTP_BYTEMARK_TIMED_OUT;
+    ngx_snprintf((u_char *) timed_out.error, sizeof(timed_out.error),
+                 "no answer within %M ms%Z", call->timeout);
+
+    call->done(r, &timed_out);
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * Registered once per request: whether it ends normally or the client goes
+ * away, a call still in flight is abandoned, never freed under its thread.
+ */
+
+ngx_int_t
+ngx_http_bytemark_request_cleanup(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx)
+{
+    ngx_http_cleanup_t  *cln;
+
+    cln = ngx_http_cleanup_add(r, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_http_bytemark_request_done;
+    cln->data = ctx;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_bytemark_request_done(void *data)
+{
+    ngx_http_bytemark_ctx_t *ctx = data;
+
+    if (ctx->call) {
+        ctx->call->request = NULL;
+
+        if (ctx->call->budget.timer_set) {
+            ngx_del_timer(&ctx->call->budget);
+        }
+
+        ctx->call = NULL;
+    }
+
+    ngx_http_bytemark_answer_release(&ctx->stale);
+}

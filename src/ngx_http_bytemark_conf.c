@@ -1,0 +1,432 @@
+
+/*
+ * Directive parsers, configuration create/merge and the checks that make
+ * "nginx -t" reject a configuration that could not work.
+ */
+
+
+#include "ngx_http_bytemark_module.h"
+
+#if (NGX_THREADS)
+#include <ngx_thread_pool.h>
+#endif
+
+
+#define NGX_HTTP_BYTEMARK_MYSQL_POOL_SIZE  8
+
+
+static char *ngx_http_bytemark_check_location(ngx_conf_t *cf,
+    ngx_http_bytemark_main_conf_t *bmcf, ngx_http_bytemark_loc_conf_t *conf);
+
+
+void *
+ngx_http_bytemark_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_bytemark_main_conf_t  *bmcf;
+
+    bmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_bytemark_main_conf_t));
+    if (bmcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *     bmcf->mongo_uri = { 0, NULL };
+     *     bmcf->mongo_db = { 0, NULL };
+     *     bmcf->mysql_servers = NULL;
+     *     bmcf->mysql_table = { 0, NULL };
+     *     bmcf->thread_pool_name = { 0, NULL };
+     */
+
+    return bmcf;
+}
+
+
+char *
+ngx_http_bytemark_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_bytemark_main_conf_t *bmcf = conf;
+
+    if (bmcf->mongo_db.len == 0) {
+        ngx_str_set(&bmcf->mongo_db, "cache");
+        ngx_str_set(&bmcf->mongo_coll, "bytemark_tickets_cache");
+    }
+
+    if (bmcf->mysql_table.len == 0) {
+        ngx_str_set(&bmcf->mysql_table, "bytemark_pass");
+    }
+
+    if (bmcf->thread_pool_name.len == 0) {
+        ngx_str_set(&bmcf->thread_pool_name, "default");
+    }
+
+    if (bmcf->mongo_uri.len == 0 && bmcf->mysql_servers == NULL) {
+        return NGX_CONF_OK;
+    }
+
+#if (NGX_THREADS)
+    /*
+     * Registers a reference; nginx itself rejects a pool that no
+     * "thread_pool" directive defines (except "default").
+     */
+    bmcf->thread_pool = ngx_thread_pool_add(cf, &bmcf->thread_pool_name);
+    if (bmcf->thread_pool == NULL) {
+        return NGX_CONF_ERROR;
+    }
+#endif
+
+    return NGX_CONF_OK;
+}
+
+
+void *
+ngx_http_bytemark_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_bytemark_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_bytemark_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *     conf->handler = 0;
+     */
+
+    conf->mongo_timeout = NGX_CONF_UNSET_MSEC;
+    conf->mysql_timeout = NGX_CONF_UNSET_MSEC;
+    conf->cache_ttl = NGX_CONF_UNSET_MSEC;
+    conf->cache_fill = NGX_CONF_UNSET;
+    conf->use_stale = NGX_CONF_UNSET;
+    conf->user_id = NGX_CONF_UNSET_PTR;
+    conf->pass_uuid = NGX_CONF_UNSET_PTR;
+
+    return conf;
+}
+
+
+char *
+ngx_http_bytemark_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_bytemark_loc_conf_t *prev = parent;
+    ngx_http_bytemark_loc_conf_t *conf = child;
+
+    ngx_conf_merge_msec_value(conf->mongo_timeout, prev->mongo_timeout, 300);
+    ngx_conf_merge_msec_value(conf->mysql_timeout, prev->mysql_timeout, 1000);
+    ngx_conf_merge_msec_value(conf->cache_ttl, prev->cache_ttl, 0);
+    ngx_conf_merge_value(conf->cache_fill, prev->cache_fill, 1);
+    ngx_conf_merge_value(conf->use_stale, prev->use_stale, 1);
+    ngx_conf_merge_ptr_value(conf->user_id, prev->user_id, NULL);
+    ngx_conf_merge_ptr_value(conf->pass_uuid, prev->pass_uuid, NULL);
+
+    if (conf->mongo_timeout == 0 || conf->mysql_timeout == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"bytemark_mongo_timeout\" and "
+                           "\"bytemark_mysql_timeout\" must be greater "
+                           "than zero");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->handler) {
+        return ngx_http_bytemark_check_location(cf,
+                   ngx_http_conf_get_module_main_conf(cf,
+                                                      ngx_http_bytemark_module),
+                   conf);
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* a handler without what it needs would fail every request: refuse it now */
+
+static char *
+ngx_http_bytemark_check_location(ngx_conf_t *cf,
+    ngx_http_bytemark_main_conf_t *bmcf, ngx_http_bytemark_loc_conf_t *conf)
+{
+    const char                *name;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    name = (conf->handler == NGX_HTTP_BYTEMARK_TICKETS) ? "bytemark_tickets"
+                                                        : "bytemark_pass";
+
+    if (bmcf->mongo_uri.len == 0 && bmcf->mysql_servers == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%s\" in location \"%V\" needs "
+                           "\"bytemark_mongo_uri\" or \"bytemark_mysql\"",
+                           name, &clcf->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->user_id == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%s\" in location \"%V\" needs "
+                           "\"bytemark_user_id\"", name, &clcf->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->handler == NGX_HTTP_BYTEMARK_PASS && conf->pass_uuid == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%s\" in location \"%V\" needs "
+                           "\"bytemark_pass_uuid\"", name, &clcf->name);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+char *
+ngx_http_bytemark_set_handler(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+#if (NGX_THREADS)
+    ngx_http_bytemark_loc_conf_t *blcf = conf;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (blcf->handler) {
+        return "is duplicate, or another bytemark handler is set";
+    }
+
+    blcf->handler = (ngx_uint_t) cmd->post;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    clcf->handler = (blcf->handler == NGX_HTTP_BYTEMARK_TICKETS)
+                    ? ngx_http_bytemark_tickets_handler
+                    : ngx_http_bytemark_pass_handler;
+
+    return NGX_CONF_OK;
+#else
+    return "needs nginx built with threads (--with-threads)";
+#endif
+}
+
+
+char *
+ngx_http_bytemark_set_mongo_uri(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    char        err[256];
+    char       *rv;
+    ngx_str_t  *value;
+
+    rv = ngx_conf_set_str_slot(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    value = cf->args->elts;
+
+    /* the driver's message never repeats the URI, so no secret leaks here */
+    if (ngx_http_bytemark_mongo_check_uri(&value[1], err, sizeof(err))
+        != NGX_OK)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"bytemark_mongo_uri\" is not a valid MongoDB "
+                           "connection string: %s", err);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+char *
+ngx_http_bytemark_set_collection(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_bytemark_main_conf_t *bmcf = conf;
+
+    u_char     *dot;
+    ngx_str_t  *value;
+
+    if (bmcf->mongo_db.len) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    dot = ngx_strlchr(value[1].data, value[1].data + value[1].len, '.');
+
+    if (dot == NULL || dot == value[1].data
+        || dot == value[1].data + value[1].len - 1)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"bytemark_mongo_collection\" must be "
+                           "\"<database>.<collection>\", not \"%V\"",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    /* the driver wants NUL-terminated names; cf->args values are */
+    bmcf->mongo_db.len = dot - value[1].data;
+    bmcf->mongo_db.data = ngx_pnalloc(cf->pool, bmcf->mongo_db.len + 1);
+    if (bmcf->mongo_db.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memcpy(bmcf->mongo_db.data, value[1].data, bmcf->mongo_db.len);
+    bmcf->mongo_db.data[bmcf->mongo_db.len] = '\0';
+
+    bmcf->mongo_coll.data = dot + 1;
+    bmcf->mongo_coll.len = value[1].len - bmcf->mongo_db.len - 1;
+
+    return NGX_CONF_OK;
+}
+
+
+/* the table name is spliced into SQL text, so only plain identifiers pass */
+
+char *
+ngx_http_bytemark_set_table(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char        *rv;
+    ngx_str_t   *value;
+    ngx_uint_t   i, dots;
+
+    rv = ngx_conf_set_str_slot(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    value = cf->args->elts;
+    dots = 0;
+
+    for (i = 0; i < value[1].len; i++) {
+        u_char  c = value[1].data[i];
+
+        if (c == '.' && i > 0 && i < value[1].len - 1 && dots++ == 0) {
+            continue;
+        }
+
+        if (!(c == '_' || c == '$' || (c >= '0' && c <= '9')
+              || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')))
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"bytemark_mysql_table\" must be a plain "
+                               "identifier ([A-Za-z0-9_$], optionally "
+                               "<database>.<table>), not \"%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (value[1].len == 0) {
+        return "must not be empty";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * bytemark_mysql host=... | socket=... [port=3306] user=... [password=...]
+ *                database=... [pool_size=N];
+ *
+ * Repeated for read replicas: the first is the primary.
+ */
+
+char *
+ngx_http_bytemark_set_mysql(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_bytemark_main_conf_t *bmcf = conf;
+
+    ngx_int_t                          n;
+    ngx_str_t                         *value, *field, v;
+    ngx_uint_t                         i;
+    ngx_http_bytemark_mysql_server_t  *srv;
+
+    if (bmcf->mysql_servers == NULL) {
+        bmcf->mysql_servers = ngx_array_create(cf->pool, 2,
+                                     sizeof(ngx_http_bytemark_mysql_server_t));
+        if (bmcf->mysql_servers == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    srv = ngx_array_push(bmcf->mysql_servers);
+    if (srv == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(srv, sizeof(ngx_http_bytemark_mysql_server_t));
+    srv->port = 3306;
+    srv->pool_size = NGX_HTTP_BYTEMARK_MYSQL_POOL_SIZE;
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        field = NULL;
+
+        if (ngx_strncmp(value[i].data, "host=", 5) == 0) {
+            field = &srv->host;
+            v.data = value[i].data + 5;
+
+        } else if (ngx_strncmp(value[i].data, "socket=", 7) == 0) {
+            field = &srv->socket;
+            v.data = value[i].data + 7;
+
+        } else if (ngx_strncmp(value[i].data, "user=", 5) == 0) {
+            field = &srv->user;
+            v.data = value[i].data + 5;
+
+        } else if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
+            field = &srv->password;
+            v.data = value[i].data + 9;
+
+        } else if (ngx_strncmp(value[i].data, "database=", 9) == 0) {
+            field = &srv->database;
+            v.data = value[i].data + 9;
+
+        } else if (ngx_strncmp(value[i].data, "port=", 5) == 0) {
+            n = ngx_atoi(value[i].data + 5, value[i].len - 5);
+            if (n < 1 || n > 65535) {
+                goto invalid;
+            }
+            srv->port = n;
+            continue;
+
+        } else if (ngx_strncmp(value[i].data, "pool_size=", 10) == 0) {
+            n = ngx_atoi(value[i].data + 10, value[i].len - 10);
+            if (n < 1 || n > 1024) {
+                goto invalid;
+            }
+            srv->pool_size = n;
+            continue;
+
+        } else {
+            goto invalid;
+        }
+
+        /* cf->args values are NUL-terminated, as the client library wants */
+        v.len = value[i].data + value[i].len - v.data;
+        *field = v;
+    }
+
+    if ((srv->host.len == 0) == (srv->socket.len == 0)) {
+        return "needs exactly one of \"host=\" and \"socket=\"";
+    }
+
+    if (srv->user.len == 0) {
+        return "needs \"user=\"";
+    }
+
+    if (srv->database.len == 0) {
+        return "needs \"database=\"";
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    /* never echo the argument: it may be the password */
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"bytemark_mysql\" has an invalid parameter #%ui "
+                       "(expected host=, socket=, port=1..65535, user=, "
+                       "password=, database= or pool_size=1..1024)", i);
+    return NGX_CONF_ERROR;
+}

@@ -1,0 +1,263 @@
+
+/*
+ * Client input: user ids, pass uuids and the query arguments of the tickets
+ * handler.  Everything is checked here, before any backend sees it.
+ */
+
+
+#include "ngx_http_bytemark_module.h"
+
+
+static ngx_int_t ngx_http_bytemark_parse_statuses(ngx_http_request_t *r,
+    ngx_str_t *arg, ngx_http_bytemark_filter_t *f);
+
+
+/* ASCII digits, no sign, no leading zero, 1 .. 2^53-1 */
+
+ngx_int_t
+ngx_http_bytemark_parse_user_id(ngx_str_t *s, uint64_t *id)
+{
+    uint64_t    v;
+    ngx_uint_t  i;
+
+    if (s->len == 0 || s->len > 16 || s->data[0] == '0') {
+        return NGX_ERROR;
+    }
+
+    v = 0;
+
+    for (i = 0; i < s->len; i++) {
+        if (s->data[i] < '0' || s->data[i] > '9') {
+            return NGX_ERROR;
+        }
+
+        v = v * 10 + (s->data[i] - '0');
+    }
+
+    if (v > NGX_HTTP_BYTEMARK_MAX_USER_ID) {
+        return NGX_ERROR;
+    }
+
+    *id = v;
+
+    return NGX_OK;
+}
+
+
+/* 8-4-4-4-12 hex digits; written to out in lower case */
+
+ngx_int_t
+ngx_http_bytemark_parse_uuid(ngx_str_t *s, u_char *out)
+{
+    u_char      c;
+    ngx_uint_t  i;
+
+    if (s->len != NGX_HTTP_BYTEMARK_UUID_LEN) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < NGX_HTTP_BYTEMARK_UUID_LEN; i++) {
+        c = s->data[i];
+
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (c != '-') {
+                return NGX_ERROR;
+            }
+
+            out[i] = c;
+            continue;
+        }
+
+        if (c >= '0' && c <= '9') {
+            out[i] = c;
+            continue;
+        }
+
+        c |= 0x20;
+
+        if (c >= 'a' && c <= 'f') {
+            out[i] = c;
+            continue;
+        }
+
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_bytemark_read_user_id(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx)
+{
+    ngx_http_bytemark_loc_conf_t  *blcf;
+
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
+
+    if (ngx_http_complex_value(r, blcf->user_id, &ctx->user_id_text)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_bytemark_parse_user_id(&ctx->user_id_text, &ctx->user_id)
+        != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Strict percent-decoding: "%XX" with two hex digits, "+" stays "+".
+ * dst must hold src->len bytes.
+ */
+
+ngx_int_t
+ngx_http_bytemark_percent_decode(ngx_str_t *src, u_char *dst, size_t *len)
+{
+    u_char      *p, *end, c, hi, lo;
+    size_t       n;
+
+    p = src->data;
+    end = p + src->len;
+    n = 0;
+
+    while (p < end) {
+        if (*p != '%') {
+            dst[n++] = *p++;
+            continue;
+        }
+
+        if (end - p < 3) {
+            return NGX_ERROR;
+        }
+
+        hi = p[1] | 0x20;
+        lo = p[2] | 0x20;
+
+        if (!((hi >= '0' && hi <= '9') || (hi >= 'a' && hi <= 'f'))
+            || !((lo >= '0' && lo <= '9') || (lo >= 'a' && lo <= 'f')))
+        {
+            return NGX_ERROR;
+        }
+
+        c = (u_char) ((hi >= 'a' ? hi - 'a' + 10 : hi - '0') << 4);
+        c |= (u_char) (lo >= 'a' ? lo - 'a' + 10 : lo - '0');
+
+        dst[n++] = c;
+        p += 3;
+    }
+
+    *len = n;
+
+    return NGX_OK;
+}
+
+
+/*
+ * ?status=A[,B...]&version=3|4|all
+ * NGX_DECLINED means "400 invalid_argument".
+ */
+
+ngx_int_t
+ngx_http_bytemark_parse_filter(ngx_http_request_t *r,
+    ngx_http_bytemark_filter_t *f)
+{
+    u_char     buf[8];
+    size_t     len;
+    ngx_str_t  arg;
+
+    f->statuses = NULL;
+    f->versions = NGX_HTTP_BYTEMARK_V3 | NGX_HTTP_BYTEMARK_V4;
+
+    if (ngx_http_arg(r, (u_char *) "version", 7, &arg) == NGX_OK) {
+
+        if (arg.len > sizeof(buf)
+            || ngx_http_bytemark_percent_decode(&arg, buf, &len) != NGX_OK)
+        {
+            return NGX_DECLINED;
+        }
+
+        if (len == 1 && buf[0] == '3') {
+            f->versions = NGX_HTTP_BYTEMARK_V3;
+
+        } else if (len == 1 && buf[0] == '4') {
+            f->versions = NGX_HTTP_BYTEMARK_V4;
+
+        } else if (len != 3 || ngx_strncmp(buf, "all", 3) != 0) {
+            return NGX_DECLINED;
+        }
+    }
+
+    if (ngx_http_arg(r, (u_char *) "status", 6, &arg) == NGX_OK) {
+        return ngx_http_bytemark_parse_statuses(r, &arg, f);
+    }
+
+    return NGX_OK;
+}
+
+
+/* split on literal commas first, then decode each element */
+
+static ngx_int_t
+ngx_http_bytemark_parse_statuses(ngx_http_request_t *r, ngx_str_t *arg,
+    ngx_http_bytemark_filter_t *f)
+{
+    u_char      *p, *end, *comma;
+    size_t       len;
+    ngx_str_t    elt, *s;
+    ngx_uint_t   i;
+
+    f->statuses = ngx_array_create(r->pool, 4, sizeof(ngx_str_t));
+    if (f->statuses == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = arg->data;
+    end = p + arg->len;
+
+    for ( ;; ) {
+        comma = ngx_strlchr(p, end, ',');
+
+        elt.data = p;
+        elt.len = (comma ? comma : end) - p;
+
+        if (elt.len == 0 || elt.len > 3 * NGX_HTTP_BYTEMARK_STATUS_MAX) {
+            return NGX_DECLINED;
+        }
+
+        s = ngx_array_push(f->statuses);
+        if (s == NULL) {
+            return NGX_ERROR;
+        }
+
+        s->data = ngx_pnalloc(r->pool, elt.len);
+        if (s->data == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (ngx_http_bytemark_percent_decode(&elt, s->data, &len) != NGX_OK
+            || len == 0 || len > NGX_HTTP_BYTEMARK_STATUS_MAX)
+        {
+            return NGX_DECLINED;
+        }
+
+        s->len = len;
+
+        for (i = 0; i < len; i++) {
+            if (s->data[i] < 0x20 || s->data[i] == 0x7f) {
+                return NGX_DECLINED;
+            }
+        }
+
+        if (comma == NULL) {
+            return NGX_OK;
+        }
+
+        p = comma + 1;
+    }
+}

@@ -1,0 +1,461 @@
+
+/*
+ * The resolution order of the read handlers (SPEC 3.1, 3.2):
+ *
+ *   1. MongoDB findOne({user_id}): a fresh, complete entry answers;
+ *   2. otherwise MySQL answers (and, for tickets, the cache is filled
+ *      afterwards without delaying the response);
+ *   3. MySQL failing too: a stale entry answers under bytemark_use_stale;
+ *   4. otherwise 503.
+ *
+ * Every step that waits is a call posted to the thread pool; the stage
+ * functions return NGX_DONE while one is in flight, or the rc of the
+ * response they sent.
+ */
+
+
+#include "ngx_http_bytemark_module.h"
+
+
+static ngx_int_t ngx_http_bytemark_mongo_stage(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx);
+static void ngx_http_bytemark_mongo_done(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *call);
+static ngx_int_t ngx_http_bytemark_mongo_only(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_result_e result);
+static ngx_int_t ngx_http_bytemark_mysql_stage(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx);
+static void ngx_http_bytemark_mysql_done(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *call);
+static ngx_int_t ngx_http_bytemark_serve_entry(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_answer_t *a,
+    const char *source);
+static ngx_int_t ngx_http_bytemark_serve_stale(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx);
+static void ngx_http_bytemark_fill(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_answer_t *a);
+static ngx_int_t ngx_http_bytemark_unavailable(ngx_http_request_t *r);
+static ngx_int_t ngx_http_bytemark_not_found(ngx_http_request_t *r);
+static void ngx_http_bytemark_log_failure(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *call);
+static ngx_int_t ngx_http_bytemark_is_fresh(ngx_http_request_t *r,
+    ngx_http_bytemark_answer_t *a);
+
+
+ngx_int_t
+ngx_http_bytemark_lookup_start(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx)
+{
+    ngx_int_t                       rc;
+    ngx_http_bytemark_main_conf_t  *bmcf;
+
+    bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
+
+    rc = bmcf->mongo ? ngx_http_bytemark_mongo_stage(r, ctx)
+                     : ngx_http_bytemark_mysql_stage(r, ctx);
+
+    if (rc == NGX_DONE) {
+        /* held until a stage finalizes it */
+        r->main->count++;
+
+        /* notice a client that goes away while we wait */
+        r->read_event_handler = ngx_http_test_reading;
+    }
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_bytemark_mongo_stage(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx)
+{
+    ngx_http_bytemark_call_t      *call;
+    ngx_http_bytemark_loc_conf_t  *blcf;
+
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
+
+    call = ngx_http_bytemark_call_create(r, "mongo find",
+                                         ngx_http_bytemark_mongo_find,
+                                         ngx_http_bytemark_mongo_done,
+                                         blcf->mongo_timeout);
+    if (call == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    call->user_id = ctx->user_id;
+
+    if (ngx_http_bytemark_call_post(call) != NGX_OK) {
+        ngx_http_bytemark_call_free(call);
+
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "bytemark: mongo find for user %uL not started: "
+                      "thread pool queue is full", ctx->user_id);
+
+        ctx->mongo_failed = 1;
+        return ngx_http_bytemark_mongo_only(r, ctx, NGX_HTTP_BYTEMARK_NO_THREAD);
+    }
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_bytemark_mongo_done(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *call)
+{
+    ngx_int_t                   rc;
+    ngx_uint_t                  version;
+    ngx_http_bytemark_ctx_t    *ctx;
+    ngx_http_bytemark_answer_t *a;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
+    a = &call->answer;
+
+    ctx->mongo_used = 1;
+    ctx->mongo_time += call->elapsed;
+
+    switch (a->result) {
+
+    case NGX_HTTP_BYTEMARK_FOUND:
+
+        if (a->incomplete) {
+            /* an ingest's placeholder: neither fresh nor stale */
+            break;
+        }
+
+        if (!ngx_http_bytemark_is_fresh(r, a)) {
+            /* keep it for step 3 */
+            ctx->stale = *a;
+            ctx->have_stale = 1;
+            ngx_memzero(a, sizeof(ngx_http_bytemark_answer_t));
+            break;
+        }
+
+        if (ctx->handler == NGX_HTTP_BYTEMARK_TICKETS
+            || ngx_http_bytemark_find_pass(a, ctx->uuid, &version))
+        {
+            rc = ngx_http_bytemark_serve_entry(r, ctx, a, "mongo");
+            ngx_http_finalize_request(r, rc);
+            return;
+        }
+
+        /* a fresh entry without the pass: MySQL may know it */
+        break;
+
+    case NGX_HTTP_BYTEMARK_NOT_FOUND:
+        break;
+
+    case NGX_HTTP_BYTEMARK_MALFORMED:
+        /* a fill after the MySQL answer repairs the entry */
+        ngx_http_bytemark_log_failure(r, call);
+        break;
+
+    default:
+        ngx_http_bytemark_log_failure(r, call);
+        ctx->mongo_failed = 1;
+        break;
+    }
+
+    rc = ngx_http_bytemark_mongo_only(r, ctx, a->result);
+
+    if (rc != NGX_DONE) {
+        ngx_http_finalize_request(r, rc);
+    }
+}
+
+
+/*
+ * After a cache miss: MySQL if there is one; without it the cache is all
+ * there is (SPEC 3.1 "Either backend may be configured alone").
+ */
+
+static ngx_int_t
+ngx_http_bytemark_mongo_only(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_result_e result)
+{
+    ngx_http_bytemark_main_conf_t  *bmcf;
+    ngx_http_bytemark_loc_conf_t   *blcf;
+
+    bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
+
+    if (bmcf->mysql) {
+        return ngx_http_bytemark_mysql_stage(r, ctx);
+    }
+
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
+
+    if (ctx->have_stale) {
+        if (!blcf->use_stale) {
+            return ngx_http_bytemark_unavailable(r);
+        }
+
+        if (ctx->handler == NGX_HTTP_BYTEMARK_PASS
+            && ngx_http_bytemark_find_pass(&ctx->stale, ctx->uuid, NULL)
+               == NULL)
+        {
+            return ngx_http_bytemark_not_found(r);
+        }
+
+        return ngx_http_bytemark_serve_stale(r, ctx);
+    }
+
+    switch (result) {
+
+    case NGX_HTTP_BYTEMARK_FOUND:
+        /* incomplete, or fresh without the asked-for pass */
+        if (ctx->handler == NGX_HTTP_BYTEMARK_PASS) {
+            return ngx_http_bytemark_not_found(r);
+        }
+
+        return ngx_http_bytemark_unavailable(r);
+
+    case NGX_HTTP_BYTEMARK_NOT_FOUND:
+        if (ctx->handler == NGX_HTTP_BYTEMARK_PASS) {
+            return ngx_http_bytemark_not_found(r);
+        }
+
+        ngx_str_set(&ctx->source, "mongo");
+        return ngx_http_bytemark_send_tickets(r, ctx, NULL, NULL,
+                                              ngx_http_bytemark_now_ms());
+
+    case NGX_HTTP_BYTEMARK_MALFORMED:
+        return ngx_http_bytemark_send_error(r,
+                   NGX_HTTP_INTERNAL_SERVER_ERROR, "internal",
+                   "the cached entry of this user cannot be read");
+
+    default:
+        return ngx_http_bytemark_unavailable(r);
+    }
+}
+
+
+static ngx_int_t
+ngx_http_bytemark_mysql_stage(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx)
+{
+    ngx_http_bytemark_call_t      *call;
+    ngx_http_bytemark_loc_conf_t  *blcf;
+
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
+
+    if (ctx->handler == NGX_HTTP_BYTEMARK_TICKETS) {
+        call = ngx_http_bytemark_call_create(r, "mysql tickets query",
+                                             ngx_http_bytemark_mysql_tickets,
+                                             ngx_http_bytemark_mysql_done,
+                                             blcf->mysql_timeout);
+    } else {
+        call = ngx_http_bytemark_call_create(r, "mysql pass query",
+                                             ngx_http_bytemark_mysql_pass,
+                                             ngx_http_bytemark_mysql_done,
+                                             blcf->mysql_timeout);
+    }
+
+    if (call == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    call->user_id = ctx->user_id;
+    ngx_memcpy(call->uuid, ctx->uuid, NGX_HTTP_BYTEMARK_UUID_LEN);
+
+    if (ngx_http_bytemark_call_post(call) != NGX_OK) {
+        ngx_http_bytemark_call_free(call);
+
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "bytemark: mysql query for user %uL not started: "
+                      "thread pool queue is full", ctx->user_id);
+
+        return ngx_http_bytemark_serve_stale(r, ctx);
+    }
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_bytemark_mysql_done(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *call)
+{
+    ngx_int_t                    rc;
+    ngx_http_bytemark_ctx_t     *ctx;
+    ngx_http_bytemark_answer_t  *a;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
+    a = &call->answer;
+
+    ctx->mysql_used = 1;
+    ctx->mysql_time += call->elapsed;
+
+    switch (a->result) {
+
+    case NGX_HTTP_BYTEMARK_FOUND:
+    case NGX_HTTP_BYTEMARK_NOT_FOUND:
+
+        if (ctx->handler == NGX_HTTP_BYTEMARK_PASS) {
+            if (a->result == NGX_HTTP_BYTEMARK_NOT_FOUND) {
+                rc = ngx_http_bytemark_not_found(r);
+
+            } else {
+                ngx_str_set(&ctx->source, "mysql");
+                rc = ngx_http_bytemark_send_pass(r, ctx, a->pass, a->version);
+            }
+
+            break;
+        }
+
+        ngx_str_set(&ctx->source, "mysql");
+        rc = ngx_http_bytemark_send_tickets(r, ctx, a->passes, a->passes4,
+                                            a->timestamp);
+
+        ngx_http_bytemark_fill(r, ctx, a);
+        break;
+
+    default:
+        ngx_http_bytemark_log_failure(r, call);
+        rc = ngx_http_bytemark_serve_stale(r, ctx);
+        break;
+    }
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+static ngx_int_t
+ngx_http_bytemark_serve_entry(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_answer_t *a,
+    const char *source)
+{
+    json_t      *pass;
+    ngx_uint_t   version;
+
+    ctx->source.data = (u_char *) source;
+    ctx->source.len = ngx_strlen(source);
+
+    if (ctx->handler == NGX_HTTP_BYTEMARK_TICKETS) {
+        return ngx_http_bytemark_send_tickets(r, ctx, a->passes, a->passes4,
+                                              a->timestamp);
+    }
+
+    pass = ngx_http_bytemark_find_pass(a, ctx->uuid, &version);
+
+    return ngx_http_bytemark_send_pass(r, ctx, pass, version);
+}
+
+
+/* MySQL failed (or could not be asked): step 3 or step 4 */
+
+static ngx_int_t
+ngx_http_bytemark_serve_stale(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx)
+{
+    ngx_http_bytemark_loc_conf_t  *blcf;
+
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
+
+    if (!ctx->have_stale || !blcf->use_stale) {
+        return ngx_http_bytemark_unavailable(r);
+    }
+
+    /* a stale entry without the pass proves nothing: the pass may exist */
+    if (ctx->handler == NGX_HTTP_BYTEMARK_PASS
+        && ngx_http_bytemark_find_pass(&ctx->stale, ctx->uuid, NULL) == NULL)
+    {
+        return ngx_http_bytemark_unavailable(r);
+    }
+
+    return ngx_http_bytemark_serve_entry(r, ctx, &ctx->stale, "stale");
+}
+
+
+/*
+ * Rewrite the cache entry from the MySQL answer.  The call is posted with
+ * no request: the response is already on its way, and the call frees
+ * itself when the thread is done.
+ */
+
+static void
+ngx_http_bytemark_fill(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx,
+    ngx_http_bytemark_answer_t *a)
+{
+    ngx_http_bytemark_call_t       *call;
+    ngx_http_bytemark_loc_conf_t   *blcf;
+    ngx_http_bytemark_main_conf_t  *bmcf;
+
+    bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
+
+    /* a MongoDB that just failed would only hold a thread for nothing */
+    if (bmcf->mongo == NULL || !blcf->cache_fill || ctx->mongo_failed) {
+        return;
+    }
+
+    call = ngx_http_bytemark_call_create(NULL, "mongo cache fill",
+                                         ngx_http_bytemark_mongo_fill,
+                                         NULL, blcf->mongo_timeout);
+    if (call == NULL) {
+        return;
+    }
+
+    call->user_id = ctx->user_id;
+    call->fill_timestamp = a->timestamp;
+    call->fill_passes = a->passes;
+    call->fill_passes4 = a->passes4;
+    a->passes = NULL;
+    a->passes4 = NULL;
+
+    if (ngx_http_bytemark_call_post(call) != NGX_OK) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "bytemark: cache fill for user %uL skipped: "
+                      "thread pool queue is full", ctx->user_id);
+        ngx_http_bytemark_call_free(call);
+    }
+}
+
+
+static ngx_int_t
+ngx_http_bytemark_is_fresh(ngx_http_request_t *r,
+    ngx_http_bytemark_answer_t *a)
+{
+    ngx_http_bytemark_loc_conf_t  *blcf;
+
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
+
+    if (blcf->cache_ttl == 0) {
+        return 1;
+    }
+
+    if (!a->has_timestamp) {
+        return 0;
+    }
+
+    return ngx_http_bytemark_now_ms() - a->timestamp
+           <= (int64_t) blcf->cache_ttl;
+}
+
+
+static ngx_int_t
+ngx_http_bytemark_unavailable(ngx_http_request_t *r)
+{
+    return ngx_http_bytemark_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+               "unavailable",
+               "the pass service is temporarily unavailable, retry later");
+}
+
+
+static ngx_int_t
+ngx_http_bytemark_not_found(ngx_http_request_t *r)
+{
+    return ngx_http_bytemark_send_error(r, NGX_HTTP_NOT_FOUND, "not_found",
+                                        "no such pass for this user");
+}
+
+
+static void
+ngx_http_bytemark_log_failure(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *call)
+{
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "bytemark: %s for user %uL failed after %M ms: %s",
+                  call->name, call->user_id, call->elapsed,
+                  call->error[0] ? call->error : "unknown error");
+}

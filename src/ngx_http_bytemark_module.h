@@ -1,0 +1,278 @@
+
+/*
+ * ngx_http_bytemark_module: transit tickets and passes served at the edge.
+ *
+ * Architecture (one concern per file):
+ *   ngx_http_bytemark_module.c     module definition, directives table,
+ *                                  per-worker start and stop
+ *   ngx_http_bytemark_conf.c       directive parsers, create/merge, checks
+ *   ngx_http_bytemark_input.c      user id, pass uuid, query arguments
+ *   ngx_http_bytemark_call.c       backend-call layer: a blocking call runs
+ *                                  on the thread pool, the time budget runs
+ *                                  on the event loop, the request resumes or
+ *                                  the call is abandoned safely
+ *   ngx_http_bytemark_lookup.c     resolution order shared by the read
+ *                                  handlers: cache, MySQL, fill, stale, 503
+ *   ngx_http_bytemark_tickets.c    handler: bytemark_tickets
+ *   ngx_http_bytemark_pass.c       handler: bytemark_pass
+ *   ngx_http_bytemark_mongo.c      MongoDB: client pool, find, fill
+ *   ngx_http_bytemark_mysql.c      MySQL: pool, prepared statements, rows
+ *   ngx_http_bytemark_json.c       BSON -> JSON, pass arrays, ETag bodies
+ *   ngx_http_bytemark_response.c   the one place that writes responses
+ *   ngx_http_bytemark_variables.c  $bytemark_* variables
+ */
+
+#ifndef _NGX_HTTP_BYTEMARK_MODULE_H_INCLUDED_
+#define _NGX_HTTP_BYTEMARK_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <jansson.h>
+
+
+#define NGX_HTTP_BYTEMARK_MAX_USER_ID   9007199254740991ULL  /* 2^53 - 1 */
+#define NGX_HTTP_BYTEMARK_UUID_LEN      36
+#define NGX_HTTP_BYTEMARK_STATUS_MAX    32
+
+/* which handler a location runs */
+#define NGX_HTTP_BYTEMARK_TICKETS       1
+#define NGX_HTTP_BYTEMARK_PASS          2
+
+/* version filter of the tickets handler */
+#define NGX_HTTP_BYTEMARK_V3            0x01
+#define NGX_HTTP_BYTEMARK_V4            0x02
+
+
+typedef struct ngx_http_bytemark_mongo_s      ngx_http_bytemark_mongo_t;
+typedef struct ngx_http_bytemark_mysql_pool_s ngx_http_bytemark_mysql_pool_t;
+typedef struct ngx_http_bytemark_call_s       ngx_http_bytemark_call_t;
+typedef struct ngx_http_bytemark_ctx_s        ngx_http_bytemark_ctx_t;
+
+
+/* one "bytemark_mysql" directive */
+typedef struct {
+    ngx_str_t                     host;       /* or empty */
+    ngx_str_t                     socket;     /* or empty */
+    ngx_uint_t                    port;
+    ngx_str_t                     user;
+    ngx_str_t                     password;
+    ngx_str_t                     database;
+    ngx_uint_t                    pool_size;
+} ngx_http_bytemark_mysql_server_t;
+
+
+typedef struct {
+    ngx_str_t                     mongo_uri;
+    ngx_str_t                     mongo_db;
+    ngx_str_t                     mongo_coll;
+
+    ngx_array_t                  *mysql_servers;
+    ngx_str_t                     mysql_table;
+
+    ngx_str_t                     thread_pool_name;
+    ngx_thread_pool_t            *thread_pool;
+
+    /* per worker, created in init_process */
+    ngx_http_bytemark_mongo_t    *mongo;
+    ngx_http_bytemark_mysql_pool_t *mysql;
+} ngx_http_bytemark_main_conf_t;
+
+
+typedef struct {
+    ngx_uint_t                    handler;
+
+    ngx_msec_t                    mongo_timeout;
+    ngx_msec_t                    mysql_timeout;
+    ngx_msec_t                    cache_ttl;
+    ngx_flag_t                    cache_fill;
+    ngx_flag_t                    use_stale;
+
+    ngx_http_complex_value_t     *user_id;
+    ngx_http_complex_value_t     *pass_uuid;
+} ngx_http_bytemark_loc_conf_t;
+
+
+/* parsed query arguments of the tickets handler */
+typedef struct {
+    ngx_array_t                  *statuses;   /* of ngx_str_t, or NULL */
+    ngx_uint_t                    versions;   /* NGX_HTTP_BYTEMARK_V3|V4 */
+} ngx_http_bytemark_filter_t;
+
+
+/* what a backend call produced; filled in a thread, read on the event loop */
+typedef enum {
+    NGX_HTTP_BYTEMARK_FOUND = 0,
+    NGX_HTTP_BYTEMARK_NOT_FOUND,
+    NGX_HTTP_BYTEMARK_FAILED,        /* connect, query, pool */
+    NGX_HTTP_BYTEMARK_MALFORMED,     /* a cache document we cannot render */
+    NGX_HTTP_BYTEMARK_TIMED_OUT,     /* set by the event loop: budget spent */
+    NGX_HTTP_BYTEMARK_NO_THREAD      /* thread pool queue full */
+} ngx_http_bytemark_result_e;
+
+
+typedef struct {
+    ngx_http_bytemark_result_e    result;
+    json_t                       *passes;       /* arrays of pass objects */
+    json_t                       *passes4;
+    int64_t                       timestamp;    /* entry's, or read start */
+    unsigned                      has_timestamp:1;
+    unsigned                      incomplete:1;
+    json_t                       *pass;         /* pass lookups */
+    ngx_uint_t                    version;
+} ngx_http_bytemark_answer_t;
+
+
+typedef void (*ngx_http_bytemark_call_run_pt)(ngx_http_bytemark_call_t *call);
+typedef void (*ngx_http_bytemark_call_done_pt)(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *call);
+
+
+/*
+ * A backend call.  It is allocated outside the request pool: the thread owns
+ * it until the completion handler runs on the event loop, whatever happened
+ * to the request meanwhile.
+ */
+struct ngx_http_bytemark_call_s {
+    ngx_thread_task_t             task;
+    ngx_event_t                   budget;
+
+    ngx_http_request_t           *request;   /* NULL once abandoned */
+    ngx_http_bytemark_call_run_pt run;
+    ngx_http_bytemark_call_done_pt done;
+    const char                   *name;      /* "mongo find", ... */
+
+    ngx_http_bytemark_main_conf_t *bmcf;
+    ngx_log_t                    *log;
+    ngx_msec_t                    started;
+    ngx_msec_t                    elapsed;
+    ngx_msec_t                    timeout;
+
+    /* arguments */
+    uint64_t                      user_id;
+    u_char                        uuid[NGX_HTTP_BYTEMARK_UUID_LEN];
+    json_t                        *fill_passes;
+    json_t                        *fill_passes4;
+    int64_t                       fill_timestamp;
+
+    /* results */
+    ngx_http_bytemark_answer_t    answer;
+    char                          error[640];  /* cause, for the log */
+};
+
+
+struct ngx_http_bytemark_ctx_s {
+    ngx_uint_t                    handler;
+    uint64_t                      user_id;
+    ngx_str_t                     user_id_text;
+    u_char                        uuid[NGX_HTTP_BYTEMARK_UUID_LEN];
+    ngx_http_bytemark_filter_t    filter;
+
+    ngx_http_bytemark_call_t     *call;       /* in flight, or NULL */
+
+    ngx_http_bytemark_answer_t    stale;      /* a stale cache entry */
+    unsigned                      have_stale:1;
+    unsigned                      mongo_failed:1;
+    unsigned                      mongo_used:1;
+    unsigned                      mysql_used:1;
+
+    ngx_msec_t                    mongo_time;
+    ngx_msec_t                    mysql_time;
+    ngx_str_t                     source;
+};
+
+
+extern ngx_module_t  ngx_http_bytemark_module;
+
+
+/* conf */
+char *ngx_http_bytemark_set_mysql(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_bytemark_set_mongo_uri(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_bytemark_set_collection(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_bytemark_set_table(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_bytemark_set_handler(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+void *ngx_http_bytemark_create_main_conf(ngx_conf_t *cf);
+char *ngx_http_bytemark_init_main_conf(ngx_conf_t *cf, void *conf);
+void *ngx_http_bytemark_create_loc_conf(ngx_conf_t *cf);
+char *ngx_http_bytemark_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+
+/* input */
+ngx_int_t ngx_http_bytemark_parse_user_id(ngx_str_t *s, uint64_t *id);
+ngx_int_t ngx_http_bytemark_parse_uuid(ngx_str_t *s, u_char *out);
+ngx_int_t ngx_http_bytemark_parse_filter(ngx_http_request_t *r,
+    ngx_http_bytemark_filter_t *f);
+ngx_int_t ngx_http_bytemark_read_user_id(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx);
+ngx_int_t ngx_http_bytemark_percent_decode(ngx_str_t *src, u_char *dst,
+    size_t *len);
+
+/* call layer */
+ngx_http_bytemark_call_t *ngx_http_bytemark_call_create(ngx_http_request_t *r,
+    const char *name, ngx_http_bytemark_call_run_pt run,
+    ngx_http_bytemark_call_done_pt done, ngx_msec_t timeout);
+ngx_int_t ngx_http_bytemark_call_post(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_call_free(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_answer_release(ngx_http_bytemark_answer_t *a);
+ngx_int_t ngx_http_bytemark_request_cleanup(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx);
+
+/* lookup (resolution order of SPEC 3.1 / 3.2) */
+ngx_int_t ngx_http_bytemark_lookup_start(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx);
+
+/* handlers */
+ngx_int_t ngx_http_bytemark_tickets_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_bytemark_pass_handler(ngx_http_request_t *r);
+
+/* mongo */
+ngx_int_t ngx_http_bytemark_mongo_init_process(ngx_cycle_t *cycle,
+    ngx_http_bytemark_main_conf_t *bmcf);
+void ngx_http_bytemark_mongo_exit_process(ngx_http_bytemark_main_conf_t *bmcf);
+ngx_int_t ngx_http_bytemark_mongo_check_uri(ngx_str_t *uri, char *err,
+    size_t size);
+void ngx_http_bytemark_mongo_find(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_mongo_fill(ngx_http_bytemark_call_t *call);
+
+/* mysql */
+ngx_int_t ngx_http_bytemark_mysql_init_process(ngx_cycle_t *cycle,
+    ngx_http_bytemark_main_conf_t *bmcf);
+void ngx_http_bytemark_mysql_exit_process(ngx_http_bytemark_main_conf_t *bmcf);
+void ngx_http_bytemark_mysql_tickets(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_mysql_pass(ngx_http_bytemark_call_t *call);
+
+/* json */
+json_t *ngx_http_bytemark_bson_to_json(const void *iter, ngx_uint_t depth);
+ngx_int_t ngx_http_bytemark_entry_from_bson(const void *doc,
+    ngx_http_bytemark_answer_t *a, char *err, size_t size);
+ngx_int_t ngx_http_bytemark_json_to_bson(void *doc, const char *key,
+    json_t *v, ngx_uint_t depth);
+json_t *ngx_http_bytemark_filter_passes(json_t *passes,
+    ngx_http_bytemark_filter_t *f);
+json_t *ngx_http_bytemark_find_pass(ngx_http_bytemark_answer_t *a,
+    u_char *uuid, ngx_uint_t *version);
+int64_t ngx_http_bytemark_now_ms(void);
+
+/* response */
+ngx_int_t ngx_http_bytemark_send_tickets(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx, json_t *passes, json_t *passes4,
+    int64_t timestamp);
+ngx_int_t ngx_http_bytemark_send_pass(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx, json_t *pass, ngx_uint_t version);
+ngx_int_t ngx_http_bytemark_send_error(ngx_http_request_t *r,
+    ngx_uint_t status, const char *code, const char *message);
+ngx_int_t ngx_http_bytemark_send_not_allowed(ngx_http_request_t *r,
+    const char *allow);
+
+/* variables */
+ngx_int_t ngx_http_bytemark_add_variables(ngx_conf_t *cf);
+
+
+#endif /* _NGX_HTTP_BYTEMARK_MODULE_H_INCLUDED_ */

@@ -1,0 +1,806 @@
+
+/*
+ * MySQL (MariaDB Connector/C): a per-worker pool of connections to each
+ * configured server, shared by the pool threads under a mutex, with the
+ * prepared statements of each connection kept for its whole life.
+ *
+ * A connection is used by one thread at a time.  A thread that finds every
+ * connection of a server busy waits on a condition variable, bounded by the
+ * call's budget, and never opens more than pool_size connections.  Reads go
+ * to the first server that answers (the primary, then the replicas in
+ * order); a connection that broke is closed and, once, replaced at once.
+ */
+
+
+#include "ngx_http_bytemark_module.h"
+
+#include <pthread.h>
+#include <mysql.h>
+#include <errmsg.h>
+
+
+#define NGX_HTTP_BYTEMARK_SQL_TICKETS  0
+#define NGX_HTTP_BYTEMARK_SQL_PASS     1
+#define NGX_HTTP_BYTEMARK_SQL_N        2
+
+/* selected columns, in this order */
+#define NGX_HTTP_BYTEMARK_COL_UUID     0
+#define NGX_HTTP_BYTEMARK_COL_VERSION  1
+#define NGX_HTTP_BYTEMARK_COL_STATUS   2
+#define NGX_HTTP_BYTEMARK_COL_FREE     3
+#define NGX_HTTP_BYTEMARK_COL_PAYLOAD  4
+#define NGX_HTTP_BYTEMARK_COL_HASH     5
+#define NGX_HTTP_BYTEMARK_COL_TS       6
+#define NGX_HTTP_BYTEMARK_COLS         7
+
+
+typedef struct {
+    MYSQL                            *mysql;
+    MYSQL_STMT                       *stmt[NGX_HTTP_BYTEMARK_SQL_N];
+    unsigned                          busy:1;
+} ngx_http_bytemark_mysql_conn_t;
+
+
+typedef struct {
+    ngx_http_bytemark_mysql_server_t *conf;
+    ngx_http_bytemark_mysql_conn_t   *conns;
+} ngx_http_bytemark_mysql_node_t;
+
+
+struct ngx_http_bytemark_mysql_pool_s {
+    pthread_mutex_t                   mutex;
+    pthread_cond_t                    cond;
+    ngx_http_bytemark_mysql_node_t   *nodes;
+    ngx_uint_t                        nnodes;
+    unsigned int                      connect_timeout;   /* seconds */
+    unsigned int                      io_timeout;        /* seconds */
+    char                             *sql[NGX_HTTP_BYTEMARK_SQL_N];
+};
+
+
+/* one row, fetched as strings: the library converts numbers for us */
+typedef struct {
+    MYSQL_BIND                        bind[NGX_HTTP_BYTEMARK_COLS];
+    unsigned long                     length[NGX_HTTP_BYTEMARK_COLS];
+    my_bool                           is_null[NGX_HTTP_BYTEMARK_COLS];
+    char                             *buf[NGX_HTTP_BYTEMARK_COLS];
+} ngx_http_bytemark_mysql_row_t;
+
+
+typedef ngx_int_t (*ngx_http_bytemark_mysql_query_pt)(
+    ngx_http_bytemark_call_t *call, MYSQL_STMT *stmt);
+
+
+static char *ngx_http_bytemark_mysql_sql(ngx_cycle_t *cycle, ngx_str_t *table,
+    const char *where);
+static void ngx_http_bytemark_mysql_read(ngx_http_bytemark_call_t *call,
+    ngx_uint_t sql, ngx_http_bytemark_mysql_query_pt query);
+static ngx_http_bytemark_mysql_conn_t *ngx_http_bytemark_mysql_acquire(
+    ngx_http_bytemark_mysql_pool_t *pool, ngx_http_bytemark_mysql_node_t *node,
+    int64_t deadline, ngx_http_bytemark_call_t *call);
+static void ngx_http_bytemark_mysql_release(
+    ngx_http_bytemark_mysql_pool_t *pool, ngx_http_bytemark_mysql_conn_t *conn,
+    ngx_uint_t broken);
+static ngx_int_t ngx_http_bytemark_mysql_connect(
+    ngx_http_bytemark_mysql_pool_t *pool, ngx_http_bytemark_mysql_node_t *node,
+    ngx_http_bytemark_mysql_conn_t *conn, ngx_http_bytemark_call_t *call);
+static void ngx_http_bytemark_mysql_close(ngx_http_bytemark_mysql_conn_t *conn);
+static MYSQL_STMT *ngx_http_bytemark_mysql_stmt(
+    ngx_http_bytemark_mysql_pool_t *pool, ngx_http_bytemark_mysql_conn_t *conn,
+    ngx_uint_t sql, ngx_http_bytemark_call_t *call);
+static ngx_int_t ngx_http_bytemark_mysql_tickets_query(
+    ngx_http_bytemark_call_t *call, MYSQL_STMT *stmt);
+static ngx_int_t ngx_http_bytemark_mysql_pass_query(
+    ngx_http_bytemark_call_t *call, MYSQL_STMT *stmt);
+static ngx_int_t ngx_http_bytemark_mysql_execute(MYSQL_STMT *stmt,
+    ngx_http_bytemark_mysql_row_t *row, ngx_http_bytemark_call_t *call);
+static void ngx_http_bytemark_mysql_row_free(ngx_http_bytemark_mysql_row_t *row);
+static json_t *ngx_http_bytemark_mysql_pass_object(
+    ngx_http_bytemark_mysql_row_t *row, ngx_uint_t *version);
+static ngx_int_t ngx_http_bytemark_mysql_stmt_error(MYSQL_STMT *stmt,
+    ngx_http_bytemark_call_t *call, const char *what);
+static ngx_uint_t ngx_http_bytemark_mysql_gone(unsigned int err);
+
+
+ngx_int_t
+ngx_http_bytemark_mysql_init_process(ngx_cycle_t *cycle,
+    ngx_http_bytemark_main_conf_t *bmcf)
+{
+    ngx_uint_t                         i;
+    ngx_msec_t                         budget;
+    ngx_http_conf_ctx_t               *http;
+    ngx_http_bytemark_loc_conf_t      *blcf;
+    ngx_http_bytemark_mysql_pool_t    *pool;
+    ngx_http_bytemark_mysql_server_t  *srv;
+
+    if (mysql_library_init(0, NULL, NULL) != 0) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "bytemark: mysql_library_init() failed");
+        return NGX_ERROR;
+    }
+
+    pool = ngx_pcalloc(cycle->pool, sizeof(ngx_http_bytemark_mysql_pool_t));
+    if (pool == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (pthread_mutex_init(&pool->mutex, NULL) != 0
+        || pthread_cond_init(&pool->cond, NULL) != 0)
+    {
+        return NGX_ERROR;
+    }
+
+    srv = bmcf->mysql_servers->elts;
+    pool->nnodes = bmcf->mysql_servers->nelts;
+
+    pool->nodes = ngx_pcalloc(cycle->pool,
+                      pool->nnodes * sizeof(ngx_http_bytemark_mysql_node_t));
+    if (pool->nodes == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < pool->nnodes; i++) {
+        pool->nodes[i].conf = &srv[i];
+        pool->nodes[i].conns = ngx_pcalloc(cycle->pool,
+                     srv[i].pool_size * sizeof(ngx_http_bytemark_mysql_conn_t));
+        if (pool->nodes[i].conns == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    /*
+     * The library counts its timeouts in whole seconds; they bound a thread
+     * that outlives its request, so they follow the http-level budget.
+     */
+    http = (ngx_http_conf_ctx_t *) cycle->conf_ctx[ngx_http_module.index];
+    blcf = http->loc_conf[ngx_http_bytemark_module.ctx_index];
+    budget = blcf->mysql_timeout;
+
+    pool->connect_timeout = (unsigned int) ((budget + 999) / 1000);
+    pool->io_timeout = pool->connect_timeout + 1;
+
+    pool->sql[NGX_HTTP_BYTEMARK_SQL_TICKETS] =
+        ngx_http_bytemark_mysql_sql(cycle, &bmcf->mysql_table,
+                                    "user_id = ? ORDER BY timestamp, id");
+    pool->sql[NGX_HTTP_BYTEMARK_SQL_PASS] =
+        ngx_http_bytemark_mysql_sql(cycle, &bmcf->mysql_table,
+                                    "pass_uuid = ? AND user_id = ?");
+
+    if (pool->sql[0] == NULL || pool->sql[1] == NULL) {
+        return NGX_ERROR;
+    }
+
+    bmcf->mysql = pool;
+
+    return NGX_OK;
+}
+
+
+/* the table name was checked to be a plain identifier ("db.table" allowed) */
+
+static char *
+ngx_http_bytemark_mysql_sql(ngx_cycle_t *cycle, ngx_str_t *table,
+    const char *where)
+{
+    u_char  *sql, *p, *dot;
+    size_t   len;
+
+    len = sizeof("SELECT pass_uuid, version, status, free_ticket_status, "
+                 "payload, payload_hash, timestamp FROM `` WHERE ") - 1
+          + table->len + 4 + ngx_strlen(where) + 1;
+
+    sql = ngx_pnalloc(cycle->pool, len);
+    if (sql == NULL) {
+        return NULL;
+    }
+
+    p = ngx_cpymem(sql, "SELECT pass_uuid, version, status, free_ticket_status, "
+                   "payload, payload_hash, timestamp FROM `",
+                   sizeof("SELECT pass_uuid, version, status, "
+                          "free_ticket_status, payload, payload_hash, "
+                          "timestamp FROM `") - 1);
+
+    dot = ngx_strlchr(table->data, table->data + table->len, '.');
+
+    if (dot) {
+        p = ngx_cpymem(p, table->data, dot - table->data);
+        p = ngx_cpymem(p, "`.`", 3);
+        p = ngx_cpymem(p, dot + 1, table->data + table->len - dot - 1);
+
+    } else {
+        p = ngx_cpymem(p, table->data, table->len);
+    }
+
+    p = ngx_sprintf(p, "` WHERE %s%Z", where);
+
+    return (char *) sql;
+}
+
+
+void
+ngx_http_bytemark_mysql_exit_process(ngx_http_bytemark_main_conf_t *bmcf)
+{
+    ngx_uint_t                       i, k;
+    ngx_http_bytemark_mysql_pool_t  *pool;
+
+    pool = bmcf->mysql;
+    if (pool == NULL) {
+        return;
+    }
+
+    bmcf->mysql = NULL;
+
+    for (i = 0; i < pool->nnodes; i++) {
+        for (k = 0; k < pool->nodes[i].conf->pool_size; k++) {
+            ngx_http_bytemark_mysql_close(&pool->nodes[i].conns[k]);
+        }
+    }
+
+    pthread_cond_destroy(&pool->cond);
+    pthread_mutex_destroy(&pool->mutex);
+
+    mysql_library_end();
+}
+
+
+/* thread: all of a user's passes */
+
+void
+ngx_http_bytemark_mysql_tickets(ngx_http_bytemark_call_t *call)
+{
+    ngx_http_bytemark_mysql_read(call, NGX_HTTP_BYTEMARK_SQL_TICKETS,
+                                 ngx_http_bytemark_mysql_tickets_query);
+}
+
+
+/* thread: one pass, scoped to its user */
+
+void
+ngx_http_bytemark_mysql_pass(ngx_http_bytemark_call_t *call)
+{
+    ngx_http_bytemark_mysql_read(call, NGX_HTTP_BYTEMARK_SQL_PASS,
+                                 ngx_http_bytemark_mysql_pass_query);
+}
+
+
+/*
+ * A read: the primary first, then each replica.  NGX_DECLINED from a query
+ * means the connection broke: a connection that had been idle in the pool
+ * may have been closed by the server, so it is replaced and the query
+ * retried once on the same server before moving on.
+ */
+
+static void
+ngx_http_bytemark_mysql_read(ngx_http_bytemark_call_t *call, ngx_uint_t sql,
+    ngx_http_bytemark_mysql_query_pt query)
+{
+    int64_t                          deadline;
+    ngx_int_t                        rc;
+    ngx_uint_t                       i, attempt;
+    MYSQL_STMT                      *stmt;
+    ngx_http_bytemark_mysql_conn_t  *conn;
+    ngx_http_bytemark_mysql_pool_t  *pool;
+
+    pool = call->bmcf->mysql;
+    deadline = ngx_http_bytemark_now_ms() + (int64_t) call->timeout;
+
+    call->answer.result = NGX_HTTP_BYTEMARK_FAILED;
+
+    for (i = 0; i < pool->nnodes; i++) {
+
+        for (attempt = 0; attempt < 2; attempt++) {
+
+            conn = ngx_http_bytemark_mysql_acquire(pool, &pool->nodes[i],
+                                                   deadline, call);
+            if (conn == NULL) {
+                break;
+            }
+
+            stmt = ngx_http_bytemark_mysql_stmt(pool, conn, sql, call);
+
+            rc = (stmt == NULL) ? NGX_DECLINED : query(call, stmt);
+
+            ngx_http_bytemark_mysql_release(pool, conn, rc == NGX_DECLINED);
+
+            if (rc == NGX_OK) {
+                /* a failover that worked is not a failure of the call */
+                call->error[0] = '\0';
+                return;
+            }
+
+            if (rc == NGX_ERROR) {
+                /* the server answered with an error: a replica would too */
+                return;
+            }
+        }
+    }
+}
+
+
+static ngx_http_bytemark_mysql_conn_t *
+ngx_http_bytemark_mysql_acquire(ngx_http_bytemark_mysql_pool_t *pool,
+    ngx_http_bytemark_mysql_node_t *node, int64_t deadline,
+    ngx_http_bytemark_call_t *call)
+{
+    int64_t                          now;
+    ngx_uint_t                       i;
+    struct timespec                  ts;
+    ngx_http_bytemark_mysql_conn_t  *conn, *fresh;
+
+    pthread_mutex_lock(&pool->mutex);
+
+    for ( ;; ) {
+        conn = NULL;
+        fresh = NULL;
+
+        for (i = 0; i < node->conf->pool_size; i++) {
+            if (node->conns[i].busy) {
+                continue;
+            }
+
+            if (node->conns[i].mysql) {
+                conn = &node->conns[i];
+                break;
+            }
+
+            if (fresh == NULL) {
+                fresh = &node->conns[i];
+            }
+        }
+
+        if (conn == NULL) {
+            conn = fresh;
+        }
+
+        if (conn) {
+            conn->busy = 1;
+            break;
+        }
+
+        now = ngx_http_bytemark_now_ms();
+
+        if (now >= deadline) {
+            pthread_mutex_unlock(&pool->mutex);
+            snprintf(call->error, sizeof(call->error),
+                     "all %u connections to mysql server #%u are busy",
+                     (unsigned) node->conf->pool_size,
+                     (unsigned) (node - pool->nodes) + 1);
+            return NULL;
+        }
+
+        ts.tv_sec = deadline / 1000;
+        ts.tv_nsec = (deadline % 1000) * 1000000;
+        pthread_cond_timedwait(&pool->cond, &pool->mutex, &ts);
+    }
+
+    pthread_mutex_unlock(&pool->mutex);
+
+    /* connect outside the lock: it may take the whole connect timeout */
+    if (conn->mysql == NULL
+        && ngx_http_bytemark_mysql_connect(pool, node, conn, call) != NGX_OK)
+    {
+        ngx_http_bytemark_mysql_release(pool, conn, 1);
+        return NULL;
+    }
+
+    return conn;
+}
+
+
+static void
+ngx_http_bytemark_mysql_release(ngx_http_bytemark_mysql_pool_t *pool,
+    ngx_http_bytemark_mysql_conn_t *conn, ngx_uint_t broken)
+{
+    if (broken) {
+        ngx_http_bytemark_mysql_close(conn);
+    }
+
+    pthread_mutex_lock(&pool->mutex);
+    conn->busy = 0;
+    pthread_cond_signal(&pool->cond);
+    pthread_mutex_unlock(&pool->mutex);
+}
+
+
+static ngx_int_t
+ngx_http_bytemark_mysql_connect(ngx_http_bytemark_mysql_pool_t *pool,
+    ngx_http_bytemark_mysql_node_t *node, ngx_http_bytemark_mysql_conn_t *conn,
+    ngx_http_bytemark_call_t *call)
+{
+    MYSQL                             *m;
+    my_bool                            off;
+    ngx_http_bytemark_mysql_server_t  *srv;
+
+    srv = node->conf;
+
+    m = mysql_init(NULL);
+    if (m == NULL) {
+        snprintf(call->error, sizeof(call->error), "mysql_init() failed");
+        return NGX_ERROR;
+    }
+
+    off = 0;
+
+    mysql_options(m, MYSQL_OPT_CONNECT_TIMEOUT, &pool->connect_timeout);
+    mysql_options(m, MYSQL_OPT_READ_TIMEOUT, &pool->io_timeout);
+    mysql_options(m, MYSQL_OPT_WRITE_TIMEOUT, &pool->io_timeout);
+    mysql_options(m, MYSQL_OPT_RECONNECT, &off);
+    mysql_options(m, MYSQL_SET_CHARSET_NAME, "utf8mb4");
+
+    /* directive values are NUL-terminated strings from the config parser */
+    if (mysql_real_connect(m,
+            srv->host.len ? (char *) srv->host.data : NULL,
+            (char *) srv->user.data,
+            srv->password.len ? (char *) srv->password.data : NULL,
+            (char *) srv->database.data,
+            (unsigned int) srv->port,
+            srv->socket.len ? (char *) srv->socket.data : NULL,
+            0)
+        == NULL)
+    {
+        snprintf(call->error, sizeof(call->error),
+                 "cannot connect to mysql server #%u: %s",
+                 (unsigned) (node - pool->nodes) + 1, mysql_error(m));
+        mysql_close(m);
+        return NGX_ERROR;
+    }
+
+    conn->mysql = m;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_bytemark_mysql_close(ngx_http_bytemark_mysql_conn_t *conn)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < NGX_HTTP_BYTEMARK_SQL_N; i++) {
+        if (conn->stmt[i]) {
+            mysql_stmt_close(conn->stmt[i]);
+            conn->stmt[i] = NULL;
+        }
+    }
+
+    if (conn->mysql) {
+        mysql_close(conn->mysql);
+        conn->mysql = NULL;
+    }
+}
+
+
+/* prepared once per connection, kept until the connection closes */
+
+static MYSQL_STMT *
+ngx_http_bytemark_mysql_stmt(ngx_http_bytemark_mysql_pool_t *pool,
+    ngx_http_bytemark_mysql_conn_t *conn, ngx_uint_t sql,
+    ngx_http_bytemark_call_t *call)
+{
+    my_bool      on;
+    MYSQL_STMT  *stmt;
+
+    if (conn->stmt[sql]) {
+        return conn->stmt[sql];
+    }
+
+    stmt = mysql_stmt_init(conn->mysql);
+    if (stmt == NULL) {
+        snprintf(call->error, sizeof(call->error), "mysql_stmt_init(): %s",
+                 mysql_error(conn->mysql));
+        return NULL;
+    }
+
+    if (mysql_stmt_prepare(stmt, pool->sql[sql], strlen(pool->sql[sql]))
+        != 0)
+    {
+        snprintf(call->error, sizeof(call->error), "prepare: %s",
+                 mysql_stmt_error(stmt));
+        mysql_stmt_close(stmt);
+        return NULL;
+    }
+
+    /* lets us size the result buffers from the stored result */
+    on = 1;
+    mysql_stmt_attr_set(stmt, STMT_ATTR_UPDATE_MAX_LENGTH, &on);
+
+    conn->stmt[sql] = stmt;
+
+    return stmt;
+}
+
+
+static ngx_int_t
+ngx_http_bytemark_mysql_tickets_query(ngx_http_bytemark_call_t *call,
+    MYSQL_STMT *stmt)
+{
+    int                             rc;
+    json_t                         *pass, *passes, *passes4;
+    MYSQL_BIND                      param;
+    ngx_int_t                       erc;
+    ngx_uint_t                      version;
+    unsigned long long              user_id;
+    ngx_http_bytemark_mysql_row_t   row;
+
+    user_id = call->user_id;
+
+    ngx_memzero(&param, sizeof(MYSQL_BIND));
+    param.buffer_type = MYSQL_TYPE_LONGLONG;
+    param.buffer = &user_id;
+    param.is_unsigned = 1;
+
+    if (mysql_stmt_bind_param(stmt, &param) != 0) {
+        return ngx_http_bytemark_mysql_stmt_error(stmt, call, "bind");
+    }
+
+    /* the entry's timestamp is when the read began (SPEC 3.1 step 3) */
+    call->answer.timestamp = ngx_http_bytemark_now_ms();
+
+    erc = ngx_http_bytemark_mysql_execute(stmt, &row, call);
+    if (erc != NGX_OK) {
+        return erc;
+    }
+
+    passes = json_array();
+    passes4 = json_array();
+
+    while ((rc = mysql_stmt_fetch(stmt)) == 0) {
+        pass = ngx_http_bytemark_mysql_pass_object(&row, &version);
+
+        if (pass == NULL || passes == NULL || passes4 == NULL) {
+            snprintf(call->error, sizeof(call->error),
+                     "out of memory building passes");
+            rc = -1;
+            break;
+        }
+
+        json_array_append_new(version == 4 ? passes4 : passes, pass);
+    }
+
+    if (rc != MYSQL_NO_DATA) {
+        json_decref(passes);
+        json_decref(passes4);
+        erc = call->error[0] ? NGX_ERROR
+              : ngx_http_bytemark_mysql_stmt_error(stmt, call, "fetch");
+        mysql_stmt_free_result(stmt);
+        ngx_http_bytemark_mysql_row_free(&row);
+        return erc;
+    }
+
+    mysql_stmt_free_result(stmt);
+    ngx_http_bytemark_mysql_row_free(&row);
+
+    call->answer.passes = passes;
+    call->answer.passes4 = passes4;
+    call->answer.has_timestamp = 1;
+    call->answer.result = NGX_HTTP_BYTEMARK_FOUND;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_bytemark_mysql_pass_query(ngx_http_bytemark_call_t *call,
+    MYSQL_STMT *stmt)
+{
+    int                             rc;
+    MYSQL_BIND                      param[2];
+    ngx_int_t                       erc;
+    unsigned long                   uuid_len;
+    unsigned long long              user_id;
+    ngx_http_bytemark_mysql_row_t   row;
+
+    user_id = call->user_id;
+    uuid_len = NGX_HTTP_BYTEMARK_UUID_LEN;
+
+    ngx_memzero(param, sizeof(param));
+    param[0].buffer_type = MYSQL_TYPE_STRING;
+    param[0].buffer = call->uuid;
+    param[0].buffer_length = uuid_len;
+    param[0].length = &uuid_len;
+    param[1].buffer_type = MYSQL_TYPE_LONGLONG;
+    param[1].buffer = &user_id;
+    param[1].is_unsigned = 1;
+
+    if (mysql_stmt_bind_param(stmt, param) != 0) {
+        return ngx_http_bytemark_mysql_stmt_error(stmt, call, "bind");
+    }
+
+    erc = ngx_http_bytemark_mysql_execute(stmt, &row, call);
+    if (erc != NGX_OK) {
+        return erc;
+    }
+
+    rc = mysql_stmt_fetch(stmt);
+
+    if (rc == 0) {
+        call->answer.pass = ngx_http_bytemark_mysql_pass_object(&row,
+                                                     &call->answer.version);
+        call->answer.result = call->answer.pass ? NGX_HTTP_BYTEMARK_FOUND
+                                                : NGX_HTTP_BYTEMARK_FAILED;
+
+    } else if (rc == MYSQL_NO_DATA) {
+        call->answer.result = NGX_HTTP_BYTEMARK_NOT_FOUND;
+
+    } else {
+        erc = ngx_http_bytemark_mysql_stmt_error(stmt, call, "fetch");
+    }
+
+    mysql_stmt_free_result(stmt);
+    ngx_http_bytemark_mysql_row_free(&row);
+
+    return erc;
+}
+
+
+/*
+ * Executes a bound statement, stores its result and binds a row of string
+ * buffers sized by the longest value of each column.
+ */
+
+static ngx_int_t
+ngx_http_bytemark_mysql_execute(MYSQL_STMT *stmt,
+    ngx_http_bytemark_mysql_row_t *row, ngx_http_bytemark_call_t *call)
+{
+    size_t        size;
+    ngx_uint_t    i;
+    MYSQL_RES    *meta;
+    MYSQL_FIELD  *fields;
+
+    ngx_memzero(row, sizeof(ngx_http_bytemark_mysql_row_t));
+
+    if (mysql_stmt_execute(stmt) != 0) {
+        return ngx_http_bytemark_mysql_stmt_error(stmt, call, "execute");
+    }
+
+    if (mysql_stmt_store_result(stmt) != 0) {
+        return ngx_http_bytemark_mysql_stmt_error(stmt, call, "store result");
+    }
+
+    meta = mysql_stmt_result_metadata(stmt);
+    if (meta == NULL || mysql_num_fields(meta) != NGX_HTTP_BYTEMARK_COLS) {
+        snprintf(call->error, sizeof(call->error),
+                 "unexpected result shape from the pass table");
+        if (meta) {
+            mysql_free_result(meta);
+        }
+        mysql_stmt_free_result(stmt);
+        return NGX_ERROR;
+    }
+
+    fields = mysql_fetch_fields(meta);
+
+    for (i = 0; i < NGX_HTTP_BYTEMARK_COLS; i++) {
+        /* numbers are converted to text: leave room whatever max_length says */
+        size = ngx_max(fields[i].max_length, 32) + 1;
+
+        row->buf[i] = malloc(size);
+        if (row->buf[i] == NULL) {
+            mysql_free_result(meta);
+            mysql_stmt_free_result(stmt);
+            ngx_http_bytemark_mysql_row_free(row);
+            snprintf(call->error, sizeof(call->error), "out of memory");
+            return NGX_ERROR;
+        }
+
+        row->bind[i].buffer_type = MYSQL_TYPE_STRING;
+        row->bind[i].buffer = row->buf[i];
+        row->bind[i].buffer_length = size;
+        row->bind[i].length = &row->length[i];
+        row->bind[i].is_null = &row->is_null[i];
+    }
+
+    mysql_free_result(meta);
+
+    if (mysql_stmt_bind_result(stmt, row->bind) != 0) {
+        mysql_stmt_free_result(stmt);
+        ngx_http_bytemark_mysql_row_free(row);
+        return ngx_http_bytemark_mysql_stmt_error(stmt, call, "bind result");
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_bytemark_mysql_row_free(ngx_http_bytemark_mysql_row_t *row)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < NGX_HTTP_BYTEMARK_COLS; i++) {
+        free(row->buf[i]);
+        row->buf[i] = NULL;
+    }
+}
+
+
+/* a row becomes {pass_uuid, timestamp, status, free_ticket_status,
+ * payload, payload_hash} (SPEC 2) */
+
+static json_t *
+ngx_http_bytemark_mysql_pass_object(ngx_http_bytemark_mysql_row_t *row,
+    ngx_uint_t *version)
+{
+    char          *p;
+    json_t        *pass, *payload, *hash;
+    json_error_t   err;
+
+#define col(i)  row->buf[i], (size_t) row->length[i]
+
+    row->buf[NGX_HTTP_BYTEMARK_COL_VERSION][row->length[1]] = '\0';
+    row->buf[NGX_HTTP_BYTEMARK_COL_FREE][row->length[3]] = '\0';
+    row->buf[NGX_HTTP_BYTEMARK_COL_TS][row->length[6]] = '\0';
+
+    *version = (strcmp(row->buf[NGX_HTTP_BYTEMARK_COL_VERSION], "4") == 0)
+               ? 4 : 3;
+
+    if (row->is_null[NGX_HTTP_BYTEMARK_COL_PAYLOAD]) {
+        payload = json_null();
+
+    } else {
+        p = row->buf[NGX_HTTP_BYTEMARK_COL_PAYLOAD];
+
+        payload = json_loadb(col(NGX_HTTP_BYTEMARK_COL_PAYLOAD),
+                             JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
+
+        if (payload == NULL) {
+            /* not valid JSON: embedded as the string it is */
+            payload = json_stringn(p, row->length[NGX_HTTP_BYTEMARK_COL_PAYLOAD]);
+        }
+    }
+
+    hash = row->is_null[NGX_HTTP_BYTEMARK_COL_HASH]
+           ? json_null() : json_stringn(col(NGX_HTTP_BYTEMARK_COL_HASH));
+
+    pass = json_pack("{s:s%,s:I,s:s%,s:I,s:o*,s:o*}",
+                     "pass_uuid", col(NGX_HTTP_BYTEMARK_COL_UUID),
+                     "timestamp",
+                     (json_int_t) strtoll(row->buf[NGX_HTTP_BYTEMARK_COL_TS],
+                                          NULL, 10),
+                     "status", col(NGX_HTTP_BYTEMARK_COL_STATUS),
+                     "free_ticket_status",
+                     (json_int_t) strtoll(row->buf[NGX_HTTP_BYTEMARK_COL_FREE],
+                                          NULL, 10),
+                     "payload", payload,
+                     "payload_hash", hash);
+
+#undef col
+
+    return pass;
+}
+
+
+/* NGX_DECLINED when the connection is gone, NGX_ERROR otherwise */
+
+static ngx_int_t
+ngx_http_bytemark_mysql_stmt_error(MYSQL_STMT *stmt,
+    ngx_http_bytemark_call_t *call, const char *what)
+{
+    unsigned int  err;
+
+    err = mysql_stmt_errno(stmt);
+
+    snprintf(call->error, sizeof(call->error), "%s: %s (%u)", what,
+             mysql_stmt_error(stmt), err);
+
+    return ngx_http_bytemark_mysql_gone(err) ? NGX_DECLINED : NGX_ERROR;
+}
+
+
+static ngx_uint_t
+ngx_http_bytemark_mysql_gone(unsigned int err)
+{
+    switch (err) {
+    case CR_SERVER_GONE_ERROR:
+    case CR_SERVER_LOST:
+    case CR_CONNECTION_ERROR:
+    case CR_CONN_HOST_ERROR:
+    case CR_SERVER_LOST_EXTENDED:
+    case 1927:  /* ER_CONNECTION_KILLED */
+    case 4031:  /* ER_CLIENT_INTERACTION_TIMEOUT */
+    case 1053:  /* ER_SERVER_SHUTDOWN */
+        return 1;
+    default:
+        return 0;
+    }
+}
