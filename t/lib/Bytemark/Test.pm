@@ -1,0 +1,914 @@
+package Bytemark::Test;
+
+# Shared test harness: starts MariaDB, MongoDB (real mongod, the Python
+# stand-in, or an external server) and nginx with the module, each test in its
+# own temp dir on its own free ports on 127.0.0.1, and stops all of it again.
+#
+#   use lib 't/lib'; use Bytemark::Test;
+#   my $t = Bytemark::Test->new(mysql => 1, mongo => 1);
+#   $t->start_nginx(<<'EOF');
+#       bytemark_mongo_uri %%MONGO_URI%%;
+#       bytemark_mongo_collection %%MONGO_COLL%%;
+#       bytemark_mysql %%MYSQL%%;
+#       server { listen 127.0.0.1:%%PORT%%; location /t { bytemark_user_id $arg_u; bytemark_tickets; } }
+#   EOF
+#   my $r = $t->get('/t?u=12345');
+#
+# Everything started is stopped when the object goes away, in an END block
+# when the test dies, and — should the test process be killed outright — by a
+# small watchdog process that notices its parent is gone. Core Perl only.
+#
+# Environment:
+#   BYTEMARK_TEST_KEEP=1          keep the temp dir (logs, confs) and say where
+#   BYTEMARK_TEST_MONGO_URI=uri   use that MongoDB (per-test database, dropped at the end)
+#   BYTEMARK_TEST_MONGO_KIND=standin|mongod   force the kind of local server
+#   BYTEMARK_NGINX=/path/nginx    nginx binary (default /usr/sbin/nginx)
+#   BYTEMARK_MODULE=/path/x.so    module (default <repo>/build/ngx_http_bytemark_module.so)
+
+use strict;
+use warnings;
+
+use Carp qw(croak);
+use Cwd qw(abs_path);
+use File::Basename qw(dirname);
+use File::Path qw(remove_tree make_path);
+use File::Temp qw(tempdir);
+use HTTP::Tiny;
+use IO::Socket::INET;
+use IO::Socket::UNIX;
+use JSON::PP;
+use POSIX qw(:sys_wait_h setsid _exit);
+use Scalar::Util qw(weaken refaddr);
+use Test::More ();
+use Time::HiRes qw(time sleep);
+
+our $REPO = abs_path(dirname(__FILE__) . '/../../..');
+our $PYTHON = '/usr/bin/python3';    # Debian's, with pymongo (not pyenv's)
+
+my %LIVE;          # refaddr => weak ref, for the END block
+my %USED_PORT;     # ports handed out by this process
+my $DIAG_DONE;     # "# mongo: kind" printed once per test file
+my $DB_SEQ = 0;    # per-process counter for external database names
+
+my $JSON = JSON::PP->new->utf8->canonical->allow_nonref;
+
+# ---------------------------------------------------------------------------
+# construction / destruction
+
+sub new {
+    my ($class, %a) = @_;
+    my $self = bless {
+        owner     => $$,
+        keep      => $ENV{BYTEMARK_TEST_KEEP} ? 1 : 0,
+        paused    => {},
+        mysql_on  => 0,
+        mongo_on  => 0,
+    }, $class;
+    $LIVE{refaddr $self} = $self;
+    weaken $LIVE{refaddr $self};
+
+    $self->{dir} = tempdir('bytemark-XXXXXX', TMPDIR => 1, CLEANUP => 0);
+    $self->{nginx_port} = free_port();
+
+    if ($a{mongo}) {
+        $self->{mongo_coll_name} = 'bytemark_tickets_cache';
+        if ($ENV{BYTEMARK_TEST_MONGO_URI}) {
+            $self->{mongo_kind} = 'external';
+            $self->{mongo_uri}  = $ENV{BYTEMARK_TEST_MONGO_URI};
+            $self->{mongo_db_name} = sprintf 'bt_%d_%d', $$, ++$DB_SEQ;
+        } else {
+            my $want = $ENV{BYTEMARK_TEST_MONGO_KIND} // '';
+            $self->{mongo_kind} = $want eq 'standin' ? 'standin'
+                                : $want eq 'mongod' || _which('mongod') ? 'mongod'
+                                : 'standin';
+            $self->{mongo_db_name} = 'cache';
+        }
+    }
+
+    $self->_start_watchdog;
+
+    # Both servers boot at the same time: spawn, then wait for each (mongo
+    # first: it boots while mariadb-install-db runs).
+    $self->_mongo_spawn if $a{mongo};
+    $self->_mysql_spawn if $a{mysql};
+    $self->_mysql_ready if $a{mysql};
+    $self->_mongo_ready if $a{mongo};
+
+    if ($a{mongo} && !$DIAG_DONE++) {
+        Test::More::diag("mongo: $self->{mongo_kind}");
+    }
+    return $self;
+}
+
+sub DESTROY {
+    my $self = shift;
+    $self->cleanup;
+}
+
+END {
+    for my $t (grep { defined } values %LIVE) {
+        $t->cleanup;
+    }
+}
+
+# A test killed by Ctrl-C or by a timeout still runs the END block.
+# Become a child subreaper (prctl PR_SET_CHILD_SUBREAPER): nginx's daemonized
+# master then stays our child and is reaped as soon as it exits instead of
+# lingering as a zombie until init gets to it. Best effort.
+eval {
+    package Bytemark::Test::Syscall;
+    no warnings;
+    require 'syscall.ph';
+    syscall(&SYS_prctl(), 36, 1, 0, 0, 0);
+};
+
+my %SIGNUM = (HUP => 1, INT => 2, TERM => 15);
+for my $sig (sort keys %SIGNUM) {
+    next if defined $SIG{$sig} && $SIG{$sig} ne 'DEFAULT' && $SIG{$sig} ne '';
+    $SIG{$sig} = sub {
+        print STDERR "# Bytemark::Test: caught SIG$sig, cleaning up\n";
+        exit 128 + $SIGNUM{$sig};
+    };
+}
+
+# Stops everything this object started and removes the temp dir. Idempotent;
+# does nothing in forked children of the test.
+sub cleanup {
+    my $self = shift;
+    return if $self->{cleaned} || !$self->{owner} || $$ != $self->{owner};
+    $self->{cleaned} = 1;
+    local ($?, $!, $@);
+    delete $LIVE{refaddr $self};
+
+    my @err;
+    eval { $self->stop_nginx if $self->{nginx_pid}; 1 } or push @err, $@;
+    if ($self->{mongo_kind} && $self->{mongo_kind} eq 'external') {
+        eval { $self->_mongo_cli('drop-db'); 1 } or push @err, $@;
+    }
+    # No need for a clean shutdown of servers whose data is thrown away.
+    my $fast = $self->{keep} ? 0 : 1;
+    eval { $self->stop_mongo(fast => $fast) if $self->{mongo_on} && $self->{mongo_pid}; 1 } or push @err, $@;
+    eval { $self->stop_mysql(fast => $fast) if $self->{mysql_on}; 1 } or push @err, $@;
+    print STDERR "# Bytemark::Test cleanup: $_" for @err;
+
+    $self->_stop_watchdog;
+    if ($self->{keep}) {
+        print STDERR "# Bytemark::Test: kept $self->{dir}\n";
+    } elsif ($self->{dir} && -d $self->{dir}) {
+        remove_tree($self->{dir});
+    }
+}
+
+# The watchdog is a forked process holding the read end of a pipe; the test
+# keeps the write end. EOF means the test process is gone: it then kills every
+# server whose pid file is still in the dir and removes the dir. The pipe is
+# close-on-exec, so the servers never inherit the write end.
+sub _start_watchdog {
+    my $self = shift;
+    pipe(my $r, my $w) or die "pipe: $!";
+    my $dir  = $self->{dir};
+    my $keep = $self->{keep};
+    my $pid  = fork // die "fork: $!";
+    if (!$pid) {
+        close $w;
+        # Never hold the test's stdout: prove waits for EOF on it.
+        open STDIN,  '<', '/dev/null';
+        open STDOUT, '>', '/dev/null';
+        open STDERR, '>', '/dev/null';
+        setsid();
+        $0 = "bytemark-test watchdog ($dir)";
+        $SIG{$_} = 'IGNORE' for qw(INT TERM HUP PIPE);
+        1 while sysread($r, my $buf, 4096);
+        if (-d $dir) {
+            for my $pf (glob "$dir/*.pid") {
+                my $p = _read_pid($pf) or next;
+                _kill_tree($p, 'KILL', 0);
+            }
+            remove_tree($dir) unless $keep;
+        }
+        _exit(0);
+    }
+    close $r;
+    $self->{watchdog_pid} = $pid;
+    $self->{watchdog_w}   = $w;
+}
+
+sub _stop_watchdog {
+    my $self = shift;
+    my $pid = delete $self->{watchdog_pid} or return;
+    close delete $self->{watchdog_w};
+    waitpid $pid, 0;
+}
+
+# ---------------------------------------------------------------------------
+# small utilities
+
+sub dir { $_[0]{dir} }
+
+# A port nobody listens on now (bind to port 0 and let the kernel choose).
+sub free_port {
+    for (1 .. 100) {
+        my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+                                      Proto => 'tcp', Listen => 1)
+            or die "cannot bind a free port: $!";
+        my $p = $s->sockport;
+        close $s;
+        return $p unless $USED_PORT{$p}++;
+    }
+    die "no free port found";
+}
+
+# wait_for(sub { ... }, $seconds, $what): poll until the sub returns true.
+sub wait_for {
+    my ($self, $cb, $timeout, $what) = @_;
+    $timeout //= 10;
+    my $end = time + $timeout;
+    while (1) {
+        my $v = $cb->();
+        return $v if $v;
+        croak "timed out after ${timeout}s waiting for " . ($what // 'condition') if time > $end;
+        sleep 0.05;
+    }
+}
+
+sub _which {
+    my $prog = shift;
+    for my $d (split /:/, $ENV{PATH} // '') {
+        return "$d/$prog" if $d ne '' && -x "$d/$prog" && !-d _;
+    }
+    return;
+}
+
+sub _slurp {
+    my $f = shift;
+    open my $fh, '<:raw', $f or return '';
+    local $/;
+    my $s = <$fh>;
+    return $s // '';
+}
+
+sub _spew {
+    my ($f, $s) = @_;
+    utf8::encode($s) if utf8::is_utf8($s);
+    open my $fh, '>:raw', $f or die "cannot write $f: $!";
+    print $fh $s;
+    close $fh or die "cannot write $f: $!";
+}
+
+sub _read_pid {
+    my $s = _slurp(shift);
+    return $s =~ /^\s*(\d+)/ ? $1 : undef;
+}
+
+sub _tail {
+    my ($text, $n) = @_;
+    my @l = split /\n/, $text // '';
+    @l = @l[-$n .. -1] if @l > $n;
+    return join("\n", @l) . "\n";
+}
+
+# Runs a command to completion; stdio through files in the temp dir (no pipe
+# deadlocks, no shell quoting). Returns ($exit_code, $stdout, $stderr).
+sub _run {
+    my ($self, $cmd, %o) = @_;
+    my $base = "$self->{dir}/.run.$$";
+    _spew("$base.in", $o{stdin} // '');
+    my $pid = fork // die "fork: $!";
+    if (!$pid) {
+        open STDIN,  '<', "$base.in";
+        open STDOUT, '>', "$base.out";
+        open STDERR, '>', "$base.err";
+        %ENV = (%ENV, %{ $o{env} }) if $o{env};
+        { no warnings "exec"; exec { $cmd->[0] } @$cmd; }
+        print STDERR "cannot exec $cmd->[0]: $!\n";
+        _exit(127);
+    }
+    waitpid $pid, 0;
+    my $st = $?;
+    my $rc = $st & 127 ? 128 + ($st & 127) : $st >> 8;
+    my ($out, $err) = (_slurp("$base.out"), _slurp("$base.err"));
+    unlink "$base.in", "$base.out", "$base.err";
+    return ($rc, $out, $err);
+}
+
+# Starts a long-running server as our child, in its own session (a Ctrl-C
+# on the terminal reaches the test, which then stops it in order).
+sub _spawn {
+    my ($self, $cmd, $log) = @_;
+    my $pid = fork // die "fork: $!";
+    if (!$pid) {
+        open STDIN,  '<', '/dev/null';
+        open STDOUT, '>>', $log or _exit(127);
+        open STDERR, '>&', \*STDOUT;
+        setsid();
+        { no warnings "exec"; exec { $cmd->[0] } @$cmd; }
+        print STDERR "cannot exec $cmd->[0]: $!\n";
+        _exit(127);
+    }
+    return $pid;
+}
+
+# True while $pid exists and is not a zombie; reaps it if it is our child.
+# A multi-threaded child shows as a zombie (Z) before its other threads are
+# gone, and cannot be reaped until then: it still counts as alive, otherwise
+# it would be left to init.
+sub _alive {
+    my $pid = shift;
+    return 0 unless $pid;
+    return 0 if waitpid($pid, WNOHANG) == $pid;
+    return 0 unless kill 0, $pid;
+    my $stat = _slurp("/proc/$pid/stat");
+    if ($stat =~ /^\d+ \(.*\) Z /s) {
+        my $w = waitpid($pid, WNOHANG);
+        return $w == 0 ? 1 : 0;    # 0: our child, not reapable yet; -1: not ours
+    }
+    return 1;
+}
+
+sub _children {
+    my $ppid = shift;
+    my @kids;
+    for my $f (glob '/proc/[0-9]*/stat') {
+        my $s = _slurp($f);
+        push @kids, $1 if $s =~ /^(\d+) \(.*\) \S+ (\d+) /s && $2 == $ppid;
+    }
+    return @kids;
+}
+
+# Sends $sig to $pid (SIGCONT first: it may be paused), waits up to $timeout
+# seconds for it and its children to go, then SIGKILLs whatever is left.
+# Returns 1 if everything went away on $sig alone.
+sub _kill_tree {
+    my ($pid, $sig, $timeout) = @_;
+    my @all = ($pid, _children($pid));
+    kill 'CONT', @all;
+    kill $sig, $pid;
+    my $end = time + $timeout;
+    while (time < $end) {
+        return 1 unless grep { _alive($_) } @all;
+        sleep 0.02;
+    }
+    my @left = grep { _alive($_) } @all;
+    return 1 unless @left;
+    kill 'KILL', @left;
+    my $end2 = time + 10;
+    sleep 0.02 while time < $end2 && grep { _alive($_) } @left;
+    return 0;
+}
+
+sub _connectable {
+    my $port = shift;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+                                  Proto => 'tcp', Timeout => 1);
+    return 0 unless $s;
+    close $s;
+    return 1;
+}
+
+# ---------------------------------------------------------------------------
+# MariaDB
+
+sub mysql_port     { $_[0]{mysql_port} }
+sub mysql_socket   { "$_[0]{dir}/mysql.sock" }
+sub mysql_user     { 'bytemark' }
+sub mysql_password { 's3cret-pw' }
+sub mysql_db       { 'portal' }
+
+# "host=127.0.0.1 port=N user=bytemark password=s3cret-pw database=portal"
+# plus " key=value" for every extra pair (sorted). socket => 1 gives the
+# socket form instead of host/port (socket => PATH uses that path).
+sub mysql_directive {
+    my ($self, %x) = @_;
+    croak "mysql not started (new(mysql => 1))" unless $self->{mysql_port};
+    my $s = delete $x{socket};
+    my @p = $s ? ('socket=' . ($s eq '1' ? $self->mysql_socket : $s))
+               : ('host=127.0.0.1', "port=$self->{mysql_port}");
+    push @p, 'user=' . $self->mysql_user, 'password=' . $self->mysql_password,
+             'database=' . $self->mysql_db;
+    push @p, map { "$_=$x{$_}" } sort keys %x;
+    return join ' ', @p;
+}
+
+sub start_mysql {
+    my $self = shift;
+    $self->_mysql_spawn;
+    $self->_mysql_ready;
+}
+
+sub _mysql_spawn {
+    my $self = shift;
+    croak 'mysql is already running' if $self->{mysql_pid} && _alive($self->{mysql_pid});
+    my $dir  = $self->{dir};
+    my $data = "$dir/mysql-data";
+    $self->{mysql_port} //= free_port();
+    $self->{mysql_on} = 1;
+    my $mariadbd = -x '/usr/sbin/mariadbd' ? '/usr/sbin/mariadbd' : (_which('mariadbd') // 'mariadbd');
+
+    # Small and fast: tests do not need durability against OS crashes, only
+    # against a killed server (flush_log_at_trx_commit=2 keeps that).
+    my @opts = (
+        "--datadir=$data",
+        '--innodb-buffer-pool-size=32M',
+        '--innodb-log-file-size=8M',
+        '--skip-log-bin',
+        '--skip-name-resolve',
+        '--character-set-server=utf8mb4',
+        '--collation-server=utf8mb4_general_ci',
+    );
+    push @opts, '--user=root' if $> == 0;
+
+    $self->{mysql_fresh} = !-d "$data/mysql";
+    if ($self->{mysql_fresh}) {
+        make_path("$dir/mysql-tmp");
+        my ($rc, $out, $err) = $self->_run([
+            _which('mariadb-install-db') // 'mariadb-install-db', '--no-defaults',
+            @opts, '--auth-root-authentication-method=normal', '--skip-test-db',
+        ]);
+        die "mariadb-install-db failed ($rc):\n$out$err" if $rc;
+    }
+    $self->{mysql_pid} = $self->_spawn([
+        $mariadbd, '--no-defaults', @opts,
+        '--socket=' . $self->mysql_socket,
+        "--port=$self->{mysql_port}",
+        '--bind-address=127.0.0.1',
+        "--pid-file=$dir/mariadbd.pid",
+        "--log-error=$dir/mariadb.err",
+        "--tmpdir=$dir/mysql-tmp",
+        '--innodb-flush-log-at-trx-commit=2',
+        '--innodb-doublewrite=0',
+        '--innodb-buffer-pool-dump-at-shutdown=0',
+        '--innodb-buffer-pool-load-at-startup=0',
+        '--performance-schema=OFF',
+        '--max-connections=500',
+    ], "$dir/mariadb.out");
+}
+
+sub _mysql_ready {
+    my $self = shift;
+    my $pid  = $self->{mysql_pid};
+    my $end  = time + 60;
+    while (1) {
+        if (!_alive($pid)) {
+            delete $self->{mysql_pid};
+            die "mariadbd exited during startup:\n"
+              . _tail(_slurp("$self->{dir}/mariadb.err") . _slurp("$self->{dir}/mariadb.out"), 30);
+        }
+        # The socket only accepts once the server is ready for connections.
+        if (-S $self->mysql_socket
+            && IO::Socket::UNIX->new(Peer => $self->mysql_socket, Type => SOCK_STREAM)) {
+            last;
+        }
+        die "mariadbd did not become ready in 60s:\n" . _tail(_slurp("$self->{dir}/mariadb.err"), 30)
+            if time > $end;
+        sleep 0.03;
+    }
+    if (delete $self->{mysql_fresh}) {
+        my ($u, $pw, $db) = ($self->mysql_user, $self->mysql_password, $self->mysql_db);
+        $self->sql(<<"SQL", db => undef);
+CREATE DATABASE IF NOT EXISTS `$db` CHARACTER SET utf8mb4;
+CREATE USER IF NOT EXISTS '$u'\@'127.0.0.1' IDENTIFIED BY '$pw';
+CREATE USER IF NOT EXISTS '$u'\@'localhost' IDENTIFIED BY '$pw';
+GRANT ALL PRIVILEGES ON `$db`.* TO '$u'\@'127.0.0.1';
+GRANT ALL PRIVILEGES ON `$db`.* TO '$u'\@'localhost';
+SQL
+        $self->sql(_slurp("$REPO/sql/schema.sql"));
+    }
+}
+
+# stop_mysql(fast => 1) kills it (SIGKILL; InnoDB recovers on the next start,
+# committed data survives); default is a clean shutdown (SIGTERM).
+sub stop_mysql {
+    my ($self, %o) = @_;
+    my $pid = delete $self->{mysql_pid} or return;
+    delete $self->{paused}{mysql};
+    my $ok = _kill_tree($pid, $o{fast} ? 'KILL' : 'TERM', 60);
+    warn "# mariadbd did not stop on SIGTERM, killed\n" unless $ok || $o{fast};
+    unlink "$self->{dir}/mariadbd.pid", $self->mysql_socket;
+    return $ok;
+}
+
+sub pause_mysql  { $_[0]->_pause('mysql', $_[0]{mysql_pid}) }
+sub resume_mysql { $_[0]->_resume('mysql', $_[0]{mysql_pid}) }
+sub mysql_pid    { $_[0]{mysql_pid} }
+
+sub _pause {
+    my ($self, $what, $pid) = @_;
+    croak "$what is not running" unless $pid && _alive($pid);
+    kill 'STOP', $pid or croak "SIGSTOP $what: $!";
+    $self->{paused}{$what} = 1;
+}
+
+sub _resume {
+    my ($self, $what, $pid) = @_;
+    croak "$what is not running" unless $pid;
+    kill 'CONT', $pid;
+    delete $self->{paused}{$what};
+}
+
+# sql($text, %opt): runs SQL through the mariadb client, dies on error, and
+# returns the rows as [[col, ...], ...] (values as the client prints them in
+# batch mode, unescaped; NULL comes back as the string "NULL"; bytes, not
+# decoded characters). Root over the socket by default; as_user => 1 runs it
+# as bytemark over TCP. db => NAME (default portal; undef: none).
+sub sql {
+    my ($self, $sql, %o) = @_;
+    croak 'mysql not started' unless $self->{mysql_pid};
+    my $db = exists $o{db} ? $o{db} : $self->mysql_db;
+    my @conn = $o{as_user}
+        ? ('--protocol=TCP', '--host=127.0.0.1', "--port=$self->{mysql_port}",
+           '--user=' . $self->mysql_user, '--password=' . $self->mysql_password)
+        : ('--protocol=SOCKET', '--socket=' . $self->mysql_socket, '--user=root');
+    my ($rc, $out, $err) = $self->_run([
+        _which('mariadb') // 'mariadb', '--no-defaults', @conn,
+        '--batch', '--skip-column-names', '--default-character-set=utf8mb4',
+        '--connect-timeout=10', (defined $db ? ($db) : ()),
+    ], stdin => $sql);
+    croak "SQL failed ($rc): $err\nSQL: " . substr($sql, 0, 500) if $rc;
+    my %esc = (t => "\t", n => "\n", '\\' => '\\', 0 => "\0");
+    return [ map { [ map { s/\\([tn0\\])/$esc{$1}/gr } split /\t/, $_, -1 ] }
+             split /\n/, $out ];
+}
+
+sub load_sample {
+    my $self = shift;
+    $self->sql(_slurp("$REPO/sql/sample.sql"));
+}
+
+# ---------------------------------------------------------------------------
+# MongoDB
+
+sub mongo_kind { $_[0]{mongo_kind} }
+sub mongo_port { $_[0]{mongo_port} }
+sub mongo_db   { $_[0]{mongo_db_name} }
+sub mongo_coll { $_[0]{mongo_coll_name} }
+sub mongo_pid  { $_[0]{mongo_pid} }
+
+sub mongo_uri {
+    my $self = shift;
+    croak 'mongo not started (new(mongo => 1))' unless $self->{mongo_kind};
+    return $self->{mongo_uri} // "mongodb://127.0.0.1:$self->{mongo_port}/";
+}
+
+sub start_mongo {
+    my $self = shift;
+    $self->_mongo_spawn;
+    $self->_mongo_ready;
+}
+
+sub _mongo_spawn {
+    my $self = shift;
+    my $kind = $self->{mongo_kind} or croak 'mongo not configured (new(mongo => 1))';
+    $self->{mongo_on} = 1;
+    return if $kind eq 'external';
+    croak 'mongo is already running' if $self->{mongo_pid} && _alive($self->{mongo_pid});
+    my $dir = $self->{dir};
+    $self->{mongo_port} //= free_port();
+    unlink "$dir/mongo.log";
+    if ($kind eq 'standin') {
+        my $standin = "$REPO/tools/mongo_standin.py";
+        die "MongoDB stand-in $standin is missing\n" unless -f $standin;
+        $self->{mongo_pid} = $self->_spawn([
+            $PYTHON, '-u', $standin, '--host', '127.0.0.1', '--port', $self->{mongo_port},
+            '--pidfile', "$dir/mongo.pid",
+        ], "$dir/mongo.log");
+    } else {
+        make_path("$dir/mongo-data");
+        $self->{mongo_pid} = $self->_spawn([
+            _which('mongod') // 'mongod', '--dbpath', "$dir/mongo-data",
+            '--port', $self->{mongo_port}, '--bind_ip', '127.0.0.1',
+            '--pidfilepath', "$dir/mongo.pid", '--nounixsocket',
+            '--wiredTigerCacheSizeGB', '0.25',
+            '--setParameter', 'diagnosticDataCollectionEnabled=false',
+        ], "$dir/mongo.log");
+    }
+}
+
+sub _mongo_ready {
+    my $self = shift;
+    if ($self->{mongo_kind} ne 'external') {
+        my $pid = $self->{mongo_pid};
+        my $end = time + 60;
+        while (1) {
+            if (!_alive($pid)) {
+                delete $self->{mongo_pid};
+                die "$self->{mongo_kind} exited during startup:\n" . _tail(_slurp("$self->{dir}/mongo.log"), 30);
+            }
+            last if _connectable($self->{mongo_port});
+            die "$self->{mongo_kind} did not listen in 60s:\n" . _tail(_slurp("$self->{dir}/mongo.log"), 30)
+                if time > $end;
+            sleep 0.03;
+        }
+    }
+    # SPEC 3.1 step 3: operators (and so the tests) index user_id uniquely.
+    $self->mongo_index_unique('user_id');
+}
+
+# stop_mongo(fast => 1) SIGKILLs; default SIGTERM (a clean shutdown).
+sub stop_mongo {
+    my ($self, %o) = @_;
+    croak 'cannot stop an external MongoDB' if ($self->{mongo_kind} // '') eq 'external';
+    my $pid = delete $self->{mongo_pid} or return;
+    delete $self->{paused}{mongo};
+    my $ok = _kill_tree($pid, $o{fast} ? 'KILL' : 'TERM', 30);
+    warn "# $self->{mongo_kind} did not stop on SIGTERM, killed\n" unless $ok || $o{fast};
+    unlink "$self->{dir}/mongo.pid";
+    return $ok;
+}
+
+sub pause_mongo {
+    my $self = shift;
+    croak 'cannot pause an external MongoDB' if $self->{mongo_kind} eq 'external';
+    $self->_pause('mongo', $self->{mongo_pid});
+}
+
+sub resume_mongo { $_[0]->_resume('mongo', $_[0]{mongo_pid}) }
+
+sub _mongo_cli {
+    my ($self, @args) = @_;
+    croak 'mongo not started (new(mongo => 1))' unless $self->{mongo_kind};
+    my %o = ref $args[-1] eq 'HASH' ? %{ pop @args } : ();
+    my ($rc, $out, $err) = $self->_run([
+        $PYTHON, "$REPO/tools/mongo_cli.py", $self->mongo_uri, $self->mongo_db,
+        $self->mongo_coll, @args,
+    ], %o);
+    croak "mongo_cli $args[0] failed ($rc): $err" if $rc;
+    return $out;
+}
+
+sub _ejson_arg {
+    my $v = shift;
+    return ref $v ? $JSON->encode($v) : $v;    # a string is taken as EJSON text
+}
+
+# Documents are Perl structures (or EJSON text); JSON::PP encodes them, so
+# pass {'$numberLong' => "5"} & co. when a test needs a particular BSON type.
+sub mongo_insert {
+    my ($self, $docs) = @_;
+    $self->_mongo_cli('insert', '-', { stdin => _ejson_arg($docs) });
+    return;
+}
+
+# Returns the matching documents (sorted by _id) as decoded canonical EJSON:
+# {"user_id": {"$numberInt": "12345"}, ...}. See plain() for plain values.
+sub mongo_find {
+    my ($self, $filter) = @_;
+    my $out = $self->_mongo_cli('find', '-', { stdin => _ejson_arg($filter // {}) });
+    return map { $JSON->decode($_) } grep { length } split /\n/, $out;
+}
+
+sub mongo_count {
+    my ($self, $filter) = @_;
+    my $out = $self->_mongo_cli('count', '-', { stdin => _ejson_arg($filter // {}) });
+    return $out =~ /(\d+)/ ? $1 : croak "bad count output: $out";
+}
+
+# Returns the number of documents deleted.
+sub mongo_delete {
+    my ($self, $filter) = @_;
+    my $out = $self->_mongo_cli('delete', '-', { stdin => _ejson_arg($filter // {}) });
+    return $out =~ /(\d+)/ ? $1 : 0;
+}
+
+# mongo_update($filter, $update, upsert => 1): update_many; returns the count.
+sub mongo_update {
+    my ($self, $filter, $update, %o) = @_;
+    my $out = $self->_mongo_cli('update', _ejson_arg($filter), _ejson_arg($update),
+                                ($o{upsert} ? ('upsert') : ()));
+    return $out =~ /(\d+)/ ? $1 : 0;
+}
+
+sub mongo_drop         { $_[0]->_mongo_cli('drop'); return }
+sub mongo_index_unique { $_[0]->_mongo_cli('index-unique', $_[1]); return }
+
+sub mongo_connections {
+    my $self = shift;
+    my $out = $self->_mongo_cli('server-status');
+    return $out =~ /(-?\d+)/ ? $1 : croak "bad server-status output: $out";
+}
+
+# Canonical EJSON -> plain Perl values ($numberInt/$numberLong/$numberDouble to
+# numbers, $oid to its hex string); other wrappers are left as they are.
+sub plain {
+    my ($self, $v) = @_;
+    if (ref $v eq 'ARRAY') {
+        return [ map { $self->plain($_) } @$v ];
+    }
+    if (ref $v eq 'HASH') {
+        if (keys %$v == 1) {
+            my ($k) = keys %$v;
+            return 0 + $v->{$k} if $k =~ /^\$number(Int|Long)$/;
+            if ($k eq '$numberDouble') {
+                return $v->{$k} =~ /^-?[0-9.eE+-]+$/ ? 0 + $v->{$k} : $v->{$k};
+            }
+            return $v->{$k} if $k eq '$oid';
+        }
+        return { map { $_ => $self->plain($v->{$_}) } keys %$v };
+    }
+    return $v;
+}
+
+# ---------------------------------------------------------------------------
+# nginx
+
+sub nginx_port { $_[0]{nginx_port} }
+sub nginx_pid  { $_[0]{nginx_pid} }
+
+# A second free port for tests that need one (%%PORT2%%).
+sub port2 {
+    my $self = shift;
+    return $self->{port2} //= free_port();
+}
+
+sub nginx_bin { $ENV{BYTEMARK_NGINX} || '/usr/sbin/nginx' }
+
+sub module_path { $ENV{BYTEMARK_MODULE} || "$REPO/build/ngx_http_bytemark_module.so" }
+
+# The full nginx.conf around a test's http{} body. Placeholders (in the body
+# and in %opt main): %%PORT%% %%PORT2%% %%DIR%% %%MONGO_URI%% %%MONGO_COLL%%
+# (db.coll) %%MYSQL%% (mysql_directive()) %%MYSQL_PORT%% %%MYSQL_SOCKET%%.
+# %opt: workers => N, main => "main-context lines", thread_pool =>
+# "threads=4 max_queue=65536" (parameters of the default pool) or
+# "name threads=..." (an extra pool; an arrayref for several), no_module => 1,
+# error_log_level => 'debug' (default info), events => "lines in events{}".
+sub nginx_conf {
+    my ($self, $body, %o) = @_;
+    my $dir = $self->{dir};
+    my $workers = $o{workers} // 1;
+    my $level = $o{error_log_level} // 'info';
+
+    my $default_pool = 'threads=4 max_queue=65536';
+    my @pools;
+    for my $tp (ref $o{thread_pool} ? @{ $o{thread_pool} } : grep { defined } $o{thread_pool}) {
+        if ($tp =~ /^\s*threads=/) { $default_pool = $tp }
+        else                       { push @pools, $tp }
+    }
+
+    my $conf = '';
+    $conf .= "load_module " . $self->module_path . ";\n" unless $o{no_module};
+    # Debian's nginx has no --user: without this the workers would run as
+    # nobody and could not use the (0700) temp dir.
+    $conf .= "user root;\n" if $> == 0;
+    $conf .= <<"EOF";
+daemon on;
+master_process on;
+worker_processes $workers;
+pid $dir/nginx.pid;
+lock_file $dir/nginx.lock;
+error_log $dir/error.log $level;
+thread_pool default $default_pool;
+EOF
+    $conf .= "thread_pool $_;\n" for @pools;
+    $conf .= "$o{main}\n" if defined $o{main};
+    $conf .= "events {\n    worker_connections 1024;\n" . ($o{events} // '') . "}\n";
+    $conf .= <<"EOF";
+http {
+    access_log $dir/access.log;
+    client_body_temp_path $dir/client_body_temp;
+    proxy_temp_path $dir/proxy_temp;
+    fastcgi_temp_path $dir/fastcgi_temp;
+    uwsgi_temp_path $dir/uwsgi_temp;
+    scgi_temp_path $dir/scgi_temp;
+
+$body
+}
+EOF
+    return $self->_subst($conf);
+}
+
+sub _subst {
+    my ($self, $text) = @_;
+    my %val = (
+        PORT         => sub { $self->{nginx_port} },
+        PORT2        => sub { $self->port2 },
+        DIR          => sub { $self->{dir} },
+        MONGO_URI    => sub { $self->mongo_uri },
+        MONGO_COLL   => sub { $self->mongo_db . '.' . $self->mongo_coll },
+        MYSQL        => sub { $self->mysql_directive },
+        MYSQL_PORT   => sub { $self->{mysql_port} // croak 'mysql not started' },
+        MYSQL_SOCKET => sub { $self->mysql_socket },
+    );
+    $text =~ s{%%([A-Z0-9_]+)%%}{
+        my $f = $val{$1} or croak "unknown placeholder %%$1%% in nginx config";
+        $f->();
+    }ge;
+    return $text;
+}
+
+# ($exit_code, $output) of `nginx -t` on that configuration.
+sub nginx_test {
+    my ($self, $body, %o) = @_;
+    my $file = "$self->{dir}/nginx-test.conf";
+    _spew($file, $self->nginx_conf($body, %o));
+    my ($rc, $out, $err) = $self->_run([$self->nginx_bin, '-t', '-p', "$self->{dir}/", '-c', $file]);
+    return ($rc, $out . $err);
+}
+
+sub start_nginx {
+    my ($self, $body, %o) = @_;
+    croak 'nginx is already running' if $self->{nginx_pid} && _alive($self->{nginx_pid});
+    my $dir = $self->{dir};
+    _spew("$dir/nginx.conf", $self->nginx_conf($body, %o));
+    $self->{nginx_body} = $body;
+    $self->{nginx_opt}  = \%o;
+    unlink "$dir/nginx.pid";
+
+    my ($rc, $out, $err) = $self->_run([$self->nginx_bin, '-p', "$dir/", '-c', "$dir/nginx.conf"]);
+    die "nginx failed to start ($rc):\n$out$err" . _tail($self->error_log, 30) if $rc;
+
+    # The master has bound the port before the starting process exits; wait
+    # for the pid file and for all the workers (they may fail in init_process).
+    my $pid = $self->wait_for(sub { _read_pid("$dir/nginx.pid") }, 10, 'nginx pid file');
+    $self->{nginx_pid} = $pid;
+    my $want = $o{workers} // 1;
+    my $end = time + 15;
+    until (_connectable($self->{nginx_port}) && $self->worker_pids >= $want) {
+        if (!_alive($pid) || time > $end) {
+            my $why = _alive($pid) ? "only " . scalar($self->worker_pids) . " of $want workers up"
+                                   : 'nginx master exited';
+            die "nginx did not come up ($why):\n" . _tail($self->error_log, 40);
+        }
+        sleep 0.02;
+    }
+    return $pid;
+}
+
+# Worker processes of the running master (not those shutting down).
+sub worker_pids {
+    my $self = shift;
+    my $m = $self->{nginx_pid} or return;
+    return grep {
+        my $c = _slurp("/proc/$_/cmdline");
+        $c =~ /worker process/ && $c !~ /shutting down/;
+    } _children($m);
+}
+
+# reload_nginx([$new_body, %opt]): SIGHUP; with a body, rewrites the conf
+# first (checked with nginx -t; %opt defaults to the running one's). Waits
+# until a full set of new workers runs and no old one accepts any more (old
+# ones may still be finishing requests). Returns the new worker pids.
+sub reload_nginx {
+    my ($self, $body, %o) = @_;
+    my $pid = $self->{nginx_pid} or croak 'nginx is not running';
+    my $dir = $self->{dir};
+    if (defined $body) {
+        %o = %{ $self->{nginx_opt} } unless %o;
+        my ($rc, $out) = $self->nginx_test($body, %o);
+        die "new nginx configuration is invalid:\n$out" if $rc;
+        _spew("$dir/nginx.conf", $self->nginx_conf($body, %o));
+        $self->{nginx_body} = $body;
+        $self->{nginx_opt}  = \%o;
+    }
+    my %old = map { $_ => 1 } $self->worker_pids;
+    my $want = $self->{nginx_opt}{workers} // 1;
+    kill 'HUP', $pid or croak "SIGHUP nginx: $!";
+    # Done when the new workers run and every old one has closed its
+    # listening sockets (it then calls itself "shutting down").
+    $self->wait_for(sub {
+        my @w = $self->worker_pids;
+        !(grep { $old{$_} } @w) && @w >= $want;
+    }, 15, "new nginx workers after reload\n" . _tail($self->error_log, 20));
+    return grep { !$old{$_} } $self->worker_pids;
+}
+
+# stop_nginx(graceful => 1) sends SIGQUIT instead of SIGTERM. Waits for the
+# master and its workers; returns 1 on a clean stop, 0 if it had to SIGKILL.
+sub stop_nginx {
+    my ($self, %o) = @_;
+    my $pid = delete $self->{nginx_pid} or return 1;
+    my $ok = _kill_tree($pid, $o{graceful} ? 'QUIT' : 'TERM', $o{timeout} // 20);
+    Test::More::diag("nginx did not stop in time; killed it") unless $ok;
+    return $ok;
+}
+
+sub error_log  { _slurp("$_[0]{dir}/error.log") }
+sub access_log { _slurp("$_[0]{dir}/access.log") }
+
+# ---------------------------------------------------------------------------
+# HTTP client
+
+sub url { "http://127.0.0.1:$_[0]{nginx_port}$_[1]" }
+
+# HTTP::Tiny response hashref ({status, reason, headers (lower-case names),
+# content}); a new connection per request; status 599 on connection errors.
+sub http {
+    my ($self, $method, $path, $headers, $body, %o) = @_;
+    my $ua = HTTP::Tiny->new(timeout => $o{timeout} // 30, keep_alive => 0,
+                             max_redirect => 0, agent => 'bytemark-test/1');
+    my %req;
+    $req{headers} = $headers if $headers;
+    if (defined $body) {
+        $body = $JSON->encode($body) if ref $body;
+        $req{content} = $body;
+    }
+    return $ua->request($method, $self->url($path), \%req);
+}
+
+sub get { my ($self, $path, $headers) = @_; $self->http('GET', $path, $headers) }
+
+# Decoded JSON body of a response (dies if it is not JSON).
+sub json {
+    my ($self, $res) = @_;
+    return $JSON->decode($res->{content});
+}
+
+1;
