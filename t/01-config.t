@@ -1,0 +1,102 @@
+#!/usr/bin/perl
+# nginx -t rejects each class of bad configuration with a message that names
+# the directive and the problem (SPEC 4), and accepts the good ones.
+
+use strict;
+use warnings;
+
+use Test::More;
+use lib 't/lib';
+use Bytemark::Test;
+
+# no servers needed: nginx -t only parses
+my $t = Bytemark::Test->new();
+
+my $mysql = 'bytemark_mysql host=127.0.0.1 port=3306 user=u password=TopSecret-1 database=portal;';
+my $mongo = 'bytemark_mongo_uri "mongodb://admin:MongoPw-2@127.0.0.1:27017/?replicaSet=rs0&readPreference=secondaryPreferred";';
+
+sub conf {
+    my ($http, $loc) = @_;
+    $loc //= 'bytemark_user_id $arg_user_id; bytemark_tickets;';
+    return "$http\nserver { listen 127.0.0.1:%%PORT%%; location /t { $loc } }";
+}
+
+sub accepted {
+    my ($body, $name) = @_;
+    my ($rc, $out) = $t->nginx_test($body);
+    is $rc, 0, $name or diag $out;
+}
+
+sub rejected {
+    my ($body, $re, $name) = @_;
+    my ($rc, $out) = $t->nginx_test($body);
+    ok $rc != 0 && $out =~ $re, $name or diag "rc=$rc: $out";
+    unlike $out, qr/TopSecret-1|MongoPw-2/, "$name: no secret in the message";
+}
+
+accepted(conf("$mongo $mysql"), 'both backends');
+accepted(conf($mongo), 'MongoDB alone');
+accepted(conf($mysql), 'MySQL alone');
+accepted(conf("$mysql bytemark_mysql socket=/run/r.sock user=u database=portal pool_size=2;"),
+         'a primary and a socket replica');
+accepted(conf("$mongo bytemark_mongo_collection c1.tickets; bytemark_mysql_table portal.bytemark_pass;
+               bytemark_thread_pool default; bytemark_cache_ttl 30s; bytemark_cache_fill off;
+               bytemark_use_stale off; bytemark_mongo_timeout 250ms; bytemark_mysql_timeout 2s;"),
+         'every read-path directive at http level');
+accepted(conf($mongo, 'bytemark_user_id $1; bytemark_pass_uuid $arg_p; bytemark_pass;'),
+         'pass handler with both values');
+accepted("bytemark_mysql host=h user=u database=d; bytemark_user_id \$http_x_user;
+          server { listen 127.0.0.1:%%PORT%%; location /a { bytemark_tickets; } }",
+         'bytemark_user_id inherited from http');
+{
+    my ($rc, $out) = $t->nginx_test(conf("$mysql bytemark_thread_pool db;"), thread_pool => 'db threads=2');
+    is $rc, 0, 'a named thread pool' or diag $out;
+}
+
+rejected(conf(''), qr/"bytemark_tickets" in location "\/t" needs "bytemark_mongo_uri" or "bytemark_mysql"/,
+         'tickets without a backend');
+rejected(conf('', 'bytemark_user_id $1; bytemark_pass_uuid $2; bytemark_pass;'),
+         qr/"bytemark_pass" in location "\/t" needs "bytemark_mongo_uri" or "bytemark_mysql"/,
+         'pass without a backend');
+rejected(conf($mysql, 'bytemark_tickets;'), qr/"bytemark_tickets" in location "\/t" needs "bytemark_user_id"/,
+         'tickets without bytemark_user_id');
+rejected(conf($mysql, 'bytemark_user_id $arg_u; bytemark_pass;'),
+         qr/"bytemark_pass" in location "\/t" needs "bytemark_pass_uuid"/, 'pass without bytemark_pass_uuid');
+rejected(conf('bytemark_mongo_uri "http://127.0.0.1/";'),
+         qr/"bytemark_mongo_uri" is not a valid MongoDB connection string/, 'unparsable MongoDB URI');
+rejected(conf('bytemark_mongo_uri "mongodb://admin:MongoPw-2@/";'),
+         qr/"bytemark_mongo_uri" is not a valid MongoDB connection string/, 'URI without a host');
+rejected(conf("$mysql bytemark_mongo_timeout 5q;"), qr/"bytemark_mongo_timeout" directive invalid value/,
+         'unparsable time');
+rejected(conf("$mysql bytemark_cache_ttl soon;"), qr/"bytemark_cache_ttl" directive invalid value/,
+         'unparsable ttl');
+rejected(conf("$mysql bytemark_mysql_timeout 0;"), qr/"bytemark_mysql_timeout" must be greater than zero/,
+         'zero budget');
+rejected(conf("$mysql bytemark_thread_pool nope;"), qr/unknown thread pool "nope"/,
+         'a thread pool that does not exist');
+rejected(conf('bytemark_mysql host=h socket=/s user=u password=TopSecret-1 database=d;'),
+         qr/"bytemark_mysql" directive needs exactly one of "host=" and "socket="/, 'host and socket');
+rejected(conf('bytemark_mysql port=1 user=u password=TopSecret-1 database=d;'),
+         qr/"bytemark_mysql" directive needs exactly one of "host=" and "socket="/, 'neither host nor socket');
+rejected(conf('bytemark_mysql host=h password=TopSecret-1 database=d;'), qr/"bytemark_mysql" directive needs "user="/,
+         'no user');
+rejected(conf('bytemark_mysql host=h user=u password=TopSecret-1;'), qr/"bytemark_mysql" directive needs "database="/,
+         'no database');
+rejected(conf('bytemark_mysql host=h user=u database=d port=70000 password=TopSecret-1;'),
+         qr/"bytemark_mysql" has an invalid parameter #4/, 'bad port');
+rejected(conf('bytemark_mysql host=h user=u database=d pool_size=0;'),
+         qr/"bytemark_mysql" has an invalid parameter #4/, 'bad pool size');
+rejected(conf('bytemark_mysql host=h user=u database=d passwd=TopSecret-1;'),
+         qr/"bytemark_mysql" has an invalid parameter #4/, 'unknown parameter, not echoed');
+rejected(conf("$mongo bytemark_mongo_collection nodot;"),
+         qr/"bytemark_mongo_collection" must be "<database>.<collection>"/, 'collection without a database');
+rejected(conf("$mysql bytemark_mysql_table \"pass; DROP TABLE x\";"),
+         qr/"bytemark_mysql_table" must be a plain identifier/, 'table name that is not an identifier');
+rejected("$mysql bytemark_tickets; server { listen 127.0.0.1:%%PORT%%; }",
+         qr/"bytemark_tickets" directive is not allowed here/, 'handler outside a location');
+rejected(conf($mysql, 'bytemark_user_id $arg_u; bytemark_tickets; bytemark_pass;'),
+         qr/"bytemark_pass" directive is duplicate, or another bytemark handler is set/, 'two handlers');
+rejected("server { listen 127.0.0.1:%%PORT%%; location /t { bytemark_mysql host=h user=u database=d; } }",
+         qr/"bytemark_mysql" directive is not allowed here/, 'bytemark_mysql is http-level only');
+
+done_testing;
