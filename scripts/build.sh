@@ -6,11 +6,12 @@
 # binary signature matches /usr/sbin/nginx.
 # NGINX_SRC=/path/to/nginx-x.y.z: against a plain upstream tree instead,
 # configured with --with-compat --with-threads.
-# Extra compiler flags (sanitizers, say) come from BYTEMARK_CC_OPT.
+# Extra compiler flags (sanitizers, say) come from BYTEMARK_CC_OPT and
+# BYTEMARK_LD_OPT; BYTEMARK_BUILD_DIR keeps such a build apart (default build/).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-out="$root/build"
+out="${BYTEMARK_BUILD_DIR:-$root/build}"
 mkdir -p "$out"
 
 cc_opt="-g -O2 -fPIC -Wall -Wextra -Werror ${BYTEMARK_CC_OPT:-}"

@@ -26,7 +26,8 @@ struct ngx_http_bytemark_mongo_s {
     mongoc_client_pool_t  *pool;
     char                  *db;
     char                  *coll;
-    bson_t                 projection;
+    /* from bson_new(): a bson_t wants 128-byte alignment, pools give less */
+    bson_t                *projection;
 };
 
 
@@ -124,9 +125,9 @@ ngx_http_bytemark_mongo_init_process(ngx_cycle_t *cycle,
                                bmcf->mongo_coll.len);
 
     /* built once: lookups never need the operation logs */
-    bson_init(&mongo->projection);
-    BSON_APPEND_INT32(&mongo->projection, "passesLog", 0);
-    BSON_APPEND_INT32(&mongo->projection, "passes4Log", 0);
+    mongo->projection = bson_new();
+    BSON_APPEND_INT32(mongo->projection, "passesLog", 0);
+    BSON_APPEND_INT32(mongo->projection, "passes4Log", 0);
 
     bmcf->mongo = mongo;
 
@@ -160,7 +161,7 @@ ngx_http_bytemark_mongo_exit_process(ngx_http_bytemark_main_conf_t *bmcf)
     mongoc_uri_destroy(mongo->uri);
     bson_free(mongo->db);
     bson_free(mongo->coll);
-    bson_destroy(&mongo->projection);
+    bson_destroy(mongo->projection);
 
     mongoc_cleanup();
 }
@@ -189,7 +190,7 @@ ngx_http_bytemark_mongo_find(ngx_http_bytemark_call_t *call)
     BSON_APPEND_INT64(&filter, "user_id", (int64_t) call->user_id);
 
     bson_init(&opts);
-    BSON_APPEND_DOCUMENT(&opts, "projection", &mongo->projection);
+    BSON_APPEND_DOCUMENT(&opts, "projection", mongo->projection);
     BSON_APPEND_INT64(&opts, "limit", 1);
     BSON_APPEND_BOOL(&opts, "singleBatch", true);
 
