@@ -37,6 +37,8 @@ static void ngx_http_bytemark_mongo_default(mongoc_uri_t *uri,
     const char *option, int32_t value);
 static void ngx_http_bytemark_mongo_error(ngx_http_bytemark_call_t *call,
     bson_error_t *error);
+static void ngx_http_bytemark_mongo_log(mongoc_log_level_t level,
+    const char *domain, const char *message, void *data);
 
 
 ngx_int_t
@@ -81,6 +83,7 @@ ngx_http_bytemark_mongo_init_process(ngx_cycle_t *cycle,
     ngx_http_bytemark_mongo_t  *mongo;
 
     mongoc_init();
+    mongoc_log_set_handler(ngx_http_bytemark_mongo_log, NULL);
 
     mongo = ngx_pcalloc(cycle->pool, sizeof(ngx_http_bytemark_mongo_t));
     if (mongo == NULL) {
@@ -312,4 +315,33 @@ ngx_http_bytemark_mongo_error(ngx_http_bytemark_call_t *call,
 
     snprintf(call->error, sizeof(call->error), "%s (domain %u, code %u)",
              error->message, error->domain, error->code);
+}
+
+
+/*
+ * The driver logs from its monitor threads too; its warnings and errors go
+ * to nginx's error log (as nginx's own thread code logs), the chatter below
+ * that is dropped.
+ */
+
+static void
+ngx_http_bytemark_mongo_log(mongoc_log_level_t level, const char *domain,
+    const char *message, void *data)
+{
+    ngx_uint_t  nlevel;
+
+    switch (level) {
+    case MONGOC_LOG_LEVEL_ERROR:
+    case MONGOC_LOG_LEVEL_CRITICAL:
+        nlevel = NGX_LOG_ERR;
+        break;
+    case MONGOC_LOG_LEVEL_WARNING:
+        nlevel = NGX_LOG_WARN;
+        break;
+    default:
+        return;
+    }
+
+    ngx_log_error(nlevel, ngx_cycle->log, 0, "bytemark: mongoc %s: %s",
+                  domain, message);
 }

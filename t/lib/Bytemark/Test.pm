@@ -18,6 +18,10 @@ package Bytemark::Test;
 # when the test dies, and — should the test process be killed outright — by a
 # small watchdog process that notices its parent is gone. Core Perl only.
 #
+# The servers (and nginx's master) are children of the test process: a test
+# that forks must wait for its own children by pid (waitpid), never with
+# wait() or waitpid(-1, ...).
+#
 # Environment:
 #   BYTEMARK_TEST_KEEP=1          keep the temp dir (logs, confs) and say where
 #   BYTEMARK_TEST_MONGO_URI=uri   use that MongoDB (per-test database, dropped at the end)
@@ -111,7 +115,6 @@ END {
     }
 }
 
-# A test killed by Ctrl-C or by a timeout still runs the END block.
 # Become a child subreaper (prctl PR_SET_CHILD_SUBREAPER): nginx's daemonized
 # master then stays our child and is reaped as soon as it exits instead of
 # lingering as a zombie until init gets to it. Best effort.
@@ -122,6 +125,7 @@ eval {
     syscall(&SYS_prctl(), 36, 1, 0, 0, 0);
 };
 
+# A test killed by Ctrl-C or by a timeout still runs the END block.
 my %SIGNUM = (HUP => 1, INT => 2, TERM => 15);
 for my $sig (sort keys %SIGNUM) {
     next if defined $SIG{$sig} && $SIG{$sig} ne 'DEFAULT' && $SIG{$sig} ne '';
@@ -180,8 +184,11 @@ sub _start_watchdog {
         $SIG{$_} = 'IGNORE' for qw(INT TERM HUP PIPE);
         1 while sysread($r, my $buf, 4096);
         if (-d $dir) {
+            # Every pid file names a process group leader (servers and
+            # _run children get their own group): kill the whole group.
             for my $pf (glob "$dir/*.pid") {
                 my $p = _read_pid($pf) or next;
+                kill 'KILL', -$p;
                 _kill_tree($p, 'KILL', 0);
             }
             remove_tree($dir) unless $keep;
@@ -275,6 +282,10 @@ sub _run {
     _spew("$base.in", $o{stdin} // '');
     my $pid = fork // die "fork: $!";
     if (!$pid) {
+        # Own process group, announced in run-PID.pid: should the test be
+        # killed meanwhile, the watchdog kills the command and everything it
+        # started (mariadb-install-db runs a bootstrap server, for one).
+        POSIX::setpgid(0, 0);
         open STDIN,  '<', "$base.in";
         open STDOUT, '>', "$base.out";
         open STDERR, '>', "$base.err";
@@ -283,8 +294,10 @@ sub _run {
         print STDERR "cannot exec $cmd->[0]: $!\n";
         _exit(127);
     }
+    _spew("$self->{dir}/run-$$.pid", "$pid\n");
     waitpid $pid, 0;
     my $st = $?;
+    unlink "$self->{dir}/run-$$.pid";
     my $rc = $st & 127 ? 128 + ($st & 127) : $st >> 8;
     my ($out, $err) = (_slurp("$base.out"), _slurp("$base.err"));
     unlink "$base.in", "$base.out", "$base.err";
@@ -293,10 +306,13 @@ sub _run {
 
 # Starts a long-running server as our child, in its own session (a Ctrl-C
 # on the terminal reaches the test, which then stops it in order).
+# Its pid goes into spawn-PID.pid at once (servers write their own pid files
+# only once they are up) so that the watchdog knows about it.
 sub _spawn {
     my ($self, $cmd, $log) = @_;
     my $pid = fork // die "fork: $!";
     if (!$pid) {
+        eval { _spew("$self->{dir}/spawn-$$.pid", "$$\n") };
         open STDIN,  '<', '/dev/null';
         open STDOUT, '>>', $log or _exit(127);
         open STDERR, '>&', \*STDOUT;
@@ -305,7 +321,13 @@ sub _spawn {
         print STDERR "cannot exec $cmd->[0]: $!\n";
         _exit(127);
     }
+    _spew("$self->{dir}/spawn-$pid.pid", "$pid\n");
     return $pid;
+}
+
+sub _forget_spawn {
+    my ($self, $pid) = @_;
+    unlink "$self->{dir}/spawn-$pid.pid";
 }
 
 # True while $pid exists and is not a zombie; reaps it if it is our child.
@@ -406,8 +428,13 @@ sub _mysql_spawn {
 
     # Small and fast: tests do not need durability against OS crashes, only
     # against a killed server (flush_log_at_trx_commit=2 keeps that).
+    # A private tmpdir, for mariadb-install-db's bootstrap server too: in the
+    # shared /tmp concurrent bootstraps were seen tripping over each other's
+    # temporary tables.
+    make_path("$dir/mysql-tmp");
     my @opts = (
         "--datadir=$data",
+        "--tmpdir=$dir/mysql-tmp",
         '--innodb-buffer-pool-size=32M',
         '--innodb-log-file-size=8M',
         '--skip-log-bin',
@@ -419,7 +446,6 @@ sub _mysql_spawn {
 
     $self->{mysql_fresh} = !-d "$data/mysql";
     if ($self->{mysql_fresh}) {
-        make_path("$dir/mysql-tmp");
         my ($rc, $out, $err) = $self->_run([
             _which('mariadb-install-db') // 'mariadb-install-db', '--no-defaults',
             @opts, '--auth-root-authentication-method=normal', '--skip-test-db',
@@ -433,7 +459,6 @@ sub _mysql_spawn {
         '--bind-address=127.0.0.1',
         "--pid-file=$dir/mariadbd.pid",
         "--log-error=$dir/mariadb.err",
-        "--tmpdir=$dir/mysql-tmp",
         '--innodb-flush-log-at-trx-commit=2',
         '--innodb-doublewrite=0',
         '--innodb-buffer-pool-dump-at-shutdown=0',
@@ -449,7 +474,7 @@ sub _mysql_ready {
     my $end  = time + 60;
     while (1) {
         if (!_alive($pid)) {
-            delete $self->{mysql_pid};
+            $self->_forget_spawn(delete $self->{mysql_pid});
             die "mariadbd exited during startup:\n"
               . _tail(_slurp("$self->{dir}/mariadb.err") . _slurp("$self->{dir}/mariadb.out"), 30);
         }
@@ -482,6 +507,7 @@ sub stop_mysql {
     my $pid = delete $self->{mysql_pid} or return;
     delete $self->{paused}{mysql};
     my $ok = _kill_tree($pid, $o{fast} ? 'KILL' : 'TERM', 60);
+    $self->_forget_spawn($pid);
     warn "# mariadbd did not stop on SIGTERM, killed\n" unless $ok || $o{fast};
     unlink "$self->{dir}/mariadbd.pid", $self->mysql_socket;
     return $ok;
@@ -543,6 +569,9 @@ sub mongo_db   { $_[0]{mongo_db_name} }
 sub mongo_coll { $_[0]{mongo_coll_name} }
 sub mongo_pid  { $_[0]{mongo_pid} }
 
+# False with an external server: it cannot be stopped or paused by a test.
+sub mongo_controllable { ($_[0]{mongo_kind} // '') ne 'external' }
+
 sub mongo_uri {
     my $self = shift;
     croak 'mongo not started (new(mongo => 1))' unless $self->{mongo_kind};
@@ -590,7 +619,7 @@ sub _mongo_ready {
         my $end = time + 60;
         while (1) {
             if (!_alive($pid)) {
-                delete $self->{mongo_pid};
+                $self->_forget_spawn(delete $self->{mongo_pid});
                 die "$self->{mongo_kind} exited during startup:\n" . _tail(_slurp("$self->{dir}/mongo.log"), 30);
             }
             last if _connectable($self->{mongo_port});
@@ -610,6 +639,7 @@ sub stop_mongo {
     my $pid = delete $self->{mongo_pid} or return;
     delete $self->{paused}{mongo};
     my $ok = _kill_tree($pid, $o{fast} ? 'KILL' : 'TERM', 30);
+    $self->_forget_spawn($pid);
     warn "# $self->{mongo_kind} did not stop on SIGTERM, killed\n" unless $ok || $o{fast};
     unlink "$self->{dir}/mongo.pid";
     return $ok;
@@ -807,7 +837,8 @@ sub start_nginx {
     my ($self, $body, %o) = @_;
     croak 'nginx is already running' if $self->{nginx_pid} && _alive($self->{nginx_pid});
     my $dir = $self->{dir};
-    _spew("$dir/nginx.conf", $self->nginx_conf($body, %o));
+    my $conf = $self->nginx_conf($body, %o);
+    _spew("$dir/nginx.conf", $conf);
     $self->{nginx_body} = $body;
     $self->{nginx_opt}  = \%o;
     unlink "$dir/nginx.pid";
@@ -820,8 +851,9 @@ sub start_nginx {
     my $pid = $self->wait_for(sub { _read_pid("$dir/nginx.pid") }, 10, 'nginx pid file');
     $self->{nginx_pid} = $pid;
     my $want = $o{workers} // 1;
+    my $port = $conf =~ /:\Q$self->{nginx_port}\E\b/ ? $self->{nginx_port} : undef;
     my $end = time + 15;
-    until (_connectable($self->{nginx_port}) && $self->worker_pids >= $want) {
+    until ((!$port || _connectable($port)) && $self->worker_pids >= $want) {
         if (!_alive($pid) || time > $end) {
             my $why = _alive($pid) ? "only " . scalar($self->worker_pids) . " of $want workers up"
                                    : 'nginx master exited';
@@ -876,6 +908,7 @@ sub stop_nginx {
     my ($self, %o) = @_;
     my $pid = delete $self->{nginx_pid} or return 1;
     my $ok = _kill_tree($pid, $o{graceful} ? 'QUIT' : 'TERM', $o{timeout} // 20);
+    unlink "$self->{dir}/nginx.pid";    # gone already unless it had to be killed
     Test::More::diag("nginx did not stop in time; killed it") unless $ok;
     return $ok;
 }

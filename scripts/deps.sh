@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Install everything the build, the tests and the demo need (Debian bookworm).
+# Idempotent: apt runs only when a package is missing, npm only when
+# t/js/node_modules is missing. Needs root (or sudo) for apt.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+pkgs=(
+    # build: nginx's configured source tree + what its conf_flags need
+    # (PCRE2 for --with-pcre-jit, zlib, OpenSSL for --with-http_ssl_module)
+    build-essential pkg-config
+    nginx nginx-dev libpcre2-dev zlib1g-dev libssl-dev
+    # the module's own libraries (found with pkg-config by ./config)
+    libmongoc-dev libbson-dev libjansson-dev libmariadb-dev
+    # tests and demo: MariaDB server and client, the MongoDB stand-in and
+    # tools/mongo_cli.py (Debian's python3 + pymongo), load generator, curl
+    mariadb-server mariadb-client
+    python3 python3-pymongo python3-mongomock
+    perl procps curl wrk
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
+        missing+=("$p")
+    fi
+done
+# Node.js for the driver-compatibility tests in t/js (npm comes with it in
+# the NodeSource build; Debian splits it out).
+if ! command -v node >/dev/null 2>&1; then
+    missing+=(nodejs npm)
+elif ! command -v npm >/dev/null 2>&1; then
+    missing+=(npm)
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=()
+    if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
+    echo "deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    # mariadb-server's and nginx's maintainer scripts would start system
+    # services; we never use them (the tests and the demo run their own
+    # servers), and in a container without an init system a failing start
+    # would fail the whole install. A temporary policy-rc.d tells invoke-rc.d
+    # not to start anything (the standard Debian mechanism; only if none is
+    # in place already).
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
+        "${sudo[@]}" chmod 755 "$policy"
+        trap '"${sudo[@]}" rm -f "$policy"' EXIT
+    fi
+    "${sudo[@]}" apt-get update
+    "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
+else
+    echo "deps: Debian packages present"
+fi
+
+if [ -f "$root/t/js/package.json" ] && [ ! -d "$root/t/js/node_modules" ]; then
+    echo "deps: npm install in t/js"
+    (cd "$root/t/js" && npm install --no-package-lock --no-audit --no-fund)
+fi
