@@ -87,25 +87,53 @@ ngx_http_bytemark_parse_uuid(ngx_str_t *s, u_char *out)
 }
 
 
+/*
+ * What every handler does first: refuse other methods (405 with Allow),
+ * create the request context and read the user id (400 when invalid).
+ * Returns NGX_OK with *ctxp set, or the rc the handler must return.
+ */
+
 ngx_int_t
-ngx_http_bytemark_read_user_id(ngx_http_request_t *r,
-    ngx_http_bytemark_ctx_t *ctx)
+ngx_http_bytemark_request_init(ngx_http_request_t *r, ngx_uint_t handler,
+    ngx_uint_t methods, const char *allow, ngx_http_bytemark_ctx_t **ctxp)
 {
+    ngx_http_bytemark_ctx_t       *ctx;
     ngx_http_bytemark_loc_conf_t  *blcf;
+
+    if (!(r->method & methods)) {
+        return ngx_http_bytemark_send_not_allowed(r, allow);
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_bytemark_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->handler = handler;
+    ctx->filter.versions = NGX_HTTP_BYTEMARK_V3 | NGX_HTTP_BYTEMARK_V4;
+    ngx_http_set_ctx(r, ctx, ngx_http_bytemark_module);
 
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
 
     if (ngx_http_complex_value(r, blcf->user_id, &ctx->user_id_text)
         != NGX_OK)
     {
-        return NGX_ERROR;
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (ngx_http_bytemark_parse_user_id(&ctx->user_id_text, &ctx->user_id)
         != NGX_OK)
     {
-        return NGX_DECLINED;
+        return ngx_http_bytemark_send_error(r, NGX_HTTP_BAD_REQUEST,
+                   "invalid_user_id",
+                   "the user id must be a decimal integer in 1..2^53-1");
     }
+
+    if (ngx_http_bytemark_request_cleanup(r, ctx) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    *ctxp = ctx;
 
     return NGX_OK;
 }
