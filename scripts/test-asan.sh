@@ -23,7 +23,7 @@ cat > "$BYTEMARK_BUILD_DIR/nginx" <<WRAP
 #!/bin/sh
 LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)" \\
 ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:log_path=$reports/asan" \\
-UBSAN_OPTIONS="print_stacktrace=1:log_path=$reports/ubsan" \\
+UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$reports/ubsan" \\
 exec /usr/sbin/nginx "\$@"
 WRAP
 chmod +x "$BYTEMARK_BUILD_DIR/nginx"

@@ -90,23 +90,27 @@ ngx_http_bytemark_parse_uuid(ngx_str_t *s, u_char *out)
 /*
  * What every handler does first: refuse other methods (405 with Allow),
  * create the request context and read the user id (400 when invalid).
- * Returns NGX_OK with *ctxp set, or the rc the handler must return.
+ * Returns the context, or NULL and in *rc what the handler must return (a
+ * response already sent returns NGX_OK too, hence not a plain rc).
  */
 
-ngx_int_t
+ngx_http_bytemark_ctx_t *
 ngx_http_bytemark_request_init(ngx_http_request_t *r, ngx_uint_t handler,
-    ngx_uint_t methods, const char *allow, ngx_http_bytemark_ctx_t **ctxp)
+    ngx_uint_t methods, const char *allow, ngx_int_t *rc)
 {
     ngx_http_bytemark_ctx_t       *ctx;
     ngx_http_bytemark_loc_conf_t  *blcf;
 
     if (!(r->method & methods)) {
-        return ngx_http_bytemark_send_not_allowed(r, allow);
+        *rc = ngx_http_bytemark_send_not_allowed(r, allow);
+        return NULL;
     }
+
+    *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
 
     ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_bytemark_ctx_t));
     if (ctx == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NULL;
     }
 
     ctx->handler = handler;
@@ -118,24 +122,23 @@ ngx_http_bytemark_request_init(ngx_http_request_t *r, ngx_uint_t handler,
     if (ngx_http_complex_value(r, blcf->user_id, &ctx->user_id_text)
         != NGX_OK)
     {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NULL;
     }
 
     if (ngx_http_bytemark_parse_user_id(&ctx->user_id_text, &ctx->user_id)
         != NGX_OK)
     {
-        return ngx_http_bytemark_send_error(r, NGX_HTTP_BAD_REQUEST,
-                   "invalid_user_id",
-                   "the user id must be a decimal integer in 1..2^53-1");
+        *rc = ngx_http_bytemark_send_error(r, NGX_HTTP_BAD_REQUEST,
+                  "invalid_user_id",
+                  "the user id must be a decimal integer in 1..2^53-1");
+        return NULL;
     }
 
     if (ngx_http_bytemark_request_cleanup(r, ctx) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NULL;
     }
 
-    *ctxp = ctx;
-
-    return NGX_OK;
+    return ctx;
 }
 
 

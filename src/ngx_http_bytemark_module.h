@@ -209,9 +209,9 @@ ngx_int_t ngx_http_bytemark_parse_user_id(ngx_str_t *s, uint64_t *id);
 ngx_int_t ngx_http_bytemark_parse_uuid(ngx_str_t *s, u_char *out);
 ngx_int_t ngx_http_bytemark_parse_filter(ngx_http_request_t *r,
     ngx_http_bytemark_filter_t *f);
-ngx_int_t ngx_http_bytemark_request_init(ngx_http_request_t *r,
-    ngx_uint_t handler, ngx_uint_t methods, const char *allow,
-    ngx_http_bytemark_ctx_t **ctxp);
+ngx_http_bytemark_ctx_t *ngx_http_bytemark_request_init(
+    ngx_http_request_t *r, ngx_uint_t handler, ngx_uint_t methods,
+    const char *allow, ngx_int_t *rc);
 ngx_int_t ngx_http_bytemark_percent_decode(ngx_str_t *src, u_char *dst,
     size_t *len);
 

@@ -21,10 +21,10 @@ ngx_http_bytemark_pass_handler(ngx_http_request_t *r)
         return rc;
     }
 
-    rc = ngx_http_bytemark_request_init(r, NGX_HTTP_BYTEMARK_PASS,
-                                        NGX_HTTP_GET|NGX_HTTP_HEAD,
-                                        "GET, HEAD", &ctx);
-    if (rc != NGX_OK) {
+    ctx = ngx_http_bytemark_request_init(r, NGX_HTTP_BYTEMARK_PASS,
+                                         NGX_HTTP_GET|NGX_HTTP_HEAD,
+                                         "GET, HEAD", &rc);
+    if (ctx == NULL) {
         return rc;
     }
 

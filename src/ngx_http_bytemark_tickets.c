@@ -19,10 +19,10 @@ ngx_http_bytemark_tickets_handler(ngx_http_request_t *r)
         return rc;
     }
 
-    rc = ngx_http_bytemark_request_init(r, NGX_HTTP_BYTEMARK_TICKETS,
-                                        NGX_HTTP_GET|NGX_HTTP_HEAD,
-                                        "GET, HEAD", &ctx);
-    if (rc != NGX_OK) {
+    ctx = ngx_http_bytemark_request_init(r, NGX_HTTP_BYTEMARK_TICKETS,
+                                         NGX_HTTP_GET|NGX_HTTP_HEAD,
+                                         "GET, HEAD", &rc);
+    if (ctx == NULL) {
         return rc;
     }
 

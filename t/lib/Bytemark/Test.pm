@@ -146,6 +146,7 @@ sub cleanup {
 
     my @err;
     eval { $self->stop_nginx if $self->{nginx_pid}; 1 } or push @err, $@;
+    $self->_check_crashes;
     if ($self->{mongo_kind} && $self->{mongo_kind} eq 'external') {
         eval { $self->_mongo_cli('drop-db'); 1 } or push @err, $@;
     }
@@ -161,6 +162,18 @@ sub cleanup {
     } elsif ($self->{dir} && -d $self->{dir}) {
         remove_tree($self->{dir});
     }
+}
+
+# Every test fails when an nginx worker crashed or a sanitizer spoke, whether
+# or not the test itself looked at the error log.
+sub _check_crashes {
+    my $self = shift;
+    return unless $self->{dir} && -f "$self->{dir}/error.log";
+    my @bad = grep { /exited on signal|AddressSanitizer|runtime error:|LeakSanitizer/ }
+              split /\n/, $self->error_log;
+    return unless @bad;
+    Test::More::ok(0, 'no nginx worker crashed and no sanitizer report');
+    Test::More::diag($_) for @bad[0 .. ($#bad < 9 ? $#bad : 9)];
 }
 
 # The watchdog is a forked process holding the read end of a pipe; the test
