@@ -18,6 +18,11 @@ pkgs=(
     mariadb-server mariadb-client
     python3 python3-pymongo python3-mongomock
     perl procps curl wrk
+    # promtool (t/40-status.t checks the Prometheus exposition with it)
+    prometheus
+    # the Debian package (scripts/build-deb.sh, t/80): dpkg-buildpackage,
+    # debhelper (dh_nginx comes with nginx-dev); apt-get source (t/82)
+    dpkg-dev debhelper
 )
 
 missing=()

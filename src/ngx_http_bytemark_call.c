@@ -84,6 +84,7 @@ ngx_http_bytemark_call_post(ngx_http_bytemark_call_t *call)
 #endif
 
     call->started = ngx_current_msec;
+    ngx_http_bytemark_metrics_call_posted(call);
 
     if (call->request) {
         ctx = ngx_http_get_module_ctx(call->request, ngx_http_bytemark_module);
@@ -108,6 +109,8 @@ ngx_http_bytemark_call_free(ngx_http_bytemark_call_t *call)
     if (call->fill_passes4) {
         json_decref(call->fill_passes4);
     }
+
+    ngx_http_bytemark_ingest_passes_free(call->passes, call->npasses);
 
     ngx_free(call);
 }
@@ -154,6 +157,7 @@ ngx_http_bytemark_call_complete(ngx_event_t *ev)
 
     call = ev->data;
     call->elapsed = ngx_current_msec - call->started;
+    ngx_http_bytemark_metrics_call_completed(call);
 
     if (call->budget.timer_set) {
         ngx_del_timer(&call->budget);
@@ -163,6 +167,13 @@ ngx_http_bytemark_call_complete(ngx_event_t *ev)
 
     if (r == NULL) {
         /* abandoned, or never attached (a cache fill) */
+
+        if (call->always_done) {
+            /* it has work left that does not need the request */
+            call->done(NULL, call);
+            ngx_http_bytemark_call_free(call);
+            return;
+        }
 
         if (call->error[0]) {
             ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
@@ -203,6 +214,7 @@ ngx_http_bytemark_call_timeout(ngx_event_t *ev)
     r = call->request;
 
     call->request = NULL;
+    ngx_http_bytemark_metrics_call_timed_out(call);
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
     ctx->call = NULL;
@@ -225,6 +237,21 @@ ngx_http_bytemark_call_timeout(ngx_event_t *ev)
     call->done(r, &timed_out);
 
     ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * A content handler that posted a call holds its request until a done()
+ * finalizes it, and watches for a client that goes away meanwhile.
+ */
+
+ngx_int_t
+ngx_http_bytemark_call_hold(ngx_http_request_t *r)
+{
+    r->main->count++;
+    r->read_event_handler = ngx_http_test_reading;
+
+    return NGX_DONE;
 }
 
 
@@ -267,4 +294,7 @@ ngx_http_bytemark_request_done(void *data)
     }
 
     ngx_http_bytemark_answer_release(&ctx->stale);
+
+    ngx_http_bytemark_ingest_passes_free(ctx->passes, ctx->npasses);
+    ctx->passes = NULL;
 }

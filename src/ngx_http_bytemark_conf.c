@@ -64,6 +64,17 @@ ngx_http_bytemark_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_OK;
     }
 
+    if (bmcf->cleanup_interval && bmcf->mongo_uri.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"bytemark_cache_cleanup\" needs "
+                           "\"bytemark_mongo_uri\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (bmcf->mongo_uri.len && ngx_http_bytemark_shm_add(cf, bmcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
 #if (NGX_THREADS)
     /*
      * Registers a reference; nginx itself rejects a pool that no
@@ -99,6 +110,7 @@ ngx_http_bytemark_create_loc_conf(ngx_conf_t *cf)
     conf->cache_ttl = NGX_CONF_UNSET_MSEC;
     conf->cache_fill = NGX_CONF_UNSET;
     conf->use_stale = NGX_CONF_UNSET;
+    conf->ingest_max_passes = NGX_CONF_UNSET;
     conf->user_id = NGX_CONF_UNSET_PTR;
     conf->pass_uuid = NGX_CONF_UNSET_PTR;
 
@@ -117,8 +129,16 @@ ngx_http_bytemark_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_msec_value(conf->cache_ttl, prev->cache_ttl, 0);
     ngx_conf_merge_value(conf->cache_fill, prev->cache_fill, 1);
     ngx_conf_merge_value(conf->use_stale, prev->use_stale, 1);
+    ngx_conf_merge_value(conf->ingest_max_passes, prev->ingest_max_passes, 100);
     ngx_conf_merge_ptr_value(conf->user_id, prev->user_id, NULL);
     ngx_conf_merge_ptr_value(conf->pass_uuid, prev->pass_uuid, NULL);
+
+    if (conf->ingest_max_passes < 1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"bytemark_ingest_max_passes\" must be at "
+                           "least 1");
+        return NGX_CONF_ERROR;
+    }
 
     if (conf->mongo_timeout == 0 || conf->mysql_timeout == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -145,33 +165,64 @@ static char *
 ngx_http_bytemark_check_location(ngx_conf_t *cf,
     ngx_http_bytemark_main_conf_t *bmcf, ngx_http_bytemark_loc_conf_t *conf)
 {
-    const char                *name;
+    const char                *name, *need;
     ngx_http_core_loc_conf_t  *clcf;
+
+    if (conf->handler == NGX_HTTP_BYTEMARK_STATUS) {
+        /* reads the metrics zone only: no backend, no user id */
+        return NGX_CONF_OK;
+    }
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
-    name = (conf->handler == NGX_HTTP_BYTEMARK_TICKETS) ? "bytemark_tickets"
-                                                        : "bytemark_pass";
+    need = NULL;
 
-    if (bmcf->mongo_uri.len == 0 && bmcf->mysql_servers == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%s\" in location \"%V\" needs "
-                           "\"bytemark_mongo_uri\" or \"bytemark_mysql\"",
-                           name, &clcf->name);
-        return NGX_CONF_ERROR;
+    switch (conf->handler) {
+
+    case NGX_HTTP_BYTEMARK_TICKETS:
+    case NGX_HTTP_BYTEMARK_PASS:
+        name = (conf->handler == NGX_HTTP_BYTEMARK_TICKETS)
+               ? "bytemark_tickets" : "bytemark_pass";
+
+        if (bmcf->mongo_uri.len == 0 && bmcf->mysql_servers == NULL) {
+            need = "\"bytemark_mongo_uri\" or \"bytemark_mysql\"";
+        }
+
+        break;
+
+    case NGX_HTTP_BYTEMARK_INGEST:
+        name = "bytemark_ingest";
+
+        if (bmcf->mysql_servers == NULL) {
+            need = "\"bytemark_mysql\"";
+        }
+
+        break;
+
+    default: /* NGX_HTTP_BYTEMARK_PURGE */
+        name = "bytemark_purge";
+
+        if (bmcf->mongo_uri.len == 0) {
+            need = "\"bytemark_mongo_uri\"";
+        }
+
+        break;
     }
 
-    if (conf->user_id == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%s\" in location \"%V\" needs "
-                           "\"bytemark_user_id\"", name, &clcf->name);
-        return NGX_CONF_ERROR;
+    if (need == NULL && conf->user_id == NULL) {
+        need = "\"bytemark_user_id\"";
     }
 
-    if (conf->handler == NGX_HTTP_BYTEMARK_PASS && conf->pass_uuid == NULL) {
+    if (need == NULL && conf->handler == NGX_HTTP_BYTEMARK_PASS
+        && conf->pass_uuid == NULL)
+    {
+        need = "\"bytemark_pass_uuid\"";
+    }
+
+    if (need) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%s\" in location \"%V\" needs "
-                           "\"bytemark_pass_uuid\"", name, &clcf->name);
+                           "\"%s\" in location \"%V\" needs %s",
+                           name, &clcf->name, need);
         return NGX_CONF_ERROR;
     }
 
@@ -187,6 +238,14 @@ ngx_http_bytemark_set_handler(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ngx_http_core_loc_conf_t  *clcf;
 
+    static ngx_http_handler_pt  handlers[] = {
+        NULL,
+        ngx_http_bytemark_tickets_handler,
+        ngx_http_bytemark_pass_handler,
+        ngx_http_bytemark_ingest_handler,
+        ngx_http_bytemark_purge_handler
+    };
+
     if (blcf->handler) {
         return "is duplicate, or another bytemark handler is set";
     }
@@ -194,15 +253,73 @@ ngx_http_bytemark_set_handler(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     blcf->handler = (ngx_uint_t) cmd->post;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-
-    clcf->handler = (blcf->handler == NGX_HTTP_BYTEMARK_TICKETS)
-                    ? ngx_http_bytemark_tickets_handler
-                    : ngx_http_bytemark_pass_handler;
+    clcf->handler = handlers[blcf->handler];
 
     return NGX_CONF_OK;
 #else
     return "needs nginx built with threads (--with-threads)";
 #endif
+}
+
+
+/* bytemark_cache_cleanup interval=<time> max_age=<time> | off */
+
+char *
+ngx_http_bytemark_set_cleanup(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_bytemark_main_conf_t *bmcf = conf;
+
+    ngx_str_t   *value, v;
+    ngx_msec_t   t, *field;
+    ngx_uint_t   i;
+
+    if (bmcf->cleanup_interval || bmcf->cleanup_max_age) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 2 && ngx_strcmp(value[1].data, "off") == 0) {
+        return NGX_CONF_OK;
+    }
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "interval=", 9) == 0) {
+            field = &bmcf->cleanup_interval;
+            v.data = value[i].data + 9;
+
+        } else if (ngx_strncmp(value[i].data, "max_age=", 8) == 0) {
+            field = &bmcf->cleanup_max_age;
+            v.data = value[i].data + 8;
+
+        } else {
+            goto invalid;
+        }
+
+        v.len = value[i].data + value[i].len - v.data;
+
+        t = ngx_parse_time(&v, 0);
+        if (t == (ngx_msec_t) NGX_ERROR || t == 0) {
+            goto invalid;
+        }
+
+        *field = t;
+    }
+
+    if (bmcf->cleanup_interval == 0 || bmcf->cleanup_max_age == 0) {
+        return "needs both \"interval=\" and \"max_age=\", or \"off\"";
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"bytemark_cache_cleanup\" has an invalid parameter "
+                       "\"%V\" (expected interval=<time> max_age=<time> or "
+                       "off)", &value[i]);
+    return NGX_CONF_ERROR;
 }
 
 

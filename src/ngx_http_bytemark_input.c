@@ -128,6 +128,11 @@ ngx_http_bytemark_request_init(ngx_http_request_t *r, ngx_uint_t handler,
     if (ngx_http_bytemark_parse_user_id(&ctx->user_id_text, &ctx->user_id)
         != NGX_OK)
     {
+        /* a POST whose body nobody will read */
+        if (ngx_http_discard_request_body(r) != NGX_OK) {
+            return NULL;
+        }
+
         *rc = ngx_http_bytemark_send_error(r, NGX_HTTP_BAD_REQUEST,
                   "invalid_user_id",
                   "the user id must be a decimal integer in 1..2^53-1");

@@ -179,7 +179,19 @@ ngx_http_bytemark_bson_container(const bson_iter_t *it, ngx_uint_t depth,
 static json_t *
 ngx_http_bytemark_bson_date(int64_t ms)
 {
-    char       buf[64];
+    char  buf[NGX_HTTP_BYTEMARK_ISO_LEN];
+
+    ngx_http_bytemark_iso_time(ms, buf);
+
+    return json_string(buf);
+}
+
+
+/* "2024-11-21T14:40:00.123Z"; safe in threads */
+
+void
+ngx_http_bytemark_iso_time(int64_t ms, char *buf)
+{
     time_t     sec;
     int64_t    rem;
     struct tm  tm;
@@ -193,14 +205,13 @@ ngx_http_bytemark_bson_date(int64_t ms)
     }
 
     if (gmtime_r(&sec, &tm) == NULL) {
-        return json_null();
+        ngx_memzero(&tm, sizeof(struct tm));
     }
 
-    snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+    snprintf(buf, NGX_HTTP_BYTEMARK_ISO_LEN,
+             "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
              tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
              tm.tm_hour, tm.tm_min, tm.tm_sec, (int) rem);
-
-    return json_string(buf);
 }
 
 

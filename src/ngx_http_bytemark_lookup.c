@@ -8,6 +8,10 @@
  *   3. MySQL failing too: a stale entry answers under bytemark_use_stale;
  *   4. otherwise 503.
  *
+ * A user with a note (an ingest whose cache update failed after the commit)
+ * skips the cache altogether, and the entry is deleted in the background;
+ * its deletion clears the note.
+ *
  * Every step that waits is a call posted to the thread pool; the stage
  * functions return NGX_DONE while one is in flight, or the rc of the
  * response they sent.
@@ -34,7 +38,10 @@ static ngx_int_t ngx_http_bytemark_serve_stale(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx);
 static void ngx_http_bytemark_fill(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_answer_t *a);
-static ngx_int_t ngx_http_bytemark_unavailable(ngx_http_request_t *r);
+static void ngx_http_bytemark_repair(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx);
+static void ngx_http_bytemark_repair_done(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *call);
 static ngx_int_t ngx_http_bytemark_not_found(ngx_http_request_t *r);
 static void ngx_http_bytemark_log_failure(ngx_http_request_t *r,
     ngx_http_bytemark_call_t *call);
@@ -51,18 +58,16 @@ ngx_http_bytemark_lookup_start(ngx_http_request_t *r,
 
     bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
 
-    rc = bmcf->mongo ? ngx_http_bytemark_mongo_stage(r, ctx)
-                     : ngx_http_bytemark_mysql_stage(r, ctx);
-
-    if (rc == NGX_DONE) {
-        /* held until a stage finalizes it */
-        r->main->count++;
-
-        /* notice a client that goes away while we wait */
-        r->read_event_handler = ngx_http_test_reading;
+    if (bmcf->mongo && bmcf->mysql
+        && ngx_http_bytemark_note_get(bmcf, ctx->user_id, &ctx->note_stamp))
+    {
+        ctx->noted = 1;
     }
 
-    return rc;
+    rc = (bmcf->mongo && !ctx->noted) ? ngx_http_bytemark_mongo_stage(r, ctx)
+                                      : ngx_http_bytemark_mysql_stage(r, ctx);
+
+    return (rc == NGX_DONE) ? ngx_http_bytemark_call_hold(r) : rc;
 }
 
 
@@ -286,6 +291,10 @@ ngx_http_bytemark_mysql_done(ngx_http_request_t *r,
     ctx->mysql_used = 1;
     ctx->mysql_time += call->elapsed;
 
+    if (ctx->noted) {
+        ngx_http_bytemark_repair(r, ctx);
+    }
+
     switch (a->result) {
 
     case NGX_HTTP_BYTEMARK_FOUND:
@@ -384,8 +393,13 @@ ngx_http_bytemark_fill(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx,
     bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
 
-    /* a MongoDB that just failed would only hold a thread for nothing */
-    if (bmcf->mongo == NULL || !blcf->cache_fill || ctx->mongo_failed) {
+    /*
+     * A MongoDB that just failed would only hold a thread for nothing; a
+     * noted entry is being deleted instead.
+     */
+    if (bmcf->mongo == NULL || !blcf->cache_fill || ctx->mongo_failed
+        || ctx->noted)
+    {
         return;
     }
 
@@ -412,6 +426,50 @@ ngx_http_bytemark_fill(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx,
 }
 
 
+/* delete a noted user's entry; the note goes once that has worked */
+
+static void
+ngx_http_bytemark_repair(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx)
+{
+    ngx_http_bytemark_call_t      *call;
+    ngx_http_bytemark_loc_conf_t  *blcf;
+
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
+
+    call = ngx_http_bytemark_call_create(NULL, "mongo delete of a noted entry",
+                                         ngx_http_bytemark_mongo_purge,
+                                         ngx_http_bytemark_repair_done,
+                                         blcf->mongo_timeout);
+    if (call == NULL) {
+        return;
+    }
+
+    call->user_id = ctx->user_id;
+    call->fill_timestamp = ctx->note_stamp;
+    call->always_done = 1;
+
+    if (ngx_http_bytemark_call_post(call) != NGX_OK) {
+        ngx_http_bytemark_call_free(call);
+    }
+}
+
+
+static void
+ngx_http_bytemark_repair_done(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *call)
+{
+    if (call->answer.result != NGX_HTTP_BYTEMARK_FOUND) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "bytemark: %s for user %uL failed, will retry: %s",
+                      call->name, call->user_id, call->error);
+        return;
+    }
+
+    ngx_http_bytemark_note_clear(call->bmcf, call->user_id,
+                                 call->fill_timestamp);
+}
+
+
 static ngx_int_t
 ngx_http_bytemark_is_fresh(ngx_http_request_t *r,
     ngx_http_bytemark_answer_t *a)
@@ -430,15 +488,6 @@ ngx_http_bytemark_is_fresh(ngx_http_request_t *r,
 
     return ngx_http_bytemark_now_ms() - a->timestamp
            <= (int64_t) blcf->cache_ttl;
-}
-
-
-static ngx_int_t
-ngx_http_bytemark_unavailable(ngx_http_request_t *r)
-{
-    return ngx_http_bytemark_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-               "unavailable",
-               "the pass service is temporarily unavailable, retry later");
 }
 
 

@@ -114,13 +114,48 @@ static ngx_command_t  ngx_http_bytemark_commands[] = {
       0,
       (void *) NGX_HTTP_BYTEMARK_PASS },
 
+    { ngx_string("bytemark_ingest"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_bytemark_set_handler,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      (void *) NGX_HTTP_BYTEMARK_INGEST },
+
+    { ngx_string("bytemark_purge"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_bytemark_set_handler,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      (void *) NGX_HTTP_BYTEMARK_PURGE },
+
+    { ngx_string("bytemark_ingest_max_passes"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_bytemark_loc_conf_t, ingest_max_passes),
+      NULL },
+
+    { ngx_string("bytemark_cache_cleanup"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_bytemark_set_cleanup,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("bytemark_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_bytemark_set_status,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
 
 static ngx_http_module_t  ngx_http_bytemark_module_ctx = {
     ngx_http_bytemark_preconfiguration,    /* preconfiguration */
-    NULL,                                  /* postconfiguration */
+    ngx_http_bytemark_metrics_postconfiguration, /* postconfiguration */
 
     ngx_http_bytemark_create_main_conf,    /* create main configuration */
     ngx_http_bytemark_init_main_conf,      /* init main configuration */
@@ -175,6 +210,8 @@ ngx_http_bytemark_init_process(ngx_cycle_t *cycle)
     /* jansson picks its hash seed lazily; do it once before threads race */
     json_object_seed(0);
 
+    ngx_http_bytemark_metrics_init_process(cycle, bmcf);
+
     if (bmcf->mongo_uri.len
         && ngx_http_bytemark_mongo_init_process(cycle, bmcf) != NGX_OK)
     {
@@ -183,6 +220,12 @@ ngx_http_bytemark_init_process(ngx_cycle_t *cycle)
 
     if (bmcf->mysql_servers
         && ngx_http_bytemark_mysql_init_process(cycle, bmcf) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (bmcf->cleanup_interval
+        && ngx_http_bytemark_cleanup_init_process(cycle, bmcf) != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -209,4 +252,5 @@ ngx_http_bytemark_exit_process(ngx_cycle_t *cycle)
 
     ngx_http_bytemark_mongo_exit_process(bmcf);
     ngx_http_bytemark_mysql_exit_process(bmcf);
+    ngx_http_bytemark_metrics_exit_process();
 }

@@ -15,11 +15,20 @@
  *                                  handlers: cache, MySQL, fill, stale, 503
  *   ngx_http_bytemark_tickets.c    handler: bytemark_tickets
  *   ngx_http_bytemark_pass.c       handler: bytemark_pass
+ *   ngx_http_bytemark_ingest.c     handler: bytemark_ingest
+ *   ngx_http_bytemark_purge.c      handler: bytemark_purge
+ *   ngx_http_bytemark_body.c       ingest bodies: JSON, validation, defaults
+ *   ngx_http_bytemark_cleanup.c    periodic cache cleanup, one worker at a time
+ *   ngx_http_bytemark_shm.c        shared state: per-user cache notes,
+ *                                  the cleanup lock
  *   ngx_http_bytemark_mongo.c      MongoDB: client pool, find, fill
  *   ngx_http_bytemark_mysql.c      MySQL: pool, prepared statements, rows
  *   ngx_http_bytemark_json.c       BSON -> JSON, pass arrays, ETag bodies
  *   ngx_http_bytemark_response.c   the one place that writes responses
  *   ngx_http_bytemark_variables.c  $bytemark_* variables
+ *   ngx_http_bytemark_metrics.c    shared-memory counters, histograms and
+ *                                  gauges; JSON and Prometheus renderings
+ *   ngx_http_bytemark_status.c     handler: bytemark_status
  */
 
 #ifndef _NGX_HTTP_BYTEMARK_MODULE_H_INCLUDED_
@@ -36,10 +45,14 @@
 #define NGX_HTTP_BYTEMARK_MAX_USER_ID   9007199254740991ULL  /* 2^53 - 1 */
 #define NGX_HTTP_BYTEMARK_UUID_LEN      36
 #define NGX_HTTP_BYTEMARK_STATUS_MAX    32
+#define NGX_HTTP_BYTEMARK_ISO_LEN       64
 
 /* which handler a location runs */
 #define NGX_HTTP_BYTEMARK_TICKETS       1
 #define NGX_HTTP_BYTEMARK_PASS          2
+#define NGX_HTTP_BYTEMARK_INGEST        3
+#define NGX_HTTP_BYTEMARK_PURGE         4
+#define NGX_HTTP_BYTEMARK_STATUS        5
 
 /* version filter of the tickets handler */
 #define NGX_HTTP_BYTEMARK_V3            0x01
@@ -50,6 +63,20 @@ typedef struct ngx_http_bytemark_mongo_s      ngx_http_bytemark_mongo_t;
 typedef struct ngx_http_bytemark_mysql_pool_s ngx_http_bytemark_mysql_pool_t;
 typedef struct ngx_http_bytemark_call_s       ngx_http_bytemark_call_t;
 typedef struct ngx_http_bytemark_ctx_s        ngx_http_bytemark_ctx_t;
+typedef struct ngx_http_bytemark_shm_s        ngx_http_bytemark_shm_t;
+
+
+/* one validated pass of an ingest body */
+typedef struct {
+    u_char                        uuid[NGX_HTTP_BYTEMARK_UUID_LEN];
+    ngx_uint_t                    version;
+    ngx_int_t                     free_ticket_status;
+    int64_t                       timestamp;
+    char                         *status;        /* NUL-terminated */
+    char                         *payload;       /* compact JSON, or NULL */
+    char                          payload_hash[65];
+    json_t                       *object;        /* as the cache stores it */
+} ngx_http_bytemark_ingest_pass_t;
 
 
 /* one "bytemark_mysql" directive */
@@ -78,6 +105,13 @@ typedef struct {
     /* per worker, created in init_process */
     ngx_http_bytemark_mongo_t    *mongo;
     ngx_http_bytemark_mysql_pool_t *mysql;
+
+    /* bytemark_cache_cleanup */
+    ngx_msec_t                    cleanup_interval;
+    ngx_msec_t                    cleanup_max_age;
+
+    ngx_shm_zone_t               *shm_zone;
+    ngx_shm_zone_t               *metrics_zone;
 } ngx_http_bytemark_main_conf_t;
 
 
@@ -89,6 +123,7 @@ typedef struct {
     ngx_msec_t                    cache_ttl;
     ngx_flag_t                    cache_fill;
     ngx_flag_t                    use_stale;
+    ngx_int_t                     ingest_max_passes;
 
     ngx_http_complex_value_t     *user_id;
     ngx_http_complex_value_t     *pass_uuid;
@@ -109,7 +144,8 @@ typedef enum {
     NGX_HTTP_BYTEMARK_FAILED,        /* connect, query, pool */
     NGX_HTTP_BYTEMARK_MALFORMED,     /* a cache document we cannot render */
     NGX_HTTP_BYTEMARK_TIMED_OUT,     /* set by the event loop: budget spent */
-    NGX_HTTP_BYTEMARK_NO_THREAD      /* thread pool queue full */
+    NGX_HTTP_BYTEMARK_NO_THREAD,     /* thread pool queue full */
+    NGX_HTTP_BYTEMARK_CONFLICT       /* ingest: a uuid of another user */
 } ngx_http_bytemark_result_e;
 
 
@@ -122,6 +158,8 @@ typedef struct {
     unsigned                      incomplete:1;
     json_t                       *pass;         /* pass lookups */
     ngx_uint_t                    version;
+    int64_t                       count;        /* written, deleted */
+    ngx_uint_t                    error_kind;   /* NGX_HTTP_BYTEMARK_ERR_* */
 } ngx_http_bytemark_answer_t;
 
 
@@ -147,6 +185,7 @@ struct ngx_http_bytemark_call_s {
     ngx_http_bytemark_main_conf_t *bmcf;
     ngx_log_t                    *log;
     ngx_msec_t                    started;
+    int64_t                       posted_us;  /* metrics: monotonic */
     ngx_msec_t                    elapsed;
     ngx_msec_t                    timeout;
 
@@ -156,10 +195,18 @@ struct ngx_http_bytemark_call_s {
     json_t                        *fill_passes;
     json_t                        *fill_passes4;
     int64_t                       fill_timestamp;
+    ngx_http_bytemark_ingest_pass_t *passes;
+    ngx_uint_t                    npasses;
+    int64_t                       max_age;       /* cleanup */
+
+    /* done() runs even when the request has gone (ingest, cleanup) */
+    unsigned                      always_done:1;
 
     /* results */
     ngx_http_bytemark_answer_t    answer;
     char                          error[640];  /* cause, for the log */
+    unsigned                      cache_failed:1;
+    char                          cache_error[640];
 };
 
 
@@ -177,10 +224,15 @@ struct ngx_http_bytemark_ctx_s {
     unsigned                      mongo_failed:1;
     unsigned                      mongo_used:1;
     unsigned                      mysql_used:1;
+    unsigned                      noted:1;      /* cache entry not trusted */
+    int64_t                       note_stamp;
+    ngx_http_bytemark_ingest_pass_t *passes;    /* ingest */
+    ngx_uint_t                    npasses;
 
     ngx_msec_t                    mongo_time;
     ngx_msec_t                    mysql_time;
     ngx_str_t                     source;
+    ngx_str_t                     cache_status; /* micro-cache: HIT, ... */
 };
 
 
@@ -197,6 +249,8 @@ char *ngx_http_bytemark_set_collection(ngx_conf_t *cf, ngx_command_t *cmd,
 char *ngx_http_bytemark_set_table(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_bytemark_set_handler(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_bytemark_set_cleanup(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 void *ngx_http_bytemark_create_main_conf(ngx_conf_t *cf);
 char *ngx_http_bytemark_init_main_conf(ngx_conf_t *cf, void *conf);
@@ -220,6 +274,7 @@ ngx_http_bytemark_call_t *ngx_http_bytemark_call_create(ngx_http_request_t *r,
     const char *name, ngx_http_bytemark_call_run_pt run,
     ngx_http_bytemark_call_done_pt done, ngx_msec_t timeout);
 ngx_int_t ngx_http_bytemark_call_post(ngx_http_bytemark_call_t *call);
+ngx_int_t ngx_http_bytemark_call_hold(ngx_http_request_t *r);
 void ngx_http_bytemark_call_free(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_answer_release(ngx_http_bytemark_answer_t *a);
 ngx_int_t ngx_http_bytemark_request_cleanup(ngx_http_request_t *r,
@@ -232,6 +287,33 @@ ngx_int_t ngx_http_bytemark_lookup_start(ngx_http_request_t *r,
 /* handlers */
 ngx_int_t ngx_http_bytemark_tickets_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_bytemark_pass_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_bytemark_ingest_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_bytemark_purge_handler(ngx_http_request_t *r);
+
+/* ingest bodies */
+ngx_int_t ngx_http_bytemark_parse_ingest(const u_char *data, size_t len,
+    ngx_uint_t max_passes, int64_t now,
+    ngx_http_bytemark_ingest_pass_t **passes, ngx_uint_t *npasses,
+    char *err, size_t size);
+void ngx_http_bytemark_ingest_passes_free(
+    ngx_http_bytemark_ingest_pass_t *passes, ngx_uint_t n);
+
+/* shared state */
+ngx_int_t ngx_http_bytemark_shm_add(ngx_conf_t *cf,
+    ngx_http_bytemark_main_conf_t *bmcf);
+ngx_int_t ngx_http_bytemark_note_set(ngx_http_bytemark_main_conf_t *bmcf,
+    uint64_t user_id, int64_t stamp);
+ngx_int_t ngx_http_bytemark_note_get(ngx_http_bytemark_main_conf_t *bmcf,
+    uint64_t user_id, int64_t *stamp);
+void ngx_http_bytemark_note_clear(ngx_http_bytemark_main_conf_t *bmcf,
+    uint64_t user_id, int64_t upto);
+ngx_int_t ngx_http_bytemark_cleanup_lock(ngx_http_bytemark_main_conf_t *bmcf,
+    ngx_msec_t interval);
+void ngx_http_bytemark_cleanup_unlock(ngx_http_bytemark_main_conf_t *bmcf);
+
+/* cleanup */
+ngx_int_t ngx_http_bytemark_cleanup_init_process(ngx_cycle_t *cycle,
+    ngx_http_bytemark_main_conf_t *bmcf);
 
 /* mongo */
 ngx_int_t ngx_http_bytemark_mongo_init_process(ngx_cycle_t *cycle,
@@ -241,6 +323,9 @@ ngx_int_t ngx_http_bytemark_mongo_check_uri(ngx_str_t *uri, char *err,
     size_t size);
 void ngx_http_bytemark_mongo_find(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_mongo_fill(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_mongo_ingest(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_mongo_purge(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_mongo_cleanup(ngx_http_bytemark_call_t *call);
 
 /* mysql */
 ngx_int_t ngx_http_bytemark_mysql_init_process(ngx_cycle_t *cycle,
@@ -248,6 +333,7 @@ ngx_int_t ngx_http_bytemark_mysql_init_process(ngx_cycle_t *cycle,
 void ngx_http_bytemark_mysql_exit_process(ngx_http_bytemark_main_conf_t *bmcf);
 void ngx_http_bytemark_mysql_tickets(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_mysql_pass(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_mysql_ingest(ngx_http_bytemark_call_t *call);
 
 /* json */
 json_t *ngx_http_bytemark_bson_to_json(const void *iter, ngx_uint_t depth);
@@ -260,6 +346,7 @@ json_t *ngx_http_bytemark_filter_passes(json_t *passes,
 json_t *ngx_http_bytemark_find_pass(ngx_http_bytemark_answer_t *a,
     u_char *uuid, ngx_uint_t *version);
 int64_t ngx_http_bytemark_now_ms(void);
+void ngx_http_bytemark_iso_time(int64_t ms, char *buf);
 
 /* response */
 ngx_int_t ngx_http_bytemark_send_tickets(ngx_http_request_t *r,
@@ -271,9 +358,66 @@ ngx_int_t ngx_http_bytemark_send_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *code, const char *message);
 ngx_int_t ngx_http_bytemark_send_not_allowed(ngx_http_request_t *r,
     const char *allow);
+ngx_int_t ngx_http_bytemark_send_written(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx, ngx_uint_t written);
+ngx_int_t ngx_http_bytemark_send_no_content(ngx_http_request_t *r);
+ngx_int_t ngx_http_bytemark_unavailable(ngx_http_request_t *r);
 
 /* variables */
 ngx_int_t ngx_http_bytemark_add_variables(ngx_conf_t *cf);
+
+/* metrics (ngx_http_bytemark_metrics.c) and status page */
+
+/* why a backend call failed: bytemark_backend_errors_total{kind} */
+#define NGX_HTTP_BYTEMARK_ERR_NONE          0
+#define NGX_HTTP_BYTEMARK_ERR_TIMEOUT       1
+#define NGX_HTTP_BYTEMARK_ERR_CONNECT       2
+#define NGX_HTTP_BYTEMARK_ERR_QUERY         3
+#define NGX_HTTP_BYTEMARK_ERR_BREAKER_OPEN  4
+
+#define NGX_HTTP_BYTEMARK_BACKEND_MONGO     0
+#define NGX_HTTP_BYTEMARK_BACKEND_MYSQL     1
+
+/* counters without a home in the call layer, for metrics_inc()/_add() */
+typedef enum {
+    NGX_HTTP_BYTEMARK_M_MICROCACHE_HIT = 0,
+    NGX_HTTP_BYTEMARK_M_MICROCACHE_MISS,
+    NGX_HTTP_BYTEMARK_M_MICROCACHE_EXPIRED,
+    NGX_HTTP_BYTEMARK_M_MICROCACHE_EVICTION,
+    NGX_HTTP_BYTEMARK_M_MICROCACHE_INVALIDATION,
+    NGX_HTTP_BYTEMARK_M_CLEANUP_RUNS,
+    NGX_HTTP_BYTEMARK_M_CLEANUP_DELETED,
+    NGX_HTTP_BYTEMARK_M_WRITE_FAILURES_FILL,
+    NGX_HTTP_BYTEMARK_M_WRITE_FAILURES_INGEST,
+    NGX_HTTP_BYTEMARK_M_WRITE_FAILURES_PURGE,
+    NGX_HTTP_BYTEMARK_M_N
+} ngx_http_bytemark_metric_e;
+
+#define ngx_http_bytemark_metrics_inc(metric)                                 \
+    ngx_http_bytemark_metrics_add(metric, 1)
+
+ngx_int_t ngx_http_bytemark_metrics_add_zone(ngx_conf_t *cf);
+ngx_int_t ngx_http_bytemark_metrics_postconfiguration(ngx_conf_t *cf);
+void ngx_http_bytemark_metrics_init_process(ngx_cycle_t *cycle,
+    ngx_http_bytemark_main_conf_t *bmcf);
+void ngx_http_bytemark_metrics_exit_process(void);
+void ngx_http_bytemark_metrics_add(ngx_uint_t metric, ngx_uint_t n);
+void ngx_http_bytemark_metrics_backend_error(ngx_uint_t backend,
+    ngx_uint_t kind);
+void ngx_http_bytemark_metrics_call_posted(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_metrics_call_timed_out(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_metrics_call_completed(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_metrics_mongo_pop(void);
+void ngx_http_bytemark_metrics_mongo_push(void);
+void ngx_http_bytemark_metrics_mysql_acquire(ngx_uint_t open);
+void ngx_http_bytemark_metrics_mysql_release(ngx_uint_t open);
+ngx_int_t ngx_http_bytemark_metrics_render(ngx_http_request_t *r,
+    ngx_uint_t prometheus, ngx_str_t *body);
+char *ngx_http_bytemark_set_status(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_bytemark_status_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_bytemark_send_body(ngx_http_request_t *r, ngx_str_t *type,
+    ngx_str_t *body);
 
 
 #endif /* _NGX_HTTP_BYTEMARK_MODULE_H_INCLUDED_ */

@@ -21,6 +21,10 @@
 #define NGX_HTTP_BYTEMARK_MONGO_HEARTBEAT_MS  2000
 
 
+/* read-only after init_process; bson_t wants 128-byte alignment */
+static bson_t  *ngx_http_bytemark_upsert;
+
+
 struct ngx_http_bytemark_mongo_s {
     mongoc_uri_t          *uri;
     mongoc_client_pool_t  *pool;
@@ -39,6 +43,8 @@ static void ngx_http_bytemark_mongo_error(ngx_http_bytemark_call_t *call,
     bson_error_t *error);
 static void ngx_http_bytemark_mongo_log(mongoc_log_level_t level,
     const char *domain, const char *message, void *data);
+static void ngx_http_bytemark_mongo_delete(ngx_http_bytemark_call_t *call,
+    bson_t *filter);
 
 
 ngx_int_t
@@ -128,6 +134,8 @@ ngx_http_bytemark_mongo_init_process(ngx_cycle_t *cycle,
                                bmcf->mongo_coll.len);
 
     /* built once: lookups never need the operation logs */
+    ngx_http_bytemark_upsert = BCON_NEW("upsert", BCON_BOOL(true));
+
     mongo->projection = bson_new();
     BSON_APPEND_INT32(mongo->projection, "passesLog", 0);
     BSON_APPEND_INT32(mongo->projection, "passes4Log", 0);
@@ -165,6 +173,8 @@ ngx_http_bytemark_mongo_exit_process(ngx_http_bytemark_main_conf_t *bmcf)
     bson_free(mongo->db);
     bson_free(mongo->coll);
     bson_destroy(mongo->projection);
+    bson_destroy(ngx_http_bytemark_upsert);
+    ngx_http_bytemark_upsert = NULL;
 
     mongoc_cleanup();
 }
@@ -186,6 +196,7 @@ ngx_http_bytemark_mongo_find(ngx_http_bytemark_call_t *call)
     mongo = call->bmcf->mongo;
 
     client = mongoc_client_pool_pop(mongo->pool);
+    ngx_http_bytemark_metrics_mongo_pop();
     coll = mongoc_client_get_collection(client, mongo->db, mongo->coll);
 
     /* MongoDB compares numbers across types: int64 finds int32 and double */
@@ -222,6 +233,7 @@ ngx_http_bytemark_mongo_find(ngx_http_bytemark_call_t *call)
     bson_destroy(&opts);
     bson_destroy(&filter);
     mongoc_collection_destroy(coll);
+    ngx_http_bytemark_metrics_mongo_push();
     mongoc_client_pool_push(mongo->pool, client);
 }
 
@@ -289,6 +301,7 @@ ngx_http_bytemark_mongo_fill(ngx_http_bytemark_call_t *call)
     BSON_APPEND_BOOL(&opts, "upsert", true);
 
     client = mongoc_client_pool_pop(mongo->pool);
+    ngx_http_bytemark_metrics_mongo_pop();
     coll = mongoc_client_get_collection(client, mongo->db, mongo->coll);
 
     if (!mongoc_collection_update_one(coll, &filter, &update, &opts, NULL,
@@ -299,6 +312,7 @@ ngx_http_bytemark_mongo_fill(ngx_http_bytemark_call_t *call)
     }
 
     mongoc_collection_destroy(coll);
+    ngx_http_bytemark_metrics_mongo_push();
     mongoc_client_pool_push(mongo->pool, client);
 
     bson_destroy(&opts);
@@ -312,6 +326,14 @@ ngx_http_bytemark_mongo_error(ngx_http_bytemark_call_t *call,
     bson_error_t *error)
 {
     call->answer.result = NGX_HTTP_BYTEMARK_FAILED;
+
+    /* no server to talk to, or a broken stream: "connect" in the metrics */
+    call->answer.error_kind =
+        (error->domain == MONGOC_ERROR_SERVER_SELECTION
+         || error->domain == MONGOC_ERROR_STREAM
+         || (error->domain == MONGOC_ERROR_CLIENT
+             && error->code == MONGOC_ERROR_CLIENT_AUTHENTICATE))
+        ? NGX_HTTP_BYTEMARK_ERR_CONNECT : NGX_HTTP_BYTEMARK_ERR_QUERY;
 
     snprintf(call->error, sizeof(call->error), "%s (domain %u, code %u)",
              error->message, error->domain, error->code);
@@ -344,4 +366,285 @@ ngx_http_bytemark_mongo_log(mongoc_log_level_t level, const char *domain,
 
     ngx_log_error(nlevel, ngx_cycle->log, 0, "bytemark: mongoc %s: %s",
                   domain, message);
+}
+
+
+/*
+ * thread: the cache side of an ingest (SPEC 3.3 step 2), one pass at a time,
+ * each with one atomic update, never a read-modify-write:
+ *
+ *   1. the pass is in its array: replace it in place (positional "$");
+ *   2. otherwise append it, upserting the entry; a new entry is marked
+ *      bytemark_incomplete, since it holds only this pass.
+ *
+ * Between 1 and 2 another ingest may add the same pass: then 2's filter
+ * does not match, its upsert hits the unique index, and 1 runs again.
+ * A pass that changed version is pulled from the other array.  Each update
+ * appends the log entry and raises the entry's timestamp to the commit
+ * time ($max).
+ */
+
+static ngx_int_t ngx_http_bytemark_mongo_ingest_pass(
+    mongoc_collection_t *coll, ngx_http_bytemark_call_t *call,
+    ngx_http_bytemark_ingest_pass_t *p, const char *server_time);
+static bson_t *ngx_http_bytemark_mongo_ingest_update(
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_ingest_pass_t *p,
+    const char *server_time, ngx_uint_t append);
+
+
+void
+ngx_http_bytemark_mongo_ingest(ngx_http_bytemark_call_t *call)
+{
+    char                        server_time[NGX_HTTP_BYTEMARK_ISO_LEN];
+    ngx_uint_t                  i;
+    mongoc_client_t            *client;
+    mongoc_collection_t        *coll;
+    ngx_http_bytemark_mongo_t  *mongo;
+
+    mongo = call->bmcf->mongo;
+
+    ngx_http_bytemark_iso_time(call->answer.timestamp, server_time);
+
+    client = mongoc_client_pool_pop(mongo->pool);
+    ngx_http_bytemark_metrics_mongo_pop();
+    coll = mongoc_client_get_collection(client, mongo->db, mongo->coll);
+
+    for (i = 0; i < call->npasses; i++) {
+        if (ngx_http_bytemark_mongo_ingest_pass(coll, call, &call->passes[i],
+                                                server_time)
+            != NGX_OK)
+        {
+            call->cache_failed = 1;
+            break;
+        }
+    }
+
+    mongoc_collection_destroy(coll);
+    ngx_http_bytemark_metrics_mongo_push();
+    mongoc_client_pool_push(mongo->pool, client);
+}
+
+
+static ngx_int_t
+ngx_http_bytemark_mongo_ingest_pass(mongoc_collection_t *coll,
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_ingest_pass_t *p,
+    const char *server_time)
+{
+    bool          ok;
+    bson_t        filter, cond, reply, *update;
+    char          path[32];
+    int64_t       matched;
+    bson_iter_t   it;
+    bson_error_t  error;
+    ngx_uint_t    attempt, append;
+    const char   *array;
+
+    array = (p->version == 4) ? "passes4" : "passes";
+    snprintf(path, sizeof(path), "%s.pass_uuid", array);
+
+    for (attempt = 0; attempt < 4; attempt++) {
+        append = attempt & 1;
+
+        bson_init(&filter);
+        BSON_APPEND_INT64(&filter, "user_id", (int64_t) call->user_id);
+
+        if (append) {
+            BSON_APPEND_DOCUMENT_BEGIN(&filter, path, &cond);
+            bson_append_utf8(&cond, "$ne", 3, (const char *) p->uuid,
+                             NGX_HTTP_BYTEMARK_UUID_LEN);
+            bson_append_document_end(&filter, &cond);
+
+        } else {
+            bson_append_utf8(&filter, path, -1, (const char *) p->uuid,
+                             NGX_HTTP_BYTEMARK_UUID_LEN);
+        }
+
+        update = ngx_http_bytemark_mongo_ingest_update(call, p, server_time,
+                                                       append);
+        if (update == NULL) {
+            bson_destroy(&filter);
+            snprintf(call->cache_error, sizeof(call->cache_error),
+                     "pass %.36s cannot be converted to BSON", p->uuid);
+            return NGX_ERROR;
+        }
+
+        ok = mongoc_collection_update_one(coll, &filter, update,
+                                          append ? ngx_http_bytemark_upsert
+                                                 : NULL,
+                                          &reply, &error);
+        matched = 0;
+
+        if (ok && bson_iter_init_find(&it, &reply, "matchedCount")) {
+            matched = bson_iter_as_int64(&it);
+        }
+
+        if (ok && bson_iter_init_find(&it, &reply, "upsertedCount")) {
+            matched += bson_iter_as_int64(&it);
+        }
+
+        bson_destroy(&reply);
+        bson_destroy(update);
+        bson_destroy(&filter);
+
+        if (ok && matched) {
+            return NGX_OK;
+        }
+
+        if (!ok && error.code != MONGOC_ERROR_DUPLICATE_KEY) {
+            snprintf(call->cache_error, sizeof(call->cache_error),
+                     "%s (domain %u, code %u)", error.message, error.domain,
+                     error.code);
+            return NGX_ERROR;
+        }
+
+        /* not there to replace, or appended concurrently: the other step */
+    }
+
+    snprintf(call->cache_error, sizeof(call->cache_error),
+             "pass %.36s: concurrent writes kept the update from applying",
+             p->uuid);
+
+    return NGX_ERROR;
+}
+
+
+static bson_t *
+ngx_http_bytemark_mongo_ingest_update(ngx_http_bytemark_call_t *call,
+    ngx_http_bytemark_ingest_pass_t *p, const char *server_time,
+    ngx_uint_t append)
+{
+    char         key[32];
+    bson_t      *u, doc, sub, log, data;
+    const char  *array, *other;
+
+    array = (p->version == 4) ? "passes4" : "passes";
+    other = (p->version == 4) ? "passes" : "passes4";
+
+    u = bson_new();
+
+    if (append) {
+        BSON_APPEND_DOCUMENT_BEGIN(u, "$push", &doc);
+
+        if (ngx_http_bytemark_json_to_bson(&doc, array, p->object, 0)
+            != NGX_OK)
+        {
+            bson_destroy(u);
+            return NULL;
+        }
+
+    } else {
+        BSON_APPEND_DOCUMENT_BEGIN(u, "$set", &doc);
+        snprintf(key, sizeof(key), "%s.$", array);
+
+        if (ngx_http_bytemark_json_to_bson(&doc, key, p->object, 0)
+            != NGX_OK)
+        {
+            bson_destroy(u);
+            return NULL;
+        }
+
+        bson_append_document_end(u, &doc);
+        BSON_APPEND_DOCUMENT_BEGIN(u, "$push", &doc);
+    }
+
+    /* {server_time, data: {op, pass_uuid, status}} in passesLog/passes4Log */
+    snprintf(key, sizeof(key), "%sLog", array);
+    BSON_APPEND_DOCUMENT_BEGIN(&doc, key, &log);
+    BSON_APPEND_UTF8(&log, "server_time", server_time);
+    BSON_APPEND_DOCUMENT_BEGIN(&log, "data", &data);
+    BSON_APPEND_UTF8(&data, "op", "upsert");
+    bson_append_utf8(&data, "pass_uuid", -1, (const char *) p->uuid,
+                     NGX_HTTP_BYTEMARK_UUID_LEN);
+    BSON_APPEND_UTF8(&data, "status", p->status);
+    bson_append_document_end(&log, &data);
+    bson_append_document_end(&doc, &log);
+    bson_append_document_end(u, &doc);
+
+    BSON_APPEND_DOCUMENT_BEGIN(u, "$pull", &doc);
+    BSON_APPEND_DOCUMENT_BEGIN(&doc, other, &sub);
+    bson_append_utf8(&sub, "pass_uuid", -1, (const char *) p->uuid,
+                     NGX_HTTP_BYTEMARK_UUID_LEN);
+    bson_append_document_end(&doc, &sub);
+    bson_append_document_end(u, &doc);
+
+    BSON_APPEND_DOCUMENT_BEGIN(u, "$max", &doc);
+    BSON_APPEND_INT64(&doc, "timestamp", call->answer.timestamp);
+    bson_append_document_end(u, &doc);
+
+    if (append) {
+        BSON_APPEND_DOCUMENT_BEGIN(u, "$setOnInsert", &doc);
+        BSON_APPEND_BOOL(&doc, "bytemark_incomplete", true);
+        bson_append_document_end(u, &doc);
+    }
+
+    return u;
+}
+
+
+/* thread: delete the user's entry (purge, or a repair after a failed
+ * cache write) */
+
+void
+ngx_http_bytemark_mongo_purge(ngx_http_bytemark_call_t *call)
+{
+    bson_t                      filter;
+
+    bson_init(&filter);
+    BSON_APPEND_INT64(&filter, "user_id", (int64_t) call->user_id);
+
+    ngx_http_bytemark_mongo_delete(call, &filter);
+
+    bson_destroy(&filter);
+}
+
+
+/* thread: delete every entry older than max_age */
+
+void
+ngx_http_bytemark_mongo_cleanup(ngx_http_bytemark_call_t *call)
+{
+    bson_t  filter, cond;
+
+    bson_init(&filter);
+    BSON_APPEND_DOCUMENT_BEGIN(&filter, "timestamp", &cond);
+    BSON_APPEND_INT64(&cond, "$lt", ngx_http_bytemark_now_ms() - call->max_age);
+    bson_append_document_end(&filter, &cond);
+
+    ngx_http_bytemark_mongo_delete(call, &filter);
+
+    bson_destroy(&filter);
+}
+
+
+static void
+ngx_http_bytemark_mongo_delete(ngx_http_bytemark_call_t *call, bson_t *filter)
+{
+    bson_t                      reply;
+    bson_iter_t                 it;
+    bson_error_t                error;
+    mongoc_client_t            *client;
+    mongoc_collection_t        *coll;
+    ngx_http_bytemark_mongo_t  *mongo;
+
+    mongo = call->bmcf->mongo;
+
+    client = mongoc_client_pool_pop(mongo->pool);
+    ngx_http_bytemark_metrics_mongo_pop();
+    coll = mongoc_client_get_collection(client, mongo->db, mongo->coll);
+
+    if (mongoc_collection_delete_many(coll, filter, NULL, &reply, &error)) {
+        call->answer.result = NGX_HTTP_BYTEMARK_FOUND;
+
+        if (bson_iter_init_find(&it, &reply, "deletedCount")) {
+            call->answer.count = bson_iter_as_int64(&it);
+        }
+
+    } else {
+        ngx_http_bytemark_mongo_error(call, &error);
+    }
+
+    bson_destroy(&reply);
+    mongoc_collection_destroy(coll);
+    ngx_http_bytemark_metrics_mongo_push();
+    mongoc_client_pool_push(mongo->pool, client);
 }

@@ -21,7 +21,36 @@
 
 #define NGX_HTTP_BYTEMARK_SQL_TICKETS  0
 #define NGX_HTTP_BYTEMARK_SQL_PASS     1
-#define NGX_HTTP_BYTEMARK_SQL_N        2
+#define NGX_HTTP_BYTEMARK_SQL_UPSERT   2
+#define NGX_HTTP_BYTEMARK_SQL_OWNER    3
+#define NGX_HTTP_BYTEMARK_SQL_N        4
+
+#define NGX_HTTP_BYTEMARK_SELECT                                              \
+    "SELECT pass_uuid, version, status, free_ticket_status, payload, "       \
+    "payload_hash, timestamp FROM "
+
+/*
+ * The upsert never changes a row of another user: every assignment keeps
+ * the old value then, and the owner check that follows rolls back.
+ */
+#define NGX_HTTP_BYTEMARK_KEEP(col)                                           \
+    col " = IF(user_id = VALUES(user_id), VALUES(" col "), " col ")"
+
+#define NGX_HTTP_BYTEMARK_UPSERT_TAIL                                         \
+    " (user_id, pass_uuid, version, status, free_ticket_status, payload, "   \
+    "payload_hash, timestamp) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "              \
+    "ON DUPLICATE KEY UPDATE "                                                \
+    NGX_HTTP_BYTEMARK_KEEP("version") ", "                                    \
+    NGX_HTTP_BYTEMARK_KEEP("status") ", "                                     \
+    NGX_HTTP_BYTEMARK_KEEP("free_ticket_status") ", "                         \
+    NGX_HTTP_BYTEMARK_KEEP("payload") ", "                                    \
+    NGX_HTTP_BYTEMARK_KEEP("payload_hash") ", "                               \
+    NGX_HTTP_BYTEMARK_KEEP("timestamp")
+
+/* deadlock, lock wait timeout: the transaction may simply be run again */
+#define NGX_HTTP_BYTEMARK_ER_LOCK_WAIT_TIMEOUT  1205
+#define NGX_HTTP_BYTEMARK_ER_LOCK_DEADLOCK      1213
+#define NGX_HTTP_BYTEMARK_INGEST_ATTEMPTS       3
 
 /* selected columns, in this order */
 #define NGX_HTTP_BYTEMARK_COL_UUID     0
@@ -72,7 +101,7 @@ typedef ngx_int_t (*ngx_http_bytemark_mysql_query_pt)(
 
 
 static char *ngx_http_bytemark_mysql_sql(ngx_cycle_t *cycle, ngx_str_t *table,
-    const char *where);
+    const char *head, const char *tail);
 static void ngx_http_bytemark_mysql_read(ngx_http_bytemark_call_t *call,
     ngx_uint_t sql, ngx_http_bytemark_mysql_query_pt query);
 static ngx_http_bytemark_mysql_conn_t *ngx_http_bytemark_mysql_acquire(
@@ -100,6 +129,15 @@ static json_t *ngx_http_bytemark_mysql_pass_object(
 static ngx_int_t ngx_http_bytemark_mysql_stmt_error(MYSQL_STMT *stmt,
     ngx_http_bytemark_call_t *call, const char *what);
 static ngx_uint_t ngx_http_bytemark_mysql_gone(unsigned int err);
+static ngx_int_t ngx_http_bytemark_mysql_ingest_tx(
+    ngx_http_bytemark_mysql_pool_t *pool, ngx_http_bytemark_mysql_conn_t *conn,
+    ngx_http_bytemark_call_t *call);
+static ngx_int_t ngx_http_bytemark_mysql_upsert(MYSQL_STMT *stmt,
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_ingest_pass_t *p);
+static ngx_int_t ngx_http_bytemark_mysql_owner(MYSQL_STMT *stmt,
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_ingest_pass_t *p);
+static ngx_int_t ngx_http_bytemark_mysql_error(MYSQL *m,
+    ngx_http_bytemark_call_t *call, const char *what);
 
 
 ngx_int_t
@@ -161,13 +199,24 @@ ngx_http_bytemark_mysql_init_process(ngx_cycle_t *cycle,
 
     pool->sql[NGX_HTTP_BYTEMARK_SQL_TICKETS] =
         ngx_http_bytemark_mysql_sql(cycle, &bmcf->mysql_table,
-                                    "user_id = ? ORDER BY timestamp, id");
+                                    NGX_HTTP_BYTEMARK_SELECT,
+                                    " WHERE user_id = ? ORDER BY timestamp, id");
     pool->sql[NGX_HTTP_BYTEMARK_SQL_PASS] =
         ngx_http_bytemark_mysql_sql(cycle, &bmcf->mysql_table,
-                                    "pass_uuid = ? AND user_id = ?");
+                                    NGX_HTTP_BYTEMARK_SELECT,
+                                    " WHERE pass_uuid = ? AND user_id = ?");
+    pool->sql[NGX_HTTP_BYTEMARK_SQL_UPSERT] =
+        ngx_http_bytemark_mysql_sql(cycle, &bmcf->mysql_table, "INSERT INTO ",
+                                    NGX_HTTP_BYTEMARK_UPSERT_TAIL);
+    pool->sql[NGX_HTTP_BYTEMARK_SQL_OWNER] =
+        ngx_http_bytemark_mysql_sql(cycle, &bmcf->mysql_table,
+                                    "SELECT user_id FROM ",
+                                    " WHERE pass_uuid = ?");
 
-    if (pool->sql[0] == NULL || pool->sql[1] == NULL) {
-        return NGX_ERROR;
+    for (i = 0; i < NGX_HTTP_BYTEMARK_SQL_N; i++) {
+        if (pool->sql[i] == NULL) {
+            return NGX_ERROR;
+        }
     }
 
     bmcf->mysql = pool;
@@ -176,29 +225,24 @@ ngx_http_bytemark_mysql_init_process(ngx_cycle_t *cycle,
 }
 
 
-/* the table name was checked to be a plain identifier ("db.table" allowed) */
+/* head `table` tail; the table name was checked to be a plain identifier
+ * ("db.table" allowed) */
 
 static char *
 ngx_http_bytemark_mysql_sql(ngx_cycle_t *cycle, ngx_str_t *table,
-    const char *where)
+    const char *head, const char *tail)
 {
     u_char  *sql, *p, *dot;
     size_t   len;
 
-    len = sizeof("SELECT pass_uuid, version, status, free_ticket_status, "
-                 "payload, payload_hash, timestamp FROM `` WHERE ") - 1
-          + table->len + 4 + ngx_strlen(where) + 1;
+    len = ngx_strlen(head) + table->len + 4 + ngx_strlen(tail) + 1;
 
     sql = ngx_pnalloc(cycle->pool, len);
     if (sql == NULL) {
         return NULL;
     }
 
-    p = ngx_cpymem(sql, "SELECT pass_uuid, version, status, free_ticket_status, "
-                   "payload, payload_hash, timestamp FROM `",
-                   sizeof("SELECT pass_uuid, version, status, "
-                          "free_ticket_status, payload, payload_hash, "
-                          "timestamp FROM `") - 1);
+    p = ngx_sprintf(sql, "%s`", head);
 
     dot = ngx_strlchr(table->data, table->data + table->len, '.');
 
@@ -211,7 +255,7 @@ ngx_http_bytemark_mysql_sql(ngx_cycle_t *cycle, ngx_str_t *table,
         p = ngx_cpymem(p, table->data, table->len);
     }
 
-    p = ngx_sprintf(p, "` WHERE %s%Z", where);
+    p = ngx_sprintf(p, "`%s%Z", tail);
 
     return (char *) sql;
 }
@@ -354,6 +398,7 @@ ngx_http_bytemark_mysql_acquire(ngx_http_bytemark_mysql_pool_t *pool,
 
         if (conn) {
             conn->busy = 1;
+            ngx_http_bytemark_metrics_mysql_acquire(conn->mysql != NULL);
             break;
         }
 
@@ -365,6 +410,7 @@ ngx_http_bytemark_mysql_acquire(ngx_http_bytemark_mysql_pool_t *pool,
                      "all %u connections to mysql server #%u are busy",
                      (unsigned) node->conf->pool_size,
                      (unsigned) (node - pool->nodes) + 1);
+            call->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_CONNECT;
             return NULL;
         }
 
@@ -379,9 +425,13 @@ ngx_http_bytemark_mysql_acquire(ngx_http_bytemark_mysql_pool_t *pool,
     if (conn->mysql == NULL
         && ngx_http_bytemark_mysql_connect(pool, node, conn, call) != NGX_OK)
     {
+        call->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_CONNECT;
         ngx_http_bytemark_mysql_release(pool, conn, 1);
         return NULL;
     }
+
+    /* a failure from here on is the query's, not an earlier server's */
+    call->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_NONE;
 
     return conn;
 }
@@ -394,6 +444,8 @@ ngx_http_bytemark_mysql_release(ngx_http_bytemark_mysql_pool_t *pool,
     if (broken) {
         ngx_http_bytemark_mysql_close(conn);
     }
+
+    ngx_http_bytemark_metrics_mysql_release(conn->mysql != NULL);
 
     pthread_mutex_lock(&pool->mutex);
     conn->busy = 0;
@@ -426,6 +478,10 @@ ngx_http_bytemark_mysql_connect(ngx_http_bytemark_mysql_pool_t *pool,
     mysql_options(m, MYSQL_OPT_WRITE_TIMEOUT, &pool->io_timeout);
     mysql_options(m, MYSQL_OPT_RECONNECT, &off);
     mysql_options(m, MYSQL_SET_CHARSET_NAME, "utf8mb4");
+
+    /* no gap locks: concurrent ingests of new passes do not deadlock */
+    mysql_options(m, MYSQL_INIT_COMMAND,
+                  "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED");
 
     /* directive values are NUL-terminated strings from the config parser */
     if (mysql_real_connect(m,
@@ -783,6 +839,12 @@ ngx_http_bytemark_mysql_stmt_error(MYSQL_STMT *stmt,
     snprintf(call->error, sizeof(call->error), "%s: %s (%u)", what,
              mysql_stmt_error(stmt), err);
 
+    if (err == NGX_HTTP_BYTEMARK_ER_LOCK_DEADLOCK
+        || err == NGX_HTTP_BYTEMARK_ER_LOCK_WAIT_TIMEOUT)
+    {
+        return NGX_AGAIN;
+    }
+
     return ngx_http_bytemark_mysql_gone(err) ? NGX_DECLINED : NGX_ERROR;
 }
 
@@ -803,4 +865,258 @@ ngx_http_bytemark_mysql_gone(unsigned int err)
     default:
         return 0;
     }
+}
+
+
+/*
+ * thread: an ingest, in one transaction on the primary (writes never go to
+ * a replica).  The upsert is idempotent, so a transaction that met a
+ * deadlock or lost its connection (even during COMMIT) is simply run again.
+ */
+
+void
+ngx_http_bytemark_mysql_ingest(ngx_http_bytemark_call_t *call)
+{
+    int64_t                          deadline;
+    ngx_int_t                        rc;
+    ngx_uint_t                       attempt;
+    ngx_http_bytemark_mysql_conn_t  *conn;
+    ngx_http_bytemark_mysql_pool_t  *pool;
+
+    pool = call->bmcf->mysql;
+    deadline = ngx_http_bytemark_now_ms() + (int64_t) call->timeout;
+
+    call->answer.result = NGX_HTTP_BYTEMARK_FAILED;
+
+    for (attempt = 0; attempt < NGX_HTTP_BYTEMARK_INGEST_ATTEMPTS; attempt++) {
+
+        conn = ngx_http_bytemark_mysql_acquire(pool, &pool->nodes[0],
+                                               deadline, call);
+        if (conn == NULL) {
+            return;
+        }
+
+        rc = ngx_http_bytemark_mysql_ingest_tx(pool, conn, call);
+
+        ngx_http_bytemark_mysql_release(pool, conn, rc == NGX_DECLINED);
+
+        switch (rc) {
+
+        case NGX_OK:
+            call->error[0] = '\0';
+            call->answer.result = NGX_HTTP_BYTEMARK_FOUND;
+            return;
+
+        case NGX_ABORT:
+            call->answer.result = NGX_HTTP_BYTEMARK_CONFLICT;
+            return;
+
+        case NGX_ERROR:
+            return;
+
+        default:
+            /* NGX_AGAIN, NGX_DECLINED: run it again */
+            break;
+        }
+    }
+}
+
+
+/*
+ * NGX_OK: committed; NGX_ABORT: a uuid of another user, rolled back;
+ * NGX_AGAIN: deadlock, rolled back; NGX_DECLINED: connection lost;
+ * NGX_ERROR: anything else.
+ */
+
+static ngx_int_t
+ngx_http_bytemark_mysql_ingest_tx(ngx_http_bytemark_mysql_pool_t *pool,
+    ngx_http_bytemark_mysql_conn_t *conn, ngx_http_bytemark_call_t *call)
+{
+    MYSQL       *m;
+    ngx_int_t    rc;
+    ngx_uint_t   i;
+    MYSQL_STMT  *upsert, *owner;
+
+    m = conn->mysql;
+
+    upsert = ngx_http_bytemark_mysql_stmt(pool, conn,
+                                          NGX_HTTP_BYTEMARK_SQL_UPSERT, call);
+    owner = ngx_http_bytemark_mysql_stmt(pool, conn,
+                                         NGX_HTTP_BYTEMARK_SQL_OWNER, call);
+    if (upsert == NULL || owner == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (mysql_autocommit(m, 0) != 0) {
+        return ngx_http_bytemark_mysql_error(m, call, "start transaction");
+    }
+
+    rc = NGX_OK;
+
+    for (i = 0; i < call->npasses && rc == NGX_OK; i++) {
+        rc = ngx_http_bytemark_mysql_upsert(upsert, call, &call->passes[i]);
+
+        if (rc == NGX_OK) {
+            rc = ngx_http_bytemark_mysql_owner(owner, call, &call->passes[i]);
+        }
+    }
+
+    if (rc == NGX_OK && mysql_commit(m) != 0) {
+        rc = ngx_http_bytemark_mysql_error(m, call, "commit");
+    }
+
+    if (rc == NGX_OK) {
+        /* the commit time: the cache entry's timestamp is at least this */
+        call->answer.timestamp = ngx_http_bytemark_now_ms();
+        call->answer.count = (int64_t) call->npasses;
+
+    } else if (rc != NGX_DECLINED) {
+        (void) mysql_rollback(m);
+    }
+
+    if (rc != NGX_DECLINED && mysql_autocommit(m, 1) != 0) {
+        /* a connection that cannot go back to autocommit is not reused */
+        return rc == NGX_OK ? NGX_OK : NGX_DECLINED;
+    }
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_bytemark_mysql_upsert(MYSQL_STMT *stmt, ngx_http_bytemark_call_t *call,
+    ngx_http_bytemark_ingest_pass_t *p)
+{
+    char                 free_ticket;
+    unsigned char        version;
+    MYSQL_BIND           param[8];
+    unsigned long        len[8];
+    unsigned long long   user_id, timestamp;
+
+    user_id = call->user_id;
+    timestamp = (unsigned long long) p->timestamp;
+    version = (unsigned char) p->version;
+    free_ticket = (char) p->free_ticket_status;
+
+    ngx_memzero(param, sizeof(param));
+
+    param[0].buffer_type = MYSQL_TYPE_LONGLONG;
+    param[0].buffer = &user_id;
+    param[0].is_unsigned = 1;
+
+    len[1] = NGX_HTTP_BYTEMARK_UUID_LEN;
+    param[1].buffer_type = MYSQL_TYPE_STRING;
+    param[1].buffer = p->uuid;
+    param[1].length = &len[1];
+
+    param[2].buffer_type = MYSQL_TYPE_TINY;
+    param[2].buffer = &version;
+    param[2].is_unsigned = 1;
+
+    len[3] = strlen(p->status);
+    param[3].buffer_type = MYSQL_TYPE_STRING;
+    param[3].buffer = p->status;
+    param[3].length = &len[3];
+
+    param[4].buffer_type = MYSQL_TYPE_TINY;
+    param[4].buffer = &free_ticket;
+
+    if (p->payload) {
+        len[5] = strlen(p->payload);
+        param[5].buffer_type = MYSQL_TYPE_STRING;
+        param[5].buffer = p->payload;
+        param[5].length = &len[5];
+
+    } else {
+        param[5].buffer_type = MYSQL_TYPE_NULL;
+    }
+
+    len[6] = strlen(p->payload_hash);
+    param[6].buffer_type = MYSQL_TYPE_STRING;
+    param[6].buffer = p->payload_hash;
+    param[6].length = &len[6];
+
+    param[7].buffer_type = MYSQL_TYPE_LONGLONG;
+    param[7].buffer = &timestamp;
+    param[7].is_unsigned = 1;
+
+    if (mysql_stmt_bind_param(stmt, param) != 0 || mysql_stmt_execute(stmt))
+    {
+        return ngx_http_bytemark_mysql_stmt_error(stmt, call, "upsert");
+    }
+
+    return NGX_OK;
+}
+
+
+/* NGX_ABORT when the pass belongs to another user */
+
+static ngx_int_t
+ngx_http_bytemark_mysql_owner(MYSQL_STMT *stmt, ngx_http_bytemark_call_t *call,
+    ngx_http_bytemark_ingest_pass_t *p)
+{
+    int                  rc;
+    MYSQL_BIND           param, result;
+    unsigned long        len;
+    unsigned long long   owner;
+
+    len = NGX_HTTP_BYTEMARK_UUID_LEN;
+
+    ngx_memzero(&param, sizeof(MYSQL_BIND));
+    param.buffer_type = MYSQL_TYPE_STRING;
+    param.buffer = p->uuid;
+    param.length = &len;
+
+    ngx_memzero(&result, sizeof(MYSQL_BIND));
+    result.buffer_type = MYSQL_TYPE_LONGLONG;
+    result.buffer = &owner;
+    result.is_unsigned = 1;
+
+    if (mysql_stmt_bind_param(stmt, &param) != 0
+        || mysql_stmt_execute(stmt) != 0
+        || mysql_stmt_bind_result(stmt, &result) != 0)
+    {
+        return ngx_http_bytemark_mysql_stmt_error(stmt, call, "owner check");
+    }
+
+    rc = mysql_stmt_fetch(stmt);
+
+    if (rc != 0) {
+        ngx_int_t  erc;
+
+        erc = ngx_http_bytemark_mysql_stmt_error(stmt, call, "owner check");
+        mysql_stmt_free_result(stmt);
+        return erc;
+    }
+
+    mysql_stmt_free_result(stmt);
+
+    if (owner != call->user_id) {
+        snprintf(call->error, sizeof(call->error),
+                 "pass %.36s belongs to another user", p->uuid);
+        return NGX_ABORT;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_bytemark_mysql_error(MYSQL *m, ngx_http_bytemark_call_t *call,
+    const char *what)
+{
+    unsigned int  err;
+
+    err = mysql_errno(m);
+
+    snprintf(call->error, sizeof(call->error), "%s: %s (%u)", what,
+             mysql_error(m), err);
+
+    if (err == NGX_HTTP_BYTEMARK_ER_LOCK_DEADLOCK
+        || err == NGX_HTTP_BYTEMARK_ER_LOCK_WAIT_TIMEOUT)
+    {
+        return NGX_AGAIN;
+    }
+
+    return ngx_http_bytemark_mysql_gone(err) ? NGX_DECLINED : NGX_ERROR;
 }

@@ -165,24 +165,40 @@ ngx_http_bytemark_send_pass(ngx_http_request_t *r,
 }
 
 
-/* {"error": code, "message": text}: codes and texts are ours, never a
- * backend's, so nothing needs escaping and nothing can leak */
+/*
+ * {"error": code, "message": text}.  Texts are ours, never a backend's, so
+ * nothing can leak; they may quote a client's field name, hence the JSON
+ * encoder.
+ */
 
 ngx_int_t
 ngx_http_bytemark_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *message)
 {
-    ngx_str_t  body, retry;
+    char       *dump;
+    json_t     *obj;
+    ngx_str_t   body, retry;
 
-    body.len = sizeof("{\"error\":\"\",\"message\":\"\"}") - 1
-               + ngx_strlen(code) + ngx_strlen(message);
-    body.data = ngx_pnalloc(r->pool, body.len);
-    if (body.data == NULL) {
+    obj = json_pack("{s:s,s:s}", "error", code, "message", message);
+    dump = obj ? json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+
+    if (obj) {
+        json_decref(obj);
+    }
+
+    if (dump == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_sprintf(body.data, "{\"error\":\"%s\",\"message\":\"%s\"}",
-                code, message);
+    body.len = ngx_strlen(dump);
+    body.data = ngx_pnalloc(r->pool, body.len);
+    if (body.data == NULL) {
+        free(dump);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_memcpy(body.data, dump, body.len);
+    free(dump);
 
     if (status == NGX_HTTP_SERVICE_UNAVAILABLE) {
         ngx_str_set(&retry, "1");
@@ -195,6 +211,58 @@ ngx_http_bytemark_send_error(ngx_http_request_t *r, ngx_uint_t status,
     }
 
     return ngx_http_bytemark_send(r, status, &body, NULL, NULL);
+}
+
+
+ngx_int_t
+ngx_http_bytemark_unavailable(ngx_http_request_t *r)
+{
+    return ngx_http_bytemark_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+               "unavailable",
+               "the pass service is temporarily unavailable, retry later");
+}
+
+
+/* ingest: {"user_id":...,"written":N} */
+
+ngx_int_t
+ngx_http_bytemark_send_written(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx, ngx_uint_t written)
+{
+    ngx_str_t  body;
+
+    body.data = ngx_pnalloc(r->pool, sizeof("{\"user_id\":,\"written\":}") - 1
+                                     + 2 * NGX_INT64_LEN);
+    if (body.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    body.len = ngx_sprintf(body.data, "{\"user_id\":%uL,\"written\":%ui}",
+                           ctx->user_id, written)
+               - body.data;
+
+    return ngx_http_bytemark_send(r, NGX_HTTP_OK, &body, NULL, NULL);
+}
+
+
+/* purge */
+
+ngx_int_t
+ngx_http_bytemark_send_no_content(ngx_http_request_t *r)
+{
+    ngx_int_t  rc;
+
+    r->headers_out.status = NGX_HTTP_NO_CONTENT;
+    r->headers_out.content_length_n = 0;
+    r->header_only = 1;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK) {
+        return rc;
+    }
+
+    return ngx_http_send_special(r, NGX_HTTP_LAST);
 }
 
 
@@ -217,6 +285,34 @@ ngx_http_bytemark_send_not_allowed(ngx_http_request_t *r, const char *allow)
     return ngx_http_bytemark_send_error(r, NGX_HTTP_NOT_ALLOWED,
                                         "method_not_allowed",
                                         "this method is not allowed here");
+}
+
+
+/*
+ * A body of another type (the status page).  ngx_http_send_response() does
+ * what ngx_http_bytemark_send() does, HEAD included.  The numbers change
+ * with every request: no cache may keep them.
+ */
+
+ngx_int_t
+ngx_http_bytemark_send_body(ngx_http_request_t *r, ngx_str_t *type,
+    ngx_str_t *body)
+{
+    ngx_str_t                 no_store;
+    ngx_http_complex_value_t  cv;
+
+    ngx_str_set(&no_store, "no-store");
+
+    if (ngx_http_bytemark_add_header(r, "Cache-Control", &no_store, NULL)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_memzero(&cv, sizeof(ngx_http_complex_value_t));
+    cv.value = *body;
+
+    return ngx_http_send_response(r, NGX_HTTP_OK, type, &cv);
 }
 
 

@@ -1,8 +1,9 @@
 
 /*
- * $bytemark_source, $bytemark_user_id, $bytemark_mongo_time and
- * $bytemark_mysql_time, for log_format, add_header and map.  Each is "not
- * found" (logged as "-") when the request did not get that far.
+ * $bytemark_source, $bytemark_user_id, $bytemark_mongo_time,
+ * $bytemark_mysql_time and $bytemark_cache_status, for log_format,
+ * add_header and map.  Each is "not found" (logged as "-") when the request
+ * did not get that far.
  */
 
 
@@ -15,6 +16,8 @@ static ngx_int_t ngx_http_bytemark_variable_user_id(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_bytemark_variable_time(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_bytemark_variable_cache_status(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 
 
 #define NGX_HTTP_BYTEMARK_VAR_MONGO  0
@@ -37,6 +40,10 @@ static ngx_http_variable_t  ngx_http_bytemark_vars[] = {
 
     { ngx_string("bytemark_mysql_time"), NULL,
       ngx_http_bytemark_variable_time, NGX_HTTP_BYTEMARK_VAR_MYSQL,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("bytemark_cache_status"), NULL,
+      ngx_http_bytemark_variable_cache_status, 0,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
@@ -145,4 +152,24 @@ ngx_http_bytemark_variable_time(ngx_http_request_t *r,
     return ngx_http_bytemark_variable_set(v, p,
                            ngx_sprintf(p, "%T.%03M", (time_t) ms / 1000,
                                        ms % 1000) - p);
+}
+
+
+/* HIT, MISS, EXPIRED, BYPASS; "not found" while the micro-cache is off */
+
+static ngx_int_t
+ngx_http_bytemark_variable_cache_status(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_bytemark_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
+
+    if (ctx == NULL || ctx->cache_status.len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    return ngx_http_bytemark_variable_set(v, ctx->cache_status.data,
+                                          ctx->cache_status.len);
 }

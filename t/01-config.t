@@ -96,6 +96,21 @@ rejected("$mysql bytemark_tickets; server { listen 127.0.0.1:%%PORT%%; }",
          qr/"bytemark_tickets" directive is not allowed here/, 'handler outside a location');
 rejected(conf($mysql, 'bytemark_user_id $arg_u; bytemark_tickets; bytemark_pass;'),
          qr/"bytemark_pass" directive is duplicate, or another bytemark handler is set/, 'two handlers');
+rejected(conf($mongo, 'bytemark_user_id $1; bytemark_ingest;'),
+         qr/"bytemark_ingest" in location "\/t" needs "bytemark_mysql"/, 'ingest without MySQL');
+rejected(conf($mysql, 'bytemark_user_id $1; bytemark_purge;'),
+         qr/"bytemark_purge" in location "\/t" needs "bytemark_mongo_uri"/, 'purge without MongoDB');
+rejected(conf("$mongo $mysql", 'bytemark_ingest;'),
+         qr/"bytemark_ingest" in location "\/t" needs "bytemark_user_id"/, 'ingest without bytemark_user_id');
+rejected(conf("$mongo $mysql", 'bytemark_purge;'),
+         qr/"bytemark_purge" in location "\/t" needs "bytemark_user_id"/, 'purge without bytemark_user_id');
+rejected(conf("$mongo $mysql", 'bytemark_user_id $1; bytemark_ingest_max_passes 0; bytemark_ingest;'),
+         qr/"bytemark_ingest_max_passes" must be at least 1/, 'a batch limit of 0');
+rejected(conf("$mongo $mysql bytemark_ingest_max_passes many;"),
+         qr/"bytemark_ingest_max_passes" directive invalid number/, 'an unparsable batch limit');
+accepted(conf("$mongo $mysql bytemark_ingest_max_passes 10; bytemark_cache_cleanup interval=10m max_age=30d;",
+              'bytemark_user_id $1; bytemark_ingest;'), 'ingest, cleanup and batch limit');
+accepted(conf($mongo, 'bytemark_user_id $1; bytemark_purge;'), 'purge with MongoDB alone');
 rejected("server { listen 127.0.0.1:%%PORT%%; location /t { bytemark_mysql host=h user=u database=d; } }",
          qr/"bytemark_mysql" directive is not allowed here/, 'bytemark_mysql is http-level only');
 
