@@ -41,5 +41,8 @@ if [ ! -f objs/Makefile ] || [ "$(cat objs/.bytemark-stamp 2>/dev/null)" != "$st
     echo "$stamp" > objs/.bytemark-stamp
 fi
 make -j"$(nproc)" -f objs/Makefile modules
-cp objs/ngx_http_bytemark_module.so "$out/ngx_http_bytemark_module.so"
+# a new inode, never an overwrite: running nginx processes have the old
+# file mapped, and rewriting it in place would crash them
+cp objs/ngx_http_bytemark_module.so "$out/.ngx_http_bytemark_module.so.$$"
+mv -f "$out/.ngx_http_bytemark_module.so.$$" "$out/ngx_http_bytemark_module.so"
 echo "built $out/ngx_http_bytemark_module.so"

@@ -91,6 +91,12 @@ ngx_http_bytemark_ingest_start(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    if (body.len == 0) {
+        return ngx_http_bytemark_send_error(r, NGX_HTTP_BAD_REQUEST,
+                   "invalid_body", "the body is empty: send a pass object "
+                   "or an array of pass objects");
+    }
+
     if (ngx_http_bytemark_parse_ingest(body.data, body.len,
                                        blcf->ingest_max_passes,
                                        ngx_http_bytemark_now_ms(),
@@ -173,7 +179,10 @@ ngx_http_bytemark_read_body(ngx_http_request_t *r, ngx_str_t *body)
         b = cl->buf;
 
         if (!b->in_file) {
-            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+            if (b->last > b->pos) {
+                p = ngx_cpymem(p, b->pos, b->last - b->pos);
+            }
+
             continue;
         }
 

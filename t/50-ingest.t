@@ -183,7 +183,9 @@ for my $b (@bad) {
 }
 ($r) = ingest(400, [$good, { %$good, pass_uuid => uuid(401), version => 9 }]);
 invalid_body($r, qr/^passes\[1\]\.version must be 3 or 4$/, 'a batch names the failing element');
-for my $raw ('{', '{"pass_uuid":}', '[1,', "{\"status\":\"\xff\"}", '{"a":1} x', '',
+($r) = ingest(400, '');
+invalid_body($r, qr/the body is empty/, 'an empty body');
+for my $raw ('{', '{"pass_uuid":}', '[1,', "{\"status\":\"\xff\"}", '{"a":1} x',
              '{"status":"a","status":"b","pass_uuid":"' . uuid(400) . '"}') {
     ($r) = ingest(400, $raw);
     invalid_body($r, qr/not valid JSON/, "malformed JSON: " . substr($raw, 0, 20));
