@@ -256,6 +256,8 @@ Try it:
   curl -i '$base/v1/tickets?user_id=12345&status=active&version=3'
   curl -i '$base/v1/users/12345/passes/$pass'
   curl -i '$base/v1/users/777/passes/$pass'                # another user's pass: 404
+  curl -i -X POST '$base/v1/users/777/passes' -d '{"pass_uuid":"11111111-2222-4333-8444-555555555555","status":"active"}'
+  curl -i -X DELETE '$base/v1/users/777/cache'             # purge: 204
 
 Logs: $demo/access.log, $demo/error.log. Stop everything: scripts/demo.sh stop
 EOF
