@@ -14,6 +14,13 @@
  * This is why we do not hold the request with r->main->blocked as the copy
  * filter does: a blocked request cannot be answered before its task ends,
  * and the budget is the point.
+ *
+ * An abandoned call still holds a pool thread.  So that a backend that hangs
+ * cannot take every thread and starve the other one (MongoDB stuck must not
+ * keep the MySQL fallback from running), a worker lets at most
+ * NGX_HTTP_BYTEMARK_STUCK_MAX abandoned calls per backend run; past that,
+ * new calls to that backend are skipped, as if its breaker were open, until
+ * one returns.
  */
 
 
@@ -24,10 +31,18 @@
 #endif
 
 
+#define NGX_HTTP_BYTEMARK_STUCK_MAX  2
+
+
+/* per worker: abandoned calls still running, by backend */
+static ngx_uint_t  ngx_http_bytemark_stuck[NGX_HTTP_BYTEMARK_BACKEND_MYSQL + 1];
+
+
 static void ngx_http_bytemark_call_thread(void *data, ngx_log_t *log);
 static void ngx_http_bytemark_call_complete(ngx_event_t *ev);
 static void ngx_http_bytemark_call_timeout(ngx_event_t *ev);
 static void ngx_http_bytemark_request_done(void *data);
+static void ngx_http_bytemark_call_abandon(ngx_http_bytemark_call_t *call);
 
 
 ngx_http_bytemark_call_t *
@@ -56,6 +71,9 @@ ngx_http_bytemark_call_create(ngx_http_request_t *r, const char *name,
     call->run = run;
     call->done = done;
     call->name = name;
+    call->backend = (ngx_strncmp(name, "mysql", 5) == 0)
+                    ? NGX_HTTP_BYTEMARK_BACKEND_MYSQL
+                    : NGX_HTTP_BYTEMARK_BACKEND_MONGO;
     call->timeout = timeout;
     call->log = r ? r->connection->log : ngx_cycle->log;
     call->bmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
@@ -163,6 +181,10 @@ ngx_http_bytemark_call_complete(ngx_event_t *ev)
         ngx_del_timer(&call->budget);
     }
 
+    if (call->stuck) {
+        ngx_http_bytemark_stuck[call->backend]--;
+    }
+
     r = call->request;
 
     if (r == NULL) {
@@ -213,7 +235,7 @@ ngx_http_bytemark_call_timeout(ngx_event_t *ev)
     call = ev->data;
     r = call->request;
 
-    call->request = NULL;
+    ngx_http_bytemark_call_abandon(call);
     ngx_http_bytemark_metrics_call_timed_out(call);
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
@@ -228,6 +250,9 @@ ngx_http_bytemark_call_timeout(ngx_event_t *ev)
 
     ngx_memzero(&timed_out, sizeof(ngx_http_bytemark_call_t));
     timed_out.name = call->name;
+    timed_out.bmcf = call->bmcf;
+    timed_out.log = call->log;
+    timed_out.timeout = call->timeout;
     timed_out.user_id = call->user_id;
     timed_out.elapsed = ngx_current_msec - call->started;
     timed_out.answer.result = NGX_HTTP_BYTEMARK_TIMED_OUT;
@@ -284,12 +309,11 @@ ngx_http_bytemark_request_done(void *data)
     ngx_http_bytemark_ctx_t *ctx = data;
 
     if (ctx->call) {
-        ctx->call->request = NULL;
-
         if (ctx->call->budget.timer_set) {
             ngx_del_timer(&ctx->call->budget);
         }
 
+        ngx_http_bytemark_call_abandon(ctx->call);
         ctx->call = NULL;
     }
 
@@ -297,4 +321,22 @@ ngx_http_bytemark_request_done(void *data)
 
     ngx_http_bytemark_ingest_passes_free(ctx->passes, ctx->npasses);
     ctx->passes = NULL;
+}
+
+
+static void
+ngx_http_bytemark_call_abandon(ngx_http_bytemark_call_t *call)
+{
+    call->request = NULL;
+    call->stuck = 1;
+    ngx_http_bytemark_stuck[call->backend]++;
+}
+
+
+/* too many abandoned calls of this backend still hold threads */
+
+ngx_int_t
+ngx_http_bytemark_call_blocked(ngx_uint_t backend)
+{
+    return ngx_http_bytemark_stuck[backend] >= NGX_HTTP_BYTEMARK_STUCK_MAX;
 }

@@ -71,7 +71,7 @@ ngx_http_bytemark_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (bmcf->mongo_uri.len && ngx_http_bytemark_shm_add(cf, bmcf) != NGX_OK) {
+    if (ngx_http_bytemark_shm_add(cf, bmcf) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
@@ -455,6 +455,13 @@ ngx_http_bytemark_set_mysql(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_str_t                         *value, *field, v;
     ngx_uint_t                         i;
     ngx_http_bytemark_mysql_server_t  *srv;
+
+    if (bmcf->mysql_servers
+        && bmcf->mysql_servers->nelts
+           == NGX_HTTP_BYTEMARK_BREAKERS - NGX_HTTP_BYTEMARK_BREAKER_MYSQL)
+    {
+        return "is repeated too often";
+    }
 
     if (bmcf->mysql_servers == NULL) {
         bmcf->mysql_servers = ngx_array_create(cf->pool, 2,

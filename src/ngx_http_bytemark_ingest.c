@@ -108,7 +108,7 @@ ngx_http_bytemark_ingest_start(ngx_http_request_t *r,
                                             "invalid_body", err);
     }
 
-    call = ngx_http_bytemark_call_create(r, "ingest",
+    call = ngx_http_bytemark_call_create(r, "mysql ingest",
                                          ngx_http_bytemark_ingest_run,
                                          ngx_http_bytemark_ingest_done,
                                          blcf->mysql_timeout
@@ -207,11 +207,33 @@ ngx_http_bytemark_read_body(ngx_http_request_t *r, ngx_str_t *body)
 static void
 ngx_http_bytemark_ingest_run(ngx_http_bytemark_call_t *call)
 {
+    int64_t  start;
+
     ngx_http_bytemark_mysql_ingest(call);
 
-    if (call->answer.result == NGX_HTTP_BYTEMARK_FOUND && call->bmcf->mongo) {
-        ngx_http_bytemark_mongo_ingest(call);
+    if (call->answer.result != NGX_HTTP_BYTEMARK_FOUND
+        || call->bmcf->mongo == NULL)
+    {
+        return;
     }
+
+    if (ngx_http_bytemark_breaker_is_open(call->bmcf,
+                                          NGX_HTTP_BYTEMARK_BREAKER_MONGO))
+    {
+        call->cache_failed = 1;
+        snprintf(call->cache_error, sizeof(call->cache_error),
+                 "circuit breaker open for mongo");
+        return;
+    }
+
+    start = ngx_http_bytemark_now_ms();
+
+    ngx_http_bytemark_mongo_ingest(call);
+
+    ngx_http_bytemark_breaker_result(call->bmcf,
+                                     NGX_HTTP_BYTEMARK_BREAKER_MONGO,
+                                     !call->cache_failed,
+                                     ngx_http_bytemark_now_ms() - start);
 }
 
 
@@ -269,7 +291,8 @@ ngx_http_bytemark_ingest_done(ngx_http_request_t *r,
 
     default:
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "bytemark: ingest for user %uL failed after %M ms: %s",
+                      "bytemark: mysql ingest for user %uL failed after %M ms: "
+                      "%s",
                       call->user_id, call->elapsed,
                       call->error[0] ? call->error : "unknown error");
         rc = ngx_http_bytemark_unavailable(r);

@@ -75,10 +75,30 @@ static ngx_int_t
 ngx_http_bytemark_mongo_stage(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx)
 {
-    ngx_http_bytemark_call_t      *call;
-    ngx_http_bytemark_loc_conf_t  *blcf;
+    ngx_http_bytemark_call_t       *call;
+    ngx_http_bytemark_loc_conf_t   *blcf;
+    ngx_http_bytemark_main_conf_t  *bmcf;
 
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
+    bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
+
+    if (ngx_http_bytemark_call_blocked(NGX_HTTP_BYTEMARK_BACKEND_MONGO)) {
+        /* calls that hang are failures too: they open the breaker */
+        ngx_http_bytemark_breaker_result(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO,
+                                         0, NGX_HTTP_BYTEMARK_BREAKER_STUCK);
+        ctx->mongo_failed = 1;
+        return ngx_http_bytemark_mongo_only(r, ctx, NGX_HTTP_BYTEMARK_FAILED);
+    }
+
+    if (!ngx_http_bytemark_breaker_allow(bmcf,
+                                         NGX_HTTP_BYTEMARK_BREAKER_MONGO))
+    {
+        /* the breaker is open: the fallback answers at once */
+        ngx_http_bytemark_metrics_backend_error(NGX_HTTP_BYTEMARK_BACKEND_MONGO,
+                                         NGX_HTTP_BYTEMARK_ERR_BREAKER_OPEN);
+        ctx->mongo_failed = 1;
+        return ngx_http_bytemark_mongo_only(r, ctx, NGX_HTTP_BYTEMARK_FAILED);
+    }
 
     call = ngx_http_bytemark_call_create(r, "mongo find",
                                          ngx_http_bytemark_mongo_find,
@@ -119,6 +139,15 @@ ngx_http_bytemark_mongo_done(ngx_http_request_t *r,
 
     ctx->mongo_used = 1;
     ctx->mongo_time += call->elapsed;
+
+    if (a->result != NGX_HTTP_BYTEMARK_NO_THREAD) {
+        ngx_http_bytemark_breaker_result(call->bmcf,
+                                         NGX_HTTP_BYTEMARK_BREAKER_MONGO,
+                                         a->result != NGX_HTTP_BYTEMARK_FAILED
+                                         && a->result
+                                            != NGX_HTTP_BYTEMARK_TIMED_OUT,
+                                         (int64_t) call->elapsed);
+    }
 
     switch (a->result) {
 
@@ -243,6 +272,21 @@ ngx_http_bytemark_mysql_stage(ngx_http_request_t *r,
     ngx_http_bytemark_loc_conf_t  *blcf;
 
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
+
+    if (ngx_http_bytemark_call_blocked(NGX_HTTP_BYTEMARK_BACKEND_MYSQL)) {
+        /*
+         * Calls hang: count it against the primary, the server every read
+         * tries first, so that its breaker opens and reads skip to a replica.
+         */
+        ngx_http_bytemark_breaker_result(
+                          ngx_http_get_module_main_conf(r,
+                                                     ngx_http_bytemark_module),
+                          NGX_HTTP_BYTEMARK_BREAKER_MYSQL, 0,
+                          NGX_HTTP_BYTEMARK_BREAKER_STUCK);
+        ngx_http_bytemark_metrics_backend_error(NGX_HTTP_BYTEMARK_BACKEND_MYSQL,
+                                         NGX_HTTP_BYTEMARK_ERR_BREAKER_OPEN);
+        return ngx_http_bytemark_serve_stale(r, ctx);
+    }
 
     if (ctx->handler == NGX_HTTP_BYTEMARK_TICKETS) {
         call = ngx_http_bytemark_call_create(r, "mysql tickets query",
@@ -398,7 +442,10 @@ ngx_http_bytemark_fill(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx,
      * noted entry is being deleted instead.
      */
     if (bmcf->mongo == NULL || !blcf->cache_fill || ctx->mongo_failed
-        || ctx->noted)
+        || ctx->noted
+        || ngx_http_bytemark_call_blocked(NGX_HTTP_BYTEMARK_BACKEND_MONGO)
+        || ngx_http_bytemark_breaker_is_open(bmcf,
+                                             NGX_HTTP_BYTEMARK_BREAKER_MONGO))
     {
         return;
     }

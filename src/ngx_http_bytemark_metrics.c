@@ -594,8 +594,7 @@ ngx_http_bytemark_metrics_call_completed(ngx_http_bytemark_call_t *call)
 static ngx_uint_t
 ngx_http_bytemark_metrics_backend(ngx_http_bytemark_call_t *call)
 {
-    return ngx_strncmp(call->name, "mysql", 5) == 0
-           ? NGX_HTTP_BYTEMARK_BACKEND_MYSQL : NGX_HTTP_BYTEMARK_BACKEND_MONGO;
+    return call->backend;
 }
 
 

@@ -234,6 +234,19 @@ ngx_http_bytemark_init_process(ngx_cycle_t *cycle)
 }
 
 
+/* the http{}-level settings, for what a worker sets up once (driver limits) */
+
+ngx_http_bytemark_loc_conf_t *
+ngx_http_bytemark_http_conf(ngx_cycle_t *cycle)
+{
+    ngx_http_conf_ctx_t  *http;
+
+    http = (ngx_http_conf_ctx_t *) cycle->conf_ctx[ngx_http_module.index];
+
+    return http->loc_conf[ngx_http_bytemark_module.ctx_index];
+}
+
+
 /*
  * The thread pools are destroyed before this runs (ngx_thread_pool_module
  * comes first in the module order and waits for its queued tasks), so no

@@ -20,7 +20,8 @@
  *   ngx_http_bytemark_body.c       ingest bodies: JSON, validation, defaults
  *   ngx_http_bytemark_cleanup.c    periodic cache cleanup, one worker at a time
  *   ngx_http_bytemark_shm.c        shared state: per-user cache notes,
- *                                  the cleanup lock
+ *                                  the cleanup lock, breaker states
+ *   ngx_http_bytemark_breaker.c    a circuit breaker per backend
  *   ngx_http_bytemark_mongo.c      MongoDB: client pool, find, fill
  *   ngx_http_bytemark_mysql.c      MySQL: pool, prepared statements, rows
  *   ngx_http_bytemark_json.c       BSON -> JSON, pass arrays, ETag bodies
@@ -64,6 +65,18 @@ typedef struct ngx_http_bytemark_mysql_pool_s ngx_http_bytemark_mysql_pool_t;
 typedef struct ngx_http_bytemark_call_s       ngx_http_bytemark_call_t;
 typedef struct ngx_http_bytemark_ctx_s        ngx_http_bytemark_ctx_t;
 typedef struct ngx_http_bytemark_shm_s        ngx_http_bytemark_shm_t;
+
+
+/* breakers: MongoDB, then one per MySQL server */
+#define NGX_HTTP_BYTEMARK_BREAKER_MONGO  0
+#define NGX_HTTP_BYTEMARK_BREAKER_MYSQL  1
+#define NGX_HTTP_BYTEMARK_BREAKERS       17
+
+typedef struct {
+    ngx_atomic_t                  failures;     /* consecutive */
+    ngx_atomic_t                  open_until;   /* ms; 0: closed */
+    ngx_atomic_t                  probe_at;     /* ms; 0: no probe out */
+} ngx_http_bytemark_breaker_t;
 
 
 /* one validated pass of an ingest body */
@@ -181,6 +194,8 @@ struct ngx_http_bytemark_call_s {
     ngx_http_bytemark_call_run_pt run;
     ngx_http_bytemark_call_done_pt done;
     const char                   *name;      /* "mongo find", ... */
+    ngx_uint_t                    backend;   /* from the name's first word */
+    unsigned                      stuck:1;   /* abandoned, thread still busy */
 
     ngx_http_bytemark_main_conf_t *bmcf;
     ngx_log_t                    *log;
@@ -240,6 +255,7 @@ extern ngx_module_t  ngx_http_bytemark_module;
 
 
 /* conf */
+ngx_http_bytemark_loc_conf_t *ngx_http_bytemark_http_conf(ngx_cycle_t *cycle);
 char *ngx_http_bytemark_set_mysql(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_bytemark_set_mongo_uri(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -275,6 +291,7 @@ ngx_http_bytemark_call_t *ngx_http_bytemark_call_create(ngx_http_request_t *r,
     ngx_http_bytemark_call_done_pt done, ngx_msec_t timeout);
 ngx_int_t ngx_http_bytemark_call_post(ngx_http_bytemark_call_t *call);
 ngx_int_t ngx_http_bytemark_call_hold(ngx_http_request_t *r);
+ngx_int_t ngx_http_bytemark_call_blocked(ngx_uint_t backend);
 void ngx_http_bytemark_call_free(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_answer_release(ngx_http_bytemark_answer_t *a);
 ngx_int_t ngx_http_bytemark_request_cleanup(ngx_http_request_t *r,
@@ -310,6 +327,20 @@ void ngx_http_bytemark_note_clear(ngx_http_bytemark_main_conf_t *bmcf,
 ngx_int_t ngx_http_bytemark_cleanup_lock(ngx_http_bytemark_main_conf_t *bmcf,
     ngx_msec_t interval);
 void ngx_http_bytemark_cleanup_unlock(ngx_http_bytemark_main_conf_t *bmcf);
+
+ngx_http_bytemark_breaker_t *ngx_http_bytemark_shm_breakers(
+    ngx_http_bytemark_main_conf_t *bmcf);
+
+/* circuit breakers */
+ngx_int_t ngx_http_bytemark_breaker_allow(ngx_http_bytemark_main_conf_t *bmcf,
+    ngx_uint_t backend);
+ngx_int_t ngx_http_bytemark_breaker_is_open(
+    ngx_http_bytemark_main_conf_t *bmcf, ngx_uint_t backend);
+void ngx_http_bytemark_breaker_result(ngx_http_bytemark_main_conf_t *bmcf,
+    ngx_uint_t backend, ngx_uint_t ok, int64_t cost);
+
+/* the cost of a failure that is a call stuck in a thread */
+#define NGX_HTTP_BYTEMARK_BREAKER_STUCK  NGX_MAX_INT32_VALUE
 
 /* cleanup */
 ngx_int_t ngx_http_bytemark_cleanup_init_process(ngx_cycle_t *cycle,

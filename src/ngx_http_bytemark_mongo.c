@@ -15,8 +15,9 @@
 #include <mongoc/mongoc.h>
 
 
+/* socketTimeoutMS: twice the http-level budget, at least this */
 #define NGX_HTTP_BYTEMARK_MONGO_CONNECT_MS    1000
-#define NGX_HTTP_BYTEMARK_MONGO_SOCKET_MS     3000
+#define NGX_HTTP_BYTEMARK_MONGO_SOCKET_MS     1000
 #define NGX_HTTP_BYTEMARK_MONGO_SELECTION_MS  1000
 #define NGX_HTTP_BYTEMARK_MONGO_HEARTBEAT_MS  2000
 
@@ -106,7 +107,8 @@ ngx_http_bytemark_mongo_init_process(ngx_cycle_t *cycle,
     ngx_http_bytemark_mongo_default(mongo->uri, MONGOC_URI_CONNECTTIMEOUTMS,
                                     NGX_HTTP_BYTEMARK_MONGO_CONNECT_MS);
     ngx_http_bytemark_mongo_default(mongo->uri, MONGOC_URI_SOCKETTIMEOUTMS,
-                                    NGX_HTTP_BYTEMARK_MONGO_SOCKET_MS);
+                      (int32_t) ngx_max(NGX_HTTP_BYTEMARK_MONGO_SOCKET_MS,
+                             2 * ngx_http_bytemark_http_conf(cycle)->mongo_timeout));
     ngx_http_bytemark_mongo_default(mongo->uri,
                                     MONGOC_URI_SERVERSELECTIONTIMEOUTMS,
                                     NGX_HTTP_BYTEMARK_MONGO_SELECTION_MS);

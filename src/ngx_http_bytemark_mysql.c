@@ -47,6 +47,13 @@
     NGX_HTTP_BYTEMARK_KEEP("payload_hash") ", "                               \
     NGX_HTTP_BYTEMARK_KEEP("timestamp")
 
+/*
+ * A connection idle this long is closed rather than reused: servers and
+ * middleboxes drop idle connections, and a reconnect is cheaper than a
+ * failed query.
+ */
+#define NGX_HTTP_BYTEMARK_MYSQL_IDLE_MS  60000
+
 /* deadlock, lock wait timeout: the transaction may simply be run again */
 #define NGX_HTTP_BYTEMARK_ER_LOCK_WAIT_TIMEOUT  1205
 #define NGX_HTTP_BYTEMARK_ER_LOCK_DEADLOCK      1213
@@ -63,17 +70,28 @@
 #define NGX_HTTP_BYTEMARK_COLS         7
 
 
+typedef struct ngx_http_bytemark_mysql_node_s  ngx_http_bytemark_mysql_node_t;
+
 typedef struct {
     MYSQL                            *mysql;
     MYSQL_STMT                       *stmt[NGX_HTTP_BYTEMARK_SQL_N];
+    ngx_http_bytemark_mysql_node_t   *node;
+    int64_t                           used;     /* ms, last release */
+    ngx_uint_t                        generation;
     unsigned                          busy:1;
 } ngx_http_bytemark_mysql_conn_t;
 
 
-typedef struct {
+/*
+ * One server.  When one of its connections breaks, the others opened before
+ * it most likely broke too (a restart): the generation goes up, and older
+ * connections are replaced before use instead of failing a query each.
+ */
+struct ngx_http_bytemark_mysql_node_s {
     ngx_http_bytemark_mysql_server_t *conf;
     ngx_http_bytemark_mysql_conn_t   *conns;
-} ngx_http_bytemark_mysql_node_t;
+    ngx_uint_t                        generation;
+};
 
 
 struct ngx_http_bytemark_mysql_pool_s {
@@ -138,16 +156,16 @@ static ngx_int_t ngx_http_bytemark_mysql_owner(MYSQL_STMT *stmt,
     ngx_http_bytemark_call_t *call, ngx_http_bytemark_ingest_pass_t *p);
 static ngx_int_t ngx_http_bytemark_mysql_error(MYSQL *m,
     ngx_http_bytemark_call_t *call, const char *what);
+static ngx_uint_t ngx_http_bytemark_mysql_breaker(
+    ngx_http_bytemark_call_t *call, ngx_uint_t i);
 
 
 ngx_int_t
 ngx_http_bytemark_mysql_init_process(ngx_cycle_t *cycle,
     ngx_http_bytemark_main_conf_t *bmcf)
 {
-    ngx_uint_t                         i;
+    ngx_uint_t                         i, k;
     ngx_msec_t                         budget;
-    ngx_http_conf_ctx_t               *http;
-    ngx_http_bytemark_loc_conf_t      *blcf;
     ngx_http_bytemark_mysql_pool_t    *pool;
     ngx_http_bytemark_mysql_server_t  *srv;
 
@@ -184,15 +202,17 @@ ngx_http_bytemark_mysql_init_process(ngx_cycle_t *cycle,
         if (pool->nodes[i].conns == NULL) {
             return NGX_ERROR;
         }
+
+        for (k = 0; k < srv[i].pool_size; k++) {
+            pool->nodes[i].conns[k].node = &pool->nodes[i];
+        }
     }
 
     /*
      * The library counts its timeouts in whole seconds; they bound a thread
      * that outlives its request, so they follow the http-level budget.
      */
-    http = (ngx_http_conf_ctx_t *) cycle->conf_ctx[ngx_http_module.index];
-    blcf = http->loc_conf[ngx_http_bytemark_module.ctx_index];
-    budget = blcf->mysql_timeout;
+    budget = ngx_http_bytemark_http_conf(cycle)->mysql_timeout;
 
     pool->connect_timeout = (unsigned int) ((budget + 999) / 1000);
     pool->io_timeout = pool->connect_timeout + 1;
@@ -318,7 +338,7 @@ static void
 ngx_http_bytemark_mysql_read(ngx_http_bytemark_call_t *call, ngx_uint_t sql,
     ngx_http_bytemark_mysql_query_pt query)
 {
-    int64_t                          deadline;
+    int64_t                          deadline, start;
     ngx_int_t                        rc;
     ngx_uint_t                       i, attempt;
     MYSQL_STMT                      *stmt;
@@ -331,6 +351,12 @@ ngx_http_bytemark_mysql_read(ngx_http_bytemark_call_t *call, ngx_uint_t sql,
     call->answer.result = NGX_HTTP_BYTEMARK_FAILED;
 
     for (i = 0; i < pool->nnodes; i++) {
+
+        if (!ngx_http_bytemark_mysql_breaker(call, i)) {
+            continue;
+        }
+
+        start = ngx_http_bytemark_now_ms();
 
         for (attempt = 0; attempt < 2; attempt++) {
 
@@ -346,6 +372,13 @@ ngx_http_bytemark_mysql_read(ngx_http_bytemark_call_t *call, ngx_uint_t sql,
 
             ngx_http_bytemark_mysql_release(pool, conn, rc == NGX_DECLINED);
 
+            if (rc == NGX_OK || rc == NGX_ERROR) {
+                /* the server answered */
+                ngx_http_bytemark_breaker_result(call->bmcf,
+                                         NGX_HTTP_BYTEMARK_BREAKER_MYSQL + i,
+                                         1, 0);
+            }
+
             if (rc == NGX_OK) {
                 /* a failover that worked is not a failure of the call */
                 call->error[0] = '\0';
@@ -357,7 +390,34 @@ ngx_http_bytemark_mysql_read(ngx_http_bytemark_call_t *call, ngx_uint_t sql,
                 return;
             }
         }
+
+        /* could not connect, or the connection broke twice; a busy pool
+         * is not the server's fault */
+        if (call->answer.error_kind != NGX_HTTP_BYTEMARK_ERR_TIMEOUT) {
+            ngx_http_bytemark_breaker_result(call->bmcf,
+                                         NGX_HTTP_BYTEMARK_BREAKER_MYSQL + i,
+                                         0, ngx_http_bytemark_now_ms() - start);
+        }
     }
+}
+
+
+/* is MySQL server #i to be asked?  Not while its breaker is open */
+
+static ngx_uint_t
+ngx_http_bytemark_mysql_breaker(ngx_http_bytemark_call_t *call, ngx_uint_t i)
+{
+    if (ngx_http_bytemark_breaker_allow(call->bmcf,
+                                        NGX_HTTP_BYTEMARK_BREAKER_MYSQL + i))
+    {
+        return 1;
+    }
+
+    snprintf(call->error, sizeof(call->error),
+             "circuit breaker open for mysql server #%u", (unsigned) i + 1);
+    call->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_BREAKER_OPEN;
+
+    return 0;
 }
 
 
@@ -410,7 +470,7 @@ ngx_http_bytemark_mysql_acquire(ngx_http_bytemark_mysql_pool_t *pool,
                      "all %u connections to mysql server #%u are busy",
                      (unsigned) node->conf->pool_size,
                      (unsigned) (node - pool->nodes) + 1);
-            call->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_CONNECT;
+            call->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_TIMEOUT;
             return NULL;
         }
 
@@ -420,6 +480,14 @@ ngx_http_bytemark_mysql_acquire(ngx_http_bytemark_mysql_pool_t *pool,
     }
 
     pthread_mutex_unlock(&pool->mutex);
+
+    if (conn->mysql
+        && (conn->generation != node->generation
+            || ngx_http_bytemark_now_ms() - conn->used
+               > NGX_HTTP_BYTEMARK_MYSQL_IDLE_MS))
+    {
+        ngx_http_bytemark_mysql_close(conn);
+    }
 
     /* connect outside the lock: it may take the whole connect timeout */
     if (conn->mysql == NULL
@@ -447,7 +515,14 @@ ngx_http_bytemark_mysql_release(ngx_http_bytemark_mysql_pool_t *pool,
 
     ngx_http_bytemark_metrics_mysql_release(conn->mysql != NULL);
 
+    conn->used = ngx_http_bytemark_now_ms();
+
     pthread_mutex_lock(&pool->mutex);
+
+    if (broken && conn->generation == conn->node->generation) {
+        conn->node->generation++;
+    }
+
     conn->busy = 0;
     pthread_cond_signal(&pool->cond);
     pthread_mutex_unlock(&pool->mutex);
@@ -502,6 +577,7 @@ ngx_http_bytemark_mysql_connect(ngx_http_bytemark_mysql_pool_t *pool,
     }
 
     conn->mysql = m;
+    conn->generation = node->generation;
 
     return NGX_OK;
 }
@@ -877,7 +953,7 @@ ngx_http_bytemark_mysql_gone(unsigned int err)
 void
 ngx_http_bytemark_mysql_ingest(ngx_http_bytemark_call_t *call)
 {
-    int64_t                          deadline;
+    int64_t                          deadline, start;
     ngx_int_t                        rc;
     ngx_uint_t                       attempt;
     ngx_http_bytemark_mysql_conn_t  *conn;
@@ -888,17 +964,34 @@ ngx_http_bytemark_mysql_ingest(ngx_http_bytemark_call_t *call)
 
     call->answer.result = NGX_HTTP_BYTEMARK_FAILED;
 
+    if (!ngx_http_bytemark_mysql_breaker(call, 0)) {
+        return;
+    }
+
     for (attempt = 0; attempt < NGX_HTTP_BYTEMARK_INGEST_ATTEMPTS; attempt++) {
+
+        start = ngx_http_bytemark_now_ms();
 
         conn = ngx_http_bytemark_mysql_acquire(pool, &pool->nodes[0],
                                                deadline, call);
         if (conn == NULL) {
+            if (call->answer.error_kind != NGX_HTTP_BYTEMARK_ERR_TIMEOUT) {
+                ngx_http_bytemark_breaker_result(call->bmcf,
+                                         NGX_HTTP_BYTEMARK_BREAKER_MYSQL, 0,
+                                         ngx_http_bytemark_now_ms() - start);
+            }
+
             return;
         }
 
         rc = ngx_http_bytemark_mysql_ingest_tx(pool, conn, call);
 
         ngx_http_bytemark_mysql_release(pool, conn, rc == NGX_DECLINED);
+
+        ngx_http_bytemark_breaker_result(call->bmcf,
+                                         NGX_HTTP_BYTEMARK_BREAKER_MYSQL,
+                                         rc != NGX_DECLINED,
+                                         ngx_http_bytemark_now_ms() - start);
 
         switch (rc) {
 

@@ -18,7 +18,8 @@ ngx_http_bytemark_purge_handler(ngx_http_request_t *r)
     ngx_int_t                      rc;
     ngx_http_bytemark_ctx_t       *ctx;
     ngx_http_bytemark_call_t      *call;
-    ngx_http_bytemark_loc_conf_t  *blcf;
+    ngx_http_bytemark_loc_conf_t   *blcf;
+    ngx_http_bytemark_main_conf_t  *bmcf;
 
     rc = ngx_http_discard_request_body(r);
     if (rc != NGX_OK) {
@@ -32,6 +33,16 @@ ngx_http_bytemark_purge_handler(ngx_http_request_t *r)
     }
 
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
+    bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
+
+    if (!ngx_http_bytemark_breaker_allow(bmcf,
+                                         NGX_HTTP_BYTEMARK_BREAKER_MONGO))
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "bytemark: mongo purge for user %uL not tried: "
+                      "circuit breaker open", ctx->user_id);
+        return ngx_http_bytemark_unavailable(r);
+    }
 
     call = ngx_http_bytemark_call_create(r, "mongo purge",
                                          ngx_http_bytemark_mongo_purge,
@@ -65,6 +76,12 @@ ngx_http_bytemark_purge_done(ngx_http_request_t *r,
     ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
     ctx->mongo_used = 1;
     ctx->mongo_time = call->elapsed;
+
+    ngx_http_bytemark_breaker_result(call->bmcf,
+                                     NGX_HTTP_BYTEMARK_BREAKER_MONGO,
+                                     call->answer.result
+                                     == NGX_HTTP_BYTEMARK_FOUND,
+                                     (int64_t) call->elapsed);
 
     if (call->answer.result == NGX_HTTP_BYTEMARK_FOUND) {
         ngx_http_bytemark_note_clear(call->bmcf, ctx->user_id,

@@ -8,7 +8,8 @@
  *     commit).  Lookups of a noted user skip the cache until the entry has
  *     been deleted;
  *   - the cleanup lock and the time of the last cleanup, so that exactly
- *     one worker runs it, across reloads too.
+ *     one worker runs it, across reloads too;
+ *   - the circuit breakers (ngx_http_bytemark_breaker.c).
  *
  * Notes are rare, so a lookup first reads an atomic count and takes the
  * zone's mutex only when some note exists.
@@ -27,6 +28,7 @@ struct ngx_http_bytemark_shm_s {
     ngx_atomic_t                  notes;
     ngx_atomic_t                  cleanup_pid;      /* 0: nobody runs it */
     ngx_atomic_t                  cleanup_last;     /* ms */
+    ngx_http_bytemark_breaker_t   breakers[NGX_HTTP_BYTEMARK_BREAKERS];
 };
 
 
@@ -224,6 +226,17 @@ ngx_http_bytemark_note_find(ngx_http_bytemark_shm_t *shm, uint64_t user_id)
     }
 
     return NULL;
+}
+
+
+ngx_http_bytemark_breaker_t *
+ngx_http_bytemark_shm_breakers(ngx_http_bytemark_main_conf_t *bmcf)
+{
+    ngx_http_bytemark_shm_t  *shm;
+
+    shm = bmcf->shm_zone->data;
+
+    return shm->breakers;
 }
 
 

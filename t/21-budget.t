@@ -54,6 +54,9 @@ $t->resume_mongo;
 
 # --- MySQL frozen: the budget answers with a stale-less 503 ----------------------------
 
+# MongoDB's circuit breaker opened while it was frozen: wait until it is used again
+ok wait_until(sub { src($t->get('/t?user_id=2')) eq 'mongo' }, 15), 'MongoDB is used again after it thawed';
+
 $t->pause_mysql;
 $t0 = time;
 $r = $t->get('/t?user_id=3');
