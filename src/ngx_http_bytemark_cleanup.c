@@ -93,7 +93,12 @@ static void
 ngx_http_bytemark_cleanup_done(ngx_http_request_t *r,
     ngx_http_bytemark_call_t *call)
 {
+    ngx_http_bytemark_metrics_inc(NGX_HTTP_BYTEMARK_M_CLEANUP_RUNS);
+
     if (call->answer.result == NGX_HTTP_BYTEMARK_FOUND) {
+        ngx_http_bytemark_metrics_add(NGX_HTTP_BYTEMARK_M_CLEANUP_DELETED,
+                                      (ngx_uint_t) call->answer.count);
+
         ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
                       "bytemark: cache cleanup deleted %L entries older "
                       "than %L ms in %M ms", call->answer.count,

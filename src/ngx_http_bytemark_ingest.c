@@ -252,6 +252,8 @@ ngx_http_bytemark_ingest_done(ngx_http_request_t *r,
     log = r ? r->connection->log : ngx_cycle->log;
 
     if (call->answer.result == NGX_HTTP_BYTEMARK_FOUND && call->cache_failed) {
+        ngx_http_bytemark_metrics_inc(NGX_HTTP_BYTEMARK_M_WRITE_FAILURES_INGEST);
+
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       "bytemark: mongo cache update after the ingest for "
                       "user %uL failed: %s; lookups skip its cache entry "

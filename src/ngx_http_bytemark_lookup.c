@@ -86,6 +86,8 @@ ngx_http_bytemark_mongo_stage(ngx_http_request_t *r,
         /* calls that hang are failures too: they open the breaker */
         ngx_http_bytemark_breaker_result(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO,
                                          0, NGX_HTTP_BYTEMARK_BREAKER_STUCK);
+        ngx_http_bytemark_metrics_backend_error(NGX_HTTP_BYTEMARK_BACKEND_MONGO,
+                                         NGX_HTTP_BYTEMARK_ERR_BREAKER_OPEN);
         ctx->mongo_failed = 1;
         return ngx_http_bytemark_mongo_only(r, ctx, NGX_HTTP_BYTEMARK_FAILED);
     }

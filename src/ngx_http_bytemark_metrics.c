@@ -126,6 +126,12 @@ static void ngx_http_bytemark_json_histogram(ngx_http_bytemark_out_t *o,
     ngx_http_bytemark_metrics_shm_t *m);
 static void ngx_http_bytemark_metrics_values(
     ngx_http_bytemark_metrics_shm_t *m, int64_t *v);
+static void ngx_http_bytemark_prom_breakers(ngx_http_bytemark_out_t *o,
+    ngx_http_bytemark_main_conf_t *bmcf);
+static void ngx_http_bytemark_json_breakers(ngx_http_bytemark_out_t *o,
+    ngx_http_bytemark_main_conf_t *bmcf);
+static ngx_uint_t ngx_http_bytemark_breaker_servers(
+    ngx_http_bytemark_main_conf_t *bmcf);
 
 
 /* process-wide: set in init_process, read by the event loop and threads */
@@ -780,9 +786,11 @@ ngx_http_bytemark_metrics_render(ngx_http_request_t *r,
     ngx_uint_t                        i;
     ngx_http_bytemark_out_t           o;
     ngx_http_bytemark_family_t       *f;
+    ngx_http_bytemark_main_conf_t    *bmcf;
     ngx_http_bytemark_metrics_shm_t  *m;
 
     m = ngx_http_bytemark_metrics_shm;
+    bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
 
     if (m == NULL) {
         return NGX_ERROR;
@@ -816,6 +824,8 @@ ngx_http_bytemark_metrics_render(ngx_http_request_t *r,
             }
         }
 
+        ngx_http_bytemark_prom_breakers(&o, bmcf);
+
     } else {
         ngx_http_bytemark_out(&o, "{");
         ngx_http_bytemark_json_requests(&o, m);
@@ -828,6 +838,8 @@ ngx_http_bytemark_metrics_render(ngx_http_request_t *r,
                 ngx_http_bytemark_json_histogram(&o, m);
             }
         }
+
+        ngx_http_bytemark_json_breakers(&o, bmcf);
 
         /* replaces the last member's comma */
         o.pos[-1] = '}';
@@ -1117,4 +1129,84 @@ ngx_http_bytemark_json_histogram(ngx_http_bytemark_out_t *o,
 
     o->pos[-1] = '}';
     ngx_http_bytemark_out(o, ",");
+}
+
+
+/*
+ * Not in the SPEC's table: 1 while a backend's circuit breaker is open and
+ * its calls are skipped, 0 when it is closed or lets a probe through.  One
+ * breaker for MongoDB, one per "bytemark_mysql" server, in their order.
+ */
+
+static void
+ngx_http_bytemark_prom_breakers(ngx_http_bytemark_out_t *o,
+    ngx_http_bytemark_main_conf_t *bmcf)
+{
+    ngx_uint_t  i, n;
+
+    ngx_http_bytemark_prom_header(o, "bytemark_breaker_open", "gauge",
+        "1 while the circuit breaker of a backend is open and its calls "
+        "are skipped.");
+
+    if (bmcf->mongo_uri.len) {
+        ngx_http_bytemark_out(o, "bytemark_breaker_open{backend=\"mongo\"} "
+                              "%d\n",
+                              ngx_http_bytemark_breaker_is_open(bmcf,
+                                  NGX_HTTP_BYTEMARK_BREAKER_MONGO) ? 1 : 0);
+    }
+
+    n = ngx_http_bytemark_breaker_servers(bmcf);
+
+    for (i = 0; i < n; i++) {
+        ngx_http_bytemark_out(o, "bytemark_breaker_open{backend=\"mysql\","
+                              "server=\"%ui\"} %d\n", i + 1,
+                              ngx_http_bytemark_breaker_is_open(bmcf,
+                                  NGX_HTTP_BYTEMARK_BREAKER_MYSQL + i) ? 1 : 0);
+    }
+}
+
+
+/* "bytemark_breaker_open": {"mongo": 0, "mysql": {"1": 0, "2": 0}}, */
+
+static void
+ngx_http_bytemark_json_breakers(ngx_http_bytemark_out_t *o,
+    ngx_http_bytemark_main_conf_t *bmcf)
+{
+    ngx_uint_t  i, n;
+
+    ngx_http_bytemark_out(o, "\"bytemark_breaker_open\":{");
+
+    if (bmcf->mongo_uri.len) {
+        ngx_http_bytemark_out(o, "\"mongo\":%d,",
+                              ngx_http_bytemark_breaker_is_open(bmcf,
+                                  NGX_HTTP_BYTEMARK_BREAKER_MONGO) ? 1 : 0);
+    }
+
+    ngx_http_bytemark_out(o, "\"mysql\":{");
+
+    n = ngx_http_bytemark_breaker_servers(bmcf);
+
+    for (i = 0; i < n; i++) {
+        ngx_http_bytemark_out(o, "\"%ui\":%d,", i + 1,
+                              ngx_http_bytemark_breaker_is_open(bmcf,
+                                  NGX_HTTP_BYTEMARK_BREAKER_MYSQL + i) ? 1 : 0);
+    }
+
+    if (n) {
+        o->pos--;
+    }
+
+    ngx_http_bytemark_out(o, "}},");
+}
+
+
+static ngx_uint_t
+ngx_http_bytemark_breaker_servers(ngx_http_bytemark_main_conf_t *bmcf)
+{
+    ngx_uint_t  n, max;
+
+    n = bmcf->mysql_servers ? bmcf->mysql_servers->nelts : 0;
+    max = NGX_HTTP_BYTEMARK_BREAKERS - NGX_HTTP_BYTEMARK_BREAKER_MYSQL;
+
+    return ngx_min(n, max);
 }

@@ -89,6 +89,8 @@ ngx_http_bytemark_purge_done(ngx_http_request_t *r,
         rc = ngx_http_bytemark_send_no_content(r);
 
     } else {
+        ngx_http_bytemark_metrics_inc(NGX_HTTP_BYTEMARK_M_WRITE_FAILURES_PURGE);
+
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "bytemark: mongo purge for user %uL failed after "
                       "%M ms: %s", call->user_id, call->elapsed,

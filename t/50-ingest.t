@@ -41,6 +41,9 @@ $t->start_nginx(body_both(loc => 'bytemark_cache_ttl 1h;', http => "
             bytemark_cache_ttl 1h;
             bytemark_tickets;
         }
+        location = /status {
+            bytemark_status;
+        }
     }"));
 
 my $base = 'http://127.0.0.1:' . $t->port2;
@@ -259,8 +262,11 @@ $t->mongo_insert({ user_id => 700, timestamp => now_ms(),
 add_pass($t, user => 700, uuid => uuid(700), status => 'old');
 ($r) = lookup(700);
 is src($r), 'mongo', 'before: the cache answers';
+my $failures = sub { $JSON->decode($ua->get("$base/status")->{content})->{bytemark_cache_write_failures_total}{ingest} };
+my $f0 = $failures->();
 ($r, $j) = ingest(700, { pass_uuid => uuid(700), status => 'new' });
 is $r->{status}, 200, 'MongoDB update fails after the commit: still 200';
+is $failures->() - $f0, 1, 'counted in bytemark_cache_write_failures_total{op="ingest"}';
 like $t->error_log, qr/mongo cache update after the ingest for user 700 failed/, 'the failure is logged';
 ($r, $j) = lookup(700);
 is_deeply [src($r), $j->{passes}[0]{status}], ['mysql', 'new'],

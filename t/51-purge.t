@@ -16,6 +16,7 @@ $t->start_nginx(body_both(http => "
         listen 127.0.0.1:%%PORT2%%;
         location ~ ^/users/([^/]*)/cache\$ { bytemark_user_id \$1; bytemark_purge; }
         location = /t { bytemark_user_id \$arg_user_id; bytemark_tickets; }
+        location = /status { bytemark_status; }
     }"));
 my $base = 'http://127.0.0.1:' . $t->port2;
 my $ua = HTTP::Tiny->new(timeout => 30);
@@ -51,5 +52,7 @@ my $j = eval { $t->json($r) } || {};
 is_deeply [$r->{status}, $j->{error}, $r->{headers}{'retry-after'} ? 1 : 0], [503, 'unavailable', 1],
     'MongoDB down: 503 unavailable with Retry-After';
 like $t->error_log, qr/mongo purge for user 2 failed/, 'the failure is logged';
+my $s = $t->json($ua->get("$base/status"));
+is $s->{bytemark_cache_write_failures_total}{purge}, 1, 'and counted in bytemark_cache_write_failures_total{op="purge"}';
 
 done_testing;

@@ -16,7 +16,8 @@ my $t = Bytemark::Test->new(mongo => 1);
 my $body = "bytemark_mongo_uri %%MONGO_URI%%;
             bytemark_mongo_collection %%MONGO_COLL%%;
             bytemark_cache_cleanup interval=2s max_age=1h;
-            server { listen 127.0.0.1:%%PORT%%; location / { return 200; } }";
+            server { listen 127.0.0.1:%%PORT%%; location / { return 200; }
+                     location = /status { bytemark_status; } }";
 
 $t->mongo_insert([
     cache_entry(1, ts => now_ms() - 2 * 3600_000),
@@ -38,6 +39,9 @@ my @runs = $t->error_log =~ /cache cleanup deleted (\d+) entries/g;
 my $n = scalar @runs;
 ok $n >= 3 && $n <= 6, "one run per 2s interval across 2 workers and a reload ($n runs in ~8s)";
 is((grep { $_ != 0 } @runs), 1, 'only the first run found something to delete');
+my $s = $t->json($t->get('/status'));
+ok $s->{bytemark_cache_cleanup_runs_total} >= $n, "bytemark_cache_cleanup_runs_total counts the runs ($s->{bytemark_cache_cleanup_runs_total})";
+is $s->{bytemark_cache_cleanup_deleted_total}, 2, 'bytemark_cache_cleanup_deleted_total counts the deleted entries';
 
 my @starts = map { /^(\d\d\d\d\/\d\d\/\d\d \d\d:\d\d:\d\d)/ ? $1 : () }
              grep { /cache cleanup deleted/ } split /\n/, $t->error_log;
