@@ -319,6 +319,9 @@ ngx_http_bytemark_request_done(void *data)
 
     ngx_http_bytemark_answer_release(&ctx->stale);
 
+    /* a lookup that ends without an answer must not keep others waiting */
+    ngx_http_bytemark_microcache_release(ctx);
+
     ngx_http_bytemark_ingest_passes_free(ctx->passes, ctx->npasses);
     ctx->passes = NULL;
 }

@@ -111,6 +111,7 @@ ngx_http_bytemark_create_loc_conf(ngx_conf_t *cf)
     conf->cache_fill = NGX_CONF_UNSET;
     conf->use_stale = NGX_CONF_UNSET;
     conf->ingest_max_passes = NGX_CONF_UNSET;
+    conf->microcache = NGX_CONF_UNSET_PTR;
     conf->user_id = NGX_CONF_UNSET_PTR;
     conf->pass_uuid = NGX_CONF_UNSET_PTR;
 
@@ -132,6 +133,12 @@ ngx_http_bytemark_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->ingest_max_passes, prev->ingest_max_passes, 100);
     ngx_conf_merge_ptr_value(conf->user_id, prev->user_id, NULL);
     ngx_conf_merge_ptr_value(conf->pass_uuid, prev->pass_uuid, NULL);
+
+    if (conf->microcache == NGX_CONF_UNSET_PTR) {
+        conf->microcache = (prev->microcache == NGX_CONF_UNSET_PTR)
+                           ? NULL : prev->microcache;
+        conf->microcache_ttl = prev->microcache_ttl;
+    }
 
     if (conf->ingest_max_passes < 1) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

@@ -251,6 +251,11 @@ ngx_http_bytemark_ingest_done(ngx_http_request_t *r,
     bmcf = call->bmcf;
     log = r ? r->connection->log : ngx_cycle->log;
 
+    if (call->answer.result == NGX_HTTP_BYTEMARK_FOUND) {
+        /* committed: no micro-cached answer may show the state before */
+        ngx_http_bytemark_microcache_invalidate(bmcf, call->user_id);
+    }
+
     if (call->answer.result == NGX_HTTP_BYTEMARK_FOUND && call->cache_failed) {
         ngx_http_bytemark_metrics_inc(NGX_HTTP_BYTEMARK_M_WRITE_FAILURES_INGEST);
 

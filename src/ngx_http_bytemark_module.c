@@ -135,6 +135,13 @@ static ngx_command_t  ngx_http_bytemark_commands[] = {
       offsetof(ngx_http_bytemark_loc_conf_t, ingest_max_passes),
       NULL },
 
+    { ngx_string("bytemark_microcache"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_bytemark_set_microcache,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("bytemark_cache_cleanup"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
       ngx_http_bytemark_set_cleanup,

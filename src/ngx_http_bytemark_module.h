@@ -22,6 +22,8 @@
  *   ngx_http_bytemark_shm.c        shared state: per-user cache notes,
  *                                  the cleanup lock, breaker states
  *   ngx_http_bytemark_breaker.c    a circuit breaker per backend
+ *   ngx_http_bytemark_microcache.c whole answers in a shared zone, LRU,
+ *                                  one lookup per key in flight
  *   ngx_http_bytemark_mongo.c      MongoDB: client pool, find, fill
  *   ngx_http_bytemark_mysql.c      MySQL: pool, prepared statements, rows
  *   ngx_http_bytemark_json.c       BSON -> JSON, pass arrays, ETag bodies
@@ -125,6 +127,7 @@ typedef struct {
 
     ngx_shm_zone_t               *shm_zone;
     ngx_shm_zone_t               *metrics_zone;
+    ngx_array_t                  *microcaches;   /* of ngx_shm_zone_t * */
 } ngx_http_bytemark_main_conf_t;
 
 
@@ -137,6 +140,8 @@ typedef struct {
     ngx_flag_t                    cache_fill;
     ngx_flag_t                    use_stale;
     ngx_int_t                     ingest_max_passes;
+    ngx_shm_zone_t               *microcache;
+    ngx_msec_t                    microcache_ttl;
 
     ngx_http_complex_value_t     *user_id;
     ngx_http_complex_value_t     *pass_uuid;
@@ -248,6 +253,11 @@ struct ngx_http_bytemark_ctx_s {
     ngx_msec_t                    mysql_time;
     ngx_str_t                     source;
     ngx_str_t                     cache_status; /* micro-cache: HIT, ... */
+    ngx_str_t                     mc_key;
+    ngx_shm_zone_t               *mc_zone;
+    ngx_event_t                  *mc_wait;
+    ngx_msec_t                    mc_waited;
+    unsigned                      mc_updating:1;
 };
 
 
@@ -342,6 +352,19 @@ void ngx_http_bytemark_breaker_result(ngx_http_bytemark_main_conf_t *bmcf,
 /* the cost of a failure that is a call stuck in a thread */
 #define NGX_HTTP_BYTEMARK_BREAKER_STUCK  NGX_MAX_INT32_VALUE
 
+/* micro-cache */
+char *ngx_http_bytemark_set_microcache(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_bytemark_microcache_lookup(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx);
+ngx_int_t ngx_http_bytemark_microcache_wait(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx);
+void ngx_http_bytemark_microcache_store(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx, ngx_str_t *body, ngx_str_t *etag);
+void ngx_http_bytemark_microcache_release(ngx_http_bytemark_ctx_t *ctx);
+void ngx_http_bytemark_microcache_invalidate(
+    ngx_http_bytemark_main_conf_t *bmcf, uint64_t user_id);
+
 /* cleanup */
 ngx_int_t ngx_http_bytemark_cleanup_init_process(ngx_cycle_t *cycle,
     ngx_http_bytemark_main_conf_t *bmcf);
@@ -392,6 +415,8 @@ ngx_int_t ngx_http_bytemark_send_not_allowed(ngx_http_request_t *r,
 ngx_int_t ngx_http_bytemark_send_written(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx, ngx_uint_t written);
 ngx_int_t ngx_http_bytemark_send_no_content(ngx_http_request_t *r);
+ngx_int_t ngx_http_bytemark_send_cached(ngx_http_request_t *r,
+    ngx_str_t *body, ngx_str_t *etag, ngx_str_t *source);
 ngx_int_t ngx_http_bytemark_unavailable(ngx_http_request_t *r);
 
 /* variables */

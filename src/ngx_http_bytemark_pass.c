@@ -40,5 +40,12 @@ ngx_http_bytemark_pass_handler(ngx_http_request_t *r)
                    "the pass uuid must be 8-4-4-4-12 hexadecimal digits");
     }
 
+    rc = ngx_http_bytemark_microcache_lookup(r, ctx);
+
+    if (rc != NGX_DECLINED) {
+        /* answered from the micro-cache, or waiting for another lookup */
+        return rc;
+    }
+
     return ngx_http_bytemark_lookup_start(r, ctx);
 }

@@ -77,6 +77,9 @@ ngx_http_bytemark_purge_done(ngx_http_request_t *r,
     ctx->mongo_used = 1;
     ctx->mongo_time = call->elapsed;
 
+    /* the micro-cached answers go whatever MongoDB said */
+    ngx_http_bytemark_microcache_invalidate(call->bmcf, ctx->user_id);
+
     ngx_http_bytemark_breaker_result(call->bmcf,
                                      NGX_HTTP_BYTEMARK_BREAKER_MONGO,
                                      call->answer.result

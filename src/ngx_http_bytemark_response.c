@@ -100,6 +100,8 @@ ngx_http_bytemark_send_tickets(ngx_http_request_t *r,
     free(p3);
     free(p4);
 
+    ngx_http_bytemark_microcache_store(r, ctx, &body, &etag);
+
     rc = ngx_http_bytemark_send(r, NGX_HTTP_OK, &body, &etag, &ctx->source);
 
     return rc;
@@ -161,6 +163,8 @@ ngx_http_bytemark_send_pass(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    ngx_http_bytemark_microcache_store(r, ctx, &body, &etag);
+
     return ngx_http_bytemark_send(r, NGX_HTTP_OK, &body, &etag, &ctx->source);
 }
 
@@ -175,9 +179,23 @@ ngx_int_t
 ngx_http_bytemark_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *message)
 {
-    char       *dump;
-    json_t     *obj;
-    ngx_str_t   body, retry;
+    char                          *dump;
+    json_t                        *obj;
+    ngx_str_t                      body, retry;
+    ngx_http_bytemark_ctx_t       *ctx;
+    ngx_http_bytemark_loc_conf_t  *blcf;
+
+    /* an error is neither taken from nor kept in the micro-cache */
+    ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
+
+    if (ctx) {
+        ngx_http_bytemark_microcache_release(ctx);
+
+        if (blcf->microcache) {
+            ngx_str_set(&ctx->cache_status, "BYPASS");
+        }
+    }
 
     obj = json_pack("{s:s,s:s}", "error", code, "message", message);
     dump = obj ? json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
@@ -211,6 +229,16 @@ ngx_http_bytemark_send_error(ngx_http_request_t *r, ngx_uint_t status,
     }
 
     return ngx_http_bytemark_send(r, status, &body, NULL, NULL);
+}
+
+
+/* an answer from the micro-cache, with the headers of the original */
+
+ngx_int_t
+ngx_http_bytemark_send_cached(ngx_http_request_t *r, ngx_str_t *body,
+    ngx_str_t *etag, ngx_str_t *source)
+{
+    return ngx_http_bytemark_send(r, NGX_HTTP_OK, body, etag, source);
 }
 
 

@@ -39,5 +39,12 @@ ngx_http_bytemark_tickets_handler(ngx_http_request_t *r)
                    "values and version one of 3, 4, all");
     }
 
+    rc = ngx_http_bytemark_microcache_lookup(r, ctx);
+
+    if (rc != NGX_DECLINED) {
+        /* answered from the micro-cache, or waiting for another lookup */
+        return rc;
+    }
+
     return ngx_http_bytemark_lookup_start(r, ctx);
 }
