@@ -32,7 +32,7 @@ struct ngx_http_bytemark_mongo_s {
     char                  *db;
     char                  *coll;
     /* from bson_new(): a bson_t wants 128-byte alignment, pools give less */
-    bson_t                *projection;
+    bson_t                *find_opts;
 };
 
 
@@ -138,9 +138,13 @@ ngx_http_bytemark_mongo_init_process(ngx_cycle_t *cycle,
     /* built once: lookups never need the operation logs */
     ngx_http_bytemark_upsert = BCON_NEW("upsert", BCON_BOOL(true));
 
-    mongo->projection = bson_new();
-    BSON_APPEND_INT32(mongo->projection, "passesLog", 0);
-    BSON_APPEND_INT32(mongo->projection, "passes4Log", 0);
+    /* the same for every lookup: built once, read by all threads */
+    mongo->find_opts = BCON_NEW("projection", "{",
+                                    "passesLog", BCON_INT32(0),
+                                    "passes4Log", BCON_INT32(0),
+                                "}",
+                                "limit", BCON_INT64(1),
+                                "singleBatch", BCON_BOOL(true));
 
     bmcf->mongo = mongo;
 
@@ -174,7 +178,7 @@ ngx_http_bytemark_mongo_exit_process(ngx_http_bytemark_main_conf_t *bmcf)
     mongoc_uri_destroy(mongo->uri);
     bson_free(mongo->db);
     bson_free(mongo->coll);
-    bson_destroy(mongo->projection);
+    bson_destroy(mongo->find_opts);
     bson_destroy(ngx_http_bytemark_upsert);
     ngx_http_bytemark_upsert = NULL;
 
@@ -187,7 +191,7 @@ ngx_http_bytemark_mongo_exit_process(ngx_http_bytemark_main_conf_t *bmcf)
 void
 ngx_http_bytemark_mongo_find(ngx_http_bytemark_call_t *call)
 {
-    bson_t                      filter, opts;
+    bson_t                      filter;
     const bson_t               *doc;
     bson_error_t                error;
     mongoc_client_t            *client;
@@ -205,12 +209,8 @@ ngx_http_bytemark_mongo_find(ngx_http_bytemark_call_t *call)
     bson_init(&filter);
     BSON_APPEND_INT64(&filter, "user_id", (int64_t) call->user_id);
 
-    bson_init(&opts);
-    BSON_APPEND_DOCUMENT(&opts, "projection", mongo->projection);
-    BSON_APPEND_INT64(&opts, "limit", 1);
-    BSON_APPEND_BOOL(&opts, "singleBatch", true);
-
-    cursor = mongoc_collection_find_with_opts(coll, &filter, &opts, NULL);
+    cursor = mongoc_collection_find_with_opts(coll, &filter, mongo->find_opts,
+                                              NULL);
 
     if (mongoc_cursor_next(cursor, &doc)) {
         if (ngx_http_bytemark_entry_from_bson(doc, &call->answer, call->error,
@@ -232,7 +232,6 @@ ngx_http_bytemark_mongo_find(ngx_http_bytemark_call_t *call)
     }
 
     mongoc_cursor_destroy(cursor);
-    bson_destroy(&opts);
     bson_destroy(&filter);
     mongoc_collection_destroy(coll);
     ngx_http_bytemark_metrics_mongo_push();
@@ -252,8 +251,7 @@ ngx_http_bytemark_mongo_find(ngx_http_bytemark_call_t *call)
 void
 ngx_http_bytemark_mongo_fill(ngx_http_bytemark_call_t *call)
 {
-    bson_t                      filter, update, or, clause, cmp, set, unset,
-                                opts;
+    bson_t                      filter, update, or, clause, cmp, set, unset;
     bson_error_t                error;
     mongoc_client_t            *client;
     mongoc_collection_t        *coll;
@@ -299,14 +297,12 @@ ngx_http_bytemark_mongo_fill(ngx_http_bytemark_call_t *call)
     BSON_APPEND_UTF8(&unset, "bytemark_incomplete", "");
     bson_append_document_end(&update, &unset);
 
-    bson_init(&opts);
-    BSON_APPEND_BOOL(&opts, "upsert", true);
-
     client = mongoc_client_pool_pop(mongo->pool);
     ngx_http_bytemark_metrics_mongo_pop();
     coll = mongoc_client_get_collection(client, mongo->db, mongo->coll);
 
-    if (!mongoc_collection_update_one(coll, &filter, &update, &opts, NULL,
+    if (!mongoc_collection_update_one(coll, &filter, &update,
+                                      ngx_http_bytemark_upsert, NULL,
                                       &error)
         && error.code != MONGOC_ERROR_DUPLICATE_KEY)
     {
@@ -317,7 +313,6 @@ ngx_http_bytemark_mongo_fill(ngx_http_bytemark_call_t *call)
     ngx_http_bytemark_metrics_mongo_push();
     mongoc_client_pool_push(mongo->pool, client);
 
-    bson_destroy(&opts);
     bson_destroy(&update);
     bson_destroy(&filter);
 }
