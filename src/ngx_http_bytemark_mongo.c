@@ -46,6 +46,10 @@ static void ngx_http_bytemark_mongo_log(mongoc_log_level_t level,
     const char *domain, const char *message, void *data);
 static void ngx_http_bytemark_mongo_delete(ngx_http_bytemark_call_t *call,
     bson_t *filter);
+static mongoc_collection_t *ngx_http_bytemark_mongo_acquire(
+    ngx_http_bytemark_mongo_t *mongo, mongoc_client_t **client);
+static void ngx_http_bytemark_mongo_release(ngx_http_bytemark_mongo_t *mongo,
+    mongoc_client_t *client, mongoc_collection_t *coll);
 
 
 ngx_int_t
@@ -186,6 +190,33 @@ ngx_http_bytemark_mongo_exit_process(ngx_http_bytemark_main_conf_t *bmcf)
 }
 
 
+/*
+ * thread: a client from the worker's pool and the cache collection.  The
+ * pool blocks when maxPoolSize clients are out; with fewer pool threads
+ * than that (the default 100) it never does.
+ */
+
+static mongoc_collection_t *
+ngx_http_bytemark_mongo_acquire(ngx_http_bytemark_mongo_t *mongo,
+    mongoc_client_t **client)
+{
+    *client = mongoc_client_pool_pop(mongo->pool);
+    ngx_http_bytemark_metrics_mongo_pop();
+
+    return mongoc_client_get_collection(*client, mongo->db, mongo->coll);
+}
+
+
+static void
+ngx_http_bytemark_mongo_release(ngx_http_bytemark_mongo_t *mongo,
+    mongoc_client_t *client, mongoc_collection_t *coll)
+{
+    mongoc_collection_destroy(coll);
+    ngx_http_bytemark_metrics_mongo_push();
+    mongoc_client_pool_push(mongo->pool, client);
+}
+
+
 /* thread: findOne({user_id}) without the log arrays */
 
 void
@@ -201,9 +232,7 @@ ngx_http_bytemark_mongo_find(ngx_http_bytemark_call_t *call)
 
     mongo = call->bmcf->mongo;
 
-    client = mongoc_client_pool_pop(mongo->pool);
-    ngx_http_bytemark_metrics_mongo_pop();
-    coll = mongoc_client_get_collection(client, mongo->db, mongo->coll);
+    coll = ngx_http_bytemark_mongo_acquire(mongo, &client);
 
     /* MongoDB compares numbers across types: int64 finds int32 and double */
     bson_init(&filter);
@@ -233,9 +262,7 @@ ngx_http_bytemark_mongo_find(ngx_http_bytemark_call_t *call)
 
     mongoc_cursor_destroy(cursor);
     bson_destroy(&filter);
-    mongoc_collection_destroy(coll);
-    ngx_http_bytemark_metrics_mongo_push();
-    mongoc_client_pool_push(mongo->pool, client);
+    ngx_http_bytemark_mongo_release(mongo, client, coll);
 }
 
 
@@ -297,9 +324,7 @@ ngx_http_bytemark_mongo_fill(ngx_http_bytemark_call_t *call)
     BSON_APPEND_UTF8(&unset, "bytemark_incomplete", "");
     bson_append_document_end(&update, &unset);
 
-    client = mongoc_client_pool_pop(mongo->pool);
-    ngx_http_bytemark_metrics_mongo_pop();
-    coll = mongoc_client_get_collection(client, mongo->db, mongo->coll);
+    coll = ngx_http_bytemark_mongo_acquire(mongo, &client);
 
     if (!mongoc_collection_update_one(coll, &filter, &update,
                                       ngx_http_bytemark_upsert, NULL,
@@ -309,9 +334,7 @@ ngx_http_bytemark_mongo_fill(ngx_http_bytemark_call_t *call)
         ngx_http_bytemark_mongo_error(call, &error);
     }
 
-    mongoc_collection_destroy(coll);
-    ngx_http_bytemark_metrics_mongo_push();
-    mongoc_client_pool_push(mongo->pool, client);
+    ngx_http_bytemark_mongo_release(mongo, client, coll);
 
     bson_destroy(&update);
     bson_destroy(&filter);
@@ -402,9 +425,7 @@ ngx_http_bytemark_mongo_ingest(ngx_http_bytemark_call_t *call)
 
     ngx_http_bytemark_iso_time(call->answer.timestamp, server_time);
 
-    client = mongoc_client_pool_pop(mongo->pool);
-    ngx_http_bytemark_metrics_mongo_pop();
-    coll = mongoc_client_get_collection(client, mongo->db, mongo->coll);
+    coll = ngx_http_bytemark_mongo_acquire(mongo, &client);
 
     for (i = 0; i < call->npasses; i++) {
         if (ngx_http_bytemark_mongo_ingest_pass(coll, call, &call->passes[i],
@@ -416,9 +437,7 @@ ngx_http_bytemark_mongo_ingest(ngx_http_bytemark_call_t *call)
         }
     }
 
-    mongoc_collection_destroy(coll);
-    ngx_http_bytemark_metrics_mongo_push();
-    mongoc_client_pool_push(mongo->pool, client);
+    ngx_http_bytemark_mongo_release(mongo, client, coll);
 }
 
 
@@ -625,9 +644,7 @@ ngx_http_bytemark_mongo_delete(ngx_http_bytemark_call_t *call, bson_t *filter)
 
     mongo = call->bmcf->mongo;
 
-    client = mongoc_client_pool_pop(mongo->pool);
-    ngx_http_bytemark_metrics_mongo_pop();
-    coll = mongoc_client_get_collection(client, mongo->db, mongo->coll);
+    coll = ngx_http_bytemark_mongo_acquire(mongo, &client);
 
     if (mongoc_collection_delete_many(coll, filter, NULL, &reply, &error)) {
         call->answer.result = NGX_HTTP_BYTEMARK_FOUND;
@@ -641,7 +658,5 @@ ngx_http_bytemark_mongo_delete(ngx_http_bytemark_call_t *call, bson_t *filter)
     }
 
     bson_destroy(&reply);
-    mongoc_collection_destroy(coll);
-    ngx_http_bytemark_metrics_mongo_push();
-    mongoc_client_pool_push(mongo->pool, client);
+    ngx_http_bytemark_mongo_release(mongo, client, coll);
 }
