@@ -859,9 +859,13 @@ ngx_http_bytemark_mysql_pass_object(ngx_http_bytemark_mysql_row_t *row,
 
 #define col(i)  row->buf[i], (size_t) row->length[i]
 
-    row->buf[NGX_HTTP_BYTEMARK_COL_VERSION][row->length[1]] = '\0';
-    row->buf[NGX_HTTP_BYTEMARK_COL_FREE][row->length[3]] = '\0';
-    row->buf[NGX_HTTP_BYTEMARK_COL_TS][row->length[6]] = '\0';
+    /* the numbers are parsed as C strings; every buffer has room for the NUL */
+    row->buf[NGX_HTTP_BYTEMARK_COL_VERSION]
+            [row->length[NGX_HTTP_BYTEMARK_COL_VERSION]] = '\0';
+    row->buf[NGX_HTTP_BYTEMARK_COL_FREE]
+            [row->length[NGX_HTTP_BYTEMARK_COL_FREE]] = '\0';
+    row->buf[NGX_HTTP_BYTEMARK_COL_TS][row->length[NGX_HTTP_BYTEMARK_COL_TS]] =
+        '\0';
 
     *version = (strcmp(row->buf[NGX_HTTP_BYTEMARK_COL_VERSION], "4") == 0)
                ? 4 : 3;
