@@ -23,6 +23,12 @@ pkgs=(
     # the Debian package (scripts/build-deb.sh, t/80): dpkg-buildpackage,
     # debhelper (dh_nginx comes with nginx-dev); apt-get source (t/82)
     dpkg-dev debhelper
+    # fuzzing and the fuzz regressions (scripts/fuzz.sh, t/60): clang with
+    # libFuzzer and the sanitizer runtimes, llvm-symbolizer for the stacks
+    clang-14 libclang-rt-14-dev llvm-14
+    # the benchmark (bench/run.sh): callgrind profile of the hot path (wrk
+    # and python3-pymongo are listed above)
+    valgrind
 )
 
 missing=()

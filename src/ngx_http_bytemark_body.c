@@ -20,11 +20,16 @@
 
 #define NGX_HTTP_BYTEMARK_NAME_MAX   48
 
+/* MariaDB's JSON column refuses documents nested 32 levels or deeper */
+#define NGX_HTTP_BYTEMARK_PAYLOAD_DEPTH  31
+
 
 static ngx_int_t ngx_http_bytemark_parse_pass(json_t *obj, ngx_uint_t index,
     ngx_uint_t batch, int64_t now, ngx_http_bytemark_ingest_pass_t *p,
     char *err, size_t size);
 static ngx_int_t ngx_http_bytemark_check_status(json_t *v);
+static ngx_int_t ngx_http_bytemark_check_hash(json_t *v);
+static ngx_uint_t ngx_http_bytemark_json_depth(json_t *v, ngx_uint_t limit);
 static ngx_int_t ngx_http_bytemark_sha256_hex(const char *data, size_t len,
     char *hex);
 static void ngx_http_bytemark_field_error(char *err, size_t size,
@@ -230,8 +235,22 @@ ngx_http_bytemark_parse_pass(json_t *obj, ngx_uint_t index, ngx_uint_t batch,
     }
 
     payload = json_object_get(obj, "payload");
+
     if (payload == NULL) {
         payload = json_null();
+
+    } else {
+        /* 2.0 is 2, as for the JavaScript clients that hash payloads too */
+        payload = ngx_http_bytemark_json_normalize(json_incref(payload));
+        json_object_set_new(obj, "payload", payload);
+    }
+
+    if (ngx_http_bytemark_json_depth(payload, NGX_HTTP_BYTEMARK_PAYLOAD_DEPTH)
+        > NGX_HTTP_BYTEMARK_PAYLOAD_DEPTH)
+    {
+        ngx_http_bytemark_field_error(err, size, index, batch, "payload",
+                                      "is nested deeper than 31 levels");
+        return NGX_ERROR;
     }
 
     canonical = json_dumps(payload, NGX_HTTP_BYTEMARK_CANONICAL);
@@ -244,13 +263,13 @@ ngx_http_bytemark_parse_pass(json_t *obj, ngx_uint_t index, ngx_uint_t batch,
     hash = json_object_get(obj, "payload_hash");
 
     if (hash) {
-        if (!json_is_string(hash) || json_string_length(hash) == 0
-            || json_string_length(hash) > 64)
-        {
+        if (ngx_http_bytemark_check_hash(hash) != NGX_OK) {
             free(canonical);
             ngx_http_bytemark_field_error(err, size, index, batch,
                                           "payload_hash",
-                                          "must be a string of 1-64 bytes");
+                                          "must be a string of 1-64 bytes "
+                                          "without control characters or "
+                                          "trailing blanks");
             return NGX_ERROR;
         }
 
@@ -323,6 +342,75 @@ ngx_http_bytemark_check_status(json_t *v)
 
     return (chars >= 1 && chars <= NGX_HTTP_BYTEMARK_STATUS_MAX)
            ? NGX_OK : NGX_ERROR;
+}
+
+
+/*
+ * The column is CHAR(64): it drops trailing blanks, so such a hash would
+ * read back different from the one written.
+ */
+
+static ngx_int_t
+ngx_http_bytemark_check_hash(json_t *v)
+{
+    size_t         i, len;
+    const u_char  *s;
+
+    if (!json_is_string(v)) {
+        return NGX_ERROR;
+    }
+
+    s = (const u_char *) json_string_value(v);
+    len = json_string_length(v);
+
+    if (len == 0 || len > 64 || s[len - 1] == ' ') {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < len; i++) {
+        if (s[i] < 0x20 || s[i] == 0x7f) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* levels of arrays and objects, counted no further than limit + 1 */
+
+static ngx_uint_t
+ngx_http_bytemark_json_depth(json_t *v, ngx_uint_t limit)
+{
+    size_t       i;
+    json_t      *child;
+    ngx_uint_t   d, max;
+    const char  *key;
+
+    if (!json_is_object(v) && !json_is_array(v)) {
+        return 0;
+    }
+
+    if (limit == 0) {
+        return 1;
+    }
+
+    max = 0;
+
+    if (json_is_array(v)) {
+        json_array_foreach(v, i, child) {
+            d = ngx_http_bytemark_json_depth(child, limit - 1);
+            max = ngx_max(max, d);
+        }
+
+    } else {
+        json_object_foreach(v, key, child) {
+            d = ngx_http_bytemark_json_depth(child, limit - 1);
+            max = ngx_max(max, d);
+        }
+    }
+
+    return max + 1;
 }
 
 

@@ -15,12 +15,12 @@
  * filter does: a blocked request cannot be answered before its task ends,
  * and the budget is the point.
  *
- * An abandoned call still holds a pool thread.  So that a backend that hangs
- * cannot take every thread and starve the other one (MongoDB stuck must not
- * keep the MySQL fallback from running), a worker lets at most
- * NGX_HTTP_BYTEMARK_STUCK_MAX abandoned calls per backend run; past that,
- * new calls to that backend are skipped, as if its breaker were open, until
- * one returns.
+ * An abandoned call still holds a pool thread.  So that a server that hangs
+ * cannot take every thread and starve the others (MongoDB stuck must not
+ * keep the MySQL fallback from running, a hung primary must not keep reads
+ * from its replica), a worker lets at most NGX_HTTP_BYTEMARK_STUCK_MAX
+ * abandoned calls per server run; past that, new calls to that server are
+ * skipped, as if its breaker were open, until one returns.
  */
 
 
@@ -34,8 +34,8 @@
 #define NGX_HTTP_BYTEMARK_STUCK_MAX  2
 
 
-/* per worker: abandoned calls still running, by backend */
-static ngx_uint_t  ngx_http_bytemark_stuck[NGX_HTTP_BYTEMARK_BACKEND_MYSQL + 1];
+/* per worker: abandoned calls still running, by breaker slot */
+static ngx_uint_t  ngx_http_bytemark_stuck[NGX_HTTP_BYTEMARK_BREAKERS];
 
 
 static void ngx_http_bytemark_call_thread(void *data, ngx_log_t *log);
@@ -74,6 +74,11 @@ ngx_http_bytemark_call_create(ngx_http_request_t *r, const char *name,
     call->backend = (ngx_strncmp(name, "mysql", 5) == 0)
                     ? NGX_HTTP_BYTEMARK_BACKEND_MYSQL
                     : NGX_HTTP_BYTEMARK_BACKEND_MONGO;
+
+    /* the primary, unless the caller picks another server */
+    call->slot = (call->backend == NGX_HTTP_BYTEMARK_BACKEND_MYSQL)
+                 ? NGX_HTTP_BYTEMARK_BREAKER_MYSQL
+                 : NGX_HTTP_BYTEMARK_BREAKER_MONGO;
     call->timeout = timeout;
     call->log = r ? r->connection->log : ngx_cycle->log;
     call->bmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
@@ -182,7 +187,7 @@ ngx_http_bytemark_call_complete(ngx_event_t *ev)
     }
 
     if (call->stuck) {
-        ngx_http_bytemark_stuck[call->backend]--;
+        ngx_http_bytemark_stuck[call->slot]--;
     }
 
     r = call->request;
@@ -250,6 +255,8 @@ ngx_http_bytemark_call_timeout(ngx_event_t *ev)
 
     ngx_memzero(&timed_out, sizeof(ngx_http_bytemark_call_t));
     timed_out.name = call->name;
+    timed_out.backend = call->backend;
+    timed_out.slot = call->slot;
     timed_out.bmcf = call->bmcf;
     timed_out.log = call->log;
     timed_out.timeout = call->timeout;
@@ -332,14 +339,14 @@ ngx_http_bytemark_call_abandon(ngx_http_bytemark_call_t *call)
 {
     call->request = NULL;
     call->stuck = 1;
-    ngx_http_bytemark_stuck[call->backend]++;
+    ngx_http_bytemark_stuck[call->slot]++;
 }
 
 
-/* too many abandoned calls of this backend still hold threads */
+/* too many abandoned calls to this server still hold threads */
 
 ngx_int_t
-ngx_http_bytemark_call_blocked(ngx_uint_t backend)
+ngx_http_bytemark_call_blocked(ngx_uint_t slot)
 {
-    return ngx_http_bytemark_stuck[backend] >= NGX_HTTP_BYTEMARK_STUCK_MAX;
+    return ngx_http_bytemark_stuck[slot] >= NGX_HTTP_BYTEMARK_STUCK_MAX;
 }

@@ -10,6 +10,7 @@
 
 static ngx_int_t ngx_http_bytemark_parse_statuses(ngx_http_request_t *r,
     ngx_str_t *arg, ngx_http_bytemark_filter_t *f);
+static u_char ngx_http_bytemark_hex(u_char c);
 
 
 /* ASCII digits, no sign, no leading zero, 1 .. 2^53-1 */
@@ -172,17 +173,14 @@ ngx_http_bytemark_percent_decode(ngx_str_t *src, u_char *dst, size_t *len)
             return NGX_ERROR;
         }
 
-        hi = p[1] | 0x20;
-        lo = p[2] | 0x20;
+        hi = ngx_http_bytemark_hex(p[1]);
+        lo = ngx_http_bytemark_hex(p[2]);
 
-        if (!((hi >= '0' && hi <= '9') || (hi >= 'a' && hi <= 'f'))
-            || !((lo >= '0' && lo <= '9') || (lo >= 'a' && lo <= 'f')))
-        {
+        if (hi == 0xff || lo == 0xff) {
             return NGX_ERROR;
         }
 
-        c = (u_char) ((hi >= 'a' ? hi - 'a' + 10 : hi - '0') << 4);
-        c |= (u_char) (lo >= 'a' ? lo - 'a' + 10 : lo - '0');
+        c = (u_char) ((hi << 4) | lo);
 
         dst[n++] = c;
         p += 3;
@@ -191,6 +189,27 @@ ngx_http_bytemark_percent_decode(ngx_str_t *src, u_char *dst, size_t *len)
     *len = n;
 
     return NGX_OK;
+}
+
+
+/* the value of a hex digit, 0xff for anything else */
+
+static u_char
+ngx_http_bytemark_hex(u_char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+
+    return 0xff;
 }
 
 
@@ -203,7 +222,7 @@ ngx_int_t
 ngx_http_bytemark_parse_filter(ngx_http_request_t *r,
     ngx_http_bytemark_filter_t *f)
 {
-    u_char     buf[8];
+    u_char     buf[16];
     size_t     len;
     ngx_str_t  arg;
 
@@ -212,6 +231,7 @@ ngx_http_bytemark_parse_filter(ngx_http_request_t *r,
 
     if (ngx_http_arg(r, (u_char *) "version", 7, &arg) == NGX_OK) {
 
+        /* decoded first: "%61%6c%6c" is "all" */
         if (arg.len > sizeof(buf)
             || ngx_http_bytemark_percent_decode(&arg, buf, &len) != NGX_OK)
         {

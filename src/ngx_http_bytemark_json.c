@@ -52,8 +52,9 @@ ngx_http_bytemark_bson_to_json(const void *iter, ngx_uint_t depth)
             return json_null();
         }
 
-        if (d == (double) (int64_t) d
-            && d <= 9007199254740992.0 && d >= -9007199254740992.0)
+        /* in range first: casting a larger double to int64_t is undefined */
+        if (d <= 9007199254740992.0 && d >= -9007199254740992.0
+            && d == (double) (int64_t) d)
         {
             return json_integer((json_int_t) d);
         }
@@ -319,6 +320,68 @@ ngx_http_bytemark_passes_from_bson(bson_iter_t *it, json_t **out, char *err,
     *out = arr;
 
     return NGX_OK;
+}
+
+
+/*
+ * Numbers as JavaScript has them: a real that holds an integer (2.0, -0.0)
+ * becomes that integer, in place.  Payloads from MySQL and from ingest
+ * bodies go through this, and BSON doubles are read the same way, so the
+ * same pass renders (and hashes) the same from every source.
+ */
+
+json_t *
+ngx_http_bytemark_json_normalize(json_t *v)
+{
+    size_t   i;
+    void    *it;
+    json_t  *child, *n;
+    double   d;
+
+    switch (json_typeof(v)) {
+
+    case JSON_REAL:
+        d = json_real_value(v);
+
+        if (d <= 9007199254740992.0 && d >= -9007199254740992.0
+            && d == (double) (int64_t) d)
+        {
+            n = json_integer((json_int_t) d);
+            if (n) {
+                json_decref(v);
+                return n;
+            }
+        }
+
+        return v;
+
+    case JSON_ARRAY:
+        for (i = 0; i < json_array_size(v); i++) {
+            child = json_array_get(v, i);
+            n = ngx_http_bytemark_json_normalize(json_incref(child));
+
+            if (json_array_set_new(v, i, n) != 0) {
+                break;
+            }
+        }
+
+        return v;
+
+    case JSON_OBJECT:
+        for (it = json_object_iter(v); it; it = json_object_iter_next(v, it)) {
+            child = json_object_iter_value(it);
+            n = ngx_http_bytemark_json_normalize(json_incref(child));
+
+            if (json_object_iter_set_new(v, it, n) != 0) {
+                break;
+            }
+        }
+
+        return v;
+
+    default:
+        return v;
+    }
 }
 
 

@@ -266,46 +266,75 @@ ngx_http_bytemark_mongo_only(ngx_http_request_t *r,
 }
 
 
+/*
+ * MySQL: the primary first, then each replica, chosen here on the event loop
+ * so that each server gets a slice of the budget (what is left, shared by
+ * the servers left) and a hung server cannot spend all of it.  Servers
+ * whose breaker is open, or with too many calls stuck in threads, are
+ * skipped.
+ */
+
 static ngx_int_t
 ngx_http_bytemark_mysql_stage(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx)
 {
-    ngx_http_bytemark_call_t      *call;
-    ngx_http_bytemark_loc_conf_t  *blcf;
+    ngx_uint_t                      i, n, slot;
+    ngx_msec_t                      left;
+    ngx_http_bytemark_call_t       *call;
+    ngx_http_bytemark_loc_conf_t   *blcf;
+    ngx_http_bytemark_main_conf_t  *bmcf;
 
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
+    bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
 
-    if (ngx_http_bytemark_call_blocked(NGX_HTTP_BYTEMARK_BACKEND_MYSQL)) {
-        /*
-         * Calls hang: count it against the primary, the server every read
-         * tries first, so that its breaker opens and reads skip to a replica.
-         */
-        ngx_http_bytemark_breaker_result(
-                          ngx_http_get_module_main_conf(r,
-                                                     ngx_http_bytemark_module),
-                          NGX_HTTP_BYTEMARK_BREAKER_MYSQL, 0,
-                          NGX_HTTP_BYTEMARK_BREAKER_STUCK);
+    if (ctx->mysql_deadline == 0) {
+        ctx->mysql_deadline = ngx_current_msec + blcf->mysql_timeout;
+    }
+
+    n = bmcf->mysql_servers->nelts;
+
+    for (i = ctx->mysql_server; i < n; i++) {
+        slot = NGX_HTTP_BYTEMARK_BREAKER_MYSQL + i;
+
+        if (ngx_http_bytemark_call_blocked(slot)) {
+            /* calls that hang are failures too: they open the breaker */
+            ngx_http_bytemark_breaker_result(bmcf, slot, 0,
+                                             NGX_HTTP_BYTEMARK_BREAKER_STUCK);
+
+        } else if (ngx_http_bytemark_breaker_allow(bmcf, slot)) {
+            break;
+        }
+
         ngx_http_bytemark_metrics_backend_error(NGX_HTTP_BYTEMARK_BACKEND_MYSQL,
                                          NGX_HTTP_BYTEMARK_ERR_BREAKER_OPEN);
+    }
+
+    left = (ngx_msec_int_t) (ctx->mysql_deadline - ngx_current_msec) > 0
+           ? ctx->mysql_deadline - ngx_current_msec : 0;
+
+    if (i == n || left == 0) {
         return ngx_http_bytemark_serve_stale(r, ctx);
     }
+
+    ctx->mysql_server = i;
 
     if (ctx->handler == NGX_HTTP_BYTEMARK_TICKETS) {
         call = ngx_http_bytemark_call_create(r, "mysql tickets query",
                                              ngx_http_bytemark_mysql_tickets,
                                              ngx_http_bytemark_mysql_done,
-                                             blcf->mysql_timeout);
+                                             left / (n - i));
     } else {
         call = ngx_http_bytemark_call_create(r, "mysql pass query",
                                              ngx_http_bytemark_mysql_pass,
                                              ngx_http_bytemark_mysql_done,
-                                             blcf->mysql_timeout);
+                                             left / (n - i));
     }
 
     if (call == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    call->slot = NGX_HTTP_BYTEMARK_BREAKER_MYSQL + i;
     call->user_id = ctx->user_id;
     ngx_memcpy(call->uuid, ctx->uuid, NGX_HTTP_BYTEMARK_UUID_LEN);
 
@@ -367,6 +396,28 @@ ngx_http_bytemark_mysql_done(ngx_http_request_t *r,
 
     default:
         ngx_http_bytemark_log_failure(r, call);
+
+        if (a->result == NGX_HTTP_BYTEMARK_TIMED_OUT) {
+            /* the slice is spent: a failure that cost time */
+            ngx_http_bytemark_breaker_result(call->bmcf, call->slot, 0,
+                                             (int64_t) call->elapsed);
+        }
+
+        if (a->result == NGX_HTTP_BYTEMARK_TIMED_OUT
+            || a->error_kind != NGX_HTTP_BYTEMARK_ERR_QUERY)
+        {
+            /* the server did not answer: the next one may */
+            ctx->mysql_server++;
+            rc = ngx_http_bytemark_mysql_stage(r, ctx);
+
+            if (rc == NGX_DONE) {
+                return;
+            }
+
+            break;
+        }
+
+        /* the server answered with an error: a replica would too */
         rc = ngx_http_bytemark_serve_stale(r, ctx);
         break;
     }

@@ -200,6 +200,7 @@ struct ngx_http_bytemark_call_s {
     ngx_http_bytemark_call_done_pt done;
     const char                   *name;      /* "mongo find", ... */
     ngx_uint_t                    backend;   /* from the name's first word */
+    ngx_uint_t                    slot;      /* breaker: mongo, mysql #n */
     unsigned                      stuck:1;   /* abandoned, thread still busy */
 
     ngx_http_bytemark_main_conf_t *bmcf;
@@ -245,6 +246,8 @@ struct ngx_http_bytemark_ctx_s {
     unsigned                      mongo_used:1;
     unsigned                      mysql_used:1;
     unsigned                      noted:1;      /* cache entry not trusted */
+    ngx_uint_t                    mysql_server; /* the read's next server */
+    ngx_msec_t                    mysql_deadline;
     int64_t                       note_stamp;
     ngx_http_bytemark_ingest_pass_t *passes;    /* ingest */
     ngx_uint_t                    npasses;
@@ -301,7 +304,7 @@ ngx_http_bytemark_call_t *ngx_http_bytemark_call_create(ngx_http_request_t *r,
     ngx_http_bytemark_call_done_pt done, ngx_msec_t timeout);
 ngx_int_t ngx_http_bytemark_call_post(ngx_http_bytemark_call_t *call);
 ngx_int_t ngx_http_bytemark_call_hold(ngx_http_request_t *r);
-ngx_int_t ngx_http_bytemark_call_blocked(ngx_uint_t backend);
+ngx_int_t ngx_http_bytemark_call_blocked(ngx_uint_t slot);
 void ngx_http_bytemark_call_free(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_answer_release(ngx_http_bytemark_answer_t *a);
 ngx_int_t ngx_http_bytemark_request_cleanup(ngx_http_request_t *r,
@@ -399,6 +402,7 @@ json_t *ngx_http_bytemark_filter_passes(json_t *passes,
     ngx_http_bytemark_filter_t *f);
 json_t *ngx_http_bytemark_find_pass(ngx_http_bytemark_answer_t *a,
     u_char *uuid, ngx_uint_t *version);
+json_t *ngx_http_bytemark_json_normalize(json_t *v);
 int64_t ngx_http_bytemark_now_ms(void);
 void ngx_http_bytemark_iso_time(int64_t ms, char *buf);
 

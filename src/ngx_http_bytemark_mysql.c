@@ -328,10 +328,11 @@ ngx_http_bytemark_mysql_pass(ngx_http_bytemark_call_t *call)
 
 
 /*
- * A read: the primary first, then each replica.  NGX_DECLINED from a query
- * means the connection broke: a connection that had been idle in the pool
- * may have been closed by the server, so it is replaced and the query
- * retried once on the same server before moving on.
+ * A read on one server, call->slot's (the event loop picks the server and
+ * moves on to the next one when this fails: ngx_http_bytemark_lookup.c).
+ * NGX_DECLINED from a query means the connection broke: a connection that
+ * had been idle in the pool may have been closed by the server, so it is
+ * replaced and the query retried once, if the budget allows.
  */
 
 static void
@@ -346,58 +347,49 @@ ngx_http_bytemark_mysql_read(ngx_http_bytemark_call_t *call, ngx_uint_t sql,
     ngx_http_bytemark_mysql_pool_t  *pool;
 
     pool = call->bmcf->mysql;
-    deadline = ngx_http_bytemark_now_ms() + (int64_t) call->timeout;
+    i = call->slot - NGX_HTTP_BYTEMARK_BREAKER_MYSQL;
+    start = ngx_http_bytemark_now_ms();
+    deadline = start + (int64_t) call->timeout;
 
     call->answer.result = NGX_HTTP_BYTEMARK_FAILED;
 
-    for (i = 0; i < pool->nnodes; i++) {
-
-        if (!ngx_http_bytemark_mysql_breaker(call, i)) {
-            continue;
+    for (attempt = 0;
+         attempt < 2 && (attempt == 0 || ngx_http_bytemark_now_ms() < deadline);
+         attempt++)
+    {
+        conn = ngx_http_bytemark_mysql_acquire(pool, &pool->nodes[i],
+                                               deadline, call);
+        if (conn == NULL) {
+            break;
         }
 
-        start = ngx_http_bytemark_now_ms();
+        stmt = ngx_http_bytemark_mysql_stmt(pool, conn, sql, call);
 
-        for (attempt = 0; attempt < 2; attempt++) {
+        rc = (stmt == NULL) ? NGX_DECLINED : query(call, stmt);
 
-            conn = ngx_http_bytemark_mysql_acquire(pool, &pool->nodes[i],
-                                                   deadline, call);
-            if (conn == NULL) {
-                break;
-            }
+        ngx_http_bytemark_mysql_release(pool, conn, rc == NGX_DECLINED);
 
-            stmt = ngx_http_bytemark_mysql_stmt(pool, conn, sql, call);
-
-            rc = (stmt == NULL) ? NGX_DECLINED : query(call, stmt);
-
-            ngx_http_bytemark_mysql_release(pool, conn, rc == NGX_DECLINED);
-
-            if (rc == NGX_OK || rc == NGX_ERROR) {
-                /* the server answered */
-                ngx_http_bytemark_breaker_result(call->bmcf,
-                                         NGX_HTTP_BYTEMARK_BREAKER_MYSQL + i,
-                                         1, 0);
-            }
+        if (rc == NGX_OK || rc == NGX_ERROR) {
+            /* the server answered (an SQL error: a replica would say it too) */
+            ngx_http_bytemark_breaker_result(call->bmcf, call->slot, 1, 0);
 
             if (rc == NGX_OK) {
-                /* a failover that worked is not a failure of the call */
                 call->error[0] = '\0';
-                return;
             }
 
-            if (rc == NGX_ERROR) {
-                /* the server answered with an error: a replica would too */
-                return;
-            }
+            return;
         }
+    }
 
-        /* could not connect, or the connection broke twice; a busy pool
-         * is not the server's fault */
-        if (call->answer.error_kind != NGX_HTTP_BYTEMARK_ERR_TIMEOUT) {
-            ngx_http_bytemark_breaker_result(call->bmcf,
-                                         NGX_HTTP_BYTEMARK_BREAKER_MYSQL + i,
-                                         0, ngx_http_bytemark_now_ms() - start);
-        }
+    /* could not connect, or the connection broke: the server's fault, but
+     * a busy pool is not */
+    if (call->answer.error_kind != NGX_HTTP_BYTEMARK_ERR_TIMEOUT) {
+        ngx_http_bytemark_breaker_result(call->bmcf, call->slot, 0,
+                                         ngx_http_bytemark_now_ms() - start);
+    }
+
+    if (call->answer.error_kind == NGX_HTTP_BYTEMARK_ERR_NONE) {
+        call->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_CONNECT;
     }
 }
 
@@ -882,6 +874,9 @@ ngx_http_bytemark_mysql_pass_object(ngx_http_bytemark_mysql_row_t *row,
         if (payload == NULL) {
             /* not valid JSON: embedded as the string it is */
             payload = json_stringn(p, row->length[NGX_HTTP_BYTEMARK_COL_PAYLOAD]);
+
+        } else {
+            payload = ngx_http_bytemark_json_normalize(payload);
         }
     }
 
