@@ -20,7 +20,9 @@
  * keep the MySQL fallback from running, a hung primary must not keep reads
  * from its replica), a worker lets at most NGX_HTTP_BYTEMARK_STUCK_MAX
  * abandoned calls per server run; past that, new calls to that server are
- * skipped, as if its breaker were open, until one returns.
+ * skipped, as if its breaker were open, until one returns.  A call counts
+ * as stuck once it outlives its budget, not when its client goes away: a
+ * client that gives up says nothing about the server.
  */
 
 
@@ -42,7 +44,6 @@ static void ngx_http_bytemark_call_thread(void *data, ngx_log_t *log);
 static void ngx_http_bytemark_call_complete(ngx_event_t *ev);
 static void ngx_http_bytemark_call_timeout(ngx_event_t *ev);
 static void ngx_http_bytemark_request_done(void *data);
-static void ngx_http_bytemark_call_abandon(ngx_http_bytemark_call_t *call);
 
 
 ngx_http_bytemark_call_t *
@@ -240,7 +241,16 @@ ngx_http_bytemark_call_timeout(ngx_event_t *ev)
     call = ev->data;
     r = call->request;
 
-    ngx_http_bytemark_call_abandon(call);
+    /* the budget is spent: whoever waited, the call now holds a thread */
+    call->stuck = 1;
+    ngx_http_bytemark_stuck[call->slot]++;
+
+    if (r == NULL) {
+        /* its client went away earlier: nobody to answer */
+        return;
+    }
+
+    call->request = NULL;
     ngx_http_bytemark_metrics_call_timed_out(call);
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
@@ -316,11 +326,8 @@ ngx_http_bytemark_request_done(void *data)
     ngx_http_bytemark_ctx_t *ctx = data;
 
     if (ctx->call) {
-        if (ctx->call->budget.timer_set) {
-            ngx_del_timer(&ctx->call->budget);
-        }
-
-        ngx_http_bytemark_call_abandon(ctx->call);
+        /* the budget timer stays: it tells when the call is stuck */
+        ctx->call->request = NULL;
         ctx->call = NULL;
     }
 
@@ -331,15 +338,6 @@ ngx_http_bytemark_request_done(void *data)
 
     ngx_http_bytemark_ingest_passes_free(ctx->passes, ctx->npasses);
     ctx->passes = NULL;
-}
-
-
-static void
-ngx_http_bytemark_call_abandon(ngx_http_bytemark_call_t *call)
-{
-    call->request = NULL;
-    call->stuck = 1;
-    ngx_http_bytemark_stuck[call->slot]++;
 }
 
 

@@ -257,6 +257,19 @@ ngx_http_bytemark_entry_from_bson(const void *doc,
                 return NGX_ERROR;
             }
 
+            /*
+             * NaN, infinities, 1e300: no int64 holds them, and casting them
+             * (as bson_iter_as_int64() does) is undefined
+             */
+            if (BSON_ITER_HOLDS_DOUBLE(&it)
+                && !(bson_iter_double(&it) >= -9223372036854775808.0
+                     && bson_iter_double(&it) < 9223372036854775808.0))
+            {
+                snprintf(err, size, "cache document \"timestamp\" is out "
+                         "of range");
+                return NGX_ERROR;
+            }
+
             a->timestamp = bson_iter_as_int64(&it);
             a->has_timestamp = 1;
 

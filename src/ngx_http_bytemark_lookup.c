@@ -574,6 +574,7 @@ static ngx_int_t
 ngx_http_bytemark_is_fresh(ngx_http_request_t *r,
     ngx_http_bytemark_answer_t *a)
 {
+    int64_t                        now;
     ngx_http_bytemark_loc_conf_t  *blcf;
 
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
@@ -586,8 +587,18 @@ ngx_http_bytemark_is_fresh(ngx_http_request_t *r,
         return 0;
     }
 
-    return ngx_http_bytemark_now_ms() - a->timestamp
-           <= (int64_t) blcf->cache_ttl;
+    now = ngx_http_bytemark_now_ms();
+
+    /*
+     * The timestamp comes from a document anyone may have written: compare
+     * without the signed overflow of now - INT64_MIN.
+     */
+    if (a->timestamp >= now) {
+        return 1;
+    }
+
+    return (uint64_t) now - (uint64_t) a->timestamp
+           <= (uint64_t) blcf->cache_ttl;
 }
 
 

@@ -530,11 +530,21 @@ sub pause_mysql  { $_[0]->_pause('mysql', $_[0]{mysql_pid}) }
 sub resume_mysql { $_[0]->_resume('mysql', $_[0]{mysql_pid}) }
 sub mysql_pid    { $_[0]{mysql_pid} }
 
+# SIGSTOP takes effect thread by thread: a busy server may still answer a
+# query or two after kill() returns. Wait until every thread is stopped.
 sub _pause {
     my ($self, $what, $pid) = @_;
     croak "$what is not running" unless $pid && _alive($pid);
     kill 'STOP', $pid or croak "SIGSTOP $what: $!";
     $self->{paused}{$what} = 1;
+    my $end = time + 5;
+    while (time < $end) {
+        my @states = map { (_slurp($_) =~ /^\d+ \(.*\) (\S)/s)[0] // 'T' }
+                     glob("/proc/$pid/task/*/stat");
+        return if !grep { $_ ne 'T' && $_ ne 't' } @states;
+        sleep 0.01;
+    }
+    croak "$what did not stop within 5 s";
 }
 
 sub _resume {
