@@ -208,6 +208,23 @@ def struct_seeds():
           + bytes([CLOSE]) + op(3, k("timestamp"), b"\x01x"))
     write(t, "bad-utf8", op(OPEN_ARR, k("passes")) + op(OPEN_DOC, IDX)
           + op(3, k("status"), b"\x02\xc3\x28") + bytes([CLOSE, CLOSE]))
+    # every value type as "passes", as "timestamp" and as a pass
+    scalar = {0: struct.pack("<d", 1.5), 1: struct.pack("<i", 7), 2: struct.pack("<q", 7),
+              3: b"\x03abc", 7: b"\x01", 8: b"", 9: struct.pack("<q", 1732200000000),
+              10: bytes(12), 11: bytes(16), 12: b"\x00\x02ab", 13: b"\x01a\x01i",
+              14: b"\x02f()", 15: b"\x03sym", 16: bytes(8), 17: b"", 18: b"", 19: b"",
+              20: b"\x01c" + bytes(12), 21: b"\x02g()", 24: b"\x05", 25: b"\x00"}
+    for code, payload in sorted(scalar.items()):
+        write(t, "passes-type-%02d" % code, ts + op(code, k("passes"), payload))
+        write(t, "timestamp-type-%02d" % code, op(code, k("timestamp"), payload)
+              + op(OPEN_ARR, k("passes")) + struct_pass(4) + bytes([CLOSE]))
+        write(t, "pass-type-%02d" % code, ts + op(OPEN_ARR, k("passes4")) + op(code, IDX, payload)
+              + struct_pass(5) + bytes([CLOSE]))
+    write(t, "many-passes", ts + op(OPEN_ARR, k("passes"))
+          + b"".join(struct_pass(i % 8, i % 4) for i in range(60)) + bytes([CLOSE]))
+    write(t, "raw-keys", op(OPEN_ARR, k("passes")) + op(OPEN_DOC, IDX)
+          + op(3, bytes([0xf0]) + b"\x03\xff\xfe\xfd", b"\x01x")
+          + op(3, bytes([0xf0]) + b"\x01$", b"\x01x") + bytes([CLOSE, CLOSE]))
 
 
 # --- fuzz_ingest: request bodies ----------------------------------------------------

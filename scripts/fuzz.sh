@@ -10,6 +10,7 @@
 #                                              fuzz/corpus and fuzz/regressions
 #   bash scripts/fuzz.sh driver                just build them: build/fuzz/driver/<target>
 #                                              (t/60-fuzz-regressions.t runs them)
+#   bash scripts/fuzz.sh coverage [TARGET...]  line coverage of src/ by the corpora
 #   bash scripts/fuzz.sh corpus                rewrite the seed corpora
 #                                              (fuzz/make_corpus.py, pymongo)
 #
@@ -102,6 +103,7 @@ build_objects() {
                 -I"$root/fuzz")
     # shellcheck disable=SC2207
     local pc=($(pkg-config --cflags libbson-1.0 jansson libcrypto))
+    # shellcheck disable=SC2206  # $san: several flags
     local base=(-g -O1 -fno-omit-frame-pointer -gline-tables-only $san "${incs[@]}" "${pc[@]}")
     local pids=() f o
     for f in "$NGX"/src/core/ngx_string.c "$NGX"/src/core/ngx_palloc.c "$NGX"/src/core/ngx_array.c \
@@ -220,7 +222,7 @@ run_one() {
         grep -E 'ERROR|runtime error|invariant failed|Test unit written' "$log" | head -5 | sed 's/^/    /'
         return 1
     fi
-    echo "$t: ${secs}s, ${execs:-?} execs, corpus $(ls "$work" | wc -l) inputs; $last"
+    echo "$t: ${secs}s, ${execs:-?} execs, corpus $(find "$work" -type f | wc -l) inputs; $last"
 }
 
 run() {
@@ -255,6 +257,41 @@ regress() {
     return $status
 }
 
+# line coverage of the module's fuzzed sources: plain drivers built with
+# clang's source-based coverage replay the seeds, the regressions and the
+# working corpus that runs have grown (build/fuzz/corpus)
+coverage() {
+    pick_targets "$@"
+    command -v "$CC" >/dev/null || die "$CC not found (bash scripts/deps.sh installs clang-14)"
+    local bin=/usr/lib/llvm-14/bin
+    [ -x $bin/llvm-cov ] || die "llvm-cov not found (llvm-14)"
+    lock
+    nginx_tree
+    local obj="$out/obj-cov" prof="$out/profiles"
+    build_objects "$obj" "-fprofile-instr-generate -fcoverage-mapping"
+    mkdir -p "$out/cov"
+    rm -rf "$prof"; mkdir -p "$prof"
+    local shared=("$obj"/core_*.o "$obj"/ngx_http_bytemark_*.o "$obj"/stubs.o "$obj"/common.o)
+    local t dirs
+    for t in "${SELECTED[@]}"; do
+        # shellcheck disable=SC2046
+        "$CC" -fprofile-instr-generate "$obj/$t.o" "$obj/driver.o" "${shared[@]}" $(libs) -o "$out/cov/$t"
+    done
+    unlock
+    for t in "${SELECTED[@]}"; do
+        dirs=("fuzz/corpus/$t")
+        [ -d "fuzz/regressions/$t" ] && dirs+=("fuzz/regressions/$t")
+        [ -d "$out/corpus/$t" ] && dirs+=("$out/corpus/$t")
+        LLVM_PROFILE_FILE="$prof/$t.profraw" "$out/cov/$t" "${dirs[@]}" >/dev/null 2>&1 || true
+    done
+    $bin/llvm-profdata merge -o "$prof/all.profdata" "$prof"/*.profraw
+    local src=${BYTEMARK_FUZZ_SRC:-$root/src} objs=()
+    for t in "${SELECTED[@]}"; do objs+=(-object "$out/cov/$t"); done
+    $bin/llvm-cov report "${objs[@]:1}" -instr-profile="$prof/all.profdata" \
+        "$src"/ngx_http_bytemark_json.c "$src"/ngx_http_bytemark_body.c "$src"/ngx_http_bytemark_input.c
+    echo "fuzz.sh: line by line: $bin/llvm-cov show ${objs[*]:1} -instr-profile=$prof/all.profdata $src/ngx_http_bytemark_json.c"
+}
+
 cmd=${1:-}
 shift || true
 case $cmd in
@@ -262,6 +299,7 @@ case $cmd in
     run)     run "$@" ;;
     regress) regress "$@" ;;
     driver)  build_driver; echo "fuzz.sh: built plain drivers in $out/driver" ;;
+    coverage) coverage "$@" ;;
     corpus)  /usr/bin/python3 fuzz/make_corpus.py ;;
     *)       sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2 ;;
 esac

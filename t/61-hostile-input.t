@@ -4,14 +4,15 @@
 # NUL-containing, negative, huge and Unicode user ids and uuids (from $arg_*,
 # from regex captures of the path, from a header), status/version arguments,
 # malformed, deeply nested, huge and non-UTF-8 ingest bodies, other methods,
-# broken requests. Every answer is a 4xx -- with the SPEC error shape
+# broken requests -- through a small micro-cache zone (hostile keys, constant
+# evictions, hits). Every answer is a 4xx -- with the SPEC error shape
 # {"error","message"} where the module answers (nginx's own 400/404/413/414
 # pages are HTML) -- or, for input that is valid after all, the answer SPEC 3
 # gives; never a 5xx, a crash or a hang; and neither database changes.
 #
 # The requests are generated from a seed (BYTEMARK_HOSTILE_SEED, default
 # fixed) so that a failure can be replayed; BYTEMARK_HOSTILE_N scales the
-# number of generated values (default 1).
+# number of generated values (default 2: about 6000 requests).
 
 use strict;
 use warnings;
@@ -27,7 +28,7 @@ use Bytemark::Hostile qw(raw_http request check_error pct pct_all valid_user_id
 
 my $JSON = JSON::PP->new->utf8->canonical->allow_nonref;
 my $SEED = $ENV{BYTEMARK_HOSTILE_SEED} // 20241121;
-my $N    = $ENV{BYTEMARK_HOSTILE_N} // 1;
+my $N    = $ENV{BYTEMARK_HOSTILE_N} // 2;
 srand $SEED;
 diag "seed $SEED (BYTEMARK_HOSTILE_SEED replays it)";
 
@@ -57,9 +58,12 @@ bytemark_mongo_uri %%MONGO_URI%%;
 bytemark_mongo_collection %%MONGO_COLL%%;
 bytemark_mysql %%MYSQL%%;
 bytemark_cache_fill off;    # a valid lookup must not write either
+# answers kept in a small shared zone: hostile keys, evictions, hits
+bytemark_microcache zone=hostile:32k ttl=30s;
 server {
     listen 127.0.0.1:%%PORT%%;
     client_max_body_size 64k;
+    add_header X-Cache $bytemark_cache_status always;
     location = /t {
         bytemark_user_id $arg_user_id;
         bytemark_tickets;
@@ -110,6 +114,7 @@ sub run {
     my $res = raw_http($port, $bytes, timeout => 20);
     $count{total}++;
     $count{"status $res->{status}"}++;
+    $count{"cache $res->{headers}{'x-cache'}"}++ if $res->{headers}{'x-cache'};
     my $why = judge($res, $expect);
     if ($why) {
         push @fail, sprintf "%s: %s\n    request: %s\n    answer: %s %s", $what, $why,
@@ -352,12 +357,13 @@ for (1 .. 500 * $N) {
     @args = sort { rand() <=> 0.5 } @args if rand() < 0.3;
     push @queries, join '&', @args;
 }
-for my $q (@queries) {
+# the first 150 twice: the second time from the micro-cache where it kept them
+for my $q (@queries, @queries[0 .. 149]) {
     my $f = ref_filter($q);
     run("tickets ?$q", request('GET', "/t?$q"),
         $f ? { ok => tickets_ok(1001, $f) } : { status => 400, code => 'invalid_argument' });
 }
-note "arguments: " . scalar(@queries) . " requests";
+note "arguments: " . (@queries + 150) . " requests";
 
 # --- 4. ingest bodies ---------------------------------------------------------------------
 
@@ -499,6 +505,8 @@ ok $count{total} >= 3000, "thousands of hostile requests ($count{total})";
 is scalar(@fail), 0, 'every answer is a 4xx with the SPEC error shape (or what valid input gets), no 5xx, no hang'
     or diag join "\n", @fail[0 .. ($#fail < 29 ? $#fail : 29)];
 ok !grep({ /^status 5/ } keys %count), 'no 5xx at all';
+ok $count{'cache HIT'}, "the micro-cache answered some ($count{'cache HIT'} HIT, "
+    . ($count{'cache MISS'} // 0) . ' MISS)';
 
 my $after = db_fingerprint($t);
 is_deeply $after, $before, 'MySQL rows and the cache collection are unchanged';

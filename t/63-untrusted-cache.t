@@ -13,9 +13,10 @@ use warnings;
 
 use Test::More;
 use JSON::PP;
+use Time::HiRes qw(time);
 use lib 't/lib';
 use Bytemark::Test;
-use Bytemark::Data qw(uuid add_pass pass_row now_ms);
+use Bytemark::Data qw(uuid pass_row now_ms);
 use Bytemark::Hostile qw(raw_http request check_error);
 
 my $JSON = JSON::PP->new->utf8->canonical->allow_nonref;
@@ -162,19 +163,33 @@ my @cases = (
      'ok', undef],
 );
 
-# MySQL knows one pass for every user: what a fallback must answer
+# MySQL knows one pass for every user: what a fallback must answer (one
+# INSERT for all); the documents go in together too, except those a server
+# may refuse (operator-like keys, nesting past MongoDB's 100 levels)
+my (@rows, @docs);
 for my $c (@cases) {
     my $user = ++$u;
     $c->[4] = $user;
-    add_pass($t, user => $user, uuid => uuid($user), status => 'mysql-' . $user);
-    my $doc = $c->[1];
-    my $json = $JSON->encode($doc);
+    my $row = pass_row(uuid => uuid($user), status => 'mysql-' . $user);
+    push @rows, sprintf "(%d, '%s', 3, '%s', 0, '%s', '%s', %d)", $user, $row->{pass_uuid}, $row->{status},
+        $JSON->encode($row->{payload}), $row->{payload_hash}, $row->{timestamp};
+    my $json = $JSON->encode($c->[1]);
     $json =~ s/"USER/"$user/g;
     $json =~ s/\Q${\ uuid(0)}\E/${\ uuid($user)}/g;
-    $doc = $JSON->decode($json);
+    my $doc = $JSON->decode($json);
     $doc->{user_id} //= { '$numberLong' => "$user" };
-    eval { $t->mongo_insert($doc); 1 } or do { $c->[5] = "insert refused: $@"; next };
+    if ($c->[0] =~ /operator|200 levels|user_id is an object/) {
+        # pymongo refuses '$' keys in an insert; an upsert's $set takes them
+        eval { $t->mongo_insert($doc); 1 }
+            or eval { $t->mongo_update({ _probe => $user }, { '$set' => $doc }, upsert => 1); 1 }
+            or $c->[5] = 'the server refuses the document: ' . (grep { /\S/ && !/ at .* line \d+/ } split /\n/, $@)[-1];
+    } else {
+        push @docs, $doc;
+    }
 }
+$t->sql('INSERT INTO bytemark_pass (user_id, pass_uuid, version, status, free_ticket_status, payload, '
+        . 'payload_hash, timestamp) VALUES ' . join(', ', @rows));
+$t->mongo_insert(\@docs);
 
 sub lookup {
     my ($port, $path) = @_;
@@ -185,9 +200,13 @@ sub lookup {
 
 for my $c (@cases) {
     my ($name, undef, $kind, $log, $user, $skip) = @$c;
+    my $t0 = time;
     subtest "$name (user $user)" => sub {
         plan skip_all => $skip if $skip;
-        for my $path ("/t?user_id=$user", "/tt?user_id=$user") {
+        # (10000 passes through the Python stand-in take seconds a lookup:
+        # fewer lookups for those)
+        my $big = $name =~ /^10000/;
+        for my $path ("/t?user_id=$user", ($big ? () : ("/tt?user_id=$user"))) {
             my ($r, $j) = lookup($both, $path);
             ok $r->{status} && $r->{status} < 500, "$path: answered, no 5xx with MySQL ($r->{status})"
                 or diag $r->{error} || $r->{body};
@@ -212,6 +231,10 @@ for my $c (@cases) {
                    "$path, MongoDB alone: 200, or a clean 500 or 503 ($r2->{status})" or diag $r2->{body};
             }
         }
+        if ($log) {
+            like $t->error_log, qr/user $user .*$log/, 'the error log says what is wrong';
+        }
+        return if $big;
         my ($r, $j) = lookup($both, "/users/$user/passes/" . uuid($user));
         is $r->{status}, 200, 'pass lookup: 200 (from the cache or MySQL)' or diag $r->{body};
         if ($kind ne 'ok' && $kind ne 'any') {
@@ -225,10 +248,8 @@ for my $c (@cases) {
                || !check_error($r2, 503, 'unavailable'),
                "pass lookup, MongoDB alone: $r2->{status}";
         }
-        if ($log) {
-            like $t->error_log, qr/user $user .*$log/, 'the error log says what is wrong';
-        }
     };
+    note sprintf '%s: %.1fs', $name, time - $t0;
 }
 
 # --- what the accepted exotic documents render to (README: BSON maps to JSON) ----------
@@ -255,7 +276,7 @@ my %case = map { $_->[0] => $_ } @cases;
 }
 SKIP: {
     my $c = $case{'operator-like and dotted keys'};
-    skip "the server refuses such keys: $c->[5]", 1 if $c->[5];
+    skip $c->[5], 1 if $c->[5];
     my ($r, $j) = lookup($both, "/t?user_id=$c->[4]");
     is_deeply $j->{passes}[0]{payload}, { '$gt' => '', 'a.b' => 1 }, 'operator-like and dotted keys: plain keys';
 }
