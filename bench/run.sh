@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The benchmark (issue 6): one command.
+#
+#   bash bench/run.sh            # full: 1 000 000 MySQL rows, 100 000 cache documents
+#   bash bench/run.sh --quick    # smoke test: small data set, short runs
+#
+# Installs what is missing (scripts/deps.sh), builds the module
+# (scripts/build.sh), then bench/bench.py starts its own MariaDB, MongoDB
+# stand-in and two nginx instances in a temporary directory, loads the data
+# set, runs wrk against each scenario, profiles the hot path with callgrind,
+# and writes bench/results/<date>-<host>[-quick].md (and .json). Nothing is
+# left running: bench.py stops what it started, and the trap below kills
+# whatever is still listed in the work directory's pid file (bench.py itself
+# killed with SIGKILL, say).
+#
+# Other options go to bench.py (python3 bench/bench.py --help): --workers N,
+# --connections N, --wrk-threads N, --duration S, --no-profile, --rows N,
+# --mongo-users N, --quiet-cores C, --quiet-wait S.
+# BYTEMARK_BUILD_DIR: build (and benchmark) the module in another directory.
+# BENCH_NO_BUILD=1: use the module already built.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+if [ -z "${BENCH_NO_BUILD:-}" ]; then
+    bash scripts/deps.sh
+    bash scripts/build.sh
+fi
+module="${BYTEMARK_BUILD_DIR:-$root/build}/ngx_http_bytemark_module.so"
+[ -f "$module" ] || { echo "bench: $module is missing" >&2; exit 1; }
+
+workdir=$(mktemp -d /tmp/bytemark-bench.XXXXXX)
+bench_pid=
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM HUP
+    if [ -n "$bench_pid" ] && kill -0 "$bench_pid" 2>/dev/null; then
+        kill -TERM "$bench_pid" 2>/dev/null || true
+        for _ in $(seq 1 100); do
+            kill -0 "$bench_pid" 2>/dev/null || break
+            sleep 0.2
+        done
+        kill -KILL "$bench_pid" 2>/dev/null || true
+    fi
+    # whatever bench.py could not stop: each pid it recorded, by id
+    if [ -f "$workdir/pids" ]; then
+        while read -r pid name; do
+            [ -n "$pid" ] || continue
+            if kill -0 "$pid" 2>/dev/null; then
+                echo "bench: killing leftover $name ($pid)" >&2
+                pkill -KILL -P "$pid" 2>/dev/null || true   # its children (nginx workers)
+                kill -KILL "$pid" 2>/dev/null || true
+            fi
+        done < "$workdir/pids"
+    fi
+    rm -rf "$workdir"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+start=$(date +%s)
+# in the background and waited for, so that a signal reaches the trap at once
+/usr/bin/python3 bench/bench.py --workdir "$workdir" --module "$module" "$@" &
+bench_pid=$!
+set +e
+wait "$bench_pid"
+rc=$?
+set -e
+bench_pid=
+echo "bench: done in $(( $(date +%s) - start )) s (exit $rc)"
+exit "$rc"
