@@ -68,6 +68,24 @@ else
     echo "deps: Debian packages present"
 fi
 
+# Source packages: t/82 and the fuzz build (scripts/fuzz.sh) use the upstream
+# nginx tarball of Debian's nginx source package (apt-get source). Enable
+# deb-src beside deb once, if APT does not know the source package yet.
+if ! apt-cache showsrc nginx 2>/dev/null | grep -q '^Package: nginx$'; then
+    sudo=()
+    if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
+    src=/etc/apt/sources.list.d/debian.sources
+    if [ -f "$src" ] && grep -q '^Types: deb$' "$src"; then
+        "${sudo[@]}" sed -i 's/^Types: deb$/Types: deb deb-src/' "$src"
+    else
+        . /etc/os-release
+        echo "deb-src http://deb.debian.org/debian ${VERSION_CODENAME:-bookworm} main" \
+            | "${sudo[@]}" tee /etc/apt/sources.list.d/bytemark-deb-src.list >/dev/null
+    fi
+    echo "deps: enabled Debian source packages (deb-src)"
+    "${sudo[@]}" apt-get update
+fi
+
 if [ -f "$root/t/js/package.json" ] && [ ! -d "$root/t/js/node_modules" ]; then
     echo "deps: npm install in t/js"
     (cd "$root/t/js" && npm install --no-package-lock --no-audit --no-fund)
