@@ -126,13 +126,8 @@ ngx_http_bytemark_call_free(ngx_http_bytemark_call_t *call)
 {
     ngx_http_bytemark_answer_release(&call->answer);
 
-    if (call->fill_passes) {
-        json_decref(call->fill_passes);
-    }
-
-    if (call->fill_passes4) {
-        json_decref(call->fill_passes4);
-    }
+    ngx_http_bytemark_passes_free(&call->fill_passes[0]);
+    ngx_http_bytemark_passes_free(&call->fill_passes[1]);
 
     ngx_http_bytemark_ingest_passes_free(call->passes, call->npasses);
 
@@ -143,20 +138,8 @@ ngx_http_bytemark_call_free(ngx_http_bytemark_call_t *call)
 void
 ngx_http_bytemark_answer_release(ngx_http_bytemark_answer_t *a)
 {
-    if (a->passes) {
-        json_decref(a->passes);
-        a->passes = NULL;
-    }
-
-    if (a->passes4) {
-        json_decref(a->passes4);
-        a->passes4 = NULL;
-    }
-
-    if (a->pass) {
-        json_decref(a->pass);
-        a->pass = NULL;
-    }
+    ngx_http_bytemark_passes_free(&a->passes[0]);
+    ngx_http_bytemark_passes_free(&a->passes[1]);
 }
 
 

@@ -1,11 +1,8 @@
 
 /*
- * JSON: BSON cache documents to jansson values (run in pool threads), and
- * the pass-array helpers the handlers use on the event loop.
- *
- * BSON maps to natural JSON: numbers stay numbers (a double that holds an
- * integer, as JavaScript clients write Date.now(), becomes an integer),
- * ObjectId becomes its hex string, a date its ISO-8601 UTC string.
+ * Pass arrays: a cache document or MySQL rows become the rendered arrays a
+ * lookup answers with (render.c writes the text); status filters and pass
+ * lookups pick items of them.  And jansson values to BSON, for writes.
  */
 
 
@@ -18,174 +15,8 @@
 #define NGX_HTTP_BYTEMARK_MAX_DEPTH  64
 
 
-static json_t *ngx_http_bytemark_bson_container(const bson_iter_t *it,
-    ngx_uint_t depth, ngx_uint_t array);
-static json_t *ngx_http_bytemark_bson_date(int64_t ms);
 static ngx_int_t ngx_http_bytemark_passes_from_bson(bson_iter_t *it,
-    json_t **out, char *err, size_t size);
-
-
-json_t *
-ngx_http_bytemark_bson_to_json(const void *iter, ngx_uint_t depth)
-{
-    const bson_iter_t  *it = iter;
-
-    char                 oid[25];
-    double               d;
-    uint32_t             len;
-    const char          *s, *opts;
-    bson_decimal128_t    dec;
-    char                 decstr[BSON_DECIMAL128_STRING];
-    uint32_t             ts, inc;
-    const uint8_t       *bin;
-    bson_subtype_t       subtype;
-    ngx_str_t            src, dst;
-    json_t              *v;
-
-    switch (bson_iter_type(it)) {
-
-    case BSON_TYPE_DOUBLE:
-        d = bson_iter_double(it);
-
-        if (d != d || d == 1.0 / 0.0 || d == -1.0 / 0.0) {
-            /* JSON has no NaN or infinity */
-            return json_null();
-        }
-
-        /* in range first: casting a larger double to int64_t is undefined */
-        if (d <= 9007199254740992.0 && d >= -9007199254740992.0
-            && d == (double) (int64_t) d)
-        {
-            return json_integer((json_int_t) d);
-        }
-
-        return json_real(d);
-
-    case BSON_TYPE_INT32:
-        return json_integer(bson_iter_int32(it));
-
-    case BSON_TYPE_INT64:
-        return json_integer(bson_iter_int64(it));
-
-    case BSON_TYPE_UTF8:
-        s = bson_iter_utf8(it, &len);
-        /* NULL when it is not valid UTF-8: the caller calls that malformed */
-        return json_stringn(s, len);
-
-    case BSON_TYPE_DOCUMENT:
-        return ngx_http_bytemark_bson_container(it, depth + 1, 0);
-
-    case BSON_TYPE_ARRAY:
-        return ngx_http_bytemark_bson_container(it, depth + 1, 1);
-
-    case BSON_TYPE_OID:
-        bson_oid_to_string(bson_iter_oid(it), oid);
-        return json_string(oid);
-
-    case BSON_TYPE_DATE_TIME:
-        return ngx_http_bytemark_bson_date(bson_iter_date_time(it));
-
-    case BSON_TYPE_BOOL:
-        return json_boolean(bson_iter_bool(it));
-
-    case BSON_TYPE_DECIMAL128:
-        if (!bson_iter_decimal128(it, &dec)) {
-            return NULL;
-        }
-
-        bson_decimal128_to_string(&dec, decstr);
-        return json_string(decstr);
-
-    case BSON_TYPE_TIMESTAMP:
-        bson_iter_timestamp(it, &ts, &inc);
-        return json_pack("{sIsI}", "t", (json_int_t) ts, "i", (json_int_t) inc);
-
-    case BSON_TYPE_BINARY:
-        bson_iter_binary(it, &subtype, &len, &bin);
-
-        src.data = (u_char *) bin;
-        src.len = len;
-        dst.len = ngx_base64_encoded_length(len);
-        dst.data = malloc(dst.len);   /* a thread: no nginx pool here */
-        if (dst.data == NULL) {
-            return NULL;
-        }
-
-        ngx_encode_base64(&dst, &src);
-        v = json_stringn((char *) dst.data, dst.len);
-        free(dst.data);
-        return v;
-
-    case BSON_TYPE_REGEX:
-        s = bson_iter_regex(it, &opts);
-        return json_pack("{ssss}", "$regex", s, "$options", opts);
-
-    case BSON_TYPE_CODE:
-        s = bson_iter_code(it, &len);
-        return json_stringn(s, len);
-
-    case BSON_TYPE_SYMBOL:
-        s = bson_iter_symbol(it, &len);
-        return json_stringn(s, len);
-
-    default:
-        /* null, undefined, minkey, maxkey, dbpointer, code with scope */
-        return json_null();
-    }
-}
-
-
-static json_t *
-ngx_http_bytemark_bson_container(const bson_iter_t *it, ngx_uint_t depth,
-    ngx_uint_t array)
-{
-    json_t       *out, *v;
-    bson_iter_t   child;
-
-    if (depth > NGX_HTTP_BYTEMARK_MAX_DEPTH || !bson_iter_recurse(it, &child)) {
-        return NULL;
-    }
-
-    out = array ? json_array() : json_object();
-    if (out == NULL) {
-        return NULL;
-    }
-
-    while (bson_iter_next(&child)) {
-        v = ngx_http_bytemark_bson_to_json(&child, depth);
-        if (v == NULL) {
-            json_decref(out);
-            return NULL;
-        }
-
-        if (array) {
-            if (json_array_append_new(out, v) != 0) {
-                json_decref(out);
-                return NULL;
-            }
-
-            continue;
-        }
-
-        if (json_object_set_new(out, bson_iter_key(&child), v) != 0) {
-            json_decref(out);
-            return NULL;
-        }
-    }
-
-    return out;
-}
-
-
-static json_t *
-ngx_http_bytemark_bson_date(int64_t ms)
-{
-    char  buf[NGX_HTTP_BYTEMARK_ISO_LEN];
-
-    ngx_http_bytemark_iso_time(ms, buf);
-
-    return json_string(buf);
-}
+    ngx_http_bytemark_passes_t *out, char *err, size_t size);
 
 
 /* "2024-11-21T14:40:00.123Z"; safe in threads */
@@ -237,14 +68,16 @@ ngx_http_bytemark_entry_from_bson(const void *doc,
         key = bson_iter_key(&it);
 
         if (strcmp(key, "passes") == 0) {
-            if (ngx_http_bytemark_passes_from_bson(&it, &a->passes, err, size)
+            if (ngx_http_bytemark_passes_from_bson(&it, &a->passes[0], err,
+                                                   size)
                 != NGX_OK)
             {
                 return NGX_ERROR;
             }
 
         } else if (strcmp(key, "passes4") == 0) {
-            if (ngx_http_bytemark_passes_from_bson(&it, &a->passes4, err, size)
+            if (ngx_http_bytemark_passes_from_bson(&it, &a->passes[1], err,
+                                                   size)
                 != NGX_OK)
             {
                 return NGX_ERROR;
@@ -278,29 +111,16 @@ ngx_http_bytemark_entry_from_bson(const void *doc,
         }
     }
 
-    if (a->passes == NULL) {
-        a->passes = json_array();
-    }
-
-    if (a->passes4 == NULL) {
-        a->passes4 = json_array();
-    }
-
-    if (a->passes == NULL || a->passes4 == NULL) {
-        snprintf(err, size, "out of memory");
-        return NGX_ERROR;
-    }
-
     return NGX_OK;
 }
 
 
 static ngx_int_t
-ngx_http_bytemark_passes_from_bson(bson_iter_t *it, json_t **out, char *err,
-    size_t size)
+ngx_http_bytemark_passes_from_bson(bson_iter_t *it,
+    ngx_http_bytemark_passes_t *out, char *err, size_t size)
 {
-    size_t   i;
-    json_t  *arr;
+    ngx_int_t                   rc;
+    ngx_http_bytemark_passes_t  list;
 
     if (!BSON_ITER_HOLDS_ARRAY(it)) {
         snprintf(err, size, "cache document \"%s\" is not an array",
@@ -308,29 +128,129 @@ ngx_http_bytemark_passes_from_bson(bson_iter_t *it, json_t **out, char *err,
         return NGX_ERROR;
     }
 
-    arr = ngx_http_bytemark_bson_to_json(it, 0);
-    if (arr == NULL) {
+    ngx_memzero(&list, sizeof(ngx_http_bytemark_passes_t));
+
+    rc = ngx_http_bytemark_render_passes(&list, it);
+
+    switch (rc) {
+
+    case NGX_OK:
+        /* a duplicate key: the last one wins, as in a JavaScript client */
+        ngx_http_bytemark_passes_free(out);
+        *out = list;
+        return NGX_OK;
+
+    case NGX_ABORT:
+        snprintf(err, size, "cache document \"%s\" holds a pass that "
+                 "is not an object", bson_iter_key(it));
+        break;
+
+    case NGX_DECLINED:
         snprintf(err, size, "cache document \"%s\" cannot be rendered "
-                 "(invalid UTF-8 or nested deeper than %d)",
-                 bson_iter_key(it), NGX_HTTP_BYTEMARK_MAX_DEPTH);
+                 "(invalid UTF-8 or nested deeper than 64)",
+                 bson_iter_key(it));
+        break;
+
+    default:
+        snprintf(err, size, "out of memory");
+    }
+
+    ngx_http_bytemark_passes_free(&list);
+
+    return NGX_ERROR;
+}
+
+
+/*
+ * A MySQL row becomes {free_ticket_status, pass_uuid, payload,
+ * payload_hash, status, timestamp}, keys sorted (SPEC 2).  A payload that
+ * is neither JSON nor UTF-8 text has no JSON form and is left out.
+ */
+
+ngx_int_t
+ngx_http_bytemark_passes_add_row(ngx_http_bytemark_passes_t *list,
+    ngx_http_bytemark_pass_row_t *row)
+{
+    size_t                     mark;
+    ngx_int_t                  rc;
+    ngx_http_bytemark_jbuf_t  *b;
+    ngx_http_bytemark_item_t  *item;
+
+    item = ngx_http_bytemark_passes_begin(list);
+    if (item == NULL) {
         return NGX_ERROR;
     }
 
-    for (i = 0; i < json_array_size(arr); i++) {
-        if (!json_is_object(json_array_get(arr, i))) {
-            snprintf(err, size, "cache document \"%s\" holds a pass that "
-                     "is not an object", bson_iter_key(it));
-            json_decref(arr);
-            return NGX_ERROR;
-        }
+    b = &list->text;
+
+    if (ngx_http_bytemark_jbuf_add(b, "{\"free_ticket_status\":", 22)
+        != NGX_OK
+        || ngx_http_bytemark_render_int(b, row->free_ticket_status) != NGX_OK
+        || ngx_http_bytemark_jbuf_add(b, ",\"pass_uuid\":", 13) != NGX_OK
+        || ngx_http_bytemark_render_string(b, row->uuid.data, row->uuid.len)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
-    if (*out) {
-        /* a duplicate key: the last one wins, as in a JavaScript client */
-        json_decref(*out);
+    mark = b->len;
+
+    if (ngx_http_bytemark_jbuf_add(b, ",\"payload\":", 11) != NGX_OK) {
+        return NGX_ERROR;
     }
 
-    *out = arr;
+    rc = (row->payload.data == NULL)
+         ? ngx_http_bytemark_jbuf_add(b, "null", 4)
+         : ngx_http_bytemark_render_payload(b, row->payload.data,
+                                            row->payload.len);
+
+    if (rc == NGX_DECLINED) {
+        b->len = mark;
+
+    } else if (rc != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    mark = b->len;
+
+    if (ngx_http_bytemark_jbuf_add(b, ",\"payload_hash\":", 16) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    rc = (row->hash.data == NULL)
+         ? ngx_http_bytemark_jbuf_add(b, "null", 4)
+         : ngx_http_bytemark_render_string(b, row->hash.data, row->hash.len);
+
+    if (rc == NGX_DECLINED) {
+        b->len = mark;
+
+    } else if (rc != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_bytemark_jbuf_add(b, ",\"status\":", 10) != NGX_OK
+        || ngx_http_bytemark_render_string(b, row->status.data,
+                                           row->status.len)
+           != NGX_OK
+        || ngx_http_bytemark_jbuf_add(b, ",\"timestamp\":", 13) != NGX_OK
+        || ngx_http_bytemark_render_int(b, row->timestamp) != NGX_OK
+        || ngx_http_bytemark_jbuf_add(b, "}", 1) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (row->status.len <= NGX_HTTP_BYTEMARK_STATUS_MAX) {
+        ngx_memcpy(item->status, row->status.data, row->status.len);
+        item->status_len = (uint8_t) row->status.len;
+        item->has_status = 1;
+    }
+
+    if (row->uuid.len == NGX_HTTP_BYTEMARK_UUID_LEN) {
+        ngx_memcpy(item->uuid, row->uuid.data, NGX_HTTP_BYTEMARK_UUID_LEN);
+        item->has_uuid = 1;
+    }
+
+    ngx_http_bytemark_passes_end(list, item);
 
     return NGX_OK;
 }
@@ -398,85 +318,93 @@ ngx_http_bytemark_json_normalize(json_t *v)
 }
 
 
-/* a new reference: the array itself when nothing is filtered out */
+/*
+ * The array's text, filtered by status: the rendered text itself when
+ * nothing is filtered, else the chosen passes copied into the pool.
+ */
 
-json_t *
-ngx_http_bytemark_filter_passes(json_t *passes, ngx_http_bytemark_filter_t *f)
+ngx_int_t
+ngx_http_bytemark_filter_passes(ngx_http_bytemark_passes_t *list,
+    ngx_http_bytemark_filter_t *f, ngx_pool_t *pool, ngx_str_t *text)
 {
-    size_t       i, len;
-    json_t      *out, *pass, *status;
-    ngx_str_t   *s;
-    ngx_uint_t   k;
+    u_char                    *p;
+    ngx_str_t                 *s;
+    ngx_uint_t                 i, k, first;
+    ngx_http_bytemark_item_t  *item;
 
-    if (f->statuses == NULL) {
-        return json_incref(passes);
+    ngx_http_bytemark_passes_text(list, text);
+
+    if (f->statuses == NULL || list == NULL || list->n == 0) {
+        return NGX_OK;
     }
 
-    out = json_array();
-    if (out == NULL) {
-        return NULL;
+    /* the filtered text is never longer than the whole */
+    p = ngx_pnalloc(pool, text->len);
+    if (p == NULL) {
+        return NGX_ERROR;
     }
 
+    text->data = p;
+    *p++ = '[';
+    first = 1;
     s = f->statuses->elts;
 
-    json_array_foreach(passes, i, pass) {
-        status = json_object_get(pass, "status");
+    for (i = 0; i < list->n; i++) {
+        item = &list->items[i];
 
-        if (!json_is_string(status)) {
+        if (!item->has_status) {
             continue;
         }
 
-        len = json_string_length(status);
-
         for (k = 0; k < f->statuses->nelts; k++) {
-            if (s[k].len == len
-                && ngx_memcmp(s[k].data, json_string_value(status), len) == 0)
+            if (s[k].len == item->status_len
+                && ngx_memcmp(s[k].data, item->status, s[k].len) == 0)
             {
-                if (json_array_append(out, pass) != 0) {
-                    json_decref(out);
-                    return NULL;
-                }
-
                 break;
             }
         }
-    }
 
-    return out;
-}
-
-
-/* a borrowed reference to the pass, searched in passes then passes4 */
-
-json_t *
-ngx_http_bytemark_find_pass(ngx_http_bytemark_answer_t *a, u_char *uuid,
-    ngx_uint_t *version)
-{
-    size_t       i;
-    json_t      *arrays[2], *pass, *id;
-    ngx_uint_t   k;
-
-    arrays[0] = a->passes;
-    arrays[1] = a->passes4;
-
-    for (k = 0; k < 2; k++) {
-        if (arrays[k] == NULL) {
+        if (k == f->statuses->nelts) {
             continue;
         }
 
-        json_array_foreach(arrays[k], i, pass) {
-            id = json_object_get(pass, "pass_uuid");
+        if (!first) {
+            *p++ = ',';
+        }
 
-            if (json_is_string(id)
-                && json_string_length(id) == NGX_HTTP_BYTEMARK_UUID_LEN
-                && ngx_strncasecmp((u_char *) json_string_value(id), uuid,
+        first = 0;
+        p = ngx_cpymem(p, list->text.data + item->start, item->len);
+    }
+
+    *p++ = ']';
+    text->len = p - text->data;
+
+    return NGX_OK;
+}
+
+
+/* the pass, searched in passes then passes4 */
+
+ngx_http_bytemark_item_t *
+ngx_http_bytemark_find_pass(ngx_http_bytemark_answer_t *a, u_char *uuid,
+    ngx_uint_t *version)
+{
+    ngx_uint_t                 i, k;
+    ngx_http_bytemark_item_t  *item;
+
+    for (k = 0; k < 2; k++) {
+        for (i = 0; i < a->passes[k].n; i++) {
+            item = &a->passes[k].items[i];
+
+            if (item->has_uuid
+                && ngx_strncasecmp(item->uuid, uuid,
                                    NGX_HTTP_BYTEMARK_UUID_LEN) == 0)
             {
                 if (version) {
                     *version = (k == 0) ? 3 : 4;
                 }
 
-                return pass;
+                return item;
             }
         }
     }

@@ -132,7 +132,6 @@ ngx_http_bytemark_mongo_done(ngx_http_request_t *r,
     ngx_http_bytemark_call_t *call)
 {
     ngx_int_t                   rc;
-    ngx_uint_t                  version;
     ngx_http_bytemark_ctx_t    *ctx;
     ngx_http_bytemark_answer_t *a;
 
@@ -169,7 +168,7 @@ ngx_http_bytemark_mongo_done(ngx_http_request_t *r,
         }
 
         if (ctx->handler == NGX_HTTP_BYTEMARK_TICKETS
-            || ngx_http_bytemark_find_pass(a, ctx->uuid, &version))
+            || ngx_http_bytemark_find_pass(a, ctx->uuid, NULL))
         {
             rc = ngx_http_bytemark_serve_entry(r, ctx, a, "mongo");
             ngx_http_finalize_request(r, rc);
@@ -252,7 +251,7 @@ ngx_http_bytemark_mongo_only(ngx_http_request_t *r,
         }
 
         ngx_str_set(&ctx->source, "mongo");
-        return ngx_http_bytemark_send_tickets(r, ctx, NULL, NULL,
+        return ngx_http_bytemark_send_tickets(r, ctx, NULL,
                                               ngx_http_bytemark_now_ms());
 
     case NGX_HTTP_BYTEMARK_MALFORMED:
@@ -381,15 +380,14 @@ ngx_http_bytemark_mysql_done(ngx_http_request_t *r,
 
             } else {
                 ngx_str_set(&ctx->source, "mysql");
-                rc = ngx_http_bytemark_send_pass(r, ctx, a->pass, a->version);
+                rc = ngx_http_bytemark_send_pass(r, ctx, a);
             }
 
             break;
         }
 
         ngx_str_set(&ctx->source, "mysql");
-        rc = ngx_http_bytemark_send_tickets(r, ctx, a->passes, a->passes4,
-                                            a->timestamp);
+        rc = ngx_http_bytemark_send_tickets(r, ctx, a->passes, a->timestamp);
 
         ngx_http_bytemark_fill(r, ctx, a);
         break;
@@ -431,20 +429,15 @@ ngx_http_bytemark_serve_entry(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_answer_t *a,
     const char *source)
 {
-    json_t      *pass;
-    ngx_uint_t   version;
-
     ctx->source.data = (u_char *) source;
     ctx->source.len = ngx_strlen(source);
 
     if (ctx->handler == NGX_HTTP_BYTEMARK_TICKETS) {
-        return ngx_http_bytemark_send_tickets(r, ctx, a->passes, a->passes4,
+        return ngx_http_bytemark_send_tickets(r, ctx, a->passes,
                                               a->timestamp);
     }
 
-    pass = ngx_http_bytemark_find_pass(a, ctx->uuid, &version);
-
-    return ngx_http_bytemark_send_pass(r, ctx, pass, version);
+    return ngx_http_bytemark_send_pass(r, ctx, a);
 }
 
 
@@ -512,10 +505,10 @@ ngx_http_bytemark_fill(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx,
 
     call->user_id = ctx->user_id;
     call->fill_timestamp = a->timestamp;
-    call->fill_passes = a->passes;
-    call->fill_passes4 = a->passes4;
-    a->passes = NULL;
-    a->passes4 = NULL;
+    /* the rendered arrays move to the call */
+    call->fill_passes[0] = a->passes[0];
+    call->fill_passes[1] = a->passes[1];
+    ngx_memzero(a->passes, sizeof(a->passes));
 
     if (ngx_http_bytemark_call_post(call) != NGX_OK) {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,

@@ -26,7 +26,10 @@
  *                                  one lookup per key in flight
  *   ngx_http_bytemark_mongo.c      MongoDB: client pool, find, fill
  *   ngx_http_bytemark_mysql.c      MySQL: pool, prepared statements, rows
- *   ngx_http_bytemark_json.c       BSON -> JSON, pass arrays, ETag bodies
+ *   ngx_http_bytemark_json.c       cache documents and MySQL rows to pass
+ *                                  arrays; filters; JSON -> BSON for writes
+ *   ngx_http_bytemark_render.c     the canonical JSON writer: BSON values,
+ *                                  strings, numbers, payload text
  *   ngx_http_bytemark_response.c   the one place that writes responses
  *   ngx_http_bytemark_variables.c  $bytemark_* variables
  *   ngx_http_bytemark_metrics.c    shared-memory counters, histograms and
@@ -167,15 +170,57 @@ typedef enum {
 } ngx_http_bytemark_result_e;
 
 
+/* growable malloc()ed text (render.c) */
+typedef struct {
+    u_char                       *data;
+    size_t                        len;
+    size_t                        size;
+} ngx_http_bytemark_jbuf_t;
+
+
+/* one pass of a rendered array: its text, and what filters look at */
+typedef struct {
+    size_t                        start;        /* offset in the text */
+    size_t                        len;
+    u_char                        status[NGX_HTTP_BYTEMARK_STATUS_MAX];
+    u_char                        uuid[NGX_HTTP_BYTEMARK_UUID_LEN];
+    uint8_t                       status_len;
+    unsigned                      has_status:1; /* a string, <= 32 bytes */
+    unsigned                      has_uuid:1;   /* a string of 36 bytes */
+} ngx_http_bytemark_item_t;
+
+
+/*
+ * A pass array rendered once, in the pool thread, as the canonical JSON
+ * the response carries: "[{...},{...}]".  Handlers only pick items.
+ */
+typedef struct {
+    ngx_http_bytemark_jbuf_t      text;
+    ngx_http_bytemark_item_t     *items;
+    ngx_uint_t                    n;
+    ngx_uint_t                    nalloc;
+} ngx_http_bytemark_passes_t;
+
+
+/* a MySQL row, as text (SPEC 2); payload/hash data NULL for SQL NULL */
+typedef struct {
+    ngx_str_t                     uuid;
+    ngx_str_t                     status;
+    ngx_str_t                     payload;
+    ngx_str_t                     hash;
+    int64_t                       timestamp;
+    int64_t                       free_ticket_status;
+} ngx_http_bytemark_pass_row_t;
+
+
 typedef struct {
     ngx_http_bytemark_result_e    result;
-    json_t                       *passes;       /* arrays of pass objects */
-    json_t                       *passes4;
+    /* [0]: "passes" (version 3), [1]: "passes4"; a pass lookup from
+     * MySQL has its one pass in the array of its version */
+    ngx_http_bytemark_passes_t    passes[2];
     int64_t                       timestamp;    /* entry's, or read start */
     unsigned                      has_timestamp:1;
     unsigned                      incomplete:1;
-    json_t                       *pass;         /* pass lookups */
-    ngx_uint_t                    version;
     int64_t                       count;        /* written, deleted */
     ngx_uint_t                    error_kind;   /* NGX_HTTP_BYTEMARK_ERR_* */
 } ngx_http_bytemark_answer_t;
@@ -213,8 +258,7 @@ struct ngx_http_bytemark_call_s {
     /* arguments */
     uint64_t                      user_id;
     u_char                        uuid[NGX_HTTP_BYTEMARK_UUID_LEN];
-    json_t                        *fill_passes;
-    json_t                        *fill_passes4;
+    ngx_http_bytemark_passes_t    fill_passes[2];
     int64_t                       fill_timestamp;
     ngx_http_bytemark_ingest_pass_t *passes;
     ngx_uint_t                    npasses;
@@ -393,25 +437,52 @@ void ngx_http_bytemark_mysql_pass(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_mysql_ingest(ngx_http_bytemark_call_t *call);
 
 /* json */
-json_t *ngx_http_bytemark_bson_to_json(const void *iter, ngx_uint_t depth);
 ngx_int_t ngx_http_bytemark_entry_from_bson(const void *doc,
     ngx_http_bytemark_answer_t *a, char *err, size_t size);
+ngx_int_t ngx_http_bytemark_passes_add_row(ngx_http_bytemark_passes_t *list,
+    ngx_http_bytemark_pass_row_t *row);
+ngx_int_t ngx_http_bytemark_filter_passes(ngx_http_bytemark_passes_t *list,
+    ngx_http_bytemark_filter_t *f, ngx_pool_t *pool, ngx_str_t *text);
+ngx_http_bytemark_item_t *ngx_http_bytemark_find_pass(
+    ngx_http_bytemark_answer_t *a, u_char *uuid, ngx_uint_t *version);
 ngx_int_t ngx_http_bytemark_json_to_bson(void *doc, const char *key,
     json_t *v, ngx_uint_t depth);
-json_t *ngx_http_bytemark_filter_passes(json_t *passes,
-    ngx_http_bytemark_filter_t *f);
-json_t *ngx_http_bytemark_find_pass(ngx_http_bytemark_answer_t *a,
-    u_char *uuid, ngx_uint_t *version);
 json_t *ngx_http_bytemark_json_normalize(json_t *v);
 int64_t ngx_http_bytemark_now_ms(void);
 void ngx_http_bytemark_iso_time(int64_t ms, char *buf);
 
+/* render */
+ngx_int_t ngx_http_bytemark_jbuf_reserve(ngx_http_bytemark_jbuf_t *b,
+    size_t n);
+ngx_int_t ngx_http_bytemark_jbuf_add(ngx_http_bytemark_jbuf_t *b,
+    const void *data, size_t n);
+void ngx_http_bytemark_jbuf_free(ngx_http_bytemark_jbuf_t *b);
+ngx_int_t ngx_http_bytemark_render_int(ngx_http_bytemark_jbuf_t *b,
+    int64_t n);
+ngx_int_t ngx_http_bytemark_render_string(ngx_http_bytemark_jbuf_t *b,
+    const u_char *s, size_t len);
+ngx_int_t ngx_http_bytemark_render_bson(ngx_http_bytemark_jbuf_t *b,
+    const void *iter, ngx_uint_t depth);
+ngx_int_t ngx_http_bytemark_render_passes(ngx_http_bytemark_passes_t *list,
+    const void *iter);
+ngx_int_t ngx_http_bytemark_render_payload(ngx_http_bytemark_jbuf_t *b,
+    const u_char *text, size_t len);
+ngx_uint_t ngx_http_bytemark_json_canonical(const u_char *text, size_t len);
+ngx_http_bytemark_item_t *ngx_http_bytemark_passes_begin(
+    ngx_http_bytemark_passes_t *list);
+void ngx_http_bytemark_passes_end(ngx_http_bytemark_passes_t *list,
+    ngx_http_bytemark_item_t *item);
+ngx_int_t ngx_http_bytemark_passes_close(ngx_http_bytemark_passes_t *list);
+void ngx_http_bytemark_passes_text(ngx_http_bytemark_passes_t *list,
+    ngx_str_t *text);
+void ngx_http_bytemark_passes_free(ngx_http_bytemark_passes_t *list);
+
 /* response */
 ngx_int_t ngx_http_bytemark_send_tickets(ngx_http_request_t *r,
-    ngx_http_bytemark_ctx_t *ctx, json_t *passes, json_t *passes4,
+    ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_passes_t *passes,
     int64_t timestamp);
 ngx_int_t ngx_http_bytemark_send_pass(ngx_http_request_t *r,
-    ngx_http_bytemark_ctx_t *ctx, json_t *pass, ngx_uint_t version);
+    ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_answer_t *a);
 ngx_int_t ngx_http_bytemark_send_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *code, const char *message);
 ngx_int_t ngx_http_bytemark_send_not_allowed(ngx_http_request_t *r,

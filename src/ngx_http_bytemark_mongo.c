@@ -46,6 +46,8 @@ static void ngx_http_bytemark_mongo_log(mongoc_log_level_t level,
     const char *domain, const char *message, void *data);
 static void ngx_http_bytemark_mongo_delete(ngx_http_bytemark_call_t *call,
     bson_t *filter);
+static ngx_int_t ngx_http_bytemark_mongo_fill_array(bson_t *set,
+    const char *key, ngx_http_bytemark_passes_t *list);
 static mongoc_collection_t *ngx_http_bytemark_mongo_acquire(
     ngx_http_bytemark_mongo_t *mongo, mongoc_client_t **client);
 static void ngx_http_bytemark_mongo_release(ngx_http_bytemark_mongo_t *mongo,
@@ -267,6 +269,35 @@ ngx_http_bytemark_mongo_find(ngx_http_bytemark_call_t *call)
 
 
 /*
+ * The answer's rendered array, back to a value for BSON: a fill is off
+ * the response's path and rare next to the lookups it saves.
+ */
+
+static ngx_int_t
+ngx_http_bytemark_mongo_fill_array(bson_t *set, const char *key,
+    ngx_http_bytemark_passes_t *list)
+{
+    json_t        *v;
+    ngx_int_t      rc;
+    ngx_str_t      text;
+    json_error_t   err;
+
+    ngx_http_bytemark_passes_text(list, &text);
+
+    v = json_loadb((const char *) text.data, text.len, JSON_ALLOW_NUL, &err);
+    if (v == NULL) {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_bytemark_json_to_bson(set, key, v, 0);
+
+    json_decref(v);
+
+    return rc;
+}
+
+
+/*
  * thread: rewrite the entry from a MySQL answer.
  *
  * The filter matches only an entry older than the MySQL read (or without a
@@ -306,10 +337,11 @@ ngx_http_bytemark_mongo_fill(ngx_http_bytemark_call_t *call)
     BSON_APPEND_INT64(&set, "user_id", (int64_t) call->user_id);
     BSON_APPEND_INT64(&set, "timestamp", call->fill_timestamp);
 
-    if (ngx_http_bytemark_json_to_bson(&set, "passes", call->fill_passes, 0)
+    if (ngx_http_bytemark_mongo_fill_array(&set, "passes",
+                                           &call->fill_passes[0])
         != NGX_OK
-        || ngx_http_bytemark_json_to_bson(&set, "passes4",
-                                          call->fill_passes4, 0)
+        || ngx_http_bytemark_mongo_fill_array(&set, "passes4",
+                                              &call->fill_passes[1])
            != NGX_OK)
     {
         snprintf(call->error, sizeof(call->error),

@@ -142,8 +142,8 @@ static ngx_int_t ngx_http_bytemark_mysql_pass_query(
 static ngx_int_t ngx_http_bytemark_mysql_execute(MYSQL_STMT *stmt,
     ngx_http_bytemark_mysql_row_t *row, ngx_http_bytemark_call_t *call);
 static void ngx_http_bytemark_mysql_row_free(ngx_http_bytemark_mysql_row_t *row);
-static json_t *ngx_http_bytemark_mysql_pass_object(
-    ngx_http_bytemark_mysql_row_t *row, ngx_uint_t *version);
+static ngx_int_t ngx_http_bytemark_mysql_pass_object(
+    ngx_http_bytemark_mysql_row_t *row, ngx_http_bytemark_answer_t *a);
 static ngx_int_t ngx_http_bytemark_mysql_stmt_error(MYSQL_STMT *stmt,
     ngx_http_bytemark_call_t *call, const char *what);
 static ngx_uint_t ngx_http_bytemark_mysql_gone(unsigned int err);
@@ -639,10 +639,8 @@ ngx_http_bytemark_mysql_tickets_query(ngx_http_bytemark_call_t *call,
     MYSQL_STMT *stmt)
 {
     int                             rc;
-    json_t                         *pass, *passes, *passes4;
     MYSQL_BIND                      param;
     ngx_int_t                       erc;
-    ngx_uint_t                      version;
     unsigned long long              user_id;
     ngx_http_bytemark_mysql_row_t   row;
 
@@ -665,25 +663,22 @@ ngx_http_bytemark_mysql_tickets_query(ngx_http_bytemark_call_t *call,
         return erc;
     }
 
-    passes = json_array();
-    passes4 = json_array();
-
     while ((rc = mysql_stmt_fetch(stmt)) == 0) {
-        pass = ngx_http_bytemark_mysql_pass_object(&row, &version);
-
-        if (pass == NULL || passes == NULL || passes4 == NULL) {
+        if (ngx_http_bytemark_mysql_pass_object(&row, &call->answer)
+            != NGX_OK)
+        {
             snprintf(call->error, sizeof(call->error),
                      "out of memory building passes");
             rc = -1;
             break;
         }
-
-        json_array_append_new(version == 4 ? passes4 : passes, pass);
     }
 
-    if (rc != MYSQL_NO_DATA) {
-        json_decref(passes);
-        json_decref(passes4);
+    if (rc != MYSQL_NO_DATA
+        || ngx_http_bytemark_passes_close(&call->answer.passes[0]) != NGX_OK
+        || ngx_http_bytemark_passes_close(&call->answer.passes[1]) != NGX_OK)
+    {
+        ngx_http_bytemark_answer_release(&call->answer);
         erc = call->error[0] ? NGX_ERROR
               : ngx_http_bytemark_mysql_stmt_error(stmt, call, "fetch");
         mysql_stmt_free_result(stmt);
@@ -694,8 +689,6 @@ ngx_http_bytemark_mysql_tickets_query(ngx_http_bytemark_call_t *call,
     mysql_stmt_free_result(stmt);
     ngx_http_bytemark_mysql_row_free(&row);
 
-    call->answer.passes = passes;
-    call->answer.passes4 = passes4;
     call->answer.has_timestamp = 1;
     call->answer.result = NGX_HTTP_BYTEMARK_FOUND;
 
@@ -738,10 +731,20 @@ ngx_http_bytemark_mysql_pass_query(ngx_http_bytemark_call_t *call,
     rc = mysql_stmt_fetch(stmt);
 
     if (rc == 0) {
-        call->answer.pass = ngx_http_bytemark_mysql_pass_object(&row,
-                                                     &call->answer.version);
-        call->answer.result = call->answer.pass ? NGX_HTTP_BYTEMARK_FOUND
-                                                : NGX_HTTP_BYTEMARK_FAILED;
+        if (ngx_http_bytemark_mysql_pass_object(&row, &call->answer) == NGX_OK
+            && ngx_http_bytemark_passes_close(&call->answer.passes[0])
+               == NGX_OK
+            && ngx_http_bytemark_passes_close(&call->answer.passes[1])
+               == NGX_OK)
+        {
+            call->answer.result = NGX_HTTP_BYTEMARK_FOUND;
+
+        } else {
+            ngx_http_bytemark_answer_release(&call->answer);
+            snprintf(call->error, sizeof(call->error),
+                     "out of memory building the pass");
+            call->answer.result = NGX_HTTP_BYTEMARK_FAILED;
+        }
 
     } else if (rc == MYSQL_NO_DATA) {
         call->answer.result = NGX_HTTP_BYTEMARK_NOT_FOUND;
@@ -838,18 +841,18 @@ ngx_http_bytemark_mysql_row_free(ngx_http_bytemark_mysql_row_t *row)
 }
 
 
-/* a row becomes {pass_uuid, timestamp, status, free_ticket_status,
- * payload, payload_hash} (SPEC 2) */
+/* a row becomes a pass in the array of its version (SPEC 2) */
 
-static json_t *
+static ngx_int_t
 ngx_http_bytemark_mysql_pass_object(ngx_http_bytemark_mysql_row_t *row,
-    ngx_uint_t *version)
+    ngx_http_bytemark_answer_t *a)
 {
-    char          *p;
-    json_t        *pass, *payload, *hash;
-    json_error_t   err;
+    ngx_uint_t                    version;
+    ngx_http_bytemark_pass_row_t  pass;
 
-#define col(i)  row->buf[i], (size_t) row->length[i]
+#define col(i, s)                                                           \
+    (s).data = row->is_null[i] ? NULL : (u_char *) row->buf[i];             \
+    (s).len = row->is_null[i] ? 0 : row->length[i]
 
     /* the numbers are parsed as C strings; every buffer has room for the NUL */
     row->buf[NGX_HTTP_BYTEMARK_COL_VERSION]
@@ -859,45 +862,21 @@ ngx_http_bytemark_mysql_pass_object(ngx_http_bytemark_mysql_row_t *row,
     row->buf[NGX_HTTP_BYTEMARK_COL_TS][row->length[NGX_HTTP_BYTEMARK_COL_TS]] =
         '\0';
 
-    *version = (strcmp(row->buf[NGX_HTTP_BYTEMARK_COL_VERSION], "4") == 0)
-               ? 4 : 3;
+    version = (strcmp(row->buf[NGX_HTTP_BYTEMARK_COL_VERSION], "4") == 0)
+              ? 4 : 3;
 
-    if (row->is_null[NGX_HTTP_BYTEMARK_COL_PAYLOAD]) {
-        payload = json_null();
-
-    } else {
-        p = row->buf[NGX_HTTP_BYTEMARK_COL_PAYLOAD];
-
-        payload = json_loadb(col(NGX_HTTP_BYTEMARK_COL_PAYLOAD),
-                             JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
-
-        if (payload == NULL) {
-            /* not valid JSON: embedded as the string it is */
-            payload = json_stringn(p, row->length[NGX_HTTP_BYTEMARK_COL_PAYLOAD]);
-
-        } else {
-            payload = ngx_http_bytemark_json_normalize(payload);
-        }
-    }
-
-    hash = row->is_null[NGX_HTTP_BYTEMARK_COL_HASH]
-           ? json_null() : json_stringn(col(NGX_HTTP_BYTEMARK_COL_HASH));
-
-    pass = json_pack("{s:s%,s:I,s:s%,s:I,s:o*,s:o*}",
-                     "pass_uuid", col(NGX_HTTP_BYTEMARK_COL_UUID),
-                     "timestamp",
-                     (json_int_t) strtoll(row->buf[NGX_HTTP_BYTEMARK_COL_TS],
-                                          NULL, 10),
-                     "status", col(NGX_HTTP_BYTEMARK_COL_STATUS),
-                     "free_ticket_status",
-                     (json_int_t) strtoll(row->buf[NGX_HTTP_BYTEMARK_COL_FREE],
-                                          NULL, 10),
-                     "payload", payload,
-                     "payload_hash", hash);
+    col(NGX_HTTP_BYTEMARK_COL_UUID, pass.uuid);
+    col(NGX_HTTP_BYTEMARK_COL_STATUS, pass.status);
+    col(NGX_HTTP_BYTEMARK_COL_PAYLOAD, pass.payload);
+    col(NGX_HTTP_BYTEMARK_COL_HASH, pass.hash);
 
 #undef col
 
-    return pass;
+    pass.timestamp = strtoll(row->buf[NGX_HTTP_BYTEMARK_COL_TS], NULL, 10);
+    pass.free_ticket_status = strtoll(row->buf[NGX_HTTP_BYTEMARK_COL_FREE],
+                                      NULL, 10);
+
+    return ngx_http_bytemark_passes_add_row(&a->passes[version == 4], &pass);
 }
 
 
