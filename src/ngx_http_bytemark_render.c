@@ -43,6 +43,8 @@ static ngx_int_t ngx_http_bytemark_render_document(
 static ngx_int_t ngx_http_bytemark_render_members(
     ngx_http_bytemark_jbuf_t *b, ngx_http_bytemark_member_t *m,
     ngx_uint_t n, ngx_uint_t depth, ngx_http_bytemark_item_t *item);
+static void ngx_http_bytemark_item_note(ngx_http_bytemark_item_t *item,
+    const char *key, size_t klen, const u_char *v, size_t len);
 static ngx_int_t ngx_http_bytemark_render_array(ngx_http_bytemark_jbuf_t *b,
     const bson_iter_t *it, ngx_uint_t depth);
 static void ngx_http_bytemark_sort_members(ngx_http_bytemark_member_t *m,
@@ -646,11 +648,9 @@ ngx_http_bytemark_render_members(ngx_http_bytemark_jbuf_t *b,
     ngx_http_bytemark_member_t *m, ngx_uint_t n, ngx_uint_t depth,
     ngx_http_bytemark_item_t *item)
 {
-    size_t       mark;
-    uint32_t     len;
-    ngx_int_t    rc;
-    ngx_uint_t   i, first;
-    const char  *s;
+    size_t      mark, value;
+    ngx_int_t   rc;
+    ngx_uint_t  i, first;
 
     if (ngx_http_bytemark_jbuf_char(b, '{') != NGX_OK) {
         return NGX_ERROR;
@@ -675,6 +675,8 @@ ngx_http_bytemark_render_members(ngx_http_bytemark_jbuf_t *b,
             return NGX_ERROR;
         }
 
+        value = b->len;
+
         rc = ngx_http_bytemark_render_bson(b, &m[i].it, depth);
         if (rc != NGX_OK) {
             return rc;
@@ -691,28 +693,92 @@ ngx_http_bytemark_render_members(ngx_http_bytemark_jbuf_t *b,
 
         first = 0;
 
-        if (item == NULL || bson_iter_type(&m[i].it) != BSON_TYPE_UTF8) {
-            continue;
-        }
-
-        s = bson_iter_utf8(&m[i].it, &len);
-
-        if (m[i].len == 6 && ngx_strncmp(m[i].key, "status", 6) == 0
-            && len <= NGX_HTTP_BYTEMARK_STATUS_MAX)
-        {
-            ngx_memcpy(item->status, s, len);
-            item->status_len = len;
-            item->has_status = 1;
-
-        } else if (m[i].len == 9 && ngx_strncmp(m[i].key, "pass_uuid", 9) == 0
-                   && len == NGX_HTTP_BYTEMARK_UUID_LEN)
-        {
-            ngx_memcpy(item->uuid, s, len);
-            item->has_uuid = 1;
+        if (item) {
+            ngx_http_bytemark_item_note(item, m[i].key, m[i].len,
+                                        b->data + value, b->len - value);
         }
     }
 
     return ngx_http_bytemark_jbuf_char(b, '}');
+}
+
+
+/*
+ * A pass's "status" and "pass_uuid", from their rendered value: whatever
+ * BSON type became a JSON string (a symbol, a date...) is a string to a
+ * filter too.  The escapes the writer uses are undone.
+ */
+
+static void
+ngx_http_bytemark_item_note(ngx_http_bytemark_item_t *item, const char *key,
+    size_t klen, const u_char *v, size_t len)
+{
+    u_char       c, buf[NGX_HTTP_BYTEMARK_UUID_LEN];
+    size_t       n, max;
+    ngx_uint_t   status;
+
+    if (klen == 6 && ngx_strncmp(key, "status", 6) == 0) {
+        status = 1;
+        max = NGX_HTTP_BYTEMARK_STATUS_MAX;
+
+    } else if (klen == 9 && ngx_strncmp(key, "pass_uuid", 9) == 0) {
+        status = 0;
+        max = NGX_HTTP_BYTEMARK_UUID_LEN;
+
+    } else {
+        return;
+    }
+
+    if (len < 2 || v[0] != '"') {
+        return;
+    }
+
+    v++;
+    len -= 2;
+    n = 0;
+
+    while (len) {
+        if (n == max) {
+            return;
+        }
+
+        c = *v++;
+        len--;
+
+        if (c == '\\') {
+            c = *v++;
+            len--;
+
+            switch (c) {
+            case 'b': c = '\b'; break;
+            case 'f': c = '\f'; break;
+            case 'n': c = '\n'; break;
+            case 'r': c = '\r'; break;
+            case 't': c = '\t'; break;
+            case 'u':
+                /* \u00XX: the writer escapes nothing else this way */
+                c = (u_char) (ngx_hextoi((u_char *) v + 2, 2));
+                v += 4;
+                len -= 4;
+                break;
+            default:
+                /* '"' and '\\' stand for themselves */
+                break;
+            }
+        }
+
+        buf[n++] = c;
+    }
+
+    if (status) {
+        ngx_memcpy(item->status, buf, n);
+        item->status_len = (uint8_t) n;
+        item->has_status = 1;
+
+    } else if (n == NGX_HTTP_BYTEMARK_UUID_LEN) {
+        ngx_memcpy(item->uuid, buf, n);
+        item->has_uuid = 1;
+    }
 }
 
 
