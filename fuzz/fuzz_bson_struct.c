@@ -9,7 +9,8 @@
  * Values come from the bytes that follow (strings may be invalid UTF-8 and
  * hold NULs; doubles may be NaN, huge or negative zero; nesting goes past
  * the converter's depth limit). Containers left open are closed at the end,
- * and the document goes through what fuzz_bson runs.
+ * and the document goes through what fuzz_bson runs (common.c: src/'s read
+ * path against the old one, reference.c).
  */
 
 #include "fuzz.h"
@@ -101,11 +102,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     int                          top, is_array[MAX_STACK];
     char                         kbuf[300], sbuf[300], sbuf2[300], idx[16];
-    char                         err[640], *dump;
     bson_t                       stack[MAX_STACK], *cur;
     bson_oid_t                   oid;
-    bson_iter_t                  it;
-    json_t                      *v;
     const char                  *key;
     uint8_t                      op, kb, bin[256];
     uint32_t                     count[MAX_STACK], u32;
@@ -116,7 +114,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     bson_decimal128_t            dec;
     bson_t                       scope;
     reader_t                     r;
-    ngx_http_bytemark_answer_t   a;
 
     bytemark_fuzz_init();
 
@@ -342,40 +339,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         top--;
     }
 
-    ngx_memzero(&a, sizeof(ngx_http_bytemark_answer_t));
-    err[0] = '\0';
-
-    if (ngx_http_bytemark_entry_from_bson(&stack[0], &a, err, sizeof(err))
-        == NGX_OK)
-    {
-        bytemark_fuzz_exercise_answer(&a);
-
-    } else {
-        FUZZ_CHECK(err[0] != '\0', "a failure without a cause");
-    }
-
-    if (a.passes) {
-        json_decref(a.passes);
-    }
-
-    if (a.passes4) {
-        json_decref(a.passes4);
-    }
-
-    if (bson_iter_init(&it, &stack[0])) {
-        while (bson_iter_next(&it)) {
-            v = ngx_http_bytemark_bson_to_json(&it, 0);
-            if (v == NULL) {
-                continue;
-            }
-
-            dump = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS
-                                 | JSON_ENCODE_ANY);
-            FUZZ_CHECK(dump != NULL, "a converted value cannot be rendered");
-            free(dump);
-            json_decref(v);
-        }
-    }
+    bytemark_fuzz_check_document(&stack[0]);
 
     bson_destroy(&stack[0]);
 

@@ -10,9 +10,15 @@
  * status of 1-32 characters without control characters, a payload_hash of
  * 1-64 bytes of UTF-8, the payload as canonical JSON (or NULL for null) and
  * nested no deeper than MariaDB's JSON column accepts (31 levels),
- * and a pass object that the cache writes (ingest and fill) can store and a
- * cache read can render back (json_to_bson(), then entry_from_bson() on the
- * entry the write would produce).
+ * and a pass that has the same bytes from every source: the dump of the
+ * pass object ingest built is what a MySQL read renders from the row
+ * (passes_add_row()) and what a cache read renders from the entries an
+ * ingest and a fill write (json_to_bson(), then entry_from_bson()).
+ *
+ * And, differential against the old read path (reference.c), on every
+ * input: the bytes as a MySQL payload column (render_payload(), and
+ * json_canonical() never calling canonical a text that is not exactly its
+ * old rendering), and rows cut from the bytes (passes_add_row()).
  */
 
 #include "fuzz.h"
@@ -69,149 +75,283 @@ json_depth(json_t *v)
 }
 
 
-/* numbers compare by value: a JSON real 2.0 comes back from BSON as 2 */
+/*
+ * MySQL's side (mysql.c, json.c's passes_add_row(), render.c's
+ * render_payload()): the payload column as the old read path rendered it,
+ * json_loadb(JSON_DECODE_ANY | JSON_ALLOW_NUL), json_normalize(), then
+ * json_dumps(JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY); text that is
+ * not JSON as a JSON string; text that is not UTF-8 either has no JSON form
+ * (NGX_DECLINED: the row leaves the key out).  And the fast path: whenever
+ * json_canonical() says the text is canonical, it is that very dump.
+ */
 
-static int
-loose_equal(json_t *a, json_t *b)
+static void
+check_payload(const u_char *text, size_t len)
 {
-    size_t       i;
-    json_t      *va;
-    const char  *k;
+    char                      *dump;
+    json_t                    *ref;
+    ngx_int_t                  rc;
+    ngx_uint_t                 canonical;
+    ngx_http_bytemark_jbuf_t   b;
 
-    if (json_is_number(a) && json_is_number(b)) {
-        return json_number_value(a) == json_number_value(b)
-               || (json_is_integer(a) && json_is_integer(b)
-                   && json_integer_value(a) == json_integer_value(b));
+    ref = bytemark_ref_payload(text, len);
+    dump = bytemark_ref_dump(ref, JSON_ENCODE_ANY);
+    FUZZ_CHECK(ref == NULL || dump != NULL, "the old payload has no dump");
+
+    canonical = ngx_http_bytemark_json_canonical(text, len);
+
+    if (canonical) {
+        FUZZ_SAME_TEXT("a payload json_canonical() calls canonical", text,
+                       len, dump);
     }
 
-    if (json_typeof(a) != json_typeof(b)) {
-        return 0;
+    ngx_memzero(&b, sizeof(ngx_http_bytemark_jbuf_t));
+
+    /* something before it, as in a row */
+    FUZZ_CHECK(ngx_http_bytemark_jbuf_add(&b, "{\"payload\":", 11) == NGX_OK,
+               "out of memory");
+
+    rc = ngx_http_bytemark_render_payload(&b, text, len);
+
+    if (ref == NULL) {
+        FUZZ_CHECK(rc == NGX_DECLINED, "render_payload: %d for a payload "
+                   "that is neither JSON nor UTF-8", (int) rc);
+
+    } else {
+        FUZZ_CHECK(rc == NGX_OK, "render_payload: %d for a payload the old "
+                   "path rendered", (int) rc);
+        FUZZ_SAME_TEXT("a rendered payload", b.data + 11, b.len - 11, dump);
     }
 
-    switch (json_typeof(a)) {
+    ngx_http_bytemark_jbuf_free(&b);
+    free(dump);
 
-    case JSON_OBJECT:
-        if (json_object_size(a) != json_object_size(b)) {
-            return 0;
-        }
-
-        json_object_foreach(a, k, va) {
-            if (!loose_equal(va, json_object_get(b, k))) {
-                return 0;
-            }
-        }
-
-        return 1;
-
-    case JSON_ARRAY:
-        if (json_array_size(a) != json_array_size(b)) {
-            return 0;
-        }
-
-        json_array_foreach(a, i, va) {
-            if (!loose_equal(va, json_array_get(b, i))) {
-                return 0;
-            }
-        }
-
-        return 1;
-
-    default:
-        return json_equal(a, b);
+    if (ref) {
+        json_decref(ref);
     }
 }
 
 
 /*
- * What mongo.c's ingest writes ($push of the pass object, converted with
- * json_to_bson(..., 0)) must be readable by the next lookup: the entry
- * {passes: [pass]} through entry_from_bson().
+ * Rows into a list (the tickets query): passes_add_row() fails iff the old
+ * json_pack() did (a uuid or status that is not UTF-8), and the list is the
+ * dump of the old objects.
  */
 
 static void
-check_cache_roundtrip(ngx_http_bytemark_ingest_pass_t *p)
+check_rows(ngx_http_bytemark_pass_row_t *rows, ngx_uint_t n)
+{
+    json_t                      *ref, *obj;
+    ngx_int_t                    rc;
+    ngx_uint_t                   i;
+    ngx_http_bytemark_passes_t   list;
+
+    ngx_memzero(&list, sizeof(ngx_http_bytemark_passes_t));
+
+    ref = json_array();
+    FUZZ_CHECK(ref != NULL, "out of memory");
+
+    for (i = 0; i < n; i++) {
+        obj = bytemark_ref_row(&rows[i]);
+        rc = ngx_http_bytemark_passes_add_row(&list, &rows[i]);
+
+        FUZZ_CHECK((rc == NGX_OK) == (obj != NULL), "passes_add_row %s row "
+                   "%u, the old json_pack() %s", rc == NGX_OK ? "takes"
+                                                           : "refuses",
+                   (unsigned) i, obj ? "packed it" : "did not");
+
+        if (obj == NULL) {
+            /* the list is left half-written: the caller releases it */
+            goto done;
+        }
+
+        json_array_append_new(ref, obj);
+    }
+
+    FUZZ_CHECK(ngx_http_bytemark_passes_close(&list) == NGX_OK,
+               "out of memory");
+
+    bytemark_fuzz_check_list(&list, ref, "rows");
+
+done:
+
+    ngx_http_bytemark_passes_free(&list);
+    json_decref(ref);
+}
+
+
+/* rows of arbitrary bytes, from the input */
+
+static void
+check_input_rows(const uint8_t *data, size_t size)
+{
+    size_t                        n;
+    ngx_http_bytemark_pass_row_t  rows[2];
+
+    static u_char  empty[1];
+
+    ngx_memzero(rows, sizeof(rows));
+
+    /* a plausible row: the payload NULL, the status from the input */
+    ngx_str_set(&rows[0].uuid, "00000000-0000-4000-8000-00000000000a");
+    rows[0].status.data = size ? (u_char *) data : empty;
+    rows[0].status.len = size < 40 ? size : (size_t) data[size - 1] % 40;
+    rows[0].timestamp = INT64_MIN;
+    rows[0].free_ticket_status = -128;
+
+    /* the input as the payload; uuid, status and hash cut from it */
+    n = size < NGX_HTTP_BYTEMARK_UUID_LEN ? size : NGX_HTTP_BYTEMARK_UUID_LEN;
+    rows[1].uuid.data = size ? (u_char *) data : empty;
+    rows[1].uuid.len = n;
+    rows[1].status.data = size ? (u_char *) data + size / 2 : empty;
+    rows[1].status.len = (size - size / 2) < 33 ? size - size / 2 : 33;
+    rows[1].payload.data = size ? (u_char *) data : empty;
+    rows[1].payload.len = size;
+    n = size < 64 ? size : 64;
+    rows[1].hash.data = size ? (u_char *) data + size - n : empty;
+    rows[1].hash.len = n;
+    rows[1].timestamp = (int64_t) size * 1000003 - 7;
+    rows[1].free_ticket_status = size ? (int8_t) data[0] : 0;
+
+    check_rows(rows, 2);
+}
+
+
+/*
+ * The same pass has the same bytes from every source (render.c): as MySQL
+ * renders its row, as a cache entry an ingest wrote ($push of p->object,
+ * json_to_bson()), and as the entry a fill writes from the MySQL answer
+ * (mongo.c's fill_array(): the list's text, json_loadb(), json_to_bson()).
+ * All three are the dump of p->object, the pass as ingest built it.
+ */
+
+static void
+read_entry(bson_t *entry, ngx_uint_t k, const char *want, const char *what)
 {
     char                         err[640];
-    bson_t                       entry, arr;
-    json_t                      *back;
+    ngx_str_t                    text;
     ngx_int_t                    rc;
     ngx_http_bytemark_answer_t   a;
 
+    bytemark_fuzz_check_document(entry);
+
+    ngx_memzero(&a, sizeof(ngx_http_bytemark_answer_t));
+    err[0] = '\0';
+
+    rc = ngx_http_bytemark_entry_from_bson(entry, &a, err, sizeof(err));
+    FUZZ_CHECK(rc == NGX_OK, "the cache entry %s cannot be read back: %s",
+               what, err);
+    FUZZ_CHECK(a.passes[k].n == 1 && a.passes[1 - k].n == 0,
+               "the entry %s has not its one pass", what);
+
+    ngx_http_bytemark_passes_text(&a.passes[k], &text);
+    FUZZ_SAME_TEXT(what, text.data, text.len, want);
+
+    ngx_http_bytemark_passes_free(&a.passes[0]);
+    ngx_http_bytemark_passes_free(&a.passes[1]);
+}
+
+
+static void
+check_sources(ngx_http_bytemark_ingest_pass_t *p)
+{
+    char                          *dump, *want;
+    json_t                        *v;
+    bson_t                         entry, arr;
+    size_t                         len;
+    ngx_str_t                      text;
+    ngx_int_t                      rc;
+    ngx_uint_t                     k;
+    json_error_t                   jerr;
+    ngx_http_bytemark_jbuf_t       b;
+    ngx_http_bytemark_passes_t     list;
+    ngx_http_bytemark_pass_row_t   row;
+
+    k = (p->version == 4);
+
+    dump = json_dumps(p->object, JSON_COMPACT | JSON_SORT_KEYS);
+    FUZZ_CHECK(dump != NULL, "the pass object cannot be rendered");
+
+    len = strlen(dump);
+    want = malloc(len + 3);
+    FUZZ_CHECK(want != NULL, "out of memory");
+    want[0] = '[';
+    memcpy(want + 1, dump, len);
+    want[len + 1] = ']';
+    want[len + 2] = '\0';
+
+    /* the payload column renders as written */
+    if (p->payload) {
+        check_payload((u_char *) p->payload, strlen(p->payload));
+
+        ngx_memzero(&b, sizeof(ngx_http_bytemark_jbuf_t));
+        rc = ngx_http_bytemark_render_payload(&b, (u_char *) p->payload,
+                                              strlen(p->payload));
+        FUZZ_CHECK(rc == NGX_OK, "a stored payload cannot be rendered");
+        FUZZ_SAME_TEXT("a stored payload, read back", b.data, b.len,
+                       p->payload);
+        ngx_http_bytemark_jbuf_free(&b);
+    }
+
+    /* MySQL: the row the ingest writes */
+    ngx_memzero(&row, sizeof(ngx_http_bytemark_pass_row_t));
+    row.uuid.data = p->uuid;
+    row.uuid.len = NGX_HTTP_BYTEMARK_UUID_LEN;
+    row.status.data = (u_char *) p->status;
+    row.status.len = strlen(p->status);
+    row.payload.data = (u_char *) p->payload;
+    row.payload.len = p->payload ? strlen(p->payload) : 0;
+    row.hash.data = (u_char *) p->payload_hash;
+    row.hash.len = strlen(p->payload_hash);
+    row.timestamp = p->timestamp;
+    row.free_ticket_status = p->free_ticket_status;
+
+    check_rows(&row, 1);
+
+    ngx_memzero(&list, sizeof(ngx_http_bytemark_passes_t));
+    FUZZ_CHECK(ngx_http_bytemark_passes_add_row(&list, &row) == NGX_OK
+               && ngx_http_bytemark_passes_close(&list) == NGX_OK,
+               "an ingested pass's row cannot be rendered");
+
+    ngx_http_bytemark_passes_text(&list, &text);
+    FUZZ_SAME_TEXT("the pass from MySQL", text.data, text.len, want);
+
+    /* the cache entry an ingest writes */
     bson_init(&entry);
-    bson_append_array_begin(&entry, p->version == 4 ? "passes4" : "passes",
-                            -1, &arr);
+    bson_append_array_begin(&entry, k ? "passes4" : "passes", -1, &arr);
     rc = ngx_http_bytemark_json_to_bson(&arr, "0", p->object, 0);
 
-    if (rc != NGX_OK) {
-        /*
-         * refused (too deep to store): nothing reaches the cache; the
-         * callers in mongo.c destroy the document with its containers
-         * still open, and so does this
-         */
-        bson_destroy(&entry);
-        return;
+    /*
+     * refused (too deep to store): nothing reaches the cache; the callers
+     * in mongo.c destroy the document with its containers still open, and
+     * so does this
+     */
+    if (rc == NGX_OK) {
+        bson_append_array_end(&entry, &arr);
+        read_entry(&entry, k, want, "from the cache (ingest)");
     }
 
-    bson_append_array_end(&entry, &arr);
-
-    ngx_memzero(&a, sizeof(ngx_http_bytemark_answer_t));
-    err[0] = '\0';
-
-    rc = ngx_http_bytemark_entry_from_bson(&entry, &a, err, sizeof(err));
-
-    FUZZ_CHECK(rc == NGX_OK, "the cache entry an ingest writes cannot be "
-               "read back: %s", err);
-
-    back = json_array_get(p->version == 4 ? a.passes4 : a.passes, 0);
-    FUZZ_CHECK(back != NULL && loose_equal(p->object, back),
-               "the pass read back from the cache differs");
-
-    json_decref(a.passes);
-    json_decref(a.passes4);
     bson_destroy(&entry);
-}
 
-
-/*
- * And the fill (mongo.c): after a MySQL answer, {$set: {passes: [...]}} with
- * json_to_bson(&set, "passes", passes, 0); the pass as MySQL renders it is
- * the same object.
- */
-
-static void
-check_fill_roundtrip(ngx_http_bytemark_ingest_pass_t *p)
-{
-    char                         err[640];
-    bson_t                       entry;
-    json_t                      *arr;
-    ngx_int_t                    rc;
-    ngx_http_bytemark_answer_t   a;
-
-    arr = json_array();
-    json_array_append(arr, p->object);
+    /* the entry a fill writes from the MySQL answer */
+    v = json_loadb((const char *) text.data, text.len, JSON_ALLOW_NUL, &jerr);
+    FUZZ_CHECK(v != NULL, "a MySQL answer's text is not JSON: %s",
+               jerr.text);
 
     bson_init(&entry);
-    rc = ngx_http_bytemark_json_to_bson(&entry, "passes", arr, 0);
-    json_decref(arr);
+    rc = ngx_http_bytemark_json_to_bson(&entry, k ? "passes4" : "passes", v,
+                                        0);
+    json_decref(v);
 
-    if (rc != NGX_OK) {
-        bson_destroy(&entry);
-        return;
+    if (rc == NGX_OK) {
+        read_entry(&entry, k, want, "from the cache (fill)");
     }
 
-    ngx_memzero(&a, sizeof(ngx_http_bytemark_answer_t));
-    err[0] = '\0';
-
-    rc = ngx_http_bytemark_entry_from_bson(&entry, &a, err, sizeof(err));
-
-    FUZZ_CHECK(rc == NGX_OK, "the cache entry a fill writes cannot be read "
-               "back: %s", err);
-    FUZZ_CHECK(loose_equal(p->object, json_array_get(a.passes, 0)),
-               "the pass read back from a filled entry differs");
-
-    json_decref(a.passes);
-    json_decref(a.passes4);
     bson_destroy(&entry);
+
+    ngx_http_bytemark_passes_free(&list);
+    free(want);
+    free(dump);
 }
 
 
@@ -284,12 +424,7 @@ check_pass(ngx_http_bytemark_ingest_pass_t *p)
     FUZZ_CHECK(json_is_object(p->object) && json_object_size(p->object) == 6,
                "the cache object has not the six pass fields");
 
-    dump = json_dumps(p->object, JSON_COMPACT | JSON_SORT_KEYS);
-    FUZZ_CHECK(dump != NULL, "the pass object cannot be rendered");
-    free(dump);
-
-    check_cache_roundtrip(p);
-    check_fill_roundtrip(p);
+    check_sources(p);
 }
 
 
@@ -307,6 +442,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* an exact-size copy, not NUL-terminated, like a request body buffer */
     buf = malloc(size ? size : 1);
     memcpy(buf, data, size);
+
+    /* the bytes as a MySQL payload column, and as rows */
+    check_payload(buf, size);
+    check_input_rows(buf, size);
 
     memset(err, 0x55, sizeof(err));
 

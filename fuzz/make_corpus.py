@@ -225,6 +225,73 @@ def struct_seeds():
     write(t, "raw-keys", op(OPEN_ARR, k("passes")) + op(OPEN_DOC, IDX)
           + op(3, bytes([0xf0]) + b"\x03\xff\xfe\xfd", b"\x01x")
           + op(3, bytes([0xf0]) + b"\x01$", b"\x01x") + bytes([CLOSE, CLOSE]))
+    struct_diff_seeds(t, ts)
+
+
+def raw_key(name):
+    return bytes([0xf0, len(name)]) + name
+
+
+def utf8(key, raw):
+    return op(3, key, bytes([len(raw)]) + raw)
+
+
+def pass_with(*elems, n=1):
+    return (op(OPEN_DOC, IDX) + op(22, k("pass_uuid"), bytes([n]))
+            + b"".join(elems) + bytes([CLOSE]))
+
+
+def struct_diff_seeds(t, ts):
+    """What the canonical writer (render.c) must write exactly as the old
+    jansson path did (fuzz/reference.c): reals, escapes, key order,
+    duplicate keys, and the statuses and uuids filters and lookups see."""
+    reals = [0.1, 1.5, -2.5e-7, 1e-5, 5e-324, 2.0 ** 60, 1e17, 1e20,
+             9007199254740994.0, 1.7976931348623157e308, -1e-300,
+             123456789.125, 2.0 ** 53, -(2.0 ** 53), 4503599627370497.5, 0.5]
+    write(t, "diff-reals", ts + op(OPEN_ARR, k("passes"))
+          + pass_with(op(OPEN_ARR, k("payload"))
+                      + b"".join(op(0, IDX, struct.pack("<d", d)) for d in reals)
+                      + bytes([CLOSE]))
+          + bytes([CLOSE]))
+    write(t, "diff-escapes", ts + op(OPEN_ARR, k("passes"))
+          + pass_with(utf8(k("status"), b"\x01\x08\t\n\x0c\r\x1f\"\\/\x7f\xc3\xa9\xe2\x80\xa8"),
+                      utf8(k("payload"), b"a\x00b\x00"),
+                      utf8(raw_key(b"k\x01\x1f\"\\\x7f"), b"\x01v"))
+          + bytes([CLOSE]))
+    write(t, "diff-duplicate-keys", ts + op(OPEN_ARR, k("passes4"))
+          + pass_with(op(23, k("status"), b"\x00"), op(22, k("pass_uuid"), b"\x02"),
+                      op(23, k("status"), b"\x02"), utf8(k("pass_uuid"), b"x"),
+                      op(OPEN_DOC, k("payload")) + utf8(raw_key(b"b"), b"\x011")
+                      + utf8(raw_key(b"a"), b"\x012") + utf8(raw_key(b"b"), b"\x013")
+                      + bytes([CLOSE]),
+                      op(1, k("payload"), struct.pack("<i", 1)))
+          + pass_with(op(23, k("status"), b"\x01"), op(8, k("status")), n=3)
+          + bytes([CLOSE]))
+    keys = [b"a", b"ab", b"a\x7f", b"\xc3\xa9", b"B", b"", b"a\x01", b"ab\xc3\xa9"]
+    keys += [b"k%02d" % i for i in range(39, -1, -1)]
+    write(t, "diff-key-order", ts + op(OPEN_ARR, k("passes"))
+          + pass_with(op(OPEN_DOC, k("payload"))
+                      + b"".join(op(1, raw_key(key), struct.pack("<i", i))
+                                 for i, key in enumerate(keys))
+                      + bytes([CLOSE]))
+          + bytes([CLOSE]))
+    statuses = [b"x1", b"x2", b"x3", b"ab", b"abc", b"a", b"no-such-status-2",
+                b"s" * 32, b"t" * 33, b"a\tb", b"x1"]
+    write(t, "diff-filter", ts + op(OPEN_ARR, k("passes"))
+          + b"".join(pass_with(utf8(k("status"), st), n=i) for i, st in enumerate(statuses))
+          + pass_with(op(1, k("status"), struct.pack("<i", 1)), n=7)
+          + bytes([CLOSE]) + op(OPEN_ARR, k("passes4"))
+          + pass_with(utf8(k("status"), b"t" * 33), n=1)
+          + pass_with(utf8(k("status"), b"ab"), n=2)
+          + bytes([CLOSE]))
+    write(t, "diff-uuids", ts + op(OPEN_ARR, k("passes"))
+          + pass_with(op(23, k("status"), b"\x00"), n=0x81)
+          + pass_with(utf8(k("pass_uuid"), b"z" * 36), n=4)
+          + bytes([CLOSE]) + op(OPEN_ARR, k("passes4"))
+          + pass_with(op(23, k("status"), b"\x01"), n=1)
+          + pass_with(op(8, k("pass_uuid")), n=2)
+          + pass_with(n=4)
+          + bytes([CLOSE]))
 
 
 # --- fuzz_ingest: request bodies ----------------------------------------------------
@@ -296,6 +363,41 @@ def ingest_seeds():
         "int-overflow": b'{"pass_uuid":"%s","status":"a","timestamp":99999999999999999999}' % uuid(9).encode(),
         "long-key-cut": b'{"' + "\u00e9".encode() * 23 + b'xyz":1}',
     }
+    # the bytes are also a MySQL payload column (render_payload(), and its
+    # fast path json_canonical()): canonical texts as jansson writes them,
+    # reals as "%.17g", and texts that look canonical but are not
+    raw.update({
+        "payload-text-canonical":
+            b'{"a":[1.5,0.10000000000000001,-2.4999999999999999e-7,'
+            b'1.0000000000000001e-5,4.9406564584124654e-324,1e20,'
+            b'9007199254740994.0,1.152921504606847e18],"b":{"":null,'
+            b'"c":"\\u001F\\n\\t\\"\\\\/\\u0000\xc3\xa9\x7f","d":true,"e":false},'
+            b'"e":-123456789012345678,"\xc3\xa9":[]}',
+        "payload-text-real": b"0.10000000000000001",
+        "payload-text-string": b'"\\u001F\\b"',
+        "payload-text-nested": b'{"a":{"b":{"c":[[],{}]}},"b":[{"a":1,"b":2}],"ba":0}',
+        "payload-text-shortest-real": b"0.1",
+        "payload-text-integral-reals": b"[1.0,-0.0,1e5,2.5E3,0e0]",
+        "payload-text-minus-zero": b"-0",
+        "payload-text-unsorted": b'{"b":1,"a":2}',
+        "payload-text-prefix-keys": b'{"ab":1,"a":2}',
+        "payload-text-duplicate": b'{"a":1,"a":2}',
+        "payload-text-lower-hex": b'"\\u001f"',
+        "payload-text-short-escape-as-u": b'"\\u000A"',
+        "payload-text-tab-as-u": b'"\\u0009"',
+        "payload-text-del-as-u": b'"\\u007F"',
+        "payload-text-slash-escape": b'"\\/"',
+        "payload-text-19-digits": b"1234567890123456789",
+        "payload-text-19-digits-overflow": b"9999999999999999999",
+        "payload-text-too-big": b"[99999999999999999999,1e400]",
+        "payload-text-blanks": b'{ "a" : 1 }',
+        "payload-text-key-escape": b'{"\\n":1,"\\u0041":2}',
+        "payload-text-not-json": b"not json \xc3\xa9",
+        "payload-text-not-utf8": b"\xff\xfe",
+        "payload-text-nul": b'"a\\u0000b"',
+        "payload-text-deep-64": b"[" * 64 + b"]" * 64,
+        "payload-text-deep-65": b"[" * 65 + b"]" * 65,
+    })
     for name, b in raw.items():
         write(t, name + ".json", b)
 

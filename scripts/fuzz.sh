@@ -15,14 +15,19 @@
 #                                              (fuzz/make_corpus.py, pymongo)
 #
 # Targets: fuzz_bson (bytes as a cache document), fuzz_bson_struct (valid BSON
-# built from the bytes), fuzz_ingest (ingest bodies), fuzz_input (user ids,
-# uuids, percent-decoding, status/version arguments).
+# built from the bytes), fuzz_ingest (ingest bodies, MySQL payloads and rows),
+# fuzz_input (user ids, uuids, percent-decoding, status/version arguments).
+# The BSON and MySQL checks are differential: src/'s canonical writer against
+# the old jansson read path kept in fuzz/reference.c. BYTEMARK_FUZZ_STRICT=1
+# also holds src/ to the old behaviour where it departs from it on purpose
+# (reference.c: DIVERGENCE).
 #
-# The module's sources are compiled as they are, with nginx's headers from the
-# configured tree scripts/build.sh prepares (build/nginx-src) and five nginx
-# core files (string, pool, array, alloc, ngx_http_arg) from the upstream
-# tarball of Debian's nginx source package, cached in build/upstream/ (the one
-# t/82-upstream-build.t uses; fetched with apt-get source when missing).
+# The module's sources (input.c, json.c, render.c, body.c) are compiled as
+# they are, with nginx's headers from the configured tree scripts/build.sh
+# prepares (build/nginx-src) and five nginx core files (string, pool, array,
+# alloc, ngx_http_arg) from the upstream tarball of Debian's nginx source
+# package, cached in build/upstream/ (the one t/82-upstream-build.t uses;
+# fetched with apt-get source when missing).
 #
 # run: the working corpus grows in build/fuzz/corpus/<target> (seeded from
 # fuzz/corpus/<target> and fuzz/regressions/<target>); a crash stops that
@@ -112,10 +117,11 @@ build_objects() {
         "$CC" "${base[@]}" -w -c "$f" -o "$o" & pids+=($!)
     done
     local src=${BYTEMARK_FUZZ_SRC:-$root/src}
-    for f in "$src"/ngx_http_bytemark_input.c "$src"/ngx_http_bytemark_json.c "$src"/ngx_http_bytemark_body.c; do
+    for f in "$src"/ngx_http_bytemark_input.c "$src"/ngx_http_bytemark_json.c \
+             "$src"/ngx_http_bytemark_render.c "$src"/ngx_http_bytemark_body.c; do
         "$CC" "${base[@]}" -Wall -Wextra -Wno-unused-parameter -c "$f" -o "$dir/$(basename "$f" .c).o" & pids+=($!)
     done
-    for f in fuzz/stubs.c fuzz/common.c fuzz/driver.c "${TARGETS[@]/#/fuzz/}"; do
+    for f in fuzz/stubs.c fuzz/common.c fuzz/reference.c fuzz/driver.c "${TARGETS[@]/#/fuzz/}"; do
         f=${f%.c}.c
         "$CC" "${base[@]}" -Wall -Wextra -Werror -Wno-unused-parameter -c "$f" -o "$dir/$(basename "$f" .c).o" & pids+=($!)
     done
@@ -147,7 +153,7 @@ build() {
     local san="-fsanitize=address,undefined,fuzzer-no-link -fno-sanitize-recover=all"
     build_objects "$obj" "$san"
     mkdir -p "$out/bin"
-    local shared=("$obj"/core_*.o "$obj"/ngx_http_bytemark_*.o "$obj"/stubs.o "$obj"/common.o)
+    local shared=("$obj"/core_*.o "$obj"/ngx_http_bytemark_*.o "$obj"/stubs.o "$obj"/common.o "$obj"/reference.o)
     local t
     for t in "${TARGETS[@]}"; do
         # shellcheck disable=SC2046
@@ -165,7 +171,7 @@ build_driver() {
     local san="-fsanitize=address,undefined -fno-sanitize-recover=all"
     build_objects "$obj" "$san"
     mkdir -p "$out/driver"
-    local shared=("$obj"/core_*.o "$obj"/ngx_http_bytemark_*.o "$obj"/stubs.o "$obj"/common.o)
+    local shared=("$obj"/core_*.o "$obj"/ngx_http_bytemark_*.o "$obj"/stubs.o "$obj"/common.o "$obj"/reference.o)
     local t
     for t in "${TARGETS[@]}"; do
         # shellcheck disable=SC2046
@@ -271,7 +277,7 @@ coverage() {
     build_objects "$obj" "-fprofile-instr-generate -fcoverage-mapping"
     mkdir -p "$out/cov"
     rm -rf "$prof"; mkdir -p "$prof"
-    local shared=("$obj"/core_*.o "$obj"/ngx_http_bytemark_*.o "$obj"/stubs.o "$obj"/common.o)
+    local shared=("$obj"/core_*.o "$obj"/ngx_http_bytemark_*.o "$obj"/stubs.o "$obj"/common.o "$obj"/reference.o)
     local t dirs
     for t in "${SELECTED[@]}"; do
         # shellcheck disable=SC2046
@@ -288,7 +294,8 @@ coverage() {
     local src=${BYTEMARK_FUZZ_SRC:-$root/src} objs=()
     for t in "${SELECTED[@]}"; do objs+=(-object "$out/cov/$t"); done
     $bin/llvm-cov report "${objs[@]:1}" -instr-profile="$prof/all.profdata" \
-        "$src"/ngx_http_bytemark_json.c "$src"/ngx_http_bytemark_body.c "$src"/ngx_http_bytemark_input.c
+        "$src"/ngx_http_bytemark_json.c "$src"/ngx_http_bytemark_render.c \
+        "$src"/ngx_http_bytemark_body.c "$src"/ngx_http_bytemark_input.c
     echo "fuzz.sh: line by line: $bin/llvm-cov show ${objs[*]:1} -instr-profile=$prof/all.profdata $src/ngx_http_bytemark_json.c"
 }
 

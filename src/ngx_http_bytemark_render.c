@@ -33,6 +33,7 @@
 typedef struct {
     const char                   *key;
     size_t                        len;
+    ngx_uint_t                    pos;        /* in the document */
     bson_iter_t                   it;
 } ngx_http_bytemark_member_t;
 
@@ -49,6 +50,7 @@ static ngx_int_t ngx_http_bytemark_render_array(ngx_http_bytemark_jbuf_t *b,
     const bson_iter_t *it, ngx_uint_t depth);
 static void ngx_http_bytemark_sort_members(ngx_http_bytemark_member_t *m,
     ngx_uint_t n);
+static int ngx_http_bytemark_member_cmp(const void *one, const void *two);
 static ngx_int_t ngx_http_bytemark_key_cmp(ngx_http_bytemark_member_t *a,
     ngx_http_bytemark_member_t *b);
 static size_t ngx_http_bytemark_plain_run(const u_char *s, size_t len);
@@ -629,6 +631,7 @@ ngx_http_bytemark_render_document(ngx_http_bytemark_jbuf_t *b,
 
         m[n].key = bson_iter_key(&child);
         m[n].len = bson_iter_key_len(&child);
+        m[n].pos = n;
         m[n].it = child;
         n++;
     }
@@ -819,8 +822,9 @@ ngx_http_bytemark_render_array(ngx_http_bytemark_jbuf_t *b,
 
 
 /*
- * Insertion sort, stable: equal keys keep their document order, so the
- * last of them is the one kept.  Pass objects have a handful of keys.
+ * Stable: equal keys keep their document order, so the last of them is the
+ * one kept.  Pass objects have a handful of keys: insertion sort; a large
+ * object (a payload with keys in reverse order, say) must not cost n^2.
  */
 
 static void
@@ -828,6 +832,12 @@ ngx_http_bytemark_sort_members(ngx_http_bytemark_member_t *m, ngx_uint_t n)
 {
     ngx_uint_t                  i, j;
     ngx_http_bytemark_member_t  t;
+
+    if (n > NGX_HTTP_BYTEMARK_MEMBERS) {
+        qsort(m, n, sizeof(ngx_http_bytemark_member_t),
+              ngx_http_bytemark_member_cmp);
+        return;
+    }
 
     for (i = 1; i < n; i++) {
         if (ngx_http_bytemark_key_cmp(&m[i - 1], &m[i]) <= 0) {
@@ -844,6 +854,27 @@ ngx_http_bytemark_sort_members(ngx_http_bytemark_member_t *m, ngx_uint_t n)
 
         m[j] = t;
     }
+}
+
+
+/* qsort() is not stable: the position breaks ties */
+
+static int
+ngx_http_bytemark_member_cmp(const void *one, const void *two)
+{
+    ngx_int_t                    rc;
+    ngx_http_bytemark_member_t  *a, *b;
+
+    a = (ngx_http_bytemark_member_t *) one;
+    b = (ngx_http_bytemark_member_t *) two;
+
+    rc = ngx_http_bytemark_key_cmp(a, b);
+
+    if (rc != 0) {
+        return (int) rc;
+    }
+
+    return (a->pos > b->pos) - (a->pos < b->pos);
 }
 
 

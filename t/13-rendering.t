@@ -106,4 +106,22 @@ for my $k (qw(messy controls)) {
         "pass $k: the same payload bytes as in the tickets answer";
 }
 
+# --- a large object costs n log n, not n^2 -----------------------------------
+# An ingest keeps a payload's key order; keys in reverse order were the worst
+# case of a plain insertion sort (tens of seconds for 100 000 keys, far past
+# the lookup's time budget, so the answer would have come from MySQL).
+
+my $nkeys = 60000;
+my %big = map { (sprintf('k%05d', $_) => $_) } 0 .. $nkeys - 1;
+my $big_json = '{' . join(',', map { sprintf('"k%05d":%d', $_, $_) }
+                          reverse 0 .. $nkeys - 1) . '}';
+$t->mongo_insert(sprintf('{"user_id":{"$numberLong":"301"},"timestamp":{"$numberLong":"%d"},'
+    . '"passes":[{"pass_uuid":"%s","status":"active","payload":%s}],"passes4":[]}',
+    Bytemark::Data::now_ms(), uuid(301), $big_json));
+$r = $t->get('/t?user_id=301');
+is $r->{status}, 200, 'an entry with a 60 000-key payload: 200';
+is $r->{headers}{'x-bytemark-source'}, 'mongo', 'from the cache, within the time budget';
+like $r->{content}, qr/"payload":\{"k00000":0,"k00001":1,/, 'its keys sorted';
+is_deeply $t->json($r)->{passes}[0]{payload}, \%big, 'all of them';
+
 done_testing;
