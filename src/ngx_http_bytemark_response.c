@@ -412,8 +412,8 @@ static ngx_int_t
 ngx_http_bytemark_etag(ngx_http_request_t *r, ngx_str_t *etag,
     ngx_str_t *parts, ngx_uint_t n)
 {
-    u_char       digest[EVP_MAX_MD_SIZE], len[NGX_SIZE_T_LEN + 1], *p;
-    ngx_uint_t   i;
+    u_char        digest[EVP_MAX_MD_SIZE], len[NGX_SIZE_T_LEN + 1], *p;
+    ngx_uint_t    i;
     unsigned int  size;
 
     static EVP_MD      *md;
