@@ -47,34 +47,6 @@ bytemark_ref_strict(void)
 }
 
 
-/* "2024-11-21T14:40:00.123Z" (json.c's iso_time, copied) */
-
-static void
-bytemark_ref_iso_time(int64_t ms, char *buf)
-{
-    time_t     sec;
-    int64_t    rem;
-    struct tm  tm;
-
-    sec = (time_t) (ms / 1000);
-    rem = ms % 1000;
-
-    if (rem < 0) {
-        rem += 1000;
-        sec--;
-    }
-
-    if (gmtime_r(&sec, &tm) == NULL) {
-        ngx_memzero(&tm, sizeof(struct tm));
-    }
-
-    snprintf(buf, NGX_HTTP_BYTEMARK_ISO_LEN,
-             "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-             tm.tm_hour, tm.tm_min, tm.tm_sec, (int) rem);
-}
-
-
 json_t *
 bytemark_ref_bson_to_json(const bson_iter_t *it, ngx_uint_t depth)
 {
@@ -230,7 +202,7 @@ bytemark_ref_bson_date(int64_t ms)
 {
     char  buf[NGX_HTTP_BYTEMARK_ISO_LEN];
 
-    bytemark_ref_iso_time(ms, buf);
+    ngx_http_bytemark_iso_time(ms, buf);
 
     return json_string(buf);
 }

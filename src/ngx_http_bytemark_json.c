@@ -11,8 +11,6 @@
 #include <bson/bson.h>
 
 
-/* deeper documents are refused rather than risking the thread's stack */
-#define NGX_HTTP_BYTEMARK_MAX_DEPTH  64
 
 
 static ngx_int_t ngx_http_bytemark_passes_from_bson(bson_iter_t *it,

@@ -52,6 +52,8 @@
 #define NGX_HTTP_BYTEMARK_UUID_LEN      36
 #define NGX_HTTP_BYTEMARK_STATUS_MAX    32
 #define NGX_HTTP_BYTEMARK_ISO_LEN       64
+/* deeper JSON and BSON are refused rather than risking a thread's stack */
+#define NGX_HTTP_BYTEMARK_MAX_DEPTH     64
 
 /* which handler a location runs */
 #define NGX_HTTP_BYTEMARK_TICKETS       1

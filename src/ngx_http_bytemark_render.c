@@ -20,8 +20,6 @@
 #include <bson/bson.h>
 
 
-/* deeper documents are refused rather than risking the thread's stack */
-#define NGX_HTTP_BYTEMARK_MAX_DEPTH    64
 
 /* members sorted on the stack; larger documents sort on the heap */
 #define NGX_HTTP_BYTEMARK_MEMBERS      16
