@@ -8,7 +8,9 @@
 #
 # Ports: nginx on 127.0.0.1:${PORT:-8080}; MariaDB on 13306 and MongoDB on
 # 27117 unless taken (then free ones). MongoDB is a real mongod when one is on
-# PATH, else tools/mongo_standin.py (in-memory). nginx runs example/nginx.conf
+# PATH, else FerretDB (a MongoDB-compatible server on SQLite, built by
+# scripts/deps.sh); BYTEMARK_DEMO_MONGO=mongod|ferretdb|standin picks one
+# (standin: tools/mongo_standin.py, in memory). nginx runs example/nginx.conf
 # with its placeholders filled in (tmp/demo/nginx.conf).
 # Starting again restarts everything with fresh sample data.
 set -euo pipefail
@@ -135,19 +137,39 @@ say "loaded sql/schema.sql and sql/sample.sql into $my_db"
 # ---------------------------------------------------------------- MongoDB
 mongo_port=$(pick_port 27117)
 rm -f "$demo/mongo.pid"
-if command -v mongod > /dev/null 2>&1; then
-    mongo_kind=mongod
+ferretdb="$root/build/ferretdb/ferretdb"
+want=${BYTEMARK_DEMO_MONGO:-}
+if [ -z "$want" ]; then
+    if command -v mongod > /dev/null 2>&1; then want=mongod; else want=ferretdb; fi
+fi
+case $want in
+mongod)
+    mongo_kind="mongod ($(mongod --version | head -1))"
     mkdir -p "$demo/mongo-data"
     say "starting mongod on 127.0.0.1:$mongo_port"
     setsid mongod --dbpath "$demo/mongo-data" --port "$mongo_port" --bind_ip 127.0.0.1 \
         --pidfilepath "$demo/mongo.pid" --logpath "$demo/mongo.log" --logappend \
         --nounixsocket --wiredTigerCacheSizeGB 0.25 < /dev/null > /dev/null 2>&1 &
-else
-    mongo_kind=standin
-    say "no mongod on PATH: starting the MongoDB stand-in (tools/mongo_standin.py, in memory) on 127.0.0.1:$mongo_port"
+    ;;
+ferretdb)
+    # FerretDB: a MongoDB-compatible server by FerretDB Inc., on SQLite
+    # (scripts/deps.sh builds it from tools/ferretdb); fresh data each start.
+    mongo_kind="FerretDB $("$ferretdb" --version | sed 's/^FerretDB //')"
+    rm -rf "$demo/ferretdb-data"; mkdir -p "$demo/ferretdb-data"
+    say "starting $mongo_kind on 127.0.0.1:$mongo_port (data in $demo/ferretdb-data)"
+    setsid "$ferretdb" --listen-addr "127.0.0.1:$mongo_port" \
+        --sqlite-url "file:$demo/ferretdb-data/" --log-level warn \
+        < /dev/null > "$demo/mongo.log" 2>&1 &
+    echo $! > "$demo/mongo.pid"
+    ;;
+standin)
+    mongo_kind="the MongoDB stand-in (tools/mongo_standin.py, in memory)"
+    say "starting $mongo_kind on 127.0.0.1:$mongo_port"
     setsid $py tools/mongo_standin.py --host 127.0.0.1 --port "$mongo_port" \
         --pidfile "$demo/mongo.pid" < /dev/null > "$demo/mongo.log" 2>&1 &
-fi
+    ;;
+*)  die "BYTEMARK_DEMO_MONGO=$want: not mongod, ferretdb or standin" ;;
+esac
 mongo_uri="mongodb://127.0.0.1:$mongo_port/"
 mcli() { $py tools/mongo_cli.py "$mongo_uri" "$mongo_db" "$mongo_coll" "$@"; }
 for i in $(seq 1 300); do
@@ -219,7 +241,7 @@ HTTP=http://127.0.0.1:$http_port
 MYSQL_PORT=$my_port
 MYSQL_SOCKET=$my_sock
 MONGO_URI=$mongo_uri
-MONGO_KIND=$mongo_kind
+MONGO_KIND="$mongo_kind"
 EOF
 
 # ---------------------------------------------------------------- check
@@ -259,6 +281,7 @@ Try it:
   curl -i -X POST '$base/v1/users/777/passes' -d '{"pass_uuid":"11111111-2222-4333-8444-555555555555","status":"active"}'
   curl -i -X DELETE '$base/v1/users/777/cache'             # purge: 204
 
+MongoDB server: $mongo_kind on 127.0.0.1:$mongo_port; MariaDB on 127.0.0.1:$my_port.
 Logs: $demo/access.log, $demo/error.log. Stop everything: scripts/demo.sh stop
 EOF
 [ "$failed" -eq 0 ] || { say "the self-check failed (the servers keep running; scripts/demo.sh stop)"; exit 1; }

@@ -86,6 +86,32 @@ if ! apt-cache showsrc nginx 2>/dev/null | grep -q '^Package: nginx$'; then
     "${sudo[@]}" apt-get update
 fi
 
+# FerretDB (a MongoDB-wire-compatible server, SQLite backend): the real
+# MongoDB of the tests, the demo and the benchmark. Built from the Go module
+# proxy by tools/ferretdb (why not `go install …/cmd/ferretdb@v1.24.2`: see
+# tools/ferretdb/main.go), only when the binary is missing or older than the
+# module's go.mod/go.sum/main.go.
+ferret="$root/build/ferretdb/ferretdb"
+fresh=1
+[ -x "$ferret" ] || fresh=0
+for f in go.mod go.sum main.go; do
+    [ "$fresh" = 1 ] && [ "$root/tools/ferretdb/$f" -nt "$ferret" ] && fresh=0
+done
+if [ "$fresh" = 0 ]; then
+    go=$(command -v go || echo /usr/local/go/bin/go)
+    if [ ! -x "$go" ]; then
+        echo "deps: FerretDB needs Go >= 1.24 (not found on PATH or at /usr/local/go)" >&2
+        exit 1
+    fi
+    echo "deps: building FerretDB ($(grep -o 'github.com/FerretDB/FerretDB v[^ ]*' "$root/tools/ferretdb/go.mod" | cut -d' ' -f2)) with $("$go" version)"
+    t0=$(date +%s)
+    mkdir -p "$root/build/ferretdb"
+    (cd "$root/tools/ferretdb" && "$go" build -trimpath -o "$ferret.tmp" . && mv "$ferret.tmp" "$ferret")
+    echo "deps: FerretDB built in $(( $(date +%s) - t0 ))s: $("$ferret" --version)"
+else
+    echo "deps: $("$ferret" --version) present"
+fi
+
 if [ -f "$root/t/js/package.json" ] && [ ! -d "$root/t/js/node_modules" ]; then
     echo "deps: npm install in t/js"
     (cd "$root/t/js" && npm install --no-package-lock --no-audit --no-fund)

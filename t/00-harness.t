@@ -16,7 +16,7 @@ my $t = Bytemark::Test->new(mysql => 1, mongo => 1);
 note sprintf 'new(mysql => 1, mongo => 1) took %.2fs', time - $t0;
 my $dir = $t->dir;
 ok -d $dir, 'temp dir exists';
-like $t->mongo_kind, qr/^(standin|mongod|external)$/, 'mongo kind ' . $t->mongo_kind;
+like $t->mongo_kind, qr/^(standin|ferretdb|mongod|external)$/, 'mongo kind ' . $t->mongo_kind;
 
 # --- MariaDB --------------------------------------------------------------
 

@@ -111,6 +111,15 @@ for my $k (qw(messy controls)) {
 # case of a plain insertion sort (tens of seconds for 100 000 keys, far past
 # the lookup's time budget, so the answer would have come from MySQL).
 
+if ($t->mongo_kind eq 'ferretdb') {
+    # FerretDB 1.24 itself needs 8-9 s to return (and 14 s to store) one
+    # 60 000-key document, far past any lookup budget: nothing to measure
+    # of the module's side there.
+    note 'skipped on FerretDB: it takes ~9 s to return a 60 000-key document';
+    done_testing;
+    exit 0;
+}
+
 my $nkeys = 60000;
 my %big = map { (sprintf('k%05d', $_) => $_) } 0 .. $nkeys - 1;
 my $big_json = '{' . join(',', map { sprintf('"k%05d":%d', $_, $_) }

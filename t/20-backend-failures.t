@@ -53,6 +53,8 @@ add_pass($t, user => 4, uuid => uuid(4), status => 'db');        # incomplete in
 
 sub seed_cache {
     $t->mongo_index_unique('user_id');
+    # a real server keeps its data across a restart, the stand-in does not
+    $t->mongo_delete({ user_id => { '$in' => [1, 2, 4] } });
     $t->mongo_insert([
         cache_entry(1, passes => [{ pass_uuid => uuid(1), status => 'cached' }]),
         cache_entry(2, ts => now_ms() - 3_600_000, passes => [{ pass_uuid => uuid(2), status => 'old' }]),

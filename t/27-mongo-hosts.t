@@ -44,7 +44,12 @@ EOF
 }
 
 add_pass($t, user => 1, uuid => uuid(1), status => 'db');
-sub seed { $t->mongo_insert(cache_entry(1, passes => [{ pass_uuid => uuid(1), status => 'cached' }])) }
+# a real server (FerretDB, mongod) keeps its data across a restart, the
+# stand-in does not: seeding replaces whatever is there
+sub seed {
+    $t->mongo_delete({ user_id => 1 });
+    $t->mongo_insert(cache_entry(1, passes => [{ pass_uuid => uuid(1), status => 'cached' }]));
+}
 seed();
 
 # "source status" of a lookup of user 1, e.g. "mongo cached", "mysql db"

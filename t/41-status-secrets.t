@@ -5,10 +5,12 @@
 # the MySQL password and the MongoDB URI's credentials appear nowhere: not
 # in the error log, the access log, the status page or any response.
 #
-# The MongoDB URI carries credentials. The stand-in has no authentication,
-# so the driver's handshake fails (saslStart is not a command there): every
-# MongoDB call fails on the way in, which is the path where a driver is most
-# likely to talk about its credentials.
+# The MongoDB URI carries credentials. Neither local server accepts them:
+# the stand-in has no authentication (saslStart is not a command there) and
+# FerretDB 1.24 refuses SCRAM-SHA-1 ("Unsupported authentication mechanism")
+# unless its new authentication is enabled. Every MongoDB call fails on the
+# way in, which is the path where a driver is most likely to talk about its
+# credentials.
 
 use strict;
 use warnings;
@@ -27,7 +29,7 @@ my $WRONG_PW = 'Wrong-Pw-7';
 my $port = $t->mongo_port;
 
 # with a real MongoDB (BYTEMARK_TEST_MONGO_URI) this would authenticate or
-# not depending on its users; the stand-in never does
+# not depending on its users; the stand-in and FerretDB never do
 plan skip_all => 'needs the local stand-in or mongod' unless $t->mongo_controllable;
 
 sub body {
@@ -117,8 +119,10 @@ for ([5, 2], [6, 1], [7, 1]) {
     is lines(qr/^.*bytemark: mongo find for user $u failed.*$/m), $n,
         "user $u: one line per failed MongoDB call ($n)";
 }
-like $log, qr/\[error\] .*bytemark: mongo find for user 5 failed after \d+ ms: .*saslStart.*\(domain \d+, code \d+\)/,
+like $log, qr/\[error\] .*bytemark: mongo find for user 5 failed after \d+ ms: .*(?:saslStart|authentication mechanism).*\(domain \d+, code \d+\)/,
     'the MongoDB line: backend, operation, user, time and the driver\'s cause, at [error]';
+is_deeply [grep { !m{^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[} } split /\n/, $log], [],
+    'every error log line is one line: a multi-line driver or server message is joined';
 is lines(qr/bytemark: mysql (tickets|pass) query for user [567] failed/), 2,
     'one line per failed MySQL call';
 like $log, qr/\[error\] .*bytemark: mysql tickets query for user 6 failed after \d+ ms: cannot connect to mysql server #1: Can't connect/,

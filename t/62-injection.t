@@ -337,6 +337,13 @@ sub same {
     my @edge = ('{"x":2.0}', '{"x":-0.0}', '{"x":1.5}', '{"x":1e300}', '{"x":5e-324}', '{"x":9223372036854775807}',
                 '{"x":-9223372036854775808}', '{"x":9007199254740993.0}', '""', '"\\u2028\\u0001\\u007f"',
                 '[' x 31 . ']' x 31, '{"k":' x 31 . '1' . '}' x 31);
+    # FerretDB 1.24 stores no array directly inside an array ("nested arrays
+    # are not supported"): the cache fill of such a pass fails there (MySQL
+    # keeps answering), so that one value is left out on FerretDB
+    if ($t->mongo_kind eq 'ferretdb') {
+        @edge = grep { !/^\[\[/ } @edge;
+        note 'FerretDB: the nested-array payload is left out (nested arrays are not supported)';
+    }
     my @passes = map { qq({"pass_uuid":"${\ uuid(2500 + $_)}","status":"edge","payload":$edge[$_]}) } 0 .. $#edge;
     my $res = raw_http($port, request('POST', '/ingest/2005', body => '[' . join(',', @passes) . ']'));
     is $res->{status}, 200, 'edge payloads (numbers, control characters, 31 levels of nesting) are accepted'

@@ -183,13 +183,27 @@ for my $c (@cases) {
         eval { $t->mongo_insert($doc); 1 }
             or eval { $t->mongo_update({ _probe => $user }, { '$set' => $doc }, upsert => 1); 1 }
             or $c->[5] = 'the server refuses the document: ' . (grep { /\S/ && !/ at .* line \d+/ } split /\n/, $@)[-1];
-    } else {
+    } elsif ($t->mongo_kind eq 'standin') {
         push @docs, $doc;
+    } else {
+        # a real server may refuse a value the stand-in stores (FerretDB
+        # 1.24: NaN, and it closes the connection): that case is skipped,
+        # saying what the server refused
+        if (!eval { $t->mongo_insert($doc); 1 }) {
+            my ($why) = $@ =~ /'errmsg': '(.{1,100})/;
+            # FerretDB closes the connection on what its BSON decoder lacks;
+            # its log says which type it was
+            $why //= $json =~ /"NaN"/ ? 'NaN is not supported (it closes the connection)'
+                   : $json =~ /numberDecimal/ ? 'Decimal128 is not supported (it closes the connection)'
+                   : $json =~ /"\$code"/ ? 'JavaScript code is not supported (it closes the connection)'
+                   : (grep { /\S/ && !/ at .* line \d+/ } split /\n/, $@)[-1];
+            $c->[5] = $t->mongo_kind . " refuses the document: $why";
+        }
     }
 }
 $t->sql('INSERT INTO bytemark_pass (user_id, pass_uuid, version, status, free_ticket_status, payload, '
         . 'payload_hash, timestamp) VALUES ' . join(', ', @rows));
-$t->mongo_insert(\@docs);
+$t->mongo_insert(\@docs) if @docs;
 
 sub lookup {
     my ($port, $path) = @_;
@@ -255,7 +269,8 @@ for my $c (@cases) {
 # --- what the accepted exotic documents render to (README: BSON maps to JSON) ----------
 
 my %case = map { $_->[0] => $_ } @cases;
-{
+SKIP: {
+    skip $case{'payload with every BSON type'}[5], 13 if $case{'payload with every BSON type'}[5];
     my $user = $case{'payload with every BSON type'}[4];
     my ($r, $j) = lookup($both, "/t?user_id=$user");
     my $p = $j->{passes}[0]{payload} // {};

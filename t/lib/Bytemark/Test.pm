@@ -25,7 +25,10 @@ package Bytemark::Test;
 # Environment:
 #   BYTEMARK_TEST_KEEP=1          keep the temp dir (logs, confs) and say where
 #   BYTEMARK_TEST_MONGO_URI=uri   use that MongoDB (per-test database, dropped at the end)
-#   BYTEMARK_TEST_MONGO_KIND=standin|mongod   force the kind of local server
+#   BYTEMARK_TEST_MONGO_KIND=standin|ferretdb|mongod   the kind of local server
+#                                 (default: mongod when installed, else the stand-in)
+#   BYTEMARK_FERRETDB=/path/ferretdb  FerretDB binary (default <repo>/build/ferretdb/ferretdb,
+#                                 built by scripts/deps.sh from tools/ferretdb)
 #   BYTEMARK_NGINX=/path/nginx    nginx binary (default /usr/sbin/nginx)
 #   BYTEMARK_MODULE=/path/x.so    module (default <repo>/build/ngx_http_bytemark_module.so)
 
@@ -82,10 +85,18 @@ sub new {
             $self->{mongo_db_name} = sprintf 'bt_%d_%d', $$, ++$DB_SEQ;
         } else {
             my $want = $ENV{BYTEMARK_TEST_MONGO_KIND} // '';
-            $self->{mongo_kind} = $want eq 'standin' ? 'standin'
-                                : $want eq 'mongod' || _which('mongod') ? 'mongod'
-                                : 'standin';
+            croak "BYTEMARK_TEST_MONGO_KIND=$want: not standin, ferretdb or mongod"
+                if $want !~ /^(|standin|ferretdb|mongod)$/;
+            $self->{mongo_kind} = $want ne '' ? $want
+                                : _which('mongod') ? 'mongod' : 'standin';
             $self->{mongo_db_name} = 'cache';
+        }
+        # A test that needs what only the stand-in has says so
+        # (standin_only => 'the missing feature'); on any other server it
+        # is skipped with that reason, before it has run anything.
+        if ($a{standin_only} && $self->{mongo_kind} ne 'standin') {
+            $self->{mongo_kind} = undef;
+            Test::More::plan(skip_all => "needs the MongoDB stand-in: $a{standin_only}");
         }
     }
 
@@ -587,6 +598,8 @@ sub load_sample {
 # MongoDB
 
 sub mongo_kind { $_[0]{mongo_kind} }
+
+sub ferretdb_bin { $ENV{BYTEMARK_FERRETDB} || "$REPO/build/ferretdb/ferretdb" }
 sub mongo_port { $_[0]{mongo_port} }
 sub mongo_db   { $_[0]{mongo_db_name} }
 sub mongo_coll { $_[0]{mongo_coll_name} }
@@ -622,6 +635,17 @@ sub _mongo_spawn {
         $self->{mongo_pid} = $self->_spawn([
             $PYTHON, '-u', $standin, '--host', '127.0.0.1', '--port', $self->{mongo_port},
             '--pidfile', "$dir/mongo.pid",
+        ], "$dir/mongo.log");
+    } elsif ($kind eq 'ferretdb') {
+        # FerretDB v1 on SQLite (tools/ferretdb): its own data directory, no
+        # state file, no telemetry, no debug HTTP listener, so any number
+        # of tests run side by side.
+        my $bin = ferretdb_bin();
+        die "FerretDB $bin is missing (bash scripts/deps.sh builds it)\n" unless -x $bin;
+        make_path("$dir/ferretdb-data");
+        $self->{mongo_pid} = $self->_spawn([
+            $bin, '--listen-addr', "127.0.0.1:$self->{mongo_port}",
+            '--sqlite-url', "file:$dir/ferretdb-data/", '--log-level', 'warn',
         ], "$dir/mongo.log");
     } else {
         make_path("$dir/mongo-data");
@@ -733,8 +757,24 @@ sub mongo_update {
 sub mongo_drop         { $_[0]->_mongo_cli('drop'); return }
 sub mongo_index_unique { $_[0]->_mongo_cli('index-unique', $_[1]); return }
 
+# Open client connections of the server. FerretDB's serverStatus has no
+# "connections" section, so for it the kernel's table of TCP sockets is
+# read instead: established sockets whose local port is the server's
+# (mongo_cli's own connection is not among them, unlike serverStatus).
 sub mongo_connections {
     my $self = shift;
+    if (($self->{mongo_kind} // '') eq 'ferretdb') {
+        my $port = sprintf '%04X', $self->{mongo_port};
+        my $n = 0;
+        for my $f ('/proc/net/tcp', '/proc/net/tcp6') {
+            open my $fh, '<', $f or next;
+            while (<$fh>) {
+                my (undef, $local, undef, $st) = split ' ';
+                $n++ if defined $st && $st eq '01' && $local =~ /:$port$/;
+            }
+        }
+        return $n;
+    }
     my $out = $self->_mongo_cli('server-status');
     return $out =~ /(-?\d+)/ ? $1 : croak "bad server-status output: $out";
 }
