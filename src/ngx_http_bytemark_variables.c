@@ -155,17 +155,29 @@ ngx_http_bytemark_variable_time(ngx_http_request_t *r,
 }
 
 
-/* HIT, MISS, EXPIRED, BYPASS; "not found" while the micro-cache is off */
+/*
+ * HIT, MISS, EXPIRED, BYPASS; "not found" while the micro-cache is off.
+ * An answer given before the micro-cache was even looked at (a 405, a bad
+ * user id refused before any lookup) has no status of its own: with the
+ * micro-cache on for the location it is BYPASS too (SPEC 3.5).
+ */
 
 static ngx_int_t
 ngx_http_bytemark_variable_cache_status(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    ngx_http_bytemark_ctx_t  *ctx;
+    ngx_http_bytemark_ctx_t       *ctx;
+    ngx_http_bytemark_loc_conf_t  *blcf;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
 
     if (ctx == NULL || ctx->cache_status.len == 0) {
+        blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
+
+        if (blcf->handler && blcf->microcache) {
+            return ngx_http_bytemark_variable_set(v, (u_char *) "BYPASS", 6);
+        }
+
         v->not_found = 1;
         return NGX_OK;
     }

@@ -131,6 +131,14 @@ is $st{HIT}, 19, '... and were HITs';
 
 # --- errors and stale answers bypass the cache ---------------------------------------------------
 
+# answers refused before any lookup are BYPASS too (SPEC 3.5), not empty
+my $r405 = $t->http('POST', '/t?user_id=1');
+is_deeply [$r405->{status}, cs($r405)], [405, 'BYPASS'], 'a 405 is BYPASS';
+my ($r400) = get('/t?user_id=abc');
+is_deeply [$r400->{status}, cs($r400)], [400, 'BYPASS'], 'a 400 is BYPASS';
+my $r405n = $t->http('POST', '/nocache?user_id=1');
+is_deeply [$r405n->{status}, cs($r405n)], [405, ''], 'micro-cache off for the location: empty';
+
 $t->stop_mysql;
 my ($rb) = get('/t?user_id=60');
 is_deeply [$rb->{status}, cs($rb)], [503, 'BYPASS'], 'an error is BYPASS';
