@@ -76,17 +76,50 @@ ngx_http_bytemark_init_main_conf(ngx_conf_t *cf, void *conf)
     }
 
 #if (NGX_THREADS)
-    /*
-     * Registers a reference; nginx itself rejects a pool that no
-     * "thread_pool" directive defines (except "default").
-     */
-    bmcf->thread_pool = ngx_thread_pool_add(cf, &bmcf->thread_pool_name);
+    /* no bytemark_thread_pool: nginx's "default" pool */
     if (bmcf->thread_pool == NULL) {
-        return NGX_CONF_ERROR;
+        bmcf->thread_pool = ngx_thread_pool_add(cf, &bmcf->thread_pool_name);
+        if (bmcf->thread_pool == NULL) {
+            return NGX_CONF_ERROR;
+        }
     }
 #endif
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * bytemark_thread_pool <name>: the pool is referenced while the directive
+ * is parsed, so that nginx's own check of undefined pools ("unknown thread
+ * pool") names this file and line, not the end of the http block.
+ */
+
+char *
+ngx_http_bytemark_set_thread_pool(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_bytemark_main_conf_t  *bmcf = conf;
+
+    ngx_str_t  *value;
+
+    if (bmcf->thread_pool_name.len) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    bmcf->thread_pool_name = value[1];
+
+#if (NGX_THREADS)
+    bmcf->thread_pool = ngx_thread_pool_add(cf, &value[1]);
+    if (bmcf->thread_pool == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+#else
+    return "needs nginx built with --with-threads";
+#endif
 }
 
 

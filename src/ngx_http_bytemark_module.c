@@ -60,9 +60,9 @@ static ngx_command_t  ngx_http_bytemark_commands[] = {
 
     { ngx_string("bytemark_thread_pool"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_str_slot,
+      ngx_http_bytemark_set_thread_pool,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      offsetof(ngx_http_bytemark_main_conf_t, thread_pool_name),
+      0,
       NULL },
 
     { ngx_string("bytemark_cache_ttl"),

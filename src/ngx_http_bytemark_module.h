@@ -319,6 +319,8 @@ char *ngx_http_bytemark_set_mysql(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_bytemark_set_mongo_uri(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+char *ngx_http_bytemark_set_thread_pool(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 char *ngx_http_bytemark_set_collection(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_bytemark_set_table(ngx_conf_t *cf, ngx_command_t *cmd,

@@ -74,6 +74,16 @@ rejected(conf("$mysql bytemark_mysql_timeout 0;"), qr/"bytemark_mysql_timeout" m
          'zero budget');
 rejected(conf("$mysql bytemark_thread_pool nope;"), qr/unknown thread pool "nope"/,
          'a thread pool that does not exist');
+{
+    # nginx's message points at the bytemark_thread_pool line itself
+    my ($rc, $out) = $t->nginx_test(conf("$mysql\n    bytemark_thread_pool nope;"));
+    my @lines = split /\n/, do { local (@ARGV, $/) = ($t->dir . '/nginx-test.conf'); <> };
+    my ($line) = grep { $lines[$_ - 1] =~ /bytemark_thread_pool nope/ } 1 .. @lines;
+    like $out, qr/unknown thread pool "nope" in \S+nginx-test\.conf:$line\b/,
+        "the unknown thread pool is reported at its directive's line ($line)";
+}
+rejected(conf("$mysql bytemark_thread_pool default; bytemark_thread_pool other;"),
+         qr/"bytemark_thread_pool" directive is duplicate/, 'bytemark_thread_pool twice');
 rejected(conf('bytemark_mysql host=h socket=/s user=u password=TopSecret-1 database=d;'),
          qr/"bytemark_mysql" directive needs exactly one of "host=" and "socket="/, 'host and socket');
 rejected(conf('bytemark_mysql port=1 user=u password=TopSecret-1 database=d;'),
