@@ -109,6 +109,15 @@ ngx_http_bytemark_entry_from_bson(const void *doc,
         }
     }
 
+    /*
+     * Without its write time an entry can be neither fresh nor stale
+     * (SPEC 3.1: a miss, which the fill replaces), even with ttl 0.
+     */
+    if (!a->has_timestamp) {
+        snprintf(err, size, "cache document has no \"timestamp\"");
+        return NGX_ERROR;
+    }
+
     return NGX_OK;
 }
 

@@ -302,8 +302,9 @@ ngx_http_bytemark_mongo_fill_array(bson_t *set, const char *key,
 /*
  * thread: rewrite the entry from a MySQL answer.
  *
- * The filter matches only an entry older than the MySQL read (or without a
- * timestamp), so a newer one written meanwhile is never overwritten: then
+ * The filter matches only an entry older than the MySQL read, or one whose
+ * timestamp is missing or not a number (a malformed entry, a miss: SPEC
+ * 3.1), so a newer one written meanwhile is never overwritten: then
  * the upsert tries to insert a second document for the user and the unique
  * index on user_id refuses it, which is the expected outcome, not an error.
  */
@@ -311,7 +312,8 @@ ngx_http_bytemark_mongo_fill_array(bson_t *set, const char *key,
 void
 ngx_http_bytemark_mongo_fill(ngx_http_bytemark_call_t *call)
 {
-    bson_t                      filter, update, or, clause, cmp, set, unset;
+    bson_t                      filter, update, or, clause, cmp, not, set;
+    bson_t                      unset;
     bson_error_t                error;
     mongoc_client_t            *client;
     mongoc_collection_t        *coll;
@@ -329,7 +331,9 @@ ngx_http_bytemark_mongo_fill(ngx_http_bytemark_call_t *call)
     bson_append_document_end(&or, &clause);
     BSON_APPEND_DOCUMENT_BEGIN(&or, "1", &clause);
     BSON_APPEND_DOCUMENT_BEGIN(&clause, "timestamp", &cmp);
-    BSON_APPEND_BOOL(&cmp, "$exists", false);
+    BSON_APPEND_DOCUMENT_BEGIN(&cmp, "$not", &not);
+    BSON_APPEND_UTF8(&not, "$type", "number");
+    bson_append_document_end(&cmp, &not);
     bson_append_document_end(&clause, &cmp);
     bson_append_document_end(&or, &clause);
     bson_append_array_end(&filter, &or);

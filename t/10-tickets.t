@@ -226,6 +226,26 @@ $t->mongo_insert(cache_entry(500, ts => now_ms() - 50_000, passes => [{ pass_uui
 ($r, $j) = tickets('user_id=500');
 is $r->{headers}{'x-bytemark-source'}, 'mongo', 'an entry younger than the ttl is fresh';
 
+# --- an entry whose timestamp is not a number is a miss, and the fill repairs it --------
+# (SPEC 3.1: a string or a missing timestamp makes the entry malformed,
+# whatever the ttl; the fill's conditional write must match such an entry)
+
+for my $c (['a string', 700, { timestamp => '2024-11-21' }], ['missing', 701, {}]) {
+    my ($what, $u, $ts) = @$c;
+    add_pass($t, user => $u, uuid => uuid($u), status => 'db');
+    $t->mongo_insert({ user_id => $u, %$ts, passes => [{ pass_uuid => uuid($u), status => 'cached' }],
+                       passes4 => [] });
+    my ($r1, $j1) = tickets("user_id=$u");
+    is_deeply [$r1->{status}, $r1->{headers}{'x-bytemark-source'}, $j1->{passes}[0]{status}],
+        [200, 'mysql', 'db'], "timestamp $what: a miss, MySQL answers";
+    ok wait_until(sub { my ($d) = $t->mongo_find({ user_id => $u });
+                        $d && ref $d->{timestamp} eq 'HASH' && $d->{timestamp}{'$numberLong'} }, 5),
+        "timestamp $what: the fill replaced the entry";
+    my ($r2, $j2) = tickets("user_id=$u");
+    is_deeply [$r2->{headers}{'x-bytemark-source'}, $j2->{passes}[0]{status}], ['mongo', 'db'],
+        "timestamp $what: then the repaired entry answers";
+}
+
 $t->stop_nginx;
 unlike $t->error_log, qr/\[(alert|crit|emerg)\]/, 'no alerts in the error log';
 

@@ -128,7 +128,7 @@ my @cases = (
     ['user_id is an object', { user_id => { '$gt' => 0 }, timestamp => $now, passes => [good_pass(0)] }, 'miss', undef],
     ['user_id is a double', { user_id => { '$numberDouble' => 'USER.0' }, timestamp => $now, passes => [good_pass(0)] },
      'ok', undef],
-    ['no timestamp', { passes => [good_pass(0)] }, 'ok', undef],
+    ['no timestamp', { passes => [good_pass(0)] }, 'malformed', qr/cache document has no "timestamp"/],
     # doubles no int64 holds: served, or refused as malformed -- never an overflow
     ['timestamp is NaN', { timestamp => { '$numberDouble' => 'NaN' }, passes => [good_pass(0)] }, 'any', undef],
     ['timestamp is 1e300', { timestamp => { '$numberDouble' => '1e300' }, passes => [good_pass(0)] }, 'any', undef],
