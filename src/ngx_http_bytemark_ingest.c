@@ -296,6 +296,15 @@ ngx_http_bytemark_ingest_done(ngx_http_request_t *r,
                  "nothing was written");
         break;
 
+    case NGX_HTTP_BYTEMARK_REFUSED:
+        /* the client's data, not a backend failure: logged at info */
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "bytemark: mysql refused the ingest for user %uL: %s",
+                      call->user_id, call->error);
+        rc = ngx_http_bytemark_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                          "invalid_body", call->refused);
+        break;
+
     default:
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "bytemark: mysql ingest for user %uL failed after %M ms: "

@@ -168,7 +168,8 @@ typedef enum {
     NGX_HTTP_BYTEMARK_MALFORMED,     /* a cache document we cannot render */
     NGX_HTTP_BYTEMARK_TIMED_OUT,     /* set by the event loop: budget spent */
     NGX_HTTP_BYTEMARK_NO_THREAD,     /* thread pool queue full */
-    NGX_HTTP_BYTEMARK_CONFLICT       /* ingest: a uuid of another user */
+    NGX_HTTP_BYTEMARK_CONFLICT,      /* ingest: a uuid of another user */
+    NGX_HTTP_BYTEMARK_REFUSED        /* ingest: the table refused a value */
 } ngx_http_bytemark_result_e;
 
 
@@ -272,6 +273,7 @@ struct ngx_http_bytemark_call_s {
     /* results */
     ngx_http_bytemark_answer_t    answer;
     char                          error[640];  /* cause, for the log */
+    char                          refused[128];  /* REFUSED: for the client */
     unsigned                      cache_failed:1;
     char                          cache_error[640];
 };

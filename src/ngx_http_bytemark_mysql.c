@@ -59,6 +59,18 @@
 #define NGX_HTTP_BYTEMARK_ER_LOCK_DEADLOCK      1213
 #define NGX_HTTP_BYTEMARK_INGEST_ATTEMPTS       3
 
+/*
+ * The table refusing a value (strict mode): a CHECK constraint (a JSON
+ * column's json_valid() included), a value too long, an incorrect string
+ * (a 4-byte character in a utf8mb3 column), a number out of range.  The
+ * body's checks admit what SPEC's schema takes; an operator's own schema
+ * may be narrower, and that is the client's data, not a backend failure.
+ */
+#define NGX_HTTP_BYTEMARK_ER_CONSTRAINT_FAILED  4025
+#define NGX_HTTP_BYTEMARK_ER_DATA_TOO_LONG      1406
+#define NGX_HTTP_BYTEMARK_ER_WRONG_VALUE        1366
+#define NGX_HTTP_BYTEMARK_ER_OUT_OF_RANGE       1264
+
 /* selected columns, in this order */
 #define NGX_HTTP_BYTEMARK_COL_UUID     0
 #define NGX_HTTP_BYTEMARK_COL_VERSION  1
@@ -147,6 +159,10 @@ static ngx_int_t ngx_http_bytemark_mysql_pass_object(
 static ngx_int_t ngx_http_bytemark_mysql_stmt_error(MYSQL_STMT *stmt,
     ngx_http_bytemark_call_t *call, const char *what);
 static ngx_uint_t ngx_http_bytemark_mysql_gone(unsigned int err);
+static ngx_int_t ngx_http_bytemark_mysql_refused(MYSQL_STMT *stmt,
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_ingest_pass_t *p);
+static ngx_uint_t ngx_http_bytemark_mysql_names(const char *msg,
+    const char *name);
 static ngx_int_t ngx_http_bytemark_mysql_ingest_tx(
     ngx_http_bytemark_mysql_pool_t *pool, ngx_http_bytemark_mysql_conn_t *conn,
     ngx_http_bytemark_call_t *call);
@@ -982,6 +998,10 @@ ngx_http_bytemark_mysql_ingest(ngx_http_bytemark_call_t *call)
             call->answer.result = NGX_HTTP_BYTEMARK_CONFLICT;
             return;
 
+        case NGX_DONE:
+            call->answer.result = NGX_HTTP_BYTEMARK_REFUSED;
+            return;
+
         case NGX_ERROR:
             return;
 
@@ -995,8 +1015,8 @@ ngx_http_bytemark_mysql_ingest(ngx_http_bytemark_call_t *call)
 
 /*
  * NGX_OK: committed; NGX_ABORT: a uuid of another user, rolled back;
- * NGX_AGAIN: deadlock, rolled back; NGX_DECLINED: connection lost;
- * NGX_ERROR: anything else.
+ * NGX_DONE: the table refused a value, rolled back; NGX_AGAIN: deadlock,
+ * rolled back; NGX_DECLINED: connection lost; NGX_ERROR: anything else.
  */
 
 static ngx_int_t
@@ -1113,10 +1133,106 @@ ngx_http_bytemark_mysql_upsert(MYSQL_STMT *stmt, ngx_http_bytemark_call_t *call,
 
     if (mysql_stmt_bind_param(stmt, param) != 0 || mysql_stmt_execute(stmt))
     {
+        if (ngx_http_bytemark_mysql_refused(stmt, call, p) == NGX_OK) {
+            return NGX_DONE;
+        }
+
         return ngx_http_bytemark_mysql_stmt_error(stmt, call, "upsert");
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * NGX_OK when the upsert failed because the table refused a value: then
+ * call->refused names the field, for a 400 (SPEC 3.3: "naming the field").
+ * Only the column name is taken from the server's message, and only when
+ * it is one of the pass's fields: the body never carries server text.
+ */
+
+static ngx_int_t
+ngx_http_bytemark_mysql_refused(MYSQL_STMT *stmt,
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_ingest_pass_t *p)
+{
+    ngx_uint_t     i;
+    const char    *msg, *why, *field;
+    unsigned int   err;
+
+    static const char  *fields[] = {
+        "pass_uuid", "status", "version", "free_ticket_status", "payload",
+        "payload_hash", "timestamp", "user_id"
+    };
+
+    err = mysql_stmt_errno(stmt);
+
+    switch (err) {
+    case NGX_HTTP_BYTEMARK_ER_CONSTRAINT_FAILED:
+        why = "violates a constraint of the table";
+        break;
+    case NGX_HTTP_BYTEMARK_ER_DATA_TOO_LONG:
+        why = "is too long for the table";
+        break;
+    case NGX_HTTP_BYTEMARK_ER_WRONG_VALUE:
+        why = "has a value the table cannot store";
+        break;
+    case NGX_HTTP_BYTEMARK_ER_OUT_OF_RANGE:
+        why = "is out of the table's range";
+        break;
+    default:
+        return NGX_DECLINED;
+    }
+
+    /*
+     * "Data too long for column 'status' at row 1", "... for column
+     * `portal`.`bytemark_pass`.`status` at row 1", "CONSTRAINT `payload`
+     * failed for ...": the last quoted name before " at row" / " failed"
+     */
+    msg = mysql_stmt_error(stmt);
+    field = NULL;
+
+    for (i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        if (ngx_http_bytemark_mysql_names(msg, fields[i])) {
+            field = fields[i];
+            break;
+        }
+    }
+
+    snprintf(call->error, sizeof(call->error), "upsert of pass %.36s: %s (%u)",
+             p->uuid, msg, err);
+
+    if (field) {
+        snprintf(call->refused, sizeof(call->refused),
+                 "pass %.36s: \"%s\" %s", p->uuid, field, why);
+    } else {
+        snprintf(call->refused, sizeof(call->refused),
+                 "pass %.36s: a value %s", p->uuid, why);
+    }
+
+    return NGX_OK;
+}
+
+
+/* the message quotes the name as 'name' or `name` */
+
+static ngx_uint_t
+ngx_http_bytemark_mysql_names(const char *msg, const char *name)
+{
+    size_t       n;
+    const char  *s;
+
+    n = strlen(name);
+
+    for (s = strstr(msg, name); s; s = strstr(s + 1, name)) {
+        if (s > msg
+            && (s[-1] == '\'' || s[-1] == '`')
+            && s[n] == s[-1])
+        {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 

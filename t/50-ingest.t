@@ -302,6 +302,38 @@ is entry(800), undef, 'nothing in the cache';
 $t->start_mysql;
 is scalar(rows('user_id = 800')), 0, 'nothing in MySQL';
 
+# --- the table refuses a value: 400 naming the field, nothing written --------------------
+# An operator's schema may be narrower than SPEC's: a shorter column, a
+# CHECK constraint, another character set, an unsigned column. MariaDB
+# (strict mode, its default) refuses the row; that is the client's data.
+
+$t->sql('DELETE FROM bytemark_pass');
+$t->sql('ALTER TABLE bytemark_pass MODIFY status VARCHAR(8) CHARACTER SET utf8mb3 NOT NULL, '
+        . 'MODIFY free_ticket_status TINYINT UNSIGNED NOT NULL DEFAULT 0, '
+        . 'ADD CONSTRAINT `payload_hash` CHECK (payload_hash IS NULL OR payload_hash <> "refused"), '
+        . 'ADD CONSTRAINT chk_ts CHECK (timestamp < 4000000000000)');
+my $refused = 0;
+for my $c (['too long (1406)', { status => 'much-too-long' }, qr/"status" is too long/],
+           ['a 4-byte character in utf8mb3 (1366)', { status => "bus \x{1f68c}" },
+            qr/"status" has a value the table cannot store/],
+           ['out of range (1264)', { free_ticket_status => -1 }, qr/"free_ticket_status" is out of the table's range/],
+           ['a CHECK constraint named after the field (4025)', { payload_hash => 'refused' },
+            qr/"payload_hash" violates a constraint/],
+           ['a CHECK constraint of another name (4025)', { timestamp => 5000000000000 },
+            qr/a value violates a constraint of the table/]) {
+    my ($what, $fields, $re) = @$c;
+    my $u = 900 + ++$refused;
+    ($r, $j) = ingest($u, [{ pass_uuid => uuid($u * 10), status => 'ok' },
+                           { pass_uuid => uuid($u * 10 + 1), status => 'ok', %$fields }]);
+    invalid_body($r, qr/^pass \Q${\ uuid($u * 10 + 1)}\E: $re/, "the table refuses a value, $what: 400 naming the field");
+    is scalar(rows("user_id = $u")), 0, "$what: nothing of the batch is written";
+    is entry($u), undef, "$what: nothing in the cache";
+}
+like $t->error_log, qr/\[info\] .*bytemark: mysql refused the ingest for user 901: upsert of pass \S+: Data too long for column/,
+    'the refusal and its cause are logged at info';
+($r, $j) = ingest(950, { pass_uuid => uuid(9500), status => 'fine' });
+is $r->{status}, 200, 'the next ingest on the same pool is written';
+
 $t->stop_nginx;
 unlike $t->error_log, qr/s3cret-pw/, 'no password in the error log';
 
