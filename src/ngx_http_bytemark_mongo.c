@@ -24,6 +24,7 @@
 
 /* read-only after init_process; bson_t wants 128-byte alignment */
 static bson_t  *ngx_http_bytemark_upsert;
+static bson_t  *ngx_http_bytemark_write;
 
 
 struct ngx_http_bytemark_mongo_s {
@@ -143,8 +144,15 @@ ngx_http_bytemark_mongo_init_process(ngx_cycle_t *cycle,
     mongo->coll = bson_strndup((const char *) bmcf->mongo_coll.data,
                                bmcf->mongo_coll.len);
 
-    /* built once: lookups never need the operation logs */
-    ngx_http_bytemark_upsert = BCON_NEW("upsert", BCON_BOOL(true));
+    /*
+     * Writes: the driver's client-side key check is off ("validate":
+     * false).  It refuses keys that JSON allows and MongoDB stores inside a
+     * payload ("", "a.b", "$x"); the server is the judge of what it stores,
+     * and a refusal there is a failed cache write like any other.
+     */
+    ngx_http_bytemark_upsert = BCON_NEW("upsert", BCON_BOOL(true),
+                                        "validate", BCON_BOOL(false));
+    ngx_http_bytemark_write = BCON_NEW("validate", BCON_BOOL(false));
 
     /* the same for every lookup: built once, read by all threads */
     mongo->find_opts = BCON_NEW("projection", "{",
@@ -189,6 +197,8 @@ ngx_http_bytemark_mongo_exit_process(ngx_http_bytemark_main_conf_t *bmcf)
     bson_destroy(mongo->find_opts);
     bson_destroy(ngx_http_bytemark_upsert);
     ngx_http_bytemark_upsert = NULL;
+    bson_destroy(ngx_http_bytemark_write);
+    ngx_http_bytemark_write = NULL;
 
     mongoc_cleanup();
 }
@@ -579,7 +589,8 @@ ngx_http_bytemark_mongo_ingest_pass(mongoc_collection_t *coll,
 
         ok = mongoc_collection_update_one(coll, &filter, update,
                                           at.index < 0
-                                          ? ngx_http_bytemark_upsert : NULL,
+                                          ? ngx_http_bytemark_upsert
+                                          : ngx_http_bytemark_write,
                                           &reply, &error);
         matched = 0;
 
