@@ -2,9 +2,11 @@
 """The benchmark of issue 6: bash bench/run.sh [--quick] (which builds first and
 then runs this with /usr/bin/python3, Debian's, for pymongo).
 
-Starts its own MariaDB, MongoDB stand-in (tools/mongo_standin.py) and two
-nginx instances in a private directory, loads a data set (MySQL: LOAD DATA
-LOCAL INFILE of a generated file; MongoDB: pymongo insert_many), runs wrk
+Starts its own MariaDB, MongoDB stand-in (tools/mongo_standin.py), FerretDB
+(build/ferretdb/ferretdb, built by scripts/deps.sh: a real MongoDB-wire server,
+on SQLite) and three nginx instances in a private directory, loads a data set
+(MySQL: LOAD DATA LOCAL INFILE of a generated file; MongoDB: pymongo
+insert_many, into FerretDB only the first --ferretdb-docs documents), runs wrk
 against every scenario in one run, profiles with callgrind, and writes
 bench/results/<date>-<host>[-quick].md (and .json, and the gzipped callgrind
 profiles in bench/results/callgrind/). Everything it starts is stopped again,
@@ -17,11 +19,20 @@ Scenarios (wrk -t1 -c32, bench/random_ids.lua: random user ids over a range):
   mongo       MongoDB hits (users that have a cache entry)
   mysql       MySQL answers, MongoDB absent from the configuration (nginx B)
   fallback    MySQL after a MongoDB miss, bytemark_cache_fill off
-The ceiling and the micro-cache alternate in rounds; each lookup is also run
-over 1 000 users, loaded and one request at a time (latency against data set
-size). Per run: req/s, latency percentiles, CPU of the nginx worker(s), of
-MariaDB and of the stand-in (utime+stime from /proc), where the answers came
-from (the status page), and the CPU other processes took meanwhile.
+  ferretdb_mongo, ferretdb_fallback
+              the same two against FerretDB (nginx C: nginx A's configuration
+              with FerretDB as its MongoDB, as bytemark_mongo_uri is http-level)
+FerretDB 1.24 pushes down to SQLite only a filter on _id, so a lookup by user_id
+decodes the collection's documents until it finds the user (a miss: all of
+them), about 0.65 ms of FerretDB CPU per document here: its collection is kept
+small (--ferretdb-docs, 20) so that its lookups at -c32 stay within the
+module's 1 s MongoDB timeout, in --quick and in the full run alike.
+The ceiling and the micro-cache alternate in rounds; each lookup but FerretDB's
+is also run over 1 000 users, loaded and one request at a time (latency against
+data set size). Per run: req/s, latency percentiles, CPU of the nginx
+worker(s), of MariaDB, of the stand-in and of FerretDB (utime+stime from
+/proc), where the answers came from (the status page), and the CPU other
+processes took meanwhile.
 
 Before each run the bench waits (within --quiet-wait) for other processes to
 leave the machine alone, and until no backend call is in flight and every
@@ -53,6 +64,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = '/usr/bin/python3'
+FERRETDB = os.path.join(ROOT, 'build', 'ferretdb', 'ferretdb')
 CLK_TCK = os.sysconf('SC_CLK_TCK')
 
 MYSQL_USER, MYSQL_PW, MYSQL_DB = 'bytemark', 'bench-pw', 'portal'
@@ -354,6 +366,10 @@ class Bench:
         self.quiet_budget = a.quiet_wait if a.quiet_wait is not None else (15 if self.quick else 60)
         self.quiet_warned = False
         self.small = min(1000, self.mongo_users)
+        # not more: FerretDB scans its collection on every lookup (see the docstring)
+        self.ferret_docs = min(a.ferretdb_docs, self.mongo_users)
+        self.ferret = None
+        self.nginx_dirs = {}
 
     # ---- MariaDB
 
@@ -434,6 +450,30 @@ GRANT ALL PRIVILEGES ON %(db)s.* TO '%(u)s'@'localhost';""" % {'db': MYSQL_DB, '
         log('MongoDB stand-in up on port %d (RSS %.0f MB), unique index on user_id'
             % (self.mongo_port, rss_mb(self.mongo.pid)))
 
+    # ---- FerretDB
+
+    def start_ferretdb(self):
+        """FerretDB on SQLite, fresh data; self.ferret stays None when it is not built."""
+        if not os.access(self.a.ferretdb, os.X_OK):
+            self.ferret_why = '%s is missing (scripts/deps.sh builds it)' % os.path.relpath(self.a.ferretdb, ROOT)
+            log('FerretDB not run: ' + self.ferret_why)
+            return
+        d = os.path.join(self.workdir, 'ferretdb-data')
+        os.makedirs(d, exist_ok=True)
+        self.ferret_port = free_port()
+        t = time.time()
+        self.ferret = self.procs.spawn('ferretdb', [
+            self.a.ferretdb, '--listen-addr', '127.0.0.1:%d' % self.ferret_port,
+            '--sqlite-url', 'file:%s/' % d, '--log-level', 'warn'],
+            os.path.join(self.workdir, 'ferretdb.log'))
+        wait_port(self.ferret_port, self.ferret, 'FerretDB')
+        import pymongo
+        self.ferret_client = pymongo.MongoClient('127.0.0.1', self.ferret_port)
+        # as for the stand-in; FerretDB builds it in SQLite but does not use it (see load())
+        self.ferret_client[MONGO_DB][MONGO_COLL].create_index([('user_id', 1)], unique=True)
+        log('FerretDB up on port %d in %.1fs (RSS %.0f MB), unique index on user_id'
+            % (self.ferret_port, time.time() - t, rss_mb(self.ferret.pid)))
+
     # ---- data set
 
     def load(self):
@@ -479,9 +519,10 @@ GRANT ALL PRIVILEGES ON %(db)s.* TO '%(u)s'@'localhost';""" % {'db': MYSQL_DB, '
         import bson
         for dd in docs[:1000]:
             docs_bytes += len(bson.encode(dd))
-        del docs
         log('MongoDB: %d documents inserted in %.1fs (%.0f docs/s); stand-in RSS %.0f -> %.0f MB'
             % (count, mongo_s, count / mongo_s, rss0, rss1))
+        ferret_load = self.load_ferretdb(docs[:self.ferret_docs]) if self.ferret else {}
+        del docs
         th.join()
         if 'error' in mysql_out:
             raise mysql_out['error']
@@ -504,6 +545,28 @@ GRANT ALL PRIVILEGES ON %(db)s.* TO '%(u)s'@'localhost';""" % {'db': MYSQL_DB, '
             'explain': explain.strip(),
             'total_s': time.time() - t,
         }
+        self.res['load'].update(ferret_load)
+
+    def load_ferretdb(self, docs):
+        """The first cache documents, the same as the stand-in's, and the plan of a lookup."""
+        coll = self.ferret_client[MONGO_DB][MONGO_COLL]
+        t = time.time()
+        for i in range(0, len(docs), 1000):
+            coll.insert_many(docs[i:i + 1000], ordered=False)
+        secs = time.time() - t
+        count = coll.estimated_document_count()
+        # the module looks users up by user_id: whether FerretDB hands that filter to SQLite
+        try:
+            ex = self.ferret_client[MONGO_DB].command('explain', {'find': MONGO_COLL, 'filter': {'user_id': 1},
+                                                                  'limit': 1})
+            plan = '; '.join(str(x) for x in ex.get('queryPlanner', {}).get('Plan', []))
+            pushdown = ex.get('filterPushdown')
+        except Exception as e:
+            plan, pushdown = 'explain failed: %s' % e, None
+        log('FerretDB: %d documents (users 1..%d) inserted in %.2fs; RSS %.0f MB; plan of a lookup: %s, '
+            'filterPushdown %s' % (count, len(docs), secs, rss_mb(self.ferret.pid), plan, pushdown))
+        return {'ferretdb_docs': count, 'ferretdb_insert_s': secs, 'ferretdb_plan': plan,
+                'ferretdb_pushdown': pushdown}
 
     # ---- nginx
 
@@ -616,6 +679,34 @@ http {
     }
 ''' % (self.mysql_directive(), port)
 
+    def conf_c(self, port):
+        """nginx C: nginx A's lookups with FerretDB as the MongoDB (the URI is http-level)."""
+        return '''    bytemark_mongo_uri "mongodb://127.0.0.1:%d/";
+    bytemark_mongo_collection %s.%s;
+    bytemark_mongo_timeout 1s;
+    bytemark_mysql %s;
+    bytemark_mysql_timeout 2s;
+
+    server {
+        listen 127.0.0.1:%d backlog=4096;
+
+        location = /mongo/tickets {
+            bytemark_user_id $arg_user_id;
+            bytemark_tickets;
+        }
+
+        location = /fallback/tickets {
+            bytemark_user_id $arg_user_id;
+            bytemark_cache_fill off;
+            bytemark_tickets;
+        }
+
+        location = /status {
+            bytemark_status;
+        }
+    }
+''' % (self.ferret_port, MONGO_DB, MONGO_COLL, self.mysql_directive(), port)
+
     def nginx_test(self, conf):
         r = subprocess.run([self.nginx_bin, '-t', '-c', conf], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT)
@@ -628,6 +719,7 @@ http {
             raise RuntimeError('nginx -t failed for %s:\n%s' % (name, out))
         p = self.procs.spawn('nginx-' + name, [self.nginx_bin, '-c', conf],
                              os.path.join(d, 'stderr.log'), stop_sig=signal.SIGTERM)
+        self.nginx_dirs[p.pid] = d          # measure() reads its error log
         wait_port(port, p, 'nginx ' + name)
         end = time.time() + 15
         while len(self.workers(p)) < workers:
@@ -745,6 +837,11 @@ http {
         self.static_len = len(body.encode())
         log('nginx A on %d (MongoDB + MySQL), nginx B on %d (MySQL only), %d worker(s) each'
             % (self.port_a, self.port_b, self.a.workers))
+        if self.ferret:
+            self.port_c = free_port()
+            self.nginx_c = self.start_nginx('c', self.nginx_conf('nginx-c', self.port_c, self.conf_c(self.port_c)),
+                                            self.port_c, self.a.workers)
+            log('nginx C on %d (FerretDB + MySQL)' % self.port_c)
 
     def check(self, port, path, want_source, want_cache=None):
         conn = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
@@ -803,11 +900,11 @@ http {
         return json.loads(m.group(1))
 
     def measure(self, key, label, master, port, prefix, lo, hi, dbs, expect, conns=None,
-                duration=None, warm=True):
+                duration=None, warm=True, mongo_server=None):
         conns = conns or self.a.connections
         threads = min(self.a.wrk_threads, conns)
         duration = duration or self.duration
-        elog = os.path.join(self.workdir, 'nginx-a' if master is self.nginx_a else 'nginx-b', 'error.log')
+        elog = os.path.join(self.nginx_dirs[master.pid], 'error.log')
         try:
             elog_off = os.path.getsize(elog)
         except OSError:
@@ -820,6 +917,8 @@ http {
         ours0 = self.our_cpu()
         all0 = all_cpu()
         db_pids = {'mysql': self.mysqld.pid, 'mongo': self.mongo.pid}
+        if self.ferret:
+            db_pids['ferretdb'] = self.ferret.pid
         st0 = self.status(port)
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         m0 = machine_cpu()
@@ -850,7 +949,7 @@ http {
             for k, v in st1['bytemark_microcache_events_total'].items():
                 mce[k] = v - st0['bytemark_microcache_events_total'].get(k, 0)
         res = {
-            'label': label, 'users': '%d..%d' % (lo, hi), 'nusers': hi - lo + 1, 'databases': dbs,
+            'label': label, 'mongo_server': mongo_server, 'users': '%d..%d' % (lo, hi), 'nusers': hi - lo + 1, 'databases': dbs,
             'connections': conns, 'wrk_threads': threads, 'duration_s': secs,
             'requests': n, 'rps': n / secs,
             'p50_ms': w['p50_us'] / 1000, 'p90_ms': w['p90_us'] / 1000,
@@ -862,8 +961,10 @@ http {
             'nginx_sys_us_per_req': (ws1 - ws0) / n * 1e6 if n else None,
             'mysql_cpu_per_10k': (d1['mysql'] - d0['mysql']) / n * 1e4 if n else None,
             'mongo_cpu_per_10k': (d1['mongo'] - d0['mongo']) / n * 1e4 if n else None,
+            'ferretdb_cpu_per_10k': (d1['ferretdb'] - d0['ferretdb']) / n * 1e4 if n and self.ferret else None,
             'mysql_cpu_util': (d1['mysql'] - d0['mysql']) / secs,
             'mongo_cpu_util': (d1['mongo'] - d0['mongo']) / secs,
+            'ferretdb_cpu_util': (d1['ferretdb'] - d0['ferretdb']) / secs if self.ferret else None,
             'nginx_cpu_util': (w1 - w0) / secs,
             'wrk_cpu_util': ((ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)) / secs,
             'machine_busy': (m1[0] + m1[1] - m0[0] - m0[1]) / max(1, m1[3] - m0[3]),
@@ -902,9 +1003,10 @@ http {
                 res['other_cores'], ' (%s)' % ', '.join(res['other_top']) if res['other_top'] else ''))
         res['problems'] = problems
         log('%-11s %-14s c=%-3d %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  nginx %5.1f us/req  '
-            'mysql %.3f s/10k  mongo %.3f s/10k  busy %3.0f%%%s%s'
+            'mysql %.3f s/10k  mongo %.3f s/10k  ferretdb %.3f s/10k  busy %3.0f%%%s%s'
             % (key, res['users'], conns, res['rps'], res['p50_ms'], res['p99_ms'],
                res['nginx_us_per_req'] or 0, res['mysql_cpu_per_10k'] or 0, res['mongo_cpu_per_10k'] or 0,
+               res['ferretdb_cpu_per_10k'] or 0,
                res['machine_busy'] * 100,
                ('  %s %.1f%%' % (expect, res['expected_share'] * 100)) if expect else '',
                ('  PROBLEMS: ' + '; '.join(problems)) if problems else ''))

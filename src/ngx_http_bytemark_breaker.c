@@ -1,10 +1,9 @@
 
 /*
  * A circuit breaker per backend (MongoDB, and each MySQL server): after
- * NGX_HTTP_BYTEMARK_BREAKER_FAILURES consecutive failures that cost time
+ * "bytemark_breaker failures=" (5) consecutive failures that cost time
  * (budgets spent, connections that hang, calls stuck in a thread) the
- * backend is skipped for
- * NGX_HTTP_BYTEMARK_BREAKER_OPEN_MS, so the fallback answers at once instead
+ * backend is skipped for "open=" (2s), so the fallback answers at once instead
  * of every request paying the backend's timeout.  Then one call at a time is
  * let through as a probe: its success closes the breaker, its failure opens
  * it again.
@@ -21,9 +20,6 @@
 
 #include "ngx_http_bytemark_module.h"
 
-
-#define NGX_HTTP_BYTEMARK_BREAKER_FAILURES  5
-#define NGX_HTTP_BYTEMARK_BREAKER_OPEN_MS   2000
 
 /* failures cheaper than this are not the breaker's business */
 #define NGX_HTTP_BYTEMARK_BREAKER_SLOW_MS   100
@@ -136,7 +132,7 @@ ngx_http_bytemark_breaker_result(ngx_http_bytemark_main_conf_t *bmcf,
         if (b->probe_at
             && ngx_atomic_cmp_set(&b->open_until, open_until,
                           (ngx_atomic_uint_t) (now
-                                        + NGX_HTTP_BYTEMARK_BREAKER_OPEN_MS)))
+                                               + bmcf->breaker_open)))
         {
             b->probe_at = 0;
         }
@@ -144,17 +140,15 @@ ngx_http_bytemark_breaker_result(ngx_http_bytemark_main_conf_t *bmcf,
         return;
     }
 
-    if (failures >= NGX_HTTP_BYTEMARK_BREAKER_FAILURES
+    if (failures >= bmcf->breaker_failures
         && ngx_atomic_cmp_set(&b->open_until, 0,
-                              (ngx_atomic_uint_t) (now
-                                         + NGX_HTTP_BYTEMARK_BREAKER_OPEN_MS)))
+                              (ngx_atomic_uint_t) (now + bmcf->breaker_open)))
     {
         ngx_http_bytemark_breaker_name(backend, name, sizeof(name));
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                       "bytemark: circuit breaker for %s opened after %uA "
                       "consecutive failures; calls skip it, with a probe "
-                      "every %d ms", name, failures,
-                      NGX_HTTP_BYTEMARK_BREAKER_OPEN_MS);
+                      "every %M ms", name, failures, bmcf->breaker_open);
     }
 }
 

@@ -18,7 +18,7 @@
  * An abandoned call still holds a pool thread.  So that a server that hangs
  * cannot take every thread and starve the others (MongoDB stuck must not
  * keep the MySQL fallback from running, a hung primary must not keep reads
- * from its replica), a worker lets at most NGX_HTTP_BYTEMARK_STUCK_MAX
+ * from its replica), a worker lets at most "bytemark_stuck_calls" (2)
  * abandoned calls per server run; past that, new calls to that server are
  * skipped, as if its breaker were open, until one returns.  A call counts
  * as stuck once it outlives its budget, not when its client goes away: a
@@ -31,9 +31,6 @@
 #if (NGX_THREADS)
 #include <ngx_thread_pool.h>
 #endif
-
-
-#define NGX_HTTP_BYTEMARK_STUCK_MAX  2
 
 
 /* per worker: abandoned calls still running, by breaker slot */
@@ -327,7 +324,8 @@ ngx_http_bytemark_request_done(void *data)
 /* too many abandoned calls to this server still hold threads */
 
 ngx_int_t
-ngx_http_bytemark_call_blocked(ngx_uint_t slot)
+ngx_http_bytemark_call_blocked(ngx_http_bytemark_main_conf_t *bmcf,
+    ngx_uint_t slot)
 {
-    return ngx_http_bytemark_stuck[slot] >= NGX_HTTP_BYTEMARK_STUCK_MAX;
+    return ngx_http_bytemark_stuck[slot] >= bmcf->stuck_calls;
 }

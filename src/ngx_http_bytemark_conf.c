@@ -38,6 +38,10 @@ ngx_http_bytemark_create_main_conf(ngx_conf_t *cf)
      *     bmcf->thread_pool_name = { 0, NULL };
      */
 
+    bmcf->breaker_failures = NGX_CONF_UNSET_UINT;
+    bmcf->breaker_open = NGX_CONF_UNSET_MSEC;
+    bmcf->stuck_calls = NGX_CONF_UNSET_UINT;
+
     return bmcf;
 }
 
@@ -59,6 +63,11 @@ ngx_http_bytemark_init_main_conf(ngx_conf_t *cf, void *conf)
     if (bmcf->thread_pool_name.len == 0) {
         ngx_str_set(&bmcf->thread_pool_name, "default");
     }
+
+    /* the defaults of SPEC 5's fault handling (README: Circuit breaker) */
+    ngx_conf_init_uint_value(bmcf->breaker_failures, 5);
+    ngx_conf_init_msec_value(bmcf->breaker_open, 2000);
+    ngx_conf_init_uint_value(bmcf->stuck_calls, 2);
 
     if (bmcf->mongo_uri.len == 0 && bmcf->mysql_servers == NULL) {
         return NGX_CONF_OK;
@@ -299,6 +308,106 @@ ngx_http_bytemark_set_handler(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 #else
     return "needs nginx built with threads (--with-threads)";
 #endif
+}
+
+
+/* bytemark_breaker [failures=<n>] [open=<time>] */
+
+char *
+ngx_http_bytemark_set_breaker(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_bytemark_main_conf_t *bmcf = conf;
+
+    ngx_int_t    n;
+    ngx_str_t   *value, v;
+    ngx_msec_t   t;
+    ngx_uint_t   i;
+
+    if (bmcf->breaker_failures != NGX_CONF_UNSET_UINT
+        || bmcf->breaker_open != NGX_CONF_UNSET_MSEC)
+    {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "failures=", 9) == 0) {
+            v.data = value[i].data + 9;
+            v.len = value[i].len - 9;
+
+            n = ngx_atoi(v.data, v.len);
+            if (n < 1 || n > 1000 || bmcf->breaker_failures
+                                     != NGX_CONF_UNSET_UINT)
+            {
+                goto invalid;
+            }
+
+            bmcf->breaker_failures = (ngx_uint_t) n;
+
+        } else if (ngx_strncmp(value[i].data, "open=", 5) == 0) {
+            v.data = value[i].data + 5;
+            v.len = value[i].len - 5;
+
+            t = ngx_parse_time(&v, 0);
+            if (t == (ngx_msec_t) NGX_ERROR || t == 0
+                || bmcf->breaker_open != NGX_CONF_UNSET_MSEC)
+            {
+                goto invalid;
+            }
+
+            bmcf->breaker_open = t;
+
+        } else {
+            goto invalid;
+        }
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"bytemark_breaker\" has an invalid parameter "
+                       "\"%V\" (expected failures=<1..1000> and/or "
+                       "open=<time>, each once)", &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+/*
+ * bytemark_stuck_calls <n>: abandoned calls per server and worker before
+ * new calls skip it; at least one, or a hung server would be skipped
+ * before it ever hung a call
+ */
+
+char *
+ngx_http_bytemark_set_stuck_calls(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_bytemark_main_conf_t *bmcf = conf;
+
+    ngx_int_t   n;
+    ngx_str_t  *value;
+
+    if (bmcf->stuck_calls != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    n = ngx_atoi(value[1].data, value[1].len);
+
+    if (n < 1 || n > 1000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"bytemark_stuck_calls\" must be a number "
+                           "from 1 to 1000, not \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    bmcf->stuck_calls = (ngx_uint_t) n;
+
+    return NGX_CONF_OK;
 }
 
 

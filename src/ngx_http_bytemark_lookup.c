@@ -82,7 +82,7 @@ ngx_http_bytemark_mongo_stage(ngx_http_request_t *r,
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
     bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
 
-    if (ngx_http_bytemark_call_blocked(NGX_HTTP_BYTEMARK_BACKEND_MONGO)) {
+    if (ngx_http_bytemark_call_blocked(bmcf, NGX_HTTP_BYTEMARK_BACKEND_MONGO)) {
         /* calls that hang are failures too: they open the breaker */
         ngx_http_bytemark_breaker_result(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO,
                                          0, NGX_HTTP_BYTEMARK_BREAKER_STUCK);
@@ -295,7 +295,7 @@ ngx_http_bytemark_mysql_stage(ngx_http_request_t *r,
     for (i = ctx->mysql_server; i < n; i++) {
         slot = NGX_HTTP_BYTEMARK_BREAKER_MYSQL + i;
 
-        if (ngx_http_bytemark_call_blocked(slot)) {
+        if (ngx_http_bytemark_call_blocked(bmcf, slot)) {
             /* calls that hang are failures too: they open the breaker */
             ngx_http_bytemark_breaker_result(bmcf, slot, 0,
                                              NGX_HTTP_BYTEMARK_BREAKER_STUCK);
@@ -489,7 +489,7 @@ ngx_http_bytemark_fill(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx,
      */
     if (bmcf->mongo == NULL || !blcf->cache_fill || ctx->mongo_failed
         || ctx->noted
-        || ngx_http_bytemark_call_blocked(NGX_HTTP_BYTEMARK_BACKEND_MONGO)
+        || ngx_http_bytemark_call_blocked(bmcf, NGX_HTTP_BYTEMARK_BACKEND_MONGO)
         || ngx_http_bytemark_breaker_is_open(bmcf,
                                              NGX_HTTP_BYTEMARK_BREAKER_MONGO))
     {

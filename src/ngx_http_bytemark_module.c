@@ -10,6 +10,7 @@
 
 
 static ngx_int_t ngx_http_bytemark_preconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_bytemark_check_threads(ngx_conf_t *cf);
 static ngx_int_t ngx_http_bytemark_init_process(ngx_cycle_t *cycle);
 static void ngx_http_bytemark_exit_process(ngx_cycle_t *cycle);
 
@@ -142,6 +143,20 @@ static ngx_command_t  ngx_http_bytemark_commands[] = {
       0,
       NULL },
 
+    { ngx_string("bytemark_breaker"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_bytemark_set_breaker,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("bytemark_stuck_calls"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_bytemark_set_stuck_calls,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("bytemark_cache_cleanup"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
       ngx_http_bytemark_set_cleanup,
@@ -194,7 +209,39 @@ ngx_module_t  ngx_http_bytemark_module = {
 static ngx_int_t
 ngx_http_bytemark_preconfiguration(ngx_conf_t *cf)
 {
+    if (ngx_http_bytemark_check_threads(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_bytemark_add_variables(cf);
+}
+
+
+/*
+ * Every backend call runs on an nginx thread pool: an nginx built without
+ * --with-threads is refused at the http{} block, whatever it configures,
+ * with a message that names the cause, never left to fail later. Either the
+ * module was built against such a tree (NGX_THREADS unset), or it was built
+ * with threads and is loaded by an nginx without them: its weak references
+ * to the thread pool functions are then NULL (ngx_http_bytemark_module.h).
+ */
+
+static ngx_int_t
+ngx_http_bytemark_check_threads(ngx_conf_t *cf)
+{
+#if (NGX_THREADS)
+    if (ngx_thread_pool_add != NULL && ngx_thread_task_post != NULL) {
+        return NGX_OK;
+    }
+#endif
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "ngx_http_bytemark_module needs nginx built with "
+                       "--with-threads (its MongoDB and MySQL calls run on "
+                       "thread pools), and this nginx was built without "
+                       "threads");
+
+    return NGX_ERROR;
 }
 
 

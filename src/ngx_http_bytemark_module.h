@@ -44,6 +44,24 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_http.h>
+/*
+ * ngx_thread_task_t and ngx_thread_pool_t, with or without --with-threads:
+ * the module must compile against an nginx without threads so that it can
+ * refuse it by name (ngx_http_bytemark_check_threads()).
+ */
+#include <ngx_thread_pool.h>
+
+#if (NGX_THREADS)
+/*
+ * Weak: the binary signature of --with-compat builds is the same with and
+ * without threads, so a module built against a tree with threads may be
+ * loaded by an nginx without them. dlopen() would then fail on "undefined
+ * symbol: ngx_thread_task_post"; weak references load as NULL instead, and
+ * the module refuses the configuration with a message that says why.
+ */
+#pragma weak ngx_thread_pool_add
+#pragma weak ngx_thread_task_post
+#endif
 
 #include <jansson.h>
 
@@ -129,6 +147,11 @@ typedef struct {
     /* bytemark_cache_cleanup */
     ngx_msec_t                    cleanup_interval;
     ngx_msec_t                    cleanup_max_age;
+
+    /* bytemark_breaker, bytemark_stuck_calls */
+    ngx_uint_t                    breaker_failures;
+    ngx_msec_t                    breaker_open;
+    ngx_uint_t                    stuck_calls;
 
     ngx_shm_zone_t               *shm_zone;
     ngx_shm_zone_t               *metrics_zone;
@@ -323,6 +346,10 @@ char *ngx_http_bytemark_set_mongo_uri(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_bytemark_set_thread_pool(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+char *ngx_http_bytemark_set_breaker(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_bytemark_set_stuck_calls(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 char *ngx_http_bytemark_set_collection(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_bytemark_set_table(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -354,7 +381,8 @@ ngx_http_bytemark_call_t *ngx_http_bytemark_call_create(ngx_http_request_t *r,
     ngx_http_bytemark_call_done_pt done, ngx_msec_t timeout);
 ngx_int_t ngx_http_bytemark_call_post(ngx_http_bytemark_call_t *call);
 ngx_int_t ngx_http_bytemark_call_hold(ngx_http_request_t *r);
-ngx_int_t ngx_http_bytemark_call_blocked(ngx_uint_t slot);
+ngx_int_t ngx_http_bytemark_call_blocked(ngx_http_bytemark_main_conf_t *bmcf,
+    ngx_uint_t slot);
 void ngx_http_bytemark_call_free(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_answer_release(ngx_http_bytemark_answer_t *a);
 ngx_int_t ngx_http_bytemark_request_cleanup(ngx_http_request_t *r,

@@ -82,6 +82,18 @@ rejected(conf("$mysql bytemark_thread_pool nope;"), qr/unknown thread pool "nope
     like $out, qr/unknown thread pool "nope" in \S+nginx-test\.conf:$line\b/,
         "the unknown thread pool is reported at its directive's line ($line)";
 }
+accepted(conf("$mysql bytemark_breaker failures=10 open=30s; bytemark_stuck_calls 4;"), 'breaker thresholds');
+accepted(conf("$mysql bytemark_breaker open=500ms;"), 'breaker: open= alone');
+for my $bad ('failures=0', 'failures=1001', 'failures=x', 'open=0', 'open=soon', 'window=2s', 'failures=2 failures=3') {
+    rejected(conf("$mysql bytemark_breaker $bad;"), qr/"bytemark_breaker" has an invalid parameter/,
+             "bytemark_breaker $bad");
+}
+rejected(conf("$mysql bytemark_breaker failures=2; bytemark_breaker open=1s;"), qr/"bytemark_breaker" directive is duplicate/,
+         'bytemark_breaker twice');
+rejected(conf("$mysql bytemark_stuck_calls 0;"), qr/"bytemark_stuck_calls" must be a number from 1 to 1000, not "0"/,
+         'bytemark_stuck_calls 0');
+rejected(conf("$mysql bytemark_stuck_calls many;"), qr/"bytemark_stuck_calls" must be a number from 1 to 1000, not "many"/,
+         'bytemark_stuck_calls many');
 rejected(conf("$mysql bytemark_thread_pool default; bytemark_thread_pool other;"),
          qr/"bytemark_thread_pool" directive is duplicate/, 'bytemark_thread_pool twice');
 rejected(conf('bytemark_mysql host=h socket=/s user=u password=TopSecret-1 database=d;'),
