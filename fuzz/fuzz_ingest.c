@@ -316,8 +316,9 @@ check_sources(ngx_http_bytemark_ingest_pass_t *p)
     ngx_http_bytemark_passes_text(&list, &text);
     FUZZ_SAME_TEXT("the pass from MySQL", text.data, text.len, want);
 
-    /* the cache entry an ingest writes */
+    /* the cache entry an ingest writes (its timestamp from the $max) */
     bson_init(&entry);
+    BSON_APPEND_INT64(&entry, "timestamp", p->timestamp);
     bson_append_array_begin(&entry, k ? "passes4" : "passes", -1, &arr);
     rc = ngx_http_bytemark_json_to_bson(&arr, "0", p->object, 0);
 
@@ -339,6 +340,7 @@ check_sources(ngx_http_bytemark_ingest_pass_t *p)
                jerr.text);
 
     bson_init(&entry);
+    BSON_APPEND_INT64(&entry, "timestamp", p->timestamp);
     rc = ngx_http_bytemark_json_to_bson(&entry, k ? "passes4" : "passes", v,
                                         0);
     json_decref(v);

@@ -255,6 +255,11 @@ bytemark_ref_entry(const bson_t *doc, bytemark_ref_entry_t *e)
         }
     }
 
+    /* SPEC 3.1: an entry without a timestamp is malformed (a miss) */
+    if (!e->has_timestamp) {
+        return NGX_ERROR;
+    }
+
     if (e->passes[0] == NULL) {
         e->passes[0] = json_array();
     }

@@ -71,7 +71,9 @@ fi
 # Source packages: t/82 and the fuzz build (scripts/fuzz.sh) use the upstream
 # nginx tarball of Debian's nginx source package (apt-get source). Enable
 # deb-src beside deb once, if APT does not know the source package yet.
-if ! apt-cache showsrc nginx 2>/dev/null | grep -q '^Package: nginx$'; then
+# (grep without -q: under pipefail, grep -q quitting early makes apt-cache
+# die of SIGPIPE, and the test would fail every time)
+if ! apt-cache showsrc nginx 2>/dev/null | grep '^Package: nginx$' >/dev/null; then
     sudo=()
     if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
     src=/etc/apt/sources.list.d/debian.sources

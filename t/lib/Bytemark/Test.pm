@@ -31,6 +31,7 @@ package Bytemark::Test;
 #                                 built by scripts/deps.sh from tools/ferretdb)
 #   BYTEMARK_NGINX=/path/nginx    nginx binary (default /usr/sbin/nginx)
 #   BYTEMARK_MODULE=/path/x.so    module (default <repo>/build/ngx_http_bytemark_module.so)
+#   BYTEMARK_MODULE=static        the module is compiled into nginx (--add-module): no load_module line
 
 use strict;
 use warnings;
@@ -816,6 +817,10 @@ sub nginx_bin { $ENV{BYTEMARK_NGINX} || '/usr/sbin/nginx' }
 
 sub module_path { $ENV{BYTEMARK_MODULE} || "$REPO/build/ngx_http_bytemark_module.so" }
 
+# BYTEMARK_MODULE=static: the module is compiled into nginx (--add-module),
+# so there is nothing to load (scripts/matrix.sh's static row)
+sub module_static { ($ENV{BYTEMARK_MODULE} // '') eq 'static' }
+
 # The full nginx.conf around a test's http{} body. Placeholders (in the body
 # and in %opt main): %%PORT%% %%PORT2%% %%DIR%% %%MONGO_URI%% %%MONGO_COLL%%
 # (db.coll) %%MYSQL%% (mysql_directive()) %%MYSQL_PORT%% %%MYSQL_SOCKET%%.
@@ -837,7 +842,7 @@ sub nginx_conf {
     }
 
     my $conf = '';
-    $conf .= "load_module " . $self->module_path . ";\n" unless $o{no_module};
+    $conf .= "load_module " . $self->module_path . ";\n" unless $o{no_module} || module_static();
     # Debian's nginx has no --user: without this the workers would run as
     # nobody and could not use the (0700) temp dir.
     $conf .= "user root;\n" if $> == 0;
