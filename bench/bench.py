@@ -24,9 +24,10 @@ Scenarios (wrk -t1 -c32, bench/random_ids.lua: random user ids over a range):
               with FerretDB as its MongoDB, as bytemark_mongo_uri is http-level)
 FerretDB 1.24 pushes down to SQLite only a filter on _id, so a lookup by user_id
 decodes the collection's documents until it finds the user (a miss: all of
-them), about 0.65 ms of FerretDB CPU per document here: its collection is kept
-small (--ferretdb-docs, 20) so that its lookups at -c32 stay within the
-module's 1 s MongoDB timeout, in --quick and in the full run alike.
+them), 0.65 to 0.9 ms of FerretDB CPU per document here: its collection is kept
+small (--ferretdb-docs, 10) so that its lookups at -c32 stay within the
+module's 1 s MongoDB timeout (20 documents did not, on a busy machine), in
+--quick and in the full run alike.
 The ceiling and the micro-cache alternate in rounds; each lookup but FerretDB's
 is also run over 1 000 users, loaded and one request at a time (latency against
 data set size). Per run: req/s, latency percentiles, CPU of the nginx
@@ -1063,13 +1064,31 @@ http {
                  ['mysql'], 'mysql'),
                 ('fallback', 'MySQL fallback after a MongoDB miss (fill off)', A, pa,
                  '/fallback/tickets?user_id=', fb_lo, nu, ['mongo', 'mysql'], 'mysql')):
-            S[key] = self.measure(key, label, master, port, prefix, lo, hi, dbs, exp)
+            S[key] = self.measure(key, label, master, port, prefix, lo, hi, dbs, exp,
+                                  mongo_server='stand-in' if 'mongo' in dbs else None)
             x = I[key] = {'full': S[key]}
             x['small'] = self.measure(key + '-1k', label, master, port, prefix, lo, lo + small - 1, dbs, exp)
             x['c1_small'] = self.measure(key + '-1k', label, master, port, prefix, lo, lo + small - 1, dbs,
                                          exp, conns=1, duration=self.c1_duration, warm=False)
             x['c1_full'] = self.measure(key, label, master, port, prefix, lo, hi, dbs, exp, conns=1,
                                         duration=self.c1_duration, warm=False)
+
+        # The same hits and misses against FerretDB, a real MongoDB-wire server. Its hits
+        # only over the users it holds; its misses over the stand-in's miss range (no cache
+        # entry in either). No runs over 1 000 users: FerretDB scans its collection anyway.
+        if not self.ferret:
+            for key in ('ferretdb_mongo', 'ferretdb_fallback'):
+                S[key] = {'label': 'FerretDB', 'not_available': self.ferret_why}
+            return
+        C, pc, nf = self.nginx_c, self.port_c, self.ferret_docs
+        self.check(pc, '/mongo/tickets?user_id=1', 'mongo')
+        self.check(pc, '/fallback/tickets?user_id=%d' % fb_lo, 'mysql')
+        self.check(pc, '/fallback/tickets?user_id=%d' % fb_lo, 'mysql')   # not filled
+        S['ferretdb_mongo'] = self.measure('ferretdb_mongo', 'MongoDB hits', C, pc, '/mongo/tickets?user_id=',
+                                           1, nf, ['ferretdb'], 'mongo', mongo_server='FerretDB')
+        S['ferretdb_fallback'] = self.measure('ferretdb_fallback', 'MySQL fallback after a MongoDB miss (fill off)',
+                                              C, pc, '/fallback/tickets?user_id=', fb_lo, nu,
+                                              ['ferretdb', 'mysql'], 'mysql', mongo_server='FerretDB')
 
     @staticmethod
     def combine(runs):
@@ -1091,11 +1110,13 @@ http {
         res['nginx_cpu_per_10k'] = res['nginx_cpu_s'] / n * 1e4
         res['nginx_us_per_req'] = res['nginx_cpu_s'] / n * 1e6
         res['nginx_sys_us_per_req'] = sum(r['nginx_sys_us_per_req'] * r['requests'] for r in runs) / n
-        for k in ('mysql_cpu_per_10k', 'mongo_cpu_per_10k'):
-            res[k] = sum(r[k] * r['requests'] for r in runs) / n
-        for k in ('mysql_cpu_util', 'mongo_cpu_util', 'nginx_cpu_util', 'wrk_cpu_util', 'machine_busy',
-                  'softirq_cores', 'steal_cores', 'other_cores'):
-            res[k] = sum(r[k] * r['duration_s'] for r in runs) / secs
+        for k in ('mysql_cpu_per_10k', 'mongo_cpu_per_10k', 'ferretdb_cpu_per_10k'):
+            if res[k] is not None:      # None: FerretDB not run
+                res[k] = sum(r[k] * r['requests'] for r in runs) / n
+        for k in ('mysql_cpu_util', 'mongo_cpu_util', 'ferretdb_cpu_util', 'nginx_cpu_util', 'wrk_cpu_util',
+                  'machine_busy', 'softirq_cores', 'steal_cores', 'other_cores'):
+            if res[k] is not None:
+                res[k] = sum(r[k] * r['duration_s'] for r in runs) / secs
         res['bytes_per_req'] = sum(r['bytes_per_req'] * r['requests'] for r in runs) / n
         ans = {}
         for r in runs:
@@ -1245,6 +1266,8 @@ http {
             'mongodb': 'tools/mongo_standin.py (Python %s, mongomock %s, pymongo %s; wire protocol, '
                        'hash index on user_id) -- not a real mongod' % (
                            platform.python_version(), mongomock.__version__, pymongo.version),
+            'ferretdb': first([self.a.ferretdb, '--version']) + ', ' + os.path.relpath(self.a.ferretdb, ROOT)
+                        if os.access(self.a.ferretdb, os.X_OK) else 'not built',
             'wrk': first(['wrk', '-v']),
             'libmongoc': pkgver('libmongoc-1.0-0'), 'jansson': pkgver('libjansson4'),
             'mariadb_connector_c': pkgver('libmariadb3'),
@@ -1263,6 +1286,16 @@ http {
         def f(v, fmt='%.0f'):
             return '—' if v is None else fmt % v
 
+        def label(key, s):
+            """The row's label and the MongoDB server it asked (reports older than
+            FerretDB's rows have no mongo_server: their lookups were the stand-in's)."""
+            server = s.get('mongo_server', 'stand-in' if key in ('mongo', 'fallback') else None)
+            return s['label'] + (' — ' + server if server else '')
+
+        # each FerretDB row after its stand-in row; reports without them render as before
+        keys = [k for k in ('ceiling', 'microcache', 'mongo', 'ferretdb_mongo', 'mysql', 'fallback',
+                            'ferretdb_fallback') if k in S]
+
         lines = []
         w = lines.append
         w('# Benchmark %s — %s%s' % (r['date'], M['host'], ' (--quick)' if self.quick else ''))
@@ -1275,10 +1308,12 @@ http {
         w('|---|---|')
         for k, lab in (('nproc', 'CPUs (nproc)'), ('model', 'CPU model'), ('memory_gb', 'memory (GB)'),
                        ('kernel', 'kernel'), ('os', 'OS'), ('nginx', 'nginx'), ('mariadb', 'MariaDB'),
-                       ('mongodb', 'MongoDB'), ('wrk', 'wrk'), ('libmongoc', 'libmongoc'),
+                       ('mongodb', 'MongoDB'), ('ferretdb', 'FerretDB'), ('wrk', 'wrk'), ('libmongoc', 'libmongoc'),
                        ('jansson', 'jansson'), ('mariadb_connector_c', 'MariaDB Connector/C'),
                        ('git', 'module source (git describe)')):
             v = M.get(k)
+            if v is None:
+                continue
             w('| %s | %s |' % (lab, ('%.1f' % v) if isinstance(v, float) else v))
         w('')
         c = r['config']
@@ -1288,13 +1323,15 @@ http {
         w('- nginx: %d worker process%s per instance, `thread_pool threads=%d`, MySQL `pool_size=16`, '
           'access log off, keep-alive; wrk `-t%d -c%d` on the same machine, %d s per scenario after a %d s '
           'warm-up%s. nginx A has MongoDB and MySQL configured, nginx B (for the MySQL scenario) only '
-          'MySQL.' % (c['workers'], 'es' if c['workers'] > 1 else '', c['pool_threads'], c['wrk_threads'],
+          'MySQL%s.' % (c['workers'], 'es' if c['workers'] > 1 else '', c['pool_threads'], c['wrk_threads'],
                       c['connections'], self.duration, self.warmup,
                       '' if nr < 2 else '; the ceiling and the micro-cache in %d alternating rounds of %.0f s '
                       '(median req/s; rounds: ceiling %s, micro-cache %s)' % (
                           nr, S['ceiling']['duration_s'] / nr,
                           ', '.join('%.0f' % x for x in S['ceiling']['rounds_rps']),
-                          ', '.join('%.0f' % x for x in S['microcache'].get('rounds_rps', [])) or '—')))
+                          ', '.join('%.0f' % x for x in S['microcache'].get('rounds_rps', [])) or '—'),
+                      ', nginx C (for the FerretDB rows) the configuration of nginx A with FerretDB as its MongoDB'
+                      if 'ferretdb_docs' in r['load'] else ''))
         L = r['load']
         w('- Data: %d pass rows for %d users in MySQL (%.1f passes per user, payloads %s), loaded with '
           '`LOAD DATA LOCAL INFILE` in %.0f s (%.0f MB data + %.0f MB indexes, InnoDB buffer pool %s); '
@@ -1309,6 +1346,28 @@ http {
               L['mongo_rss_after_mb'],
               (L['mongo_rss_after_mb'] - L['mongo_rss_before_mb']) * 1024 / max(1, L['mongo_docs']),
               L['mongo_avg_doc_bytes'], L['generate_s'], L['total_s']))
+        if 'ferretdb_docs' in L:
+            fb = S.get('ferretdb_fallback', {})
+            per_doc = ''
+            # not when the breaker skipped FerretDB for part of the run: too low then
+            if fb.get('ferretdb_cpu_per_10k') and L['ferretdb_docs'] and \
+                    sum(fb.get('backend_errors', {}).values()) <= fb['connections']:
+                per_doc = (' (in the miss row here %.0f µs of FerretDB CPU per document of the collection, '
+                           'against %.0f µs per hit of the stand-in)' % (
+                               fb['ferretdb_cpu_per_10k'] * 100 / L['ferretdb_docs'],
+                               S['mongo']['mongo_cpu_per_10k'] * 100))
+            w('- FerretDB (%s), fresh data: the first %d cache documents (users 1..%d, the same documents '
+              'as the stand-in\'s) inserted in %.2f s, unique index on `user_id`. FerretDB 1.24 hands to SQLite '
+              'only a filter on `_id` (plan of `find {user_id: 1}`: `%s`, filterPushdown %s), so every lookup '
+              'decodes the collection\'s documents until the user\'s, a miss all of them: its CPU per request '
+              'grows with the number of documents%s, whence so few (`--ferretdb-docs`), so that its lookups at '
+              '-c%d stay within the 1 s `bytemark_mongo_timeout`. Its hits are over users 1..%d, its misses over '
+              'the stand-in\'s miss range.' % (
+                  M.get('ferretdb', 'FerretDB'), L['ferretdb_docs'], L['ferretdb_docs'], L['ferretdb_insert_s'],
+                  L.get('ferretdb_plan'), str(L.get('ferretdb_pushdown')).lower(), per_doc, c['connections'],
+                  L['ferretdb_docs']))
+        elif 'not_available' in S.get('ferretdb_mongo', {}):
+            w('- FerretDB: not run, %s.' % S['ferretdb_mongo']['not_available'])
         w('- Every process of the bench (servers, nginx, wrk) ran at nice %d; other processes on the machine '
           'are not touched, their CPU use during each run is measured and shown below.' % r['nice'])
         if r.get('quiet_waited_s'):
@@ -1323,15 +1382,19 @@ http {
         w('')
         w('## Results')
         w('')
-        w('| scenario | users | req/s | p50 ms | p99 ms | nginx worker CPU s / 10k req | MariaDB CPU s / 10k '
-          '| stand-in CPU s / 10k | × ceiling | module µs / req | bytes / response | answered from |')
-        w('|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|')
+        w('| scenario — MongoDB server | users | req/s | p50 ms | p99 ms | nginx worker CPU s / 10k req '
+          '| MariaDB CPU s / 10k | stand-in CPU s / 10k | FerretDB CPU s / 10k | × ceiling | module µs / req '
+          '| bytes / response | answered from |')
+        w('|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|')
         notes = []
-        for key in ('ceiling', 'microcache', 'mongo', 'mysql', 'fallback'):
+        for key in keys:
             s = S[key]
             if 'not_available' in s:
-                w('| %s | — | not available | | | | | | | | | |' % s['label'])
-                notes.append('micro-cache: not available in this build (`%s`)' % s['not_available'])
+                if key == 'ferretdb_fallback':
+                    continue        # one row and one note say it
+                w('| %s | — | not available | | | | | | | | | | |' % s['label'])
+                notes.append('micro-cache: not available in this build (`%s`)' % s['not_available']
+                             if key == 'microcache' else 'FerretDB: not run (%s)' % s['not_available'])
                 continue
             exp = '—'
             if s.get('expected_share') is not None:
@@ -1342,9 +1405,10 @@ http {
             flag = ' ⚠' if s['problems'] else ''
             if s['problems']:
                 notes.append('%s: %s' % (key, '; '.join(p.replace(' ()', '') for p in s['problems'])))
-            w('| %s%s | %s | %.0f | %.2f | %.2f | %.3f | %s | %s | %.2f | %s | %.0f | %s |' % (
-                s['label'], flag, s['users'], s['rps'], s['p50_ms'], s['p99_ms'], s['nginx_cpu_per_10k'],
+            w('| %s%s | %s | %.0f | %.2f | %.2f | %.3f | %s | %s | %s | %.2f | %s | %.0f | %s |' % (
+                label(key, s), flag, s['users'], s['rps'], s['p50_ms'], s['p99_ms'], s['nginx_cpu_per_10k'],
                 f(s['mysql_cpu_per_10k'], '%.3f'), f(s['mongo_cpu_per_10k'], '%.3f'),
+                f(s.get('ferretdb_cpu_per_10k'), '%.3f'),
                 s['rps'] / ceil['rps'], '—' if key == 'ceiling' else '%.1f' % (s['nginx_us_per_req'] - base_us),
                 s['bytes_per_req'], exp))
         w('')
@@ -1358,15 +1422,17 @@ http {
           'run (2 cores in all; *kernel irq* is interrupt and softirq time, mostly loopback TCP, which is '
           'not charged to any process; *other* is processes that are not part of the bench):' % base_us)
         w('')
-        w('| scenario | nginx (of which sys) | MariaDB | stand-in | wrk | kernel irq | other | machine busy |')
-        w('|---|--:|--:|--:|--:|--:|--:|--:|')
-        for key in ('ceiling', 'microcache', 'mongo', 'mysql', 'fallback'):
+        w('| scenario | nginx (of which sys) | MariaDB | stand-in | FerretDB | wrk | kernel irq | other '
+          '| machine busy |')
+        w('|---|--:|--:|--:|--:|--:|--:|--:|--:|')
+        for key in keys:
             s = S[key]
             if 'not_available' in s:
                 continue
-            w('| %s | %.2f (%.0f%%) | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f%% |' % (
+            w('| %s | %.2f (%.0f%%) | %.2f | %.2f | %s | %.2f | %.2f | %.2f | %.0f%% |' % (
                 key, s['nginx_cpu_util'], 100.0 * s['nginx_sys_us_per_req'] / max(1e-9, s['nginx_us_per_req']),
-                s['mysql_cpu_util'], s['mongo_cpu_util'], s['wrk_cpu_util'],
+                s['mysql_cpu_util'], s['mongo_cpu_util'], f(s.get('ferretdb_cpu_util'), '%.2f'),
+                s['wrk_cpu_util'],
                 s['softirq_cores'], s['other_cores'], s['machine_busy'] * 100))
         w('')
         w('## Full data set against 1 000 users (index use)')
@@ -1381,7 +1447,7 @@ http {
                                ('c=1', x['c1_small'], x['c1_full'])):
                 bad = ' ⚠' if a['problems'] or b['problems'] else ''
                 w('| %s%s | %s | %.0f/s, %.2f ms, %.2f ms (users %s) | %.0f/s, %.2f ms, %.2f ms (users %s) | %.2f | %.2f |' % (
-                    S[key]['label'], bad, load, a['rps'], a['p50_ms'], a['p99_ms'], a['users'],
+                    label(key, S[key]), bad, load, a['rps'], a['p50_ms'], a['p99_ms'], a['users'],
                     b['rps'], b['p50_ms'], b['p99_ms'], b['users'], b['p50_ms'] / a['p50_ms'],
                     b['p99_ms'] / a['p99_ms']))
         w('')
@@ -1505,6 +1571,9 @@ def main():
     ap.add_argument('--warmup', type=int)
     ap.add_argument('--rows', type=int)
     ap.add_argument('--mongo-users', type=int)
+    ap.add_argument('--ferretdb', default=FERRETDB, help='the FerretDB binary (default build/ferretdb/ferretdb)')
+    ap.add_argument('--ferretdb-docs', type=int, default=10,
+                    help='cache documents (users 1..N) loaded into FerretDB (default 10: each lookup scans them)')
     ap.add_argument('--quiet-cores', type=float, default=0.15,
                     help='other processes may use this many cores during a measurement (default 0.15)')
     ap.add_argument('--quiet-wait', type=float,
@@ -1561,6 +1630,7 @@ def main():
                            'quiet_cores': a.quiet_cores}
         log('workdir %s, module %s' % (b.workdir, b.module))
         b.start_mongo()
+        b.start_ferretdb()
         b.start_mysql()
         b.load()
         lens = [len(gen_user(u, 0)[0][2]) for u in range(1, 200)]
@@ -1570,11 +1640,16 @@ def main():
         if a.serve:
             log('serving: nginx A on %d, nginx B on %d, MySQL %d, MongoDB %d; SIGTERM to stop'
                 % (b.port_a, b.port_b, b.mysql_port, b.mongo_port))
+            serving = {'a': b.port_a, 'b': b.port_b, 'mysql': b.mysql_port, 'mongo': b.mongo_port,
+                       'nginx_a': b.nginx_a.pid, 'nginx_b': b.nginx_b.pid, 'mariadbd': b.mysqld.pid,
+                       'standin': b.mongo.pid, 'mongo_users': b.mongo_users,
+                       'mysql_users': b.mysql_users}
+            if b.ferret:
+                log('serving: nginx C on %d, FerretDB %d (users 1..%d)' % (b.port_c, b.ferret_port, b.ferret_docs))
+                serving.update({'c': b.port_c, 'ferretdb_port': b.ferret_port, 'nginx_c': b.nginx_c.pid,
+                                'ferretdb': b.ferret.pid, 'ferretdb_docs': b.ferret_docs})
             with open(os.path.join(b.workdir, 'serving'), 'w') as fh:
-                json.dump({'a': b.port_a, 'b': b.port_b, 'mysql': b.mysql_port, 'mongo': b.mongo_port,
-                           'nginx_a': b.nginx_a.pid, 'nginx_b': b.nginx_b.pid, 'mariadbd': b.mysqld.pid,
-                           'standin': b.mongo.pid, 'mongo_users': b.mongo_users,
-                           'mysql_users': b.mysql_users}, fh)
+                json.dump(serving, fh)
             while True:
                 time.sleep(3600)
         b.scenarios()

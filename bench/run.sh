@@ -4,18 +4,21 @@
 #   bash bench/run.sh            # full: 1 000 000 MySQL rows, 100 000 cache documents
 #   bash bench/run.sh --quick    # smoke test: small data set, short runs
 #
-# Installs what is missing (scripts/deps.sh), builds the module
-# (scripts/build.sh), then bench/bench.py starts its own MariaDB, MongoDB
-# stand-in and two nginx instances in a temporary directory, loads the data
-# set, runs wrk against each scenario, profiles the hot path with callgrind,
-# and writes bench/results/<date>-<host>[-quick].md (and .json). Nothing is
-# left running: bench.py stops what it started, and the trap below kills
-# whatever is still listed in the work directory's pid file (bench.py itself
-# killed with SIGKILL, say).
+# Installs what is missing (scripts/deps.sh, which also builds FerretDB),
+# builds the module (scripts/build.sh), then bench/bench.py starts its own
+# MariaDB, MongoDB stand-in, FerretDB (build/ferretdb/ferretdb, on SQLite) and
+# three nginx instances in a temporary directory, loads the data set (into
+# FerretDB only the first --ferretdb-docs cache documents: it scans them on
+# every lookup), runs wrk against each scenario, the MongoDB hit and miss ones
+# against the stand-in and against FerretDB, profiles the hot path with
+# callgrind, and writes bench/results/<date>-<host>[-quick].md (and .json),
+# the two servers' rows side by side. Nothing is left running: bench.py stops
+# what it started, and the trap below kills whatever is still listed in the
+# work directory's pid file (bench.py itself killed with SIGKILL, say).
 #
 # Other options go to bench.py (python3 bench/bench.py --help): --workers N,
 # --connections N, --wrk-threads N, --duration S, --no-profile, --rows N,
-# --mongo-users N, --quiet-cores C, --quiet-wait S.
+# --mongo-users N, --ferretdb-docs N, --quiet-cores C, --quiet-wait S.
 # BYTEMARK_BUILD_DIR: build (and benchmark) the module in another directory.
 # BENCH_NO_BUILD=1: use the module already built.
 set -euo pipefail
