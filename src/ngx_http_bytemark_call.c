@@ -94,8 +94,6 @@ ngx_http_bytemark_call_create(ngx_http_request_t *r, const char *name,
 ngx_int_t
 ngx_http_bytemark_call_post(ngx_http_bytemark_call_t *call)
 {
-    ngx_http_bytemark_ctx_t  *ctx;
-
 #if (NGX_THREADS)
     if (ngx_thread_task_post(call->bmcf->thread_pool, &call->task) != NGX_OK) {
         return NGX_ERROR;
@@ -103,6 +101,23 @@ ngx_http_bytemark_call_post(ngx_http_bytemark_call_t *call)
 #else
     return NGX_ERROR;
 #endif
+
+    ngx_http_bytemark_call_started(call);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The call's work has begun, on a thread or on the event loop: from now on
+ * it ends with ngx_http_bytemark_call_finish(), and its request waits for
+ * it no longer than its budget.
+ */
+
+void
+ngx_http_bytemark_call_started(ngx_http_bytemark_call_t *call)
+{
+    ngx_http_bytemark_ctx_t  *ctx;
 
     call->started = ngx_current_msec;
     ngx_http_bytemark_metrics_call_posted(call);
@@ -113,8 +128,6 @@ ngx_http_bytemark_call_post(ngx_http_bytemark_call_t *call)
 
         ngx_add_timer(&call->budget, call->timeout);
     }
-
-    return NGX_OK;
 }
 
 
@@ -154,12 +167,23 @@ ngx_http_bytemark_call_thread(void *data, ngx_log_t *log)
 static void
 ngx_http_bytemark_call_complete(ngx_event_t *ev)
 {
+    ngx_http_bytemark_call_finish(ev->data);
+}
+
+
+/*
+ * Event loop: the call's work is over (its thread returned, or its event
+ * loop operation ended); its request, if one still waits, is answered, and
+ * the call is freed.
+ */
+
+void
+ngx_http_bytemark_call_finish(ngx_http_bytemark_call_t *call)
+{
     ngx_connection_t          *c;
     ngx_http_request_t        *r;
     ngx_http_bytemark_ctx_t   *ctx;
-    ngx_http_bytemark_call_t  *call;
 
-    call = ev->data;
     call->elapsed = ngx_current_msec - call->started;
     ngx_http_bytemark_metrics_call_completed(call);
 

@@ -380,6 +380,8 @@ ngx_http_bytemark_call_t *ngx_http_bytemark_call_create(ngx_http_request_t *r,
     const char *name, ngx_http_bytemark_call_run_pt run,
     ngx_http_bytemark_call_done_pt done, ngx_msec_t timeout);
 ngx_int_t ngx_http_bytemark_call_post(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_call_started(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_call_finish(ngx_http_bytemark_call_t *call);
 ngx_int_t ngx_http_bytemark_call_hold(ngx_http_request_t *r);
 ngx_int_t ngx_http_bytemark_call_blocked(ngx_http_bytemark_main_conf_t *bmcf,
     ngx_uint_t slot);
