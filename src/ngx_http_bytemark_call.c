@@ -2,7 +2,9 @@
 /*
  * The backend-call layer.
  *
- * A call runs one blocking driver operation on an nginx thread pool.  The
+ * A MongoDB call runs one blocking driver operation on an nginx thread
+ * pool; a MySQL call runs on the event loop (ngx_http_bytemark_mysql_conn.c)
+ * and is cancelled when its budget is spent.  The
  * time budget is a timer on the event loop, so a request never waits longer
  * than its budget whatever the driver does.  When the budget fires first, or
  * the client goes away, the call is abandoned: the request forgets it and
@@ -94,6 +96,16 @@ ngx_http_bytemark_call_create(ngx_http_request_t *r, const char *name,
 ngx_int_t
 ngx_http_bytemark_call_post(ngx_http_bytemark_call_t *call)
 {
+    if (call->backend == NGX_HTTP_BYTEMARK_BACKEND_MYSQL) {
+        /* on the event loop: it waits for a connection of its server */
+        if (ngx_http_bytemark_mysql_post(call) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        ngx_http_bytemark_call_started(call);
+        return NGX_OK;
+    }
+
 #if (NGX_THREADS)
     if (ngx_thread_task_post(call->bmcf->thread_pool, &call->task) != NGX_OK) {
         return NGX_ERROR;
@@ -245,12 +257,18 @@ ngx_http_bytemark_call_timeout(ngx_event_t *ev)
     call = ev->data;
     r = call->request;
 
-    /* the budget is spent: whoever waited, the call now holds a thread */
-    call->stuck = 1;
-    ngx_http_bytemark_stuck[call->slot]++;
+    if (call->cancel == NULL) {
+        /* the budget is spent: whoever waited, the call now holds a thread */
+        call->stuck = 1;
+        ngx_http_bytemark_stuck[call->slot]++;
+    }
 
     if (r == NULL) {
         /* its client went away earlier: nobody to answer */
+        if (call->cancel) {
+            call->cancel(call);
+        }
+
         return;
     }
 
@@ -269,6 +287,9 @@ ngx_http_bytemark_call_timeout(ngx_event_t *ev)
 
     ngx_memzero(&timed_out, sizeof(ngx_http_bytemark_call_t));
     timed_out.name = call->name;
+    timed_out.run = call->run;
+    timed_out.answer.timestamp = call->answer.timestamp;
+    timed_out.answer.count = call->answer.count;
     timed_out.backend = call->backend;
     timed_out.slot = call->slot;
     timed_out.bmcf = call->bmcf;
@@ -281,6 +302,11 @@ ngx_http_bytemark_call_timeout(ngx_event_t *ev)
                  "no answer within %M ms%Z", call->timeout);
 
     call->done(r, &timed_out);
+
+    if (call->cancel) {
+        /* an event-loop call ends now, and is freed */
+        call->cancel(call);
+    }
 
     ngx_http_run_posted_requests(c);
 }

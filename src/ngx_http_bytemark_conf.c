@@ -595,6 +595,10 @@ ngx_http_bytemark_set_table(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
  * Repeated for read replicas: the first is the primary.
  */
 
+static char *ngx_http_bytemark_mysql_resolve(ngx_conf_t *cf,
+    ngx_http_bytemark_mysql_server_t *srv);
+
+
 char *
 ngx_http_bytemark_set_mysql(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -692,6 +696,10 @@ ngx_http_bytemark_set_mysql(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "needs \"database=\"";
     }
 
+    if (srv->host.len) {
+        return ngx_http_bytemark_mysql_resolve(cf, srv);
+    }
+
     return NGX_CONF_OK;
 
 invalid:
@@ -702,4 +710,58 @@ invalid:
                        "(expected host=, socket=, port=1..65535, user=, "
                        "password=, database= or pool_size=1..1024)", i);
     return NGX_CONF_ERROR;
+}
+
+
+/*
+ * The MySQL side runs on the event loop, where a host name must not be
+ * looked up with a blocking call: the client library would call
+ * getaddrinfo() inside its connect.  So a name is resolved here, once, as
+ * nginx resolves the names of proxy_pass and upstream servers, and the
+ * library is given the address: "nginx -t" fails for a name that does not
+ * resolve.  Of several addresses the first is used; a reload resolves
+ * again.
+ */
+
+static char *
+ngx_http_bytemark_mysql_resolve(ngx_conf_t *cf,
+    ngx_http_bytemark_mysql_server_t *srv)
+{
+    u_char     *p;
+    size_t      len;
+    ngx_url_t   u;
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = srv->host;
+    u.default_port = (in_port_t) srv->port;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"bytemark_mysql\" host \"%V\": %s",
+                           &srv->host, u.err ? u.err : "host not found");
+        return NGX_CONF_ERROR;
+    }
+
+    if (!u.no_port || u.uri.len) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"bytemark_mysql\" host \"%V\": give the port "
+                           "with \"port=\"", &srv->host);
+        return NGX_CONF_ERROR;
+    }
+
+    p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* no port: IPv6 without brackets, as the library takes it */
+    len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, p,
+                        NGX_SOCKADDR_STRLEN, 0);
+    p[len] = '\0';
+
+    srv->address.data = p;
+    srv->address.len = len;
+
+    return NGX_CONF_OK;
 }

@@ -25,7 +25,9 @@ static ngx_int_t ngx_http_bytemark_ingest_start(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx);
 static ngx_int_t ngx_http_bytemark_read_body(ngx_http_request_t *r,
     ngx_str_t *body);
-static void ngx_http_bytemark_ingest_run(ngx_http_bytemark_call_t *call);
+static void ngx_http_bytemark_ingest_committed(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *call);
+static void ngx_http_bytemark_ingest_cache(ngx_http_bytemark_call_t *call);
 static void ngx_http_bytemark_ingest_done(ngx_http_request_t *r,
     ngx_http_bytemark_call_t *call);
 
@@ -82,10 +84,8 @@ ngx_http_bytemark_ingest_start(ngx_http_request_t *r,
     ngx_str_t                       body;
     ngx_http_bytemark_call_t       *call;
     ngx_http_bytemark_loc_conf_t   *blcf;
-    ngx_http_bytemark_main_conf_t  *bmcf;
 
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
-    bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
 
     if (ngx_http_bytemark_read_body(r, &body) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -109,11 +109,9 @@ ngx_http_bytemark_ingest_start(ngx_http_request_t *r,
     }
 
     call = ngx_http_bytemark_call_create(r, "mysql ingest",
-                                         ngx_http_bytemark_ingest_run,
-                                         ngx_http_bytemark_ingest_done,
-                                         blcf->mysql_timeout
-                                         + (bmcf->mongo ? blcf->mongo_timeout
-                                                        : 0));
+                                         ngx_http_bytemark_mysql_ingest,
+                                         ngx_http_bytemark_ingest_committed,
+                                         blcf->mysql_timeout);
     if (call == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -127,11 +125,11 @@ ngx_http_bytemark_ingest_start(ngx_http_request_t *r,
     ctx->npasses = 0;
 
     if (ngx_http_bytemark_call_post(call) != NGX_OK) {
-        ngx_http_bytemark_call_free(call);
-
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "bytemark: ingest for user %uL not started: "
-                      "thread pool queue is full", ctx->user_id);
+                      "bytemark: ingest for user %uL not started: %s",
+                      ctx->user_id, call->error);
+
+        ngx_http_bytemark_call_free(call);
 
         return ngx_http_bytemark_unavailable(r);
     }
@@ -202,29 +200,89 @@ ngx_http_bytemark_read_body(ngx_http_request_t *r, ngx_str_t *body)
 }
 
 
-/* thread: both writes; the cache only after the commit */
+/*
+ * Event loop: the MySQL transaction is over.  Once it committed, the cache
+ * is updated on the thread pool (a second call, with MongoDB's budget),
+ * and only then is the client answered; r is NULL when the request has
+ * gone, and the cache is updated all the same.
+ */
 
 static void
-ngx_http_bytemark_ingest_run(ngx_http_bytemark_call_t *call)
+ngx_http_bytemark_ingest_committed(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *call)
 {
-    int64_t  start;
+    ngx_http_bytemark_ctx_t        *ctx;
+    ngx_http_bytemark_call_t       *cache;
+    ngx_http_bytemark_loc_conf_t   *blcf;
+    ngx_http_bytemark_main_conf_t  *bmcf;
 
-    ngx_http_bytemark_mysql_ingest(call);
+    bmcf = call->bmcf;
 
-    if (call->answer.result != NGX_HTTP_BYTEMARK_FOUND
-        || call->bmcf->mongo == NULL)
-    {
+    if (r) {
+        ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
+        ctx->mysql_used = 1;
+        ctx->mysql_time = call->elapsed;
+    }
+
+    if (call->answer.result != NGX_HTTP_BYTEMARK_FOUND || bmcf->mongo == NULL) {
+        ngx_http_bytemark_ingest_done(r, call);
         return;
     }
 
-    if (ngx_http_bytemark_breaker_is_open(call->bmcf,
-                                          NGX_HTTP_BYTEMARK_BREAKER_MONGO))
-    {
+    blcf = r ? ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module)
+             : ngx_http_bytemark_http_conf((ngx_cycle_t *) ngx_cycle);
+
+    cache = ngx_http_bytemark_call_create(r, "mongo ingest cache update",
+                                          ngx_http_bytemark_ingest_cache,
+                                          ngx_http_bytemark_ingest_done,
+                                          blcf->mongo_timeout);
+    if (cache == NULL) {
         call->cache_failed = 1;
         snprintf(call->cache_error, sizeof(call->cache_error),
-                 "circuit breaker open for mongo");
+                 "out of memory");
+        ngx_http_bytemark_ingest_done(r, call);
         return;
     }
+
+    /* the committed passes move to the cache update */
+    cache->user_id = call->user_id;
+    cache->passes = call->passes;
+    cache->npasses = call->npasses;
+    cache->answer.result = NGX_HTTP_BYTEMARK_FOUND;
+    cache->answer.timestamp = call->answer.timestamp;
+    cache->answer.count = call->answer.count;
+    cache->elapsed = call->elapsed;
+    cache->always_done = 1;
+    call->passes = NULL;
+    call->npasses = 0;
+
+    if (ngx_http_bytemark_breaker_is_open(bmcf,
+                                          NGX_HTTP_BYTEMARK_BREAKER_MONGO))
+    {
+        cache->cache_failed = 1;
+        snprintf(cache->cache_error, sizeof(cache->cache_error),
+                 "circuit breaker open for mongo");
+
+    } else if (ngx_http_bytemark_call_post(cache) == NGX_OK) {
+        return;
+
+    } else {
+        cache->cache_failed = 1;
+        snprintf(cache->cache_error, sizeof(cache->cache_error),
+                 "thread pool queue is full");
+    }
+
+    ngx_http_bytemark_ingest_done(r, cache);
+    ngx_http_bytemark_call_free(cache);
+}
+
+
+/* thread: the cache update of a committed ingest */
+
+static void
+ngx_http_bytemark_ingest_cache(ngx_http_bytemark_call_t *call)
+{
+    int64_t  start;
 
     start = ngx_http_bytemark_now_ms();
 
@@ -234,6 +292,9 @@ ngx_http_bytemark_ingest_run(ngx_http_bytemark_call_t *call)
                                      NGX_HTTP_BYTEMARK_BREAKER_MONGO,
                                      !call->cache_failed,
                                      ngx_http_bytemark_now_ms() - start);
+
+    /* whatever the cache did, the ingest itself committed */
+    call->answer.result = NGX_HTTP_BYTEMARK_FOUND;
 }
 
 
@@ -250,6 +311,15 @@ ngx_http_bytemark_ingest_done(ngx_http_request_t *r,
 
     bmcf = call->bmcf;
     log = r ? r->connection->log : ngx_cycle->log;
+
+    if (call->answer.result == NGX_HTTP_BYTEMARK_TIMED_OUT
+        && call->run == ngx_http_bytemark_ingest_cache)
+    {
+        /* committed; the cache update outlived its budget (it goes on) */
+        call->answer.result = NGX_HTTP_BYTEMARK_FOUND;
+        call->cache_failed = 1;
+        ngx_memcpy(call->cache_error, call->error, sizeof(call->error));
+    }
 
     if (call->answer.result == NGX_HTTP_BYTEMARK_FOUND) {
         /* committed: no micro-cached answer may show the state before */
@@ -280,8 +350,6 @@ ngx_http_bytemark_ingest_done(ngx_http_request_t *r,
     }
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
-    ctx->mysql_used = 1;
-    ctx->mysql_time = call->elapsed;
 
     switch (call->answer.result) {
 

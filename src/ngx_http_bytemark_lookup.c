@@ -338,11 +338,11 @@ ngx_http_bytemark_mysql_stage(ngx_http_request_t *r,
     ngx_memcpy(call->uuid, ctx->uuid, NGX_HTTP_BYTEMARK_UUID_LEN);
 
     if (ngx_http_bytemark_call_post(call) != NGX_OK) {
-        ngx_http_bytemark_call_free(call);
-
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "bytemark: mysql query for user %uL not started: "
-                      "thread pool queue is full", ctx->user_id);
+                      "bytemark: mysql query for user %uL not started: %s",
+                      ctx->user_id, call->error);
+
+        ngx_http_bytemark_call_free(call);
 
         return ngx_http_bytemark_serve_stale(r, ctx);
     }

@@ -120,6 +120,7 @@ typedef struct {
 /* one "bytemark_mysql" directive */
 typedef struct {
     ngx_str_t                     host;       /* or empty */
+    ngx_str_t                     address;    /* host, resolved: text */
     ngx_str_t                     socket;     /* or empty */
     ngx_uint_t                    port;
     ngx_str_t                     user;
@@ -273,6 +274,14 @@ struct ngx_http_bytemark_call_s {
     ngx_uint_t                    backend;   /* from the name's first word */
     ngx_uint_t                    slot;      /* breaker: mongo, mysql #n */
     unsigned                      stuck:1;   /* abandoned, thread still busy */
+
+    /*
+     * MySQL calls run on the event loop: queued for a connection of their
+     * server, then driven on it; cancel() ends one whose budget is spent.
+     */
+    ngx_queue_t                   queue;
+    void                         *conn;
+    void                        (*cancel)(ngx_http_bytemark_call_t *call);
 
     ngx_http_bytemark_main_conf_t *bmcf;
     ngx_log_t                    *log;
@@ -471,6 +480,7 @@ void ngx_http_bytemark_mysql_exit_process(ngx_http_bytemark_main_conf_t *bmcf);
 void ngx_http_bytemark_mysql_tickets(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_mysql_pass(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_mysql_ingest(ngx_http_bytemark_call_t *call);
+ngx_int_t ngx_http_bytemark_mysql_post(ngx_http_bytemark_call_t *call);
 
 /* json */
 ngx_int_t ngx_http_bytemark_entry_from_bson(const void *doc,
