@@ -45,7 +45,7 @@ accepted(conf("$mongo bytemark_mongo_collection c1.tickets; bytemark_mysql_table
          'every read-path directive at http level');
 accepted(conf($mongo, 'bytemark_user_id $1; bytemark_pass_uuid $arg_p; bytemark_pass;'),
          'pass handler with both values');
-accepted("bytemark_mysql host=h user=u database=d; bytemark_user_id \$http_x_user;
+accepted("bytemark_mysql host=localhost user=u database=d; bytemark_user_id \$http_x_user;
           server { listen 127.0.0.1:%%PORT%%; location /a { bytemark_tickets; } }",
          'bytemark_user_id inherited from http');
 {
@@ -96,20 +96,25 @@ rejected(conf("$mysql bytemark_stuck_calls many;"), qr/"bytemark_stuck_calls" mu
          'bytemark_stuck_calls many');
 rejected(conf("$mysql bytemark_thread_pool default; bytemark_thread_pool other;"),
          qr/"bytemark_thread_pool" directive is duplicate/, 'bytemark_thread_pool twice');
-rejected(conf('bytemark_mysql host=h socket=/s user=u password=TopSecret-1 database=d;'),
+rejected(conf('bytemark_mysql host=localhost socket=/s user=u password=TopSecret-1 database=d;'),
          qr/"bytemark_mysql" directive needs exactly one of "host=" and "socket="/, 'host and socket');
 rejected(conf('bytemark_mysql port=1 user=u password=TopSecret-1 database=d;'),
          qr/"bytemark_mysql" directive needs exactly one of "host=" and "socket="/, 'neither host nor socket');
-rejected(conf('bytemark_mysql host=h password=TopSecret-1 database=d;'), qr/"bytemark_mysql" directive needs "user="/,
+rejected(conf('bytemark_mysql host=localhost password=TopSecret-1 database=d;'), qr/"bytemark_mysql" directive needs "user="/,
          'no user');
-rejected(conf('bytemark_mysql host=h user=u password=TopSecret-1;'), qr/"bytemark_mysql" directive needs "database="/,
+rejected(conf('bytemark_mysql host=localhost user=u password=TopSecret-1;'), qr/"bytemark_mysql" directive needs "database="/,
          'no database');
-rejected(conf('bytemark_mysql host=h user=u database=d port=70000 password=TopSecret-1;'),
+rejected(conf('bytemark_mysql host=localhost user=u database=d port=70000 password=TopSecret-1;'),
          qr/"bytemark_mysql" has an invalid parameter #4/, 'bad port');
-rejected(conf('bytemark_mysql host=h user=u database=d pool_size=0;'),
+rejected(conf('bytemark_mysql host=localhost user=u database=d pool_size=0;'),
          qr/"bytemark_mysql" has an invalid parameter #4/, 'bad pool size');
-rejected(conf('bytemark_mysql host=h user=u database=d passwd=TopSecret-1;'),
+rejected(conf('bytemark_mysql host=localhost user=u database=d passwd=TopSecret-1;'),
          qr/"bytemark_mysql" has an invalid parameter #4/, 'unknown parameter, not echoed');
+# the MySQL side never looks a name up on the event loop: nginx -t does
+rejected(conf('bytemark_mysql host=no-such-host.invalid user=u database=d;'),
+         qr/"bytemark_mysql" host "no-such-host.invalid": host not found/, 'a host name that does not resolve');
+rejected(conf('bytemark_mysql host=127.0.0.1:3306 user=u database=d;'),
+         qr/"bytemark_mysql" host "127.0.0.1:3306": give the port with "port="/, 'a port inside host=');
 rejected(conf("$mongo bytemark_mongo_collection nodot;"),
          qr/"bytemark_mongo_collection" must be "<database>.<collection>"/, 'collection without a database');
 rejected(conf("$mysql bytemark_mysql_table \"pass; DROP TABLE x\";"),
@@ -133,7 +138,7 @@ rejected(conf("$mongo $mysql bytemark_ingest_max_passes many;"),
 accepted(conf("$mongo $mysql bytemark_ingest_max_passes 10; bytemark_cache_cleanup interval=10m max_age=30d;",
               'bytemark_user_id $1; bytemark_ingest;'), 'ingest, cleanup and batch limit');
 accepted(conf($mongo, 'bytemark_user_id $1; bytemark_purge;'), 'purge with MongoDB alone');
-rejected("server { listen 127.0.0.1:%%PORT%%; location /t { bytemark_mysql host=h user=u database=d; } }",
+rejected("server { listen 127.0.0.1:%%PORT%%; location /t { bytemark_mysql host=localhost user=u database=d; } }",
          qr/"bytemark_mysql" directive is not allowed here/, 'bytemark_mysql is http-level only');
 
 done_testing;

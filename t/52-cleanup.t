@@ -51,7 +51,7 @@ ok !(grep { $_ > 1 } values %per_second), 'never two runs in the same second';
 
 $t->stop_nginx;
 
-my ($rc, $out) = $t->nginx_test('bytemark_mysql host=h user=u database=d;
+my ($rc, $out) = $t->nginx_test('bytemark_mysql host=localhost user=u database=d;
     bytemark_cache_cleanup interval=1m max_age=30d;
     server { listen 127.0.0.1:%%PORT%%; }');
 ok $rc && $out =~ /"bytemark_cache_cleanup" needs "bytemark_mongo_uri"/, 'cleanup without MongoDB is refused';

@@ -168,13 +168,13 @@ ok scalar(grep { / 200 HIT mysql$/ } @lines), 'the access log shows $bytemark_ca
 
 $t->stop_nginx;
 
-my ($rc, $out) = $t->nginx_test('bytemark_mysql host=h user=u database=d;
+my ($rc, $out) = $t->nginx_test('bytemark_mysql host=localhost user=u database=d;
     server { listen 127.0.0.1:%%PORT%%; location / { bytemark_microcache zone=x:1m; } }');
 ok $rc && $out =~ /"bytemark_microcache" directive needs "zone=<name>:<size>" and "ttl=<time>"/, 'ttl is required';
-($rc, $out) = $t->nginx_test('bytemark_mysql host=h user=u database=d;
+($rc, $out) = $t->nginx_test('bytemark_mysql host=localhost user=u database=d;
     server { listen 127.0.0.1:%%PORT%%; location / { bytemark_microcache zone=x:1k ttl=1s; } }');
 ok $rc && $out =~ /zone "x" is too small/, 'a zone too small is refused';
-($rc, $out) = $t->nginx_test('bytemark_mysql host=h user=u database=d;
+($rc, $out) = $t->nginx_test('bytemark_mysql host=localhost user=u database=d;
     server { listen 127.0.0.1:%%PORT%%; location / { bytemark_microcache zone=x:1m ttl=soon; } }');
 ok $rc && $out =~ /"bytemark_microcache" has an invalid parameter "ttl=soon"/, 'a bad ttl is refused';
 
