@@ -15,6 +15,8 @@
 #define NGX_HTTP_BYTEMARK_MYSQL_POOL_SIZE  8
 
 
+static char *ngx_http_bytemark_mysql_resolve(ngx_conf_t *cf,
+    ngx_http_bytemark_mysql_server_t *srv);
 static char *ngx_http_bytemark_check_location(ngx_conf_t *cf,
     ngx_http_bytemark_main_conf_t *bmcf, ngx_http_bytemark_loc_conf_t *conf);
 
@@ -594,10 +596,6 @@ ngx_http_bytemark_set_table(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
  *
  * Repeated for read replicas: the first is the primary.
  */
-
-static char *ngx_http_bytemark_mysql_resolve(ngx_conf_t *cf,
-    ngx_http_bytemark_mysql_server_t *srv);
-
 
 char *
 ngx_http_bytemark_set_mysql(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)

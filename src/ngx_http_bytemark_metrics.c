@@ -513,14 +513,17 @@ ngx_http_bytemark_metrics_backend_error(ngx_uint_t backend, ngx_uint_t kind)
 }
 
 
-/* event loop: a call was handed to the thread pool */
+/* event loop: a call was handed to the thread pool, or queued for MySQL */
 
 void
 ngx_http_bytemark_metrics_call_posted(ngx_http_bytemark_call_t *call)
 {
     call->posted_us = ngx_http_bytemark_metrics_now_us();
 
-    if (ngx_http_bytemark_metrics_slot) {
+    /* the thread pool's queue: MySQL calls run on the event loop */
+    if (ngx_http_bytemark_metrics_slot
+        && call->backend != NGX_HTTP_BYTEMARK_BACKEND_MYSQL)
+    {
         (void) ngx_atomic_fetch_add(&ngx_http_bytemark_metrics_slot->calls, 1);
     }
 }
@@ -551,7 +554,9 @@ ngx_http_bytemark_metrics_call_completed(ngx_http_bytemark_call_t *call)
 
     m = ngx_http_bytemark_metrics_shm;
 
-    if (ngx_http_bytemark_metrics_slot) {
+    if (ngx_http_bytemark_metrics_slot
+        && call->backend != NGX_HTTP_BYTEMARK_BACKEND_MYSQL)
+    {
         (void) ngx_atomic_fetch_add(&ngx_http_bytemark_metrics_slot->calls,
                                     (ngx_atomic_int_t) -1);
     }
@@ -655,7 +660,7 @@ ngx_http_bytemark_metrics_mongo_push(void)
 }
 
 
-/* pool threads: a MySQL pool slot taken, with an open connection or not */
+/* event loop: a MySQL pool slot taken, with an open connection or not */
 
 void
 ngx_http_bytemark_metrics_mysql_acquire(ngx_uint_t open)

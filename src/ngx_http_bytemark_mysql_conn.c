@@ -359,7 +359,8 @@ ngx_http_bytemark_mysql_cancel(ngx_http_bytemark_call_t *call)
      */
     (void) shutdown(mysql_get_socket(conn->mysql), SHUT_RDWR);
 
-    for (n = 0; n < 8 && call->conn == conn && conn->wait; n++) {
+    /* the call may be freed inside: only its address is compared */
+    for (n = 0; n < 8 && conn->call == call && conn->wait; n++) {
         ngx_http_bytemark_mysql_resume(conn, conn->wait);
     }
 }
