@@ -544,7 +544,10 @@ ngx_http_bytemark_mysql_idle_event(ngx_http_bytemark_mysql_conn_t *conn,
         return;
     }
 
+    /* the gauges: an idle connection goes, as if taken and given back closed */
+    ngx_http_bytemark_metrics_mysql_acquire(1);
     ngx_http_bytemark_mysql_close(conn);
+    ngx_http_bytemark_metrics_mysql_release(0);
 }
 
 
