@@ -3,9 +3,8 @@
  * The backend-call layer.
  *
  * A MongoDB call runs one blocking driver operation on an nginx thread
- * pool; a MySQL call runs on the event loop (ngx_http_bytemark_mysql_conn.c)
- * and is cancelled when its budget is spent.  The
- * time budget is a timer on the event loop, so a request never waits longer
+ * pool; a MySQL call runs on the event loop (ngx_http_bytemark_mysql_conn.c),
+ * first waiting for a connection of its server.  The time budget is a timer on the event loop, so a request never waits longer
  * than its budget whatever the driver does.  When the budget fires first, or
  * the client goes away, the call is abandoned: the request forgets it and
  * goes on, and the call (allocated outside the request pool) lives until the
@@ -249,6 +248,7 @@ ngx_http_bytemark_call_finish(ngx_http_bytemark_call_t *call)
 static void
 ngx_http_bytemark_call_timeout(ngx_event_t *ev)
 {
+    ngx_uint_t                 queued;
     ngx_connection_t          *c;
     ngx_http_request_t        *r;
     ngx_http_bytemark_ctx_t   *ctx;
@@ -257,58 +257,61 @@ ngx_http_bytemark_call_timeout(ngx_event_t *ev)
     call = ev->data;
     r = call->request;
 
-    if (call->cancel == NULL) {
-        /* the budget is spent: whoever waited, the call now holds a thread */
+    /* a MySQL call that still waits for a connection leaves the queue */
+    queued = (call->cancel && call->cancel(call) == NGX_OK);
+
+    if (!queued) {
+        /*
+         * The budget is spent: whoever waited, the call now holds a thread
+         * (MongoDB) or a connection (MySQL) until its operation ends.
+         */
         call->stuck = 1;
         ngx_http_bytemark_stuck[call->slot]++;
     }
 
-    if (r == NULL) {
-        /* its client went away earlier: nobody to answer */
-        if (call->cancel) {
-            call->cancel(call);
-        }
+    c = NULL;
 
-        return;
+    if (r) {
+        call->request = NULL;
+        ngx_http_bytemark_metrics_call_timed_out(call);
+
+        ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
+        ctx->call = NULL;
+
+        c = r->connection;
+
+        /*
+         * done() reads the answer from a copy, because the thread may still
+         * be writing the real one.
+         */
+
+        ngx_memzero(&timed_out, sizeof(ngx_http_bytemark_call_t));
+        timed_out.name = call->name;
+        timed_out.run = call->run;
+        timed_out.answer.timestamp = call->answer.timestamp;
+        timed_out.answer.count = call->answer.count;
+        timed_out.backend = call->backend;
+        timed_out.slot = call->slot;
+        timed_out.bmcf = call->bmcf;
+        timed_out.log = call->log;
+        timed_out.timeout = call->timeout;
+        timed_out.user_id = call->user_id;
+        timed_out.elapsed = ngx_current_msec - call->started;
+        timed_out.answer.result = NGX_HTTP_BYTEMARK_TIMED_OUT;
+        ngx_snprintf((u_char *) timed_out.error, sizeof(timed_out.error),
+                     "no answer within %M ms%Z", call->timeout);
+
+        call->done(r, &timed_out);
     }
 
-    call->request = NULL;
-    ngx_http_bytemark_metrics_call_timed_out(call);
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
-    ctx->call = NULL;
-
-    c = r->connection;
-
-    /*
-     * done() reads the answer from a copy, because the thread may still be
-     * writing the real one.
-     */
-
-    ngx_memzero(&timed_out, sizeof(ngx_http_bytemark_call_t));
-    timed_out.name = call->name;
-    timed_out.run = call->run;
-    timed_out.answer.timestamp = call->answer.timestamp;
-    timed_out.answer.count = call->answer.count;
-    timed_out.backend = call->backend;
-    timed_out.slot = call->slot;
-    timed_out.bmcf = call->bmcf;
-    timed_out.log = call->log;
-    timed_out.timeout = call->timeout;
-    timed_out.user_id = call->user_id;
-    timed_out.elapsed = ngx_current_msec - call->started;
-    timed_out.answer.result = NGX_HTTP_BYTEMARK_TIMED_OUT;
-    ngx_snprintf((u_char *) timed_out.error, sizeof(timed_out.error),
-                 "no answer within %M ms%Z", call->timeout);
-
-    call->done(r, &timed_out);
-
-    if (call->cancel) {
-        /* an event-loop call ends now, and is freed */
-        call->cancel(call);
+    if (queued) {
+        /* it never started: it ends here */
+        ngx_http_bytemark_call_finish(call);
     }
 
-    ngx_http_run_posted_requests(c);
+    if (c) {
+        ngx_http_run_posted_requests(c);
+    }
 }
 
 

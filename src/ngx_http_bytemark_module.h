@@ -277,11 +277,13 @@ struct ngx_http_bytemark_call_s {
 
     /*
      * MySQL calls run on the event loop: queued for a connection of their
-     * server, then driven on it; cancel() ends one whose budget is spent.
+     * server, then driven on it.  When the budget is spent, cancel() takes
+     * a call that still waits out of the queue (NGX_OK); one that runs
+     * (NGX_DECLINED) finishes its statement on the loop.
      */
     ngx_queue_t                   queue;
     void                         *conn;
-    void                        (*cancel)(ngx_http_bytemark_call_t *call);
+    ngx_int_t                   (*cancel)(ngx_http_bytemark_call_t *call);
 
     ngx_http_bytemark_main_conf_t *bmcf;
     ngx_log_t                    *log;

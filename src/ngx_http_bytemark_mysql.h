@@ -118,7 +118,7 @@ struct ngx_http_bytemark_mysql_conn_s {
     ngx_uint_t                        generation;
 
     unsigned                          busy:1;
-    unsigned                          cancelled:1;
+    unsigned                          cancelled:1;  /* socket shut down */
 };
 
 

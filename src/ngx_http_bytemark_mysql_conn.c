@@ -12,17 +12,17 @@
  * for MYSQL_WAIT_TIMEOUT resume it with _cont().  No MySQL call blocks the
  * loop and none goes to a thread.
  *
- * A call whose budget is spent is cancelled: its socket is shut down, the
- * suspended library call fails at once, and the connection is closed,
- * never reused in an unknown state.  A call whose client went away is not
- * cancelled: it finishes within its budget and its connection goes back
- * to the pool.
+ * A call whose budget is spent, or whose client went away, is not
+ * interrupted: its statement ends on the loop, late, and its connection
+ * goes back to the pool in a known state, or the library's own timeouts
+ * fail it and the connection is closed, never reused in an unknown state.
  *
  * mysql_close() and mysql_stmt_close() are the only calls not made in
  * their non-blocking form: a connection is closed only when it is idle
- * (its COM_QUIT goes into an empty socket buffer), broken (the library has
- * closed the socket already) or shut down (the write fails at once), and
- * statements are closed after their connection, when they free memory only.
+ * (its COM_QUIT goes into an empty socket buffer) or broken (the library
+ * has closed the socket already, or it is shut down and the write fails at
+ * once), and statements are closed after their connection, when they free
+ * memory only.
  */
 
 
@@ -43,7 +43,7 @@
 static void ngx_http_bytemark_mysql_wake(ngx_event_t *ev);
 static void ngx_http_bytemark_mysql_begin(ngx_http_bytemark_mysql_conn_t *conn,
     ngx_http_bytemark_call_t *call);
-static void ngx_http_bytemark_mysql_cancel(ngx_http_bytemark_call_t *call);
+static ngx_int_t ngx_http_bytemark_mysql_cancel(ngx_http_bytemark_call_t *call);
 static void ngx_http_bytemark_mysql_resume(ngx_http_bytemark_mysql_conn_t *conn,
     int ready);
 static ngx_int_t ngx_http_bytemark_mysql_wait(
@@ -277,7 +277,8 @@ ngx_http_bytemark_mysql_begin(ngx_http_bytemark_mysql_conn_t *conn,
 
 /*
  * The call's statements are over: its connection goes back to the pool
- * (closed first when it broke or was cancelled), and the next waiting call
+ * (closed first when it broke, or its socket had to be shut down), and the
+ * next waiting call
  * gets it.
  */
 
@@ -317,52 +318,36 @@ ngx_http_bytemark_mysql_release(ngx_http_bytemark_mysql_conn_t *conn,
 
 
 /*
- * The budget is spent (the call layer has answered the request already):
- * a waiting call leaves the queue, a running one fails now.
+ * The budget is spent.  A call that still waits for a connection leaves the
+ * queue: NGX_OK, the call layer ends it.  One that runs is not interrupted:
+ * its statement finishes on the loop (a late answer, and the connection goes
+ * back to the pool in a known state), or the library's own timeout fails it
+ * and the connection is closed.  Shutting the socket down instead would
+ * close a connection, and leave a query running on the server, every time
+ * a server is merely slow.
  */
 
-static void
+static ngx_int_t
 ngx_http_bytemark_mysql_cancel(ngx_http_bytemark_call_t *call)
 {
-    ngx_uint_t                       n;
-    ngx_http_bytemark_mysql_conn_t  *conn;
     ngx_http_bytemark_mysql_node_t  *node;
 
-    conn = call->conn;
-
-    if (conn == NULL) {
-        node = &call->bmcf->mysql->nodes[call->slot
-                                         - NGX_HTTP_BYTEMARK_BREAKER_MYSQL];
-        ngx_queue_remove(&call->queue);
-        node->nwaiting--;
-
-        ngx_snprintf((u_char *) call->error, sizeof(call->error),
-                     "all %ui connections to mysql server #%ui are busy%Z",
-                     node->conf->pool_size, node->index + 1);
-        call->answer.result = NGX_HTTP_BYTEMARK_FAILED;
-        call->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_TIMEOUT;
-
-        ngx_http_bytemark_call_finish(call);
-        return;
+    if (call->conn) {
+        return NGX_DECLINED;
     }
 
-    conn->cancelled = 1;
+    node = &call->bmcf->mysql->nodes[call->slot
+                                     - NGX_HTTP_BYTEMARK_BREAKER_MYSQL];
+    ngx_queue_remove(&call->queue);
+    node->nwaiting--;
 
-    if (conn->mysql == NULL || conn->wait == 0) {
-        return;
-    }
+    ngx_snprintf((u_char *) call->error, sizeof(call->error),
+                 "all %ui connections to mysql server #%ui are busy%Z",
+                 node->conf->pool_size, node->index + 1);
+    call->answer.result = NGX_HTTP_BYTEMARK_FAILED;
+    call->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_TIMEOUT;
 
-    /*
-     * The library is suspended inside a call: once its socket is shut
-     * down, resuming it makes the call fail at once, and the statement's
-     * end closes the connection.
-     */
-    (void) shutdown(mysql_get_socket(conn->mysql), SHUT_RDWR);
-
-    /* the call may be freed inside: only its address is compared */
-    for (n = 0; n < 8 && conn->call == call && conn->wait; n++) {
-        ngx_http_bytemark_mysql_resume(conn, conn->wait);
-    }
+    return NGX_OK;
 }
 
 
@@ -383,33 +368,43 @@ static void
 ngx_http_bytemark_mysql_resume(ngx_http_bytemark_mysql_conn_t *conn,
     int ready)
 {
-    int  status;
+    int         status;
+    ngx_uint_t  n;
 
     status = conn->op(conn, ready);
 
-    if (status == 0) {
-        conn->wait = 0;
+    if (status && ngx_http_bytemark_mysql_wait(conn, status) == NGX_OK) {
+        return;
+    }
 
-        if (conn->c && conn->c->read->timer_set) {
-            ngx_del_timer(conn->c->read);
+    if (status) {
+        /*
+         * Cannot wait for the socket (no free nginx connection, say): the
+         * library call is made to fail now, its socket shut down, and the
+         * connection is closed at the end of the statement.
+         */
+        (void) shutdown(mysql_get_socket(conn->mysql), SHUT_RDWR);
+        conn->cancelled = 1;
+
+        for (n = 0; status && n < 8; n++) {
+            status = conn->op(conn, status);
         }
 
-        conn->next(conn);
-        return;
+        if (status) {
+            ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                          "bytemark: a mysql call of server #%ui cannot end",
+                          conn->node->index + 1);
+            return;
+        }
     }
 
-    if (ngx_http_bytemark_mysql_wait(conn, status) == NGX_OK
-        || conn->cancelled)
-    {
-        /* a cancelled call is resumed by ngx_http_bytemark_mysql_cancel() */
-        return;
+    conn->wait = 0;
+
+    if (conn->c && conn->c->read->timer_set) {
+        ngx_del_timer(conn->c->read);
     }
 
-    /* cannot wait for the socket: make the library call fail now */
-    (void) shutdown(mysql_get_socket(conn->mysql), SHUT_RDWR);
-    conn->cancelled = 1;
-
-    ngx_http_bytemark_mysql_resume(conn, status);
+    conn->next(conn);
 }
 
 
@@ -711,8 +706,7 @@ ngx_http_bytemark_mysql_connected(ngx_http_bytemark_mysql_conn_t *conn)
         snprintf(conn->call->error, sizeof(conn->call->error),
                  "cannot connect to mysql server #%u: %s",
                  (unsigned) conn->node->index + 1,
-                 conn->cancelled ? "no answer within the budget"
-                                 : mysql_error(conn->mysql));
+                 mysql_error(conn->mysql));
         conn->call->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_CONNECT;
         ngx_http_bytemark_mysql_close(conn);
         conn->end(conn, NGX_DECLINED);
