@@ -1073,6 +1073,8 @@ http {
             x['c1_full'] = self.measure(key, label, master, port, prefix, lo, hi, dbs, exp, conns=1,
                                         duration=self.c1_duration, warm=False)
 
+        self.connection_sweep()
+
         # The same hits and misses against FerretDB, a real MongoDB-wire server. Its hits
         # only over the users it holds; its misses over the stand-in's miss range (no cache
         # entry in either). No runs over 1 000 users: FerretDB scans its collection anyway.
@@ -1089,6 +1091,81 @@ http {
         S['ferretdb_fallback'] = self.measure('ferretdb_fallback', 'MySQL fallback after a MongoDB miss (fill off)',
                                               C, pc, '/fallback/tickets?user_id=', fb_lo, nu,
                                               ['ferretdb', 'mysql'], 'mysql', mongo_server='FerretDB')
+
+    CONN_KEYS = ('ceiling', 'mongo', 'mysql', 'fallback')
+
+    def connection_sweep(self):
+        """Issue 13: the ceiling, MongoDB hits, MySQL (no MongoDB) and the fallback at each
+        of --conn-levels connections, all four scenarios back to back at one level so that
+        the ceiling subtracted from each lookup was measured at the same connection count
+        and about the same time. c=1 runs --duration's c=1 length, the others --duration."""
+        A, B = self.nginx_a, self.nginx_b
+        pa, pb = self.port_a, self.port_b
+        nm, nu = self.mongo_users, self.mysql_users
+        levels = [int(x) for x in str(self.a.conn_levels).split(',') if x.strip()]
+        runs = {k: {} for k in self.CONN_KEYS}
+        for c in levels:
+            dur = self.c1_duration if c == 1 else self.duration
+            for key, label, master, port, prefix, lo, hi, dbs, exp in (
+                    ('ceiling', 'nginx `return 200`, same body size (ceiling)', A, pa, '/static?user_id=',
+                     1, nm, [], None),
+                    ('mongo', 'MongoDB hits', A, pa, '/mongo/tickets?user_id=', 1, nm, ['mongo'], 'mongo'),
+                    ('mysql', 'MySQL, no MongoDB configured', B, pb, '/mysql/tickets?user_id=', 1, nu,
+                     ['mysql'], 'mysql'),
+                    ('fallback', 'MySQL fallback after a MongoDB miss (fill off)', A, pa,
+                     '/fallback/tickets?user_id=', nm + 1, nu, ['mongo', 'mysql'], 'mysql')):
+                runs[key][str(c)] = self.measure('conn-' + key, label, master, port, prefix, lo, hi, dbs, exp,
+                                                 conns=c, duration=dur,
+                                                 mongo_server='stand-in' if 'mongo' in dbs else None)
+        self.res['connections'] = {'levels': levels, 'duration': self.duration, 'c1_duration': self.c1_duration,
+                                   'warmup': self.warmup, 'runs': runs, 'baseline': self.conn_baseline()}
+
+    def conn_baseline(self):
+        """The c=1 p50 of MongoDB hits and of MySQL in the newest committed, non-quick
+        bench/results/*.json that is not this run's own output (as committed: git show
+        HEAD:...). Its `connections` section if it has one, else its index runs at c=1 over
+        the whole data set (`index.<key>.c1_full`); a value it lacks stays None."""
+        own = os.path.realpath(self.res['md_path'][:-3] + '.json')
+        try:
+            files = run(['git', '-C', ROOT, 'ls-files', '--', 'bench/results/*.json']).split()
+        except Exception as e:
+            return {'file': None, 'why': 'git ls-files failed: %s' % e}
+        cands = []
+        for rel in files:
+            if rel.endswith('-quick.json') or os.path.realpath(os.path.join(ROOT, rel)) == own:
+                continue
+            try:
+                data = json.loads(run(['git', '-C', ROOT, 'show', 'HEAD:' + rel]))
+            except Exception:
+                continue
+            cands.append((str(data.get('date', '')), rel, data))
+        if not cands:
+            return {'file': None, 'why': 'no committed non-quick bench/results/*.json'}
+        date, rel, data = max(cands, key=lambda x: (x[0], x[1]))
+        out = {'file': rel, 'date': date}
+        for key in ('mongo', 'mysql'):
+            v, src = None, None
+            cr = data.get('connections', {}).get('runs', {}).get(key, {}).get('1')
+            if cr and cr.get('p50_ms') is not None:
+                v, src = cr['p50_ms'], 'connections.runs.%s.1' % key
+            else:
+                x = data.get('index', {}).get(key, {}).get('c1_full')
+                if x and x.get('p50_ms') is not None:
+                    v, src = x['p50_ms'], 'index.%s.c1_full' % key
+            out[key + '_c1_p50_ms'] = v
+            out[key + '_source'] = src
+        return out
+
+    @staticmethod
+    def conn_db_us(key, s):
+        """(database CPU µs per request, which database) of a connection-sweep run."""
+        if key == 'mongo':
+            return s['mongo_cpu_per_10k'] * 100, 'stand-in'
+        if key == 'mysql':
+            return s['mysql_cpu_per_10k'] * 100, 'MariaDB'
+        if key == 'fallback':
+            return (s['mongo_cpu_per_10k'] + s['mysql_cpu_per_10k']) * 100, 'MariaDB + stand-in'
+        return None, None
 
     @staticmethod
     def combine(runs):
@@ -1451,7 +1528,10 @@ http {
                     b['rps'], b['p50_ms'], b['p99_ms'], b['users'], b['p50_ms'] / a['p50_ms'],
                     b['p99_ms'] / a['p99_ms']))
         w('')
-        w('## Goals (issue 6)')
+        if r.get('connections'):
+            w(self.connections_md())
+            w('')
+        w('## Goals (issue 6%s)' % (' and issue 13' if r.get('connections') else ''))
         w('')
         for g in r['goals']:
             w('- **%s** — %s' % ('met' if g['met'] else ('NOT MET' if g['met'] is not None else 'not measured'),
@@ -1506,7 +1586,109 @@ http {
                                   S[key]['label'], r_loaded, x['full']['connections'], r_c1,
                                   x['full']['p99_ms'] / x['small']['p99_ms'],
                                   x['c1_full']['p99_ms'] / x['c1_small']['p99_ms'])})
+        G += self.connection_goals()
         self.res['goals'] = G
+
+    def connections_md(self):
+        """The "Connections (issue 13)" section: each scenario at each connection count."""
+        C = self.res['connections']
+        R = C['runs']
+        c = self.res['config']
+        out = ['## Connections (issue 13)', '',
+               'The ceiling, MongoDB hits (stand-in), MySQL with no MongoDB configured and the MySQL fallback '
+               'after a MongoDB miss (stand-in, fill off), each at %s connections (wrk `-t%d`, at most one '
+               'thread per connection), over the whole data set; %d s per run at c=1, %d s otherwise, each after '
+               'a %d s warm-up, the four scenarios back to back at each connection count. *module µs / req* is '
+               'the worker CPU per request minus the ceiling\'s at the same connection count; *database* is '
+               'the CPU per request of MariaDB, of the stand-in (a Python server) or of both (the fallback); '
+               '*worker / database* the ratio of the two.' % (
+                   ', '.join(str(x) for x in C['levels']), c['wrk_threads'], C['c1_duration'], C['duration'],
+                   C['warmup']), '',
+               '| scenario | connections | req/s | p50 ms | p99 ms | nginx worker µs / req | module µs / req '
+               '| database µs / req | worker / database | answered from |',
+               '|---|--:|--:|--:|--:|--:|--:|--:|--:|---|']
+        notes = []
+        for key in self.CONN_KEYS:
+            for lv in C['levels']:
+                s = R.get(key, {}).get(str(lv))
+                if not s:
+                    continue
+                ceil = R['ceiling'].get(str(lv))
+                mod = '—' if key == 'ceiling' or not ceil else '%.1f' % (s['nginx_us_per_req'] - ceil['nginx_us_per_req'])
+                db, dbn = self.conn_db_us(key, s)
+                exp = '—'
+                if s.get('expected_share') is not None:
+                    exp = ', '.join('%s %.1f%%' % (k, min(100.0, v * 100 / s['requests']))
+                                    for k, v in s['answers'].items() if v)
+                if s['problems']:
+                    notes.append('%s c=%d: %s' % (key, lv, '; '.join(p.replace(' ()', '') for p in s['problems'])))
+                out.append('| %s%s | %d | %.0f | %.2f | %.2f | %.1f | %s | %s | %s | %s |' % (
+                    s['label'] + (' — ' + s['mongo_server'] if s.get('mongo_server') else ''),
+                    ' ⚠' if s['problems'] else '', lv, s['rps'], s['p50_ms'], s['p99_ms'], s['nginx_us_per_req'],
+                    mod, '—' if db is None else '%.1f (%s)' % (db, dbn),
+                    '—' if not db else '%.2f' % (s['nginx_us_per_req'] / db), exp))
+        if notes:
+            out += ['', '⚠ ' + ' — '.join(notes)]
+        b = C.get('baseline') or {}
+        if b.get('file'):
+            parts = ['%.3f ms p50 (`%s`)' % (b[k + '_c1_p50_ms'], b[k + '_source'])
+                     if b.get(k + '_c1_p50_ms') is not None else 'no baseline' for k in ('mongo', 'mysql')]
+            out += ['', 'Baseline of the c=1 goal: `%s` (%s, as committed): MongoDB hits %s, MySQL %s.' % (
+                b['file'], b.get('date'), parts[0], parts[1])]
+        else:
+            out += ['', 'Baseline of the c=1 goal: none (%s).' % b.get('why', '?')]
+        return '\n'.join(out)
+
+    def connection_goals(self):
+        C = self.res.get('connections')
+        if not C:
+            return []
+        R, G = C['runs'], []
+
+        def run_at(key, lv):
+            return R.get(key, {}).get(str(lv))
+
+        for key, limit in (('mysql', 15), ('mongo', 25)):
+            s, ceil = run_at(key, 32), run_at('ceiling', 32)
+            if not s or not ceil:
+                G.append({'met': None, 'text': 'issue 13: %s: module work at 32 connections: not measured' % key})
+                continue
+            us = s['nginx_us_per_req'] - ceil['nginx_us_per_req']
+            G.append({'met': us <= limit, 'text': 'issue 13: %s%s, 32 connections: the module adds %.1f µs of worker '
+                      'CPU per request (%.1f − %.1f µs of the ceiling at 32 connections), goal ≤ %d µs%s' % (
+                          s['label'], ' (stand-in)' if key == 'mongo' else '', us, s['nginx_us_per_req'],
+                          ceil['nginx_us_per_req'], limit,
+                          ' ⚠ ' + '; '.join(s['problems']) if s['problems'] else '')})
+        b = C.get('baseline') or {}
+        for key in ('mongo', 'mysql'):
+            s = run_at(key, 1)
+            name = s['label'] if s else key
+            base = b.get(key + '_c1_p50_ms')
+            if not s:
+                G.append({'met': None, 'text': 'issue 13: %s at 1 connection: not measured' % name})
+            elif base is None:
+                G.append({'met': None, 'text': 'issue 13: %s at 1 connection: p50 %.3f ms; no baseline (%s)' % (
+                    name, s['p50_ms'], ('`%s` has no c=1 p50 of it' % b['file']) if b.get('file')
+                    else b.get('why', 'no earlier report'))})
+            else:
+                G.append({'met': s['p50_ms'] <= base, 'text': 'issue 13: %s at 1 connection: p50 %.3f ms against '
+                          '%.3f ms in `%s` (%s, `%s`), %.2f×, goal: no worse%s' % (
+                              name, s['p50_ms'], base, b['file'], b.get('date'), b[key + '_source'],
+                              s['p50_ms'] / base, '; this is a --quick run (a smaller data set, shorter runs) '
+                              'against a full one' if self.quick else '')})
+        for key in ('mysql', 'mongo'):
+            s = run_at(key, 32)
+            if not s:
+                continue
+            db, dbn = self.conn_db_us(key, s)
+            ng = s['nginx_us_per_req']
+            G.append({'met': bool(db) and ng < 0.5 * db,
+                      'text': 'issue 13: %s, 32 connections: the nginx worker uses less than half the CPU per '
+                              'request of the database server: %.1f against %.1f µs (%s), %.2f×, goal < 0.5×%s' % (
+                                  s['label'], ng, db or 0, dbn, ng / db if db else 0,
+                                  '; the stand-in is a Python server, a real mongod would spend a fraction of '
+                                  'that, so this comparison flatters nginx' if key == 'mongo' else '')})
+        return G
 
     def profile_md(self):
         P = self.res['profile']
@@ -1565,6 +1747,9 @@ def main():
     ap.add_argument('--pool-threads', type=int, default=16)
     ap.add_argument('--connections', type=int, default=32)
     ap.add_argument('--wrk-threads', type=int, default=1)
+    ap.add_argument('--conn-levels', default='1,32,256',
+                    help='connection counts of the "Connections (issue 13)" runs (default 1,32,256; '
+                         'wrk -t%%d with at most --wrk-threads threads)')
     ap.add_argument('--duration', type=int)
     ap.add_argument('--rounds', type=int, help='alternating rounds of the ceiling and the micro-cache '
                                                '(default 5, --quick 2), each 2/5 of --duration long')

@@ -12,12 +12,18 @@
 # every lookup), runs wrk against each scenario, the MongoDB hit and miss ones
 # against the stand-in and against FerretDB, profiles the hot path with
 # callgrind, and writes bench/results/<date>-<host>[-quick].md (and .json),
-# the two servers' rows side by side. Nothing is left running: bench.py stops
+# the two servers' rows side by side. Then (issue 13) the section "Connections
+# (issue 13)": the ceiling, MongoDB hits, MySQL without MongoDB and the fallback
+# at 1, 32 and 256 connections (--conn-levels), req/s, p50, p99, worker, module
+# and database CPU per request, with its goals (module µs at 32 connections, the
+# c=1 p50 against the newest committed non-quick bench/results/*.json, worker
+# CPU under half the database's). Nothing is left running: bench.py stops
 # what it started, and the trap below kills whatever is still listed in the
 # work directory's pid file (bench.py itself killed with SIGKILL, say).
 #
 # Other options go to bench.py (python3 bench/bench.py --help): --workers N,
 # --connections N, --wrk-threads N, --duration S, --no-profile, --rows N,
+# --conn-levels 1,32,256, --results-dir DIR,
 # --mongo-users N, --ferretdb-docs N, --quiet-cores C, --quiet-wait S.
 # BYTEMARK_BUILD_DIR: build (and benchmark) the module in another directory.
 # BENCH_NO_BUILD=1: use the module already built.
