@@ -131,7 +131,11 @@ ngx_http_bytemark_call_started(ngx_http_bytemark_call_t *call)
     ngx_http_bytemark_ctx_t  *ctx;
 
     call->started = ngx_current_msec;
-    ngx_http_bytemark_metrics_call_posted(call);
+
+    if (!call->member) {
+        /* a MongoDB lookup is counted by the task that carries it */
+        ngx_http_bytemark_metrics_call_posted(call);
+    }
 
     if (call->request) {
         ctx = ngx_http_get_module_ctx(call->request, ngx_http_bytemark_module);
@@ -196,7 +200,10 @@ ngx_http_bytemark_call_finish(ngx_http_bytemark_call_t *call)
     ngx_http_bytemark_ctx_t   *ctx;
 
     call->elapsed = ngx_current_msec - call->started;
-    ngx_http_bytemark_metrics_call_completed(call);
+
+    if (!call->member) {
+        ngx_http_bytemark_metrics_call_completed(call);
+    }
 
     if (call->budget.timer_set) {
         ngx_del_timer(&call->budget);
@@ -248,6 +255,7 @@ ngx_http_bytemark_call_finish(ngx_http_bytemark_call_t *call)
 static void
 ngx_http_bytemark_call_timeout(ngx_event_t *ev)
 {
+    ngx_int_t                  rc;
     ngx_uint_t                 queued;
     ngx_connection_t          *c;
     ngx_http_request_t        *r;
@@ -257,10 +265,17 @@ ngx_http_bytemark_call_timeout(ngx_event_t *ev)
     call = ev->data;
     r = call->request;
 
-    /* a MySQL call that still waits for a connection leaves the queue */
-    queued = (call->cancel && call->cancel(call) == NGX_OK);
+    /*
+     * A MySQL call that still waits for a connection, or a MongoDB lookup
+     * that still waits for its task, leaves its queue (NGX_OK).  A lookup
+     * whose task runs (NGX_DONE) has marked the task stuck instead: the
+     * thread is the task's, counted once however many of its lookups
+     * outlive their budgets.
+     */
+    rc = call->cancel ? call->cancel(call) : NGX_DECLINED;
+    queued = (rc == NGX_OK);
 
-    if (!queued) {
+    if (rc == NGX_DECLINED) {
         /*
          * The budget is spent: whoever waited, the call now holds a thread
          * (MongoDB) or a connection (MySQL) until its operation ends.
@@ -358,10 +373,19 @@ ngx_http_bytemark_request_done(void *data)
 {
     ngx_http_bytemark_ctx_t *ctx = data;
 
-    if (ctx->call) {
+    ngx_http_bytemark_call_t  *call;
+
+    call = ctx->call;
+
+    if (call) {
         /* the budget timer stays: it tells when the call is stuck */
-        ctx->call->request = NULL;
+        call->request = NULL;
         ctx->call = NULL;
+
+        if (call->member && ngx_http_bytemark_mongo_leave(call) == NGX_OK) {
+            /* a lookup still queued: it never started, it ends here */
+            ngx_http_bytemark_call_finish(call);
+        }
     }
 
     ngx_http_bytemark_answer_release(&ctx->stale);
@@ -371,6 +395,18 @@ ngx_http_bytemark_request_done(void *data)
 
     ngx_http_bytemark_ingest_passes_free(ctx->passes, ctx->npasses);
     ctx->passes = NULL;
+}
+
+
+/* the call outlived a budget: it holds its thread (or connection) on */
+
+void
+ngx_http_bytemark_call_stuck(ngx_http_bytemark_call_t *call)
+{
+    if (!call->stuck) {
+        call->stuck = 1;
+        ngx_http_bytemark_stuck[call->slot]++;
+    }
 }
 
 

@@ -43,6 +43,7 @@ ngx_http_bytemark_create_main_conf(ngx_conf_t *cf)
     bmcf->breaker_failures = NGX_CONF_UNSET_UINT;
     bmcf->breaker_open = NGX_CONF_UNSET_MSEC;
     bmcf->stuck_calls = NGX_CONF_UNSET_UINT;
+    bmcf->mongo_batch = NGX_CONF_UNSET_UINT;
 
     return bmcf;
 }
@@ -70,6 +71,7 @@ ngx_http_bytemark_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(bmcf->breaker_failures, 5);
     ngx_conf_init_msec_value(bmcf->breaker_open, 2000);
     ngx_conf_init_uint_value(bmcf->stuck_calls, 2);
+    ngx_conf_init_uint_value(bmcf->mongo_batch, 64);
 
     if (bmcf->mongo_uri.len == 0 && bmcf->mysql_servers == NULL) {
         return NGX_CONF_OK;
@@ -375,6 +377,40 @@ invalid:
                        "\"%V\" (expected failures=<1..1000> and/or "
                        "open=<time>, each once)", &value[i]);
     return NGX_CONF_ERROR;
+}
+
+
+/*
+ * bytemark_mongo_batch <n>: lookups one MongoDB find task carries (1: one
+ * lookup per task); 1000 keeps a find's $in, and a thread's work, modest
+ */
+
+char *
+ngx_http_bytemark_set_mongo_batch(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_bytemark_main_conf_t *bmcf = conf;
+
+    ngx_int_t   n;
+    ngx_str_t  *value;
+
+    if (bmcf->mongo_batch != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    n = ngx_atoi(value[1].data, value[1].len);
+
+    if (n < 1 || n > 1000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"bytemark_mongo_batch\" must be a number "
+                           "from 1 to 1000, not \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    bmcf->mongo_batch = (ngx_uint_t) n;
+
+    return NGX_CONF_OK;
 }
 
 

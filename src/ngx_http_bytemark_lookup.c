@@ -2,7 +2,9 @@
 /*
  * The resolution order of the read handlers (SPEC 3.1, 3.2):
  *
- *   1. MongoDB findOne({user_id}): a fresh, complete entry answers;
+ *   1. MongoDB findOne({user_id}) (carried with other lookups by one
+ *      task: ngx_http_bytemark_mongo_batch.c): a fresh, complete entry
+ *      answers;
  *   2. otherwise MySQL answers (and, for tickets, the cache is filled
  *      afterwards without delaying the response);
  *   3. MySQL failing too: a stale entry answers under bytemark_use_stale;
@@ -102,8 +104,8 @@ ngx_http_bytemark_mongo_stage(ngx_http_request_t *r,
         return ngx_http_bytemark_mongo_only(r, ctx, NGX_HTTP_BYTEMARK_FAILED);
     }
 
-    call = ngx_http_bytemark_call_create(r, "mongo find",
-                                         ngx_http_bytemark_mongo_find,
+    /* no run of its own: the task that carries it runs the find */
+    call = ngx_http_bytemark_call_create(r, "mongo find", NULL,
                                          ngx_http_bytemark_mongo_done,
                                          blcf->mongo_timeout);
     if (call == NULL) {
@@ -112,7 +114,7 @@ ngx_http_bytemark_mongo_stage(ngx_http_request_t *r,
 
     call->user_id = ctx->user_id;
 
-    if (ngx_http_bytemark_call_post(call) != NGX_OK) {
+    if (ngx_http_bytemark_mongo_lookup(call) != NGX_OK) {
         ngx_http_bytemark_call_free(call);
 
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,

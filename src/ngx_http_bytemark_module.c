@@ -150,6 +150,13 @@ static ngx_command_t  ngx_http_bytemark_commands[] = {
       0,
       NULL },
 
+    { ngx_string("bytemark_mongo_batch"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_bytemark_set_mongo_batch,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("bytemark_stuck_calls"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_bytemark_set_stuck_calls,

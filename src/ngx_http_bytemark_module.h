@@ -24,7 +24,9 @@
  *   ngx_http_bytemark_breaker.c    a circuit breaker per backend
  *   ngx_http_bytemark_microcache.c whole answers in a shared zone, LRU,
  *                                  one lookup per key in flight
- *   ngx_http_bytemark_mongo.c      MongoDB: client pool, find, fill
+ *   ngx_http_bytemark_mongo.c      MongoDB: client pool, fill, writes
+ *   ngx_http_bytemark_mongo_batch.c MongoDB lookups: one thread task
+ *                                  carries the lookups queued meanwhile
  *   ngx_http_bytemark_mysql.c      MySQL: pool, prepared statements, rows
  *   ngx_http_bytemark_json.c       cache documents and MySQL rows to pass
  *                                  arrays; filters; JSON -> BSON for writes
@@ -153,6 +155,9 @@ typedef struct {
     ngx_uint_t                    breaker_failures;
     ngx_msec_t                    breaker_open;
     ngx_uint_t                    stuck_calls;
+
+    /* bytemark_mongo_batch: lookups one MongoDB task carries */
+    ngx_uint_t                    mongo_batch;
 
     ngx_shm_zone_t               *shm_zone;
     ngx_shm_zone_t               *metrics_zone;
@@ -304,6 +309,18 @@ struct ngx_http_bytemark_call_s {
     /* done() runs even when the request has gone (ingest, cleanup) */
     unsigned                      always_done:1;
 
+    /*
+     * MongoDB lookups (mongo_batch.c): a lookup is a member, carried by a
+     * task (a call of its own, without a request); "batch" is the task
+     * of a member that runs, NULL while it waits in the worker's queue.
+     * A member is neither posted nor counted by the metrics itself: its
+     * task is.
+     */
+    unsigned                      member:1;
+    ngx_http_bytemark_call_t     *batch;
+    ngx_http_bytemark_call_t    **members;      /* task: ngx_alloc()ed */
+    ngx_uint_t                    nmembers;
+
     /* results */
     ngx_http_bytemark_answer_t    answer;
     char                          error[640];  /* cause, for the log */
@@ -361,6 +378,8 @@ char *ngx_http_bytemark_set_breaker(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_bytemark_set_stuck_calls(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+char *ngx_http_bytemark_set_mongo_batch(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 char *ngx_http_bytemark_set_collection(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_bytemark_set_table(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -397,6 +416,7 @@ ngx_int_t ngx_http_bytemark_call_hold(ngx_http_request_t *r);
 ngx_int_t ngx_http_bytemark_call_blocked(ngx_http_bytemark_main_conf_t *bmcf,
     ngx_uint_t slot);
 void ngx_http_bytemark_call_free(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_call_stuck(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_answer_release(ngx_http_bytemark_answer_t *a);
 ngx_int_t ngx_http_bytemark_request_cleanup(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx);
@@ -469,7 +489,9 @@ ngx_int_t ngx_http_bytemark_mongo_init_process(ngx_cycle_t *cycle,
 void ngx_http_bytemark_mongo_exit_process(ngx_http_bytemark_main_conf_t *bmcf);
 ngx_int_t ngx_http_bytemark_mongo_check_uri(ngx_str_t *uri, char *err,
     size_t size);
-void ngx_http_bytemark_mongo_find(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_mongo_batch_init(void);
+ngx_int_t ngx_http_bytemark_mongo_lookup(ngx_http_bytemark_call_t *call);
+ngx_int_t ngx_http_bytemark_mongo_leave(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_mongo_fill(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_mongo_ingest(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_mongo_purge(ngx_http_bytemark_call_t *call);

@@ -2,7 +2,8 @@
 /*
  * MongoDB: one mongoc_client_pool_t per worker, created after fork (its
  * monitor threads would not survive fork()), and the operations the pool
- * threads run: the cache lookup and the cache fill.
+ * threads run: the cache fill, the cache side of an ingest, purge and
+ * cleanup.  Lookups are in ngx_http_bytemark_mongo_batch.c.
  *
  * The driver's own timeouts are bounded by defaults added to the URI when
  * the operator did not set them, so that a thread stuck in the driver is
@@ -12,7 +13,7 @@
 
 #include "ngx_http_bytemark_module.h"
 
-#include <mongoc/mongoc.h>
+#include "ngx_http_bytemark_mongo.h"
 
 
 /* socketTimeoutMS: twice the http-level budget, at least this */
@@ -27,22 +28,11 @@ static bson_t  *ngx_http_bytemark_upsert;
 static bson_t  *ngx_http_bytemark_write;
 
 
-struct ngx_http_bytemark_mongo_s {
-    mongoc_uri_t          *uri;
-    mongoc_client_pool_t  *pool;
-    char                  *db;
-    char                  *coll;
-    /* from bson_new(): a bson_t wants 128-byte alignment, pools give less */
-    bson_t                *find_opts;
-};
-
 
 static mongoc_uri_t *ngx_http_bytemark_mongo_uri(ngx_str_t *s,
     bson_error_t *error);
 static void ngx_http_bytemark_mongo_default(mongoc_uri_t *uri,
     const char *option, int32_t value);
-static void ngx_http_bytemark_mongo_error(ngx_http_bytemark_call_t *call,
-    bson_error_t *error);
 static void ngx_http_bytemark_mongo_cause(char *buf, size_t size,
     bson_error_t *error);
 static void ngx_http_bytemark_mongo_log(mongoc_log_level_t level,
@@ -51,10 +41,6 @@ static void ngx_http_bytemark_mongo_delete(ngx_http_bytemark_call_t *call,
     bson_t *filter);
 static ngx_int_t ngx_http_bytemark_mongo_fill_array(bson_t *set,
     const char *key, ngx_http_bytemark_passes_t *list);
-static mongoc_collection_t *ngx_http_bytemark_mongo_acquire(
-    ngx_http_bytemark_mongo_t *mongo, mongoc_client_t **client);
-static void ngx_http_bytemark_mongo_release(ngx_http_bytemark_mongo_t *mongo,
-    mongoc_client_t *client, mongoc_collection_t *coll);
 
 
 ngx_int_t
@@ -161,6 +147,13 @@ ngx_http_bytemark_mongo_init_process(ngx_cycle_t *cycle,
                                 "}",
                                 "limit", BCON_INT64(1),
                                 "singleBatch", BCON_BOOL(true));
+    /* a batch: every document of its users, first one per user wins */
+    mongo->batch_opts = BCON_NEW("projection", "{",
+                                     "passesLog", BCON_INT32(0),
+                                     "passes4Log", BCON_INT32(0),
+                                 "}");
+
+    ngx_http_bytemark_mongo_batch_init();
 
     bmcf->mongo = mongo;
 
@@ -195,6 +188,7 @@ ngx_http_bytemark_mongo_exit_process(ngx_http_bytemark_main_conf_t *bmcf)
     bson_free(mongo->db);
     bson_free(mongo->coll);
     bson_destroy(mongo->find_opts);
+    bson_destroy(mongo->batch_opts);
     bson_destroy(ngx_http_bytemark_upsert);
     ngx_http_bytemark_upsert = NULL;
     bson_destroy(ngx_http_bytemark_write);
@@ -210,7 +204,7 @@ ngx_http_bytemark_mongo_exit_process(ngx_http_bytemark_main_conf_t *bmcf)
  * than that (the default 100) it never does.
  */
 
-static mongoc_collection_t *
+mongoc_collection_t *
 ngx_http_bytemark_mongo_acquire(ngx_http_bytemark_mongo_t *mongo,
     mongoc_client_t **client)
 {
@@ -221,62 +215,13 @@ ngx_http_bytemark_mongo_acquire(ngx_http_bytemark_mongo_t *mongo,
 }
 
 
-static void
+void
 ngx_http_bytemark_mongo_release(ngx_http_bytemark_mongo_t *mongo,
     mongoc_client_t *client, mongoc_collection_t *coll)
 {
     mongoc_collection_destroy(coll);
     ngx_http_bytemark_metrics_mongo_push();
     mongoc_client_pool_push(mongo->pool, client);
-}
-
-
-/* thread: findOne({user_id}) without the log arrays */
-
-void
-ngx_http_bytemark_mongo_find(ngx_http_bytemark_call_t *call)
-{
-    bson_t                      filter;
-    const bson_t               *doc;
-    bson_error_t                error;
-    mongoc_client_t            *client;
-    mongoc_cursor_t            *cursor;
-    mongoc_collection_t        *coll;
-    ngx_http_bytemark_mongo_t  *mongo;
-
-    mongo = call->bmcf->mongo;
-
-    coll = ngx_http_bytemark_mongo_acquire(mongo, &client);
-
-    /* MongoDB compares numbers across types: int64 finds int32 and double */
-    bson_init(&filter);
-    BSON_APPEND_INT64(&filter, "user_id", (int64_t) call->user_id);
-
-    cursor = mongoc_collection_find_with_opts(coll, &filter, mongo->find_opts,
-                                              NULL);
-
-    if (mongoc_cursor_next(cursor, &doc)) {
-        if (ngx_http_bytemark_entry_from_bson(doc, &call->answer, call->error,
-                                              sizeof(call->error))
-            == NGX_OK)
-        {
-            call->answer.result = NGX_HTTP_BYTEMARK_FOUND;
-
-        } else {
-            ngx_http_bytemark_answer_release(&call->answer);
-            call->answer.result = NGX_HTTP_BYTEMARK_MALFORMED;
-        }
-
-    } else if (mongoc_cursor_error(cursor, &error)) {
-        ngx_http_bytemark_mongo_error(call, &error);
-
-    } else {
-        call->answer.result = NGX_HTTP_BYTEMARK_NOT_FOUND;
-    }
-
-    mongoc_cursor_destroy(cursor);
-    bson_destroy(&filter);
-    ngx_http_bytemark_mongo_release(mongo, client, coll);
 }
 
 
@@ -389,7 +334,7 @@ ngx_http_bytemark_mongo_fill(ngx_http_bytemark_call_t *call)
 }
 
 
-static void
+void
 ngx_http_bytemark_mongo_error(ngx_http_bytemark_call_t *call,
     bson_error_t *error)
 {
