@@ -11,6 +11,9 @@ Usage:
   mongo_cli.py URI DB COLL drop-db                drops the whole database
   mongo_cli.py URI DB COLL index-unique FIELD     unique ascending index on FIELD
   mongo_cli.py URI DB COLL server-status          prints connections.current
+  mongo_cli.py URI DB COLL op-count [NAME]        prints opcounters.NAME (default
+                                                  query: find commands), -1 if
+                                                  the server keeps no such count
   mongo_cli.py URI DB COLL ping
 
 All JSON in and out is MongoDB Extended JSON (bson.json_util): input may be
@@ -120,6 +123,10 @@ def main(argv):
     elif cmd == "server-status":
         st = client.admin.command("serverStatus")
         print(int(st["connections"]["current"]))
+    elif cmd == "op-count":
+        name = args[0] if args else "query"
+        st = client.admin.command("serverStatus")
+        print(int(st.get("opcounters", {}).get(name, -1)))
     elif cmd == "ping":
         client.admin.command("ping")
         print("ok")

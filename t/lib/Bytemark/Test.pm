@@ -780,6 +780,15 @@ sub mongo_connections {
     return $out =~ /(-?\d+)/ ? $1 : croak "bad server-status output: $out";
 }
 
+# Find commands the server has run so far (serverStatus opcounters.query),
+# or undef when it keeps no such count (FerretDB's serverStatus has none).
+sub mongo_finds {
+    my $self = shift;
+    my $out = $self->_mongo_cli('op-count', 'query');
+    my ($n) = $out =~ /(-?\d+)/ or croak "bad op-count output: $out";
+    return $n < 0 ? undef : $n;
+}
+
 # Canonical EJSON -> plain Perl values ($numberInt/$numberLong/$numberDouble to
 # numbers, $oid to its hex string); other wrappers are left as they are.
 sub plain {
