@@ -92,6 +92,15 @@ rejected(conf("$mysql bytemark_breaker failures=2; bytemark_breaker open=1s;"), 
          'bytemark_breaker twice');
 rejected(conf("$mysql bytemark_stuck_calls 0;"), qr/"bytemark_stuck_calls" must be a number from 1 to 1000, not "0"/,
          'bytemark_stuck_calls 0');
+accepted(conf("$mongo bytemark_mongo_batch 1;"), 'bytemark_mongo_batch 1');
+accepted(conf("$mongo bytemark_mongo_batch 1000;"), 'bytemark_mongo_batch 1000');
+for my $bad (qw(0 1001 many)) {
+    rejected(conf("$mongo bytemark_mongo_batch $bad;"),
+             qr/"bytemark_mongo_batch" must be a number from 1 to 1000, not "$bad"/,
+             "bytemark_mongo_batch $bad");
+}
+rejected(conf("$mongo bytemark_mongo_batch 8; bytemark_mongo_batch 9;"),
+         qr/"bytemark_mongo_batch" directive is duplicate/, 'bytemark_mongo_batch twice');
 rejected(conf("$mysql bytemark_stuck_calls many;"), qr/"bytemark_stuck_calls" must be a number from 1 to 1000, not "many"/,
          'bytemark_stuck_calls many');
 rejected(conf("$mysql bytemark_thread_pool default; bytemark_thread_pool other;"),
