@@ -103,6 +103,11 @@ ngx_http_bytemark_mongo_lookup(ngx_http_bytemark_call_t *call)
     /* the budget runs from now: waiting in the queue is part of it */
     ngx_http_bytemark_call_started(call);
 
+    if (ngx_http_bytemark_batch_running < NGX_HTTP_BYTEMARK_BATCH_TASKS) {
+        /* a task could not be posted before (no memory): try again now */
+        ngx_http_bytemark_batch_next();
+    }
+
     return NGX_OK;
 }
 
