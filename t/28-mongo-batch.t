@@ -232,6 +232,13 @@ is got($r, 1), 'mongo u1', 'warm-up: user 1 from MongoDB';
 
 is_deeply [$t->worker_pids], [$worker], 'the same worker throughout: nothing crashed';
 
+# the gauges count thread tasks, and every task has ended
+{
+    my $st = body(http_raw($port, '/status'));
+    is $st->{bytemark_thread_pool_queue}, 0, 'at rest: no task counted in the thread pool gauge';
+    is $st->{bytemark_pool_connections}{mongo}{busy} // 0, 0, 'at rest: no MongoDB client busy';
+}
+
 # --- (i) reload while a batch is in flight ---------------------------------------------
 
 {
