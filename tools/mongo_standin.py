@@ -769,6 +769,24 @@ class Engine:
             if not docs:
                 filtering.filter_applies(q, {})     # still reject a malformed filter
         if docs is None:
+            # {user_id: {$in: [...]}} (the module's batched lookups): one bucket per value,
+            # as mongod walks its index once per key
+            for key, cond in q.items():
+                if (key.startswith('$') or '.' in key or not isinstance(cond, dict)
+                        or list(cond) != ['$in'] or not isinstance(cond['$in'], list)
+                        or not all(_plain_scalar(v) for v in cond['$in'])):
+                    continue
+                index = self.eq_index(coll)
+                sets = [index.candidates(key, v) for v in cond['$in']]
+                if any(c is None for c in sets):
+                    break
+                store = coll._store._documents
+                keys = sorted(set(k for c in sets for k in c), key=lambda k: index.seq.get(k, -1))
+                docs = [store[k] for k in keys if k in store]
+                if not docs:
+                    filtering.filter_applies(q, {})
+                break
+        if docs is None:
             docs = coll._store.documents
         return [d for d in docs if filtering.filter_applies(q, d)]
 

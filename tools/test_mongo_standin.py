@@ -332,6 +332,21 @@ class StandinTest(unittest.TestCase):
         with self.assertRaises(DuplicateKeyError):
             self.coll.insert_one({'user_id': 10.0})
 
+    def test_in_lookups_use_the_index(self):
+        # {user_id: {$in: [...]}} (the module's batched lookups) reads one index bucket
+        # per value; the answer must be what a scan gives: insertion order, mixed
+        # numeric types equal, other conditions still applied.
+        self.coll.create_index('user_id')
+        self.coll.insert_many([{'user_id': i % 7, 'n': i} for i in range(30)] + [{'user_id': 'x', 'n': 99}])
+        got = [d['n'] for d in self.coll.find({'user_id': {'$in': [3, Int64(5), 6.0, 42]}})]
+        self.assertEqual(got, [i for i in range(30) if i % 7 in (3, 5, 6)])
+        self.assertEqual([d['n'] for d in self.coll.find({'user_id': {'$in': ['x']}, 'n': {'$gt': 50}})], [99])
+        self.assertEqual(list(self.coll.find({'user_id': {'$in': [1000]}})), [])
+        self.coll.update_one({'n': 3}, {'$set': {'user_id': 1000}})
+        self.assertEqual([d['n'] for d in self.coll.find({'user_id': {'$in': [1000]}})], [3])
+        with self.assertRaises(OperationFailure):
+            list(self.coll.find({'user_id': {'$in': [1000]}, 'n': {'$bogus': 1}}))
+
     def test_delete(self):
         self.coll.insert_many([{'user_id': i, 'timestamp': i * 10} for i in range(10)])
         self.assertEqual(self.coll.delete_many({'timestamp': {'$lt': 45}}).deleted_count, 5)
