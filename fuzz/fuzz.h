@@ -14,7 +14,7 @@
 #define _BYTEMARK_FUZZ_H_INCLUDED_
 
 
-#include "ngx_http_bytemark_module.h"
+#include "ngx_http_bytemark_http.h"
 
 #include <bson/bson.h>
 

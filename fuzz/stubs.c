@@ -14,6 +14,8 @@ static ngx_cycle_t       bytemark_fuzz_cycle;
 volatile ngx_cycle_t    *ngx_cycle = &bytemark_fuzz_cycle;
 
 ngx_module_t             ngx_http_bytemark_module;
+/* ngx_http_bytemark_http_conf() (core.c) names it; no target calls that */
+ngx_module_t             ngx_http_module;
 
 
 void

@@ -32,7 +32,10 @@ else
 fi
 
 cd "$tree"
-stamp="$root ${flags[*]} $cc_opt $ld_opt"
+# config lists each layer's files by folder (src/LAYERS): a file added or
+# removed is a new configuration
+srcs=$(cd "$root" && echo src/*/*.[ch])
+stamp="$root ${flags[*]} $cc_opt $ld_opt $srcs"
 if [ ! -f objs/Makefile ] || [ "$(cat objs/.bytemark-stamp 2>/dev/null)" != "$stamp" ] \
    || [ "$root/config" -nt objs/Makefile ]; then
     ./configure "${flags[@]}" --with-cc-opt="$cc_opt" --with-ld-opt="$ld_opt" \

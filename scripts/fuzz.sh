@@ -98,14 +98,31 @@ nginx_tree() {
 
 # --- build ------------------------------------------------------------------------
 
+# The module's files under test: the core and render layers (no request
+# state, no backends: src/LAYERS) and the client input of the http layer.
+# The headers of every layer are on the include path: input.c includes the
+# http layer's header, which includes those below it.
+fuzzed_layers() {
+    sed -n 's/^\([a-z][a-z]*\).*/\1/p' "${BYTEMARK_FUZZ_SRC:-$root/src}/LAYERS"
+}
+
+fuzzed_sources() {
+    local src=$1
+    echo "$src"/core/*.c "$src"/render/*.c "$src"/http/ngx_http_bytemark_input.c
+}
+
 # build_set <dir> <sanitizer flags for objects>
 build_objects() {
     local dir=$1 san=$2
     mkdir -p "$dir"
     local incs=(-I"$NGX/src/core" -I"$NGX/src/event" -I"$NGX/src/event/modules"
                 -I"$NGX/src/os/unix" -I"$NGX/objs" -I"$NGX/src/http"
-                -I"$NGX/src/http/modules" -I"$NGX/src/http/v2" -I"${BYTEMARK_FUZZ_SRC:-$root/src}"
-                -I"$root/fuzz")
+                -I"$NGX/src/http/modules" -I"$NGX/src/http/v2")
+    local layer
+    for layer in $(fuzzed_layers); do
+        incs+=(-I"${BYTEMARK_FUZZ_SRC:-$root/src}/$layer")
+    done
+    incs+=(-I"$root/fuzz")
     # shellcheck disable=SC2207
     local pc=($(pkg-config --cflags libbson-1.0 jansson libcrypto))
     # shellcheck disable=SC2206  # $san: several flags
@@ -117,8 +134,7 @@ build_objects() {
         "$CC" "${base[@]}" -w -c "$f" -o "$o" & pids+=($!)
     done
     local src=${BYTEMARK_FUZZ_SRC:-$root/src}
-    for f in "$src"/ngx_http_bytemark_input.c "$src"/ngx_http_bytemark_json.c \
-             "$src"/ngx_http_bytemark_render.c "$src"/ngx_http_bytemark_body.c; do
+    for f in $(fuzzed_sources "$src"); do
         "$CC" "${base[@]}" -Wall -Wextra -Wno-unused-parameter -c "$f" -o "$dir/$(basename "$f" .c).o" & pids+=($!)
     done
     for f in fuzz/stubs.c fuzz/common.c fuzz/reference.c fuzz/driver.c "${TARGETS[@]/#/fuzz/}"; do
@@ -293,10 +309,10 @@ coverage() {
     $bin/llvm-profdata merge -o "$prof/all.profdata" "$prof"/*.profraw
     local src=${BYTEMARK_FUZZ_SRC:-$root/src} objs=()
     for t in "${SELECTED[@]}"; do objs+=(-object "$out/cov/$t"); done
+    # shellcheck disable=SC2046
     $bin/llvm-cov report "${objs[@]:1}" -instr-profile="$prof/all.profdata" \
-        "$src"/ngx_http_bytemark_json.c "$src"/ngx_http_bytemark_render.c \
-        "$src"/ngx_http_bytemark_body.c "$src"/ngx_http_bytemark_input.c
-    echo "fuzz.sh: line by line: $bin/llvm-cov show ${objs[*]:1} -instr-profile=$prof/all.profdata $src/ngx_http_bytemark_json.c"
+        $(fuzzed_sources "$src")
+    echo "fuzz.sh: line by line: $bin/llvm-cov show ${objs[*]:1} -instr-profile=$prof/all.profdata $src/render/ngx_http_bytemark_json.c"
 }
 
 cmd=${1:-}

@@ -153,7 +153,10 @@ build() {
     local row=$1 v=$2 modflag=$3; shift 3
     local dir="$out/$row" tree="$out/$row/src/nginx-$v"
     local args=(--prefix="$dir" "$@" --with-cc-opt="$cc_opt" "$modflag=$root")
+    # config lists the files of each layer folder: a file added or removed
+    # is a new configuration too
     local stamp; stamp="${args[*]} $(sha256sum "$root/config" | cut -c1-16)"
+    stamp="$stamp $(cd "$root" && echo src/*/*.[ch] | sha256sum | cut -c1-16)"
     mkdir -p "$dir"
     {
         echo "== $row: nginx $v $* $modflag=$root"

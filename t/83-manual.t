@@ -18,8 +18,8 @@ my $REPO = $Bytemark::Test::REPO;
 sub slurp { my $f = shift; open my $fh, '<', $f or die "$f: $!"; local $/; <$fh> }
 
 my $manual = slurp("$REPO/doc/manual.md");
-my $table  = slurp("$REPO/src/ngx_http_bytemark_module.c");
-my $vars   = join '', map { slurp($_) } glob "$REPO/src/*.c";
+my $table  = slurp("$REPO/src/http/ngx_http_bytemark_module.c");
+my $vars   = join '', map { slurp($_) } glob "$REPO/src/*/*.c";
 
 # { ngx_string("name"), FLAGS, ... } entries of the command table
 my %dir;

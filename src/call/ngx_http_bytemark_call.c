@@ -1,0 +1,392 @@
+
+/*
+ * The backend-call layer.
+ *
+ * A MongoDB call runs one blocking driver operation on an nginx thread
+ * pool; a MySQL call runs on the event loop (src/mysql/), first waiting for
+ * a connection of its server.  The time budget is a timer on the event
+ * loop, so a request never waits longer than its budget whatever the
+ * driver does.  When the budget fires first, or
+ * the client goes away, the call is abandoned: the request forgets it and
+ * goes on, and the call (allocated outside the request pool) lives until the
+ * thread finishes, when the completion handler frees it.  The thread only
+ * ever touches the call, never the request, and the driver connection goes
+ * back to its pool inside the thread, so an abandoned call leaks nothing.
+ *
+ * This is why we do not hold the request with r->main->blocked as the copy
+ * filter does: a blocked request cannot be answered before its task ends,
+ * and the budget is the point.
+ *
+ * An abandoned call still holds a pool thread.  So that a server that hangs
+ * cannot take every thread and starve the others (MongoDB stuck must not
+ * keep the MySQL fallback from running, a hung primary must not keep reads
+ * from its replica), a worker lets at most "bytemark_stuck_calls" (2)
+ * abandoned calls per server run; past that, new calls to that server are
+ * skipped, as if its breaker were open, until one returns.  A call counts
+ * as stuck once it outlives its budget, not when its client goes away: a
+ * client that gives up says nothing about the server.
+ *
+ * This layer knows neither backend nor handler: a call's run, done and
+ * cancel are set by the layers above, the MySQL side hands over its poster
+ * (ngx_http_bytemark_call_loop_backend()), and what a request's end does
+ * to its call is the flow layer's (ngx_http_bytemark_request.c).
+ */
+
+
+#include "ngx_http_bytemark_call.h"
+
+#if (NGX_THREADS)
+#include <ngx_thread_pool.h>
+#endif
+
+
+/* per worker: abandoned calls still running, by breaker slot */
+static ngx_uint_t  ngx_http_bytemark_stuck[NGX_HTTP_BYTEMARK_BREAKERS];
+
+/* per worker: the MySQL side's poster (ngx_http_bytemark_call_loop_backend) */
+static ngx_http_bytemark_call_post_pt  ngx_http_bytemark_call_loop;
+
+
+static void ngx_http_bytemark_call_thread(void *data, ngx_log_t *log);
+static void ngx_http_bytemark_call_complete(ngx_event_t *ev);
+static void ngx_http_bytemark_call_timeout(ngx_event_t *ev);
+
+
+ngx_http_bytemark_call_t *
+ngx_http_bytemark_call_create(ngx_http_request_t *r, const char *name,
+    ngx_http_bytemark_call_run_pt run, ngx_http_bytemark_call_done_pt done,
+    ngx_msec_t timeout)
+{
+    ngx_http_bytemark_call_t  *call;
+
+    call = ngx_calloc(sizeof(ngx_http_bytemark_call_t), ngx_cycle->log);
+    if (call == NULL) {
+        return NULL;
+    }
+
+    call->task.ctx = call;
+    call->task.handler = ngx_http_bytemark_call_thread;
+    call->task.event.data = call;
+    call->task.event.handler = ngx_http_bytemark_call_complete;
+    call->task.event.log = ngx_cycle->log;
+
+    call->budget.data = call;
+    call->budget.handler = ngx_http_bytemark_call_timeout;
+    call->budget.log = ngx_cycle->log;
+
+    call->request = r;
+    call->run = run;
+    call->done = done;
+    call->name = name;
+    call->backend = (ngx_strncmp(name, "mysql", 5) == 0)
+                    ? NGX_HTTP_BYTEMARK_BACKEND_MYSQL
+                    : NGX_HTTP_BYTEMARK_BACKEND_MONGO;
+
+    /* the primary, unless the caller picks another server */
+    call->slot = (call->backend == NGX_HTTP_BYTEMARK_BACKEND_MYSQL)
+                 ? NGX_HTTP_BYTEMARK_BREAKER_MYSQL
+                 : NGX_HTTP_BYTEMARK_BREAKER_MONGO;
+    call->timeout = timeout;
+    call->log = r ? r->connection->log : ngx_cycle->log;
+    call->bmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                                     ngx_http_bytemark_module);
+
+    return call;
+}
+
+
+/*
+ * The MySQL side drives its calls on the event loop: it queues them itself,
+ * and says so at init_process, so that this layer never includes it.
+ */
+
+void
+ngx_http_bytemark_call_loop_backend(ngx_uint_t backend,
+    ngx_http_bytemark_call_post_pt post)
+{
+    if (backend == NGX_HTTP_BYTEMARK_BACKEND_MYSQL) {
+        ngx_http_bytemark_call_loop = post;
+    }
+}
+
+
+/*
+ * NGX_ERROR: the thread pool queue is full (or threads are missing); the
+ * caller still owns the call and answers 503 at once, never waits.
+ */
+
+ngx_int_t
+ngx_http_bytemark_call_post(ngx_http_bytemark_call_t *call)
+{
+    if (call->backend == NGX_HTTP_BYTEMARK_BACKEND_MYSQL) {
+        /* on the event loop: it waits for a connection of its server */
+        if (ngx_http_bytemark_call_loop == NULL
+            || ngx_http_bytemark_call_loop(call) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        ngx_http_bytemark_call_started(call);
+        return NGX_OK;
+    }
+
+#if (NGX_THREADS)
+    if (ngx_thread_task_post(call->bmcf->thread_pool, &call->task) != NGX_OK) {
+        return NGX_ERROR;
+    }
+#else
+    return NGX_ERROR;
+#endif
+
+    ngx_http_bytemark_call_started(call);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The call's work has begun, on a thread or on the event loop: from now on
+ * it ends with ngx_http_bytemark_call_finish(), and its request waits for
+ * it no longer than its budget.
+ */
+
+void
+ngx_http_bytemark_call_started(ngx_http_bytemark_call_t *call)
+{
+    ngx_http_bytemark_ctx_t  *ctx;
+
+    call->started = ngx_current_msec;
+
+    if (!call->member) {
+        /* a MongoDB lookup is counted by the task that carries it */
+        ngx_http_bytemark_metrics_call_posted(call);
+    }
+
+    if (call->request) {
+        ctx = ngx_http_get_module_ctx(call->request, ngx_http_bytemark_module);
+        ctx->call = call;
+
+        ngx_add_timer(&call->budget, call->timeout);
+    }
+}
+
+
+void
+ngx_http_bytemark_call_free(ngx_http_bytemark_call_t *call)
+{
+    ngx_http_bytemark_answer_release(&call->answer);
+
+    ngx_http_bytemark_passes_free(&call->fill_passes[0]);
+    ngx_http_bytemark_passes_free(&call->fill_passes[1]);
+
+    ngx_http_bytemark_ingest_passes_free(call->passes, call->npasses);
+
+    ngx_free(call);
+}
+
+
+void
+ngx_http_bytemark_answer_release(ngx_http_bytemark_answer_t *a)
+{
+    ngx_http_bytemark_passes_free(&a->passes[0]);
+    ngx_http_bytemark_passes_free(&a->passes[1]);
+}
+
+
+/* runs in a pool thread: touch nothing but the call */
+
+static void
+ngx_http_bytemark_call_thread(void *data, ngx_log_t *log)
+{
+    ngx_http_bytemark_call_t  *call = data;
+
+    call->run(call);
+}
+
+
+static void
+ngx_http_bytemark_call_complete(ngx_event_t *ev)
+{
+    ngx_http_bytemark_call_finish(ev->data);
+}
+
+
+/*
+ * Event loop: the call's work is over (its thread returned, or its event
+ * loop operation ended); its request, if one still waits, is answered, and
+ * the call is freed.
+ */
+
+void
+ngx_http_bytemark_call_finish(ngx_http_bytemark_call_t *call)
+{
+    ngx_connection_t          *c;
+    ngx_http_request_t        *r;
+    ngx_http_bytemark_ctx_t   *ctx;
+
+    call->elapsed = ngx_current_msec - call->started;
+
+    if (!call->member) {
+        ngx_http_bytemark_metrics_call_completed(call);
+    }
+
+    if (call->budget.timer_set) {
+        ngx_del_timer(&call->budget);
+    }
+
+    if (call->stuck) {
+        ngx_http_bytemark_stuck[call->slot]--;
+    }
+
+    r = call->request;
+
+    if (r == NULL) {
+        /* abandoned, or never attached (a cache fill) */
+
+        if (call->always_done) {
+            /* it has work left that does not need the request */
+            call->done(NULL, call);
+            ngx_http_bytemark_call_free(call);
+            return;
+        }
+
+        if (call->error[0]) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "bytemark: %s for user %uL failed: %s",
+                          call->name, call->user_id, call->error);
+        }
+
+        ngx_http_bytemark_call_free(call);
+        return;
+    }
+
+    call->request = NULL;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
+    ctx->call = NULL;
+
+    c = r->connection;
+
+    call->done(r, call);
+
+    ngx_http_bytemark_call_free(call);
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+/* the budget is spent: answer without the call, which the thread still owns */
+
+static void
+ngx_http_bytemark_call_timeout(ngx_event_t *ev)
+{
+    ngx_int_t                  rc;
+    ngx_uint_t                 queued;
+    ngx_connection_t          *c;
+    ngx_http_request_t        *r;
+    ngx_http_bytemark_ctx_t   *ctx;
+    ngx_http_bytemark_call_t  *call, timed_out;
+
+    call = ev->data;
+    r = call->request;
+
+    /*
+     * A MySQL call that still waits for a connection, or a MongoDB lookup
+     * that still waits for its task, leaves its queue (NGX_OK).  A lookup
+     * whose task runs (NGX_DONE) has marked the task stuck instead: the
+     * thread is the task's, counted once however many of its lookups
+     * outlive their budgets.
+     */
+    rc = call->cancel ? call->cancel(call) : NGX_DECLINED;
+    queued = (rc == NGX_OK);
+
+    if (rc == NGX_DECLINED) {
+        /*
+         * The budget is spent: whoever waited, the call now holds a thread
+         * (MongoDB) or a connection (MySQL) until its operation ends.
+         */
+        call->stuck = 1;
+        ngx_http_bytemark_stuck[call->slot]++;
+    }
+
+    c = NULL;
+
+    if (r) {
+        call->request = NULL;
+        ngx_http_bytemark_metrics_call_timed_out(call);
+
+        ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
+        ctx->call = NULL;
+
+        c = r->connection;
+
+        /*
+         * done() reads the answer from a copy, because the thread may still
+         * be writing the real one.
+         */
+
+        ngx_memzero(&timed_out, sizeof(ngx_http_bytemark_call_t));
+        timed_out.name = call->name;
+        timed_out.run = call->run;
+        timed_out.answer.timestamp = call->answer.timestamp;
+        timed_out.answer.count = call->answer.count;
+        timed_out.backend = call->backend;
+        timed_out.slot = call->slot;
+        timed_out.bmcf = call->bmcf;
+        timed_out.log = call->log;
+        timed_out.timeout = call->timeout;
+        timed_out.user_id = call->user_id;
+        timed_out.elapsed = ngx_current_msec - call->started;
+        timed_out.answer.result = NGX_HTTP_BYTEMARK_TIMED_OUT;
+        ngx_snprintf((u_char *) timed_out.error, sizeof(timed_out.error),
+                     "no answer within %M ms%Z", call->timeout);
+
+        call->done(r, &timed_out);
+    }
+
+    if (queued) {
+        /* it never started: it ends here */
+        ngx_http_bytemark_call_finish(call);
+    }
+
+    if (c) {
+        ngx_http_run_posted_requests(c);
+    }
+}
+
+
+/*
+ * A content handler that posted a call holds its request until a done()
+ * finalizes it, and watches for a client that goes away meanwhile.
+ */
+
+ngx_int_t
+ngx_http_bytemark_call_hold(ngx_http_request_t *r)
+{
+    r->main->count++;
+    r->read_event_handler = ngx_http_test_reading;
+
+    return NGX_DONE;
+}
+
+
+/* the call outlived a budget: it holds its thread (or connection) on */
+
+void
+ngx_http_bytemark_call_stuck(ngx_http_bytemark_call_t *call)
+{
+    if (!call->stuck) {
+        call->stuck = 1;
+        ngx_http_bytemark_stuck[call->slot]++;
+    }
+}
+
+
+/* too many abandoned calls to this server still hold threads */
+
+ngx_int_t
+ngx_http_bytemark_call_blocked(ngx_http_bytemark_main_conf_t *bmcf,
+    ngx_uint_t slot)
+{
+    return ngx_http_bytemark_stuck[slot] >= bmcf->stuck_calls;
+}

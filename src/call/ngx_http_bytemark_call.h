@@ -1,0 +1,113 @@
+
+/*
+ * The backend-call layer: a call, its time budget on the event loop, and
+ * how it ends (resumed, abandoned, stuck).  It runs a call on the thread
+ * pool, or hands it to the backend that drives it on the event loop; it
+ * knows neither backend, nor the request's handler: both are pointers in
+ * the call (run, done, cancel) set by the layers above.
+ */
+
+#ifndef _NGX_HTTP_BYTEMARK_CALL_H_INCLUDED_
+#define _NGX_HTTP_BYTEMARK_CALL_H_INCLUDED_
+
+
+#include "ngx_http_bytemark_render.h"
+
+
+typedef void (*ngx_http_bytemark_call_run_pt)(ngx_http_bytemark_call_t *call);
+typedef void (*ngx_http_bytemark_call_done_pt)(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *call);
+
+
+/*
+ * A backend call.  It is allocated outside the request pool: the thread owns
+ * it until the completion handler runs on the event loop, whatever happened
+ * to the request meanwhile.
+ */
+struct ngx_http_bytemark_call_s {
+    ngx_thread_task_t             task;
+    ngx_event_t                   budget;
+
+    ngx_http_request_t           *request;   /* NULL once abandoned */
+    ngx_http_bytemark_call_run_pt run;
+    ngx_http_bytemark_call_done_pt done;
+    const char                   *name;      /* "mongo find", ... */
+    ngx_uint_t                    backend;   /* from the name's first word */
+    ngx_uint_t                    slot;      /* breaker: mongo, mysql #n */
+    unsigned                      stuck:1;   /* abandoned, thread still busy */
+
+    /*
+     * MySQL calls run on the event loop: queued for a connection of their
+     * server, then driven on it.  When the budget is spent, cancel() takes
+     * a call that still waits out of the queue (NGX_OK); one that runs
+     * (NGX_DECLINED) finishes its statement on the loop.
+     */
+    ngx_queue_t                   queue;
+    void                         *conn;
+    ngx_int_t                   (*cancel)(ngx_http_bytemark_call_t *call);
+
+    ngx_http_bytemark_main_conf_t *bmcf;
+    ngx_log_t                    *log;
+    ngx_msec_t                    started;
+    int64_t                       posted_us;  /* metrics: monotonic */
+    ngx_msec_t                    elapsed;
+    ngx_msec_t                    timeout;
+
+    /* arguments */
+    uint64_t                      user_id;
+    u_char                        uuid[NGX_HTTP_BYTEMARK_UUID_LEN];
+    ngx_http_bytemark_passes_t    fill_passes[2];
+    int64_t                       fill_timestamp;
+    ngx_http_bytemark_ingest_pass_t *passes;
+    ngx_uint_t                    npasses;
+    int64_t                       max_age;       /* cleanup */
+
+    /* done() runs even when the request has gone (ingest, cleanup) */
+    unsigned                      always_done:1;
+
+    /*
+     * MongoDB lookups (mongo_batch.c): a lookup is a member, carried by a
+     * task (a call of its own, without a request); "batch" is the task
+     * of a member that runs, NULL while it waits in the worker's queue.
+     * A member is neither posted nor counted by the metrics itself: its
+     * task is.
+     */
+    unsigned                      member:1;
+    ngx_http_bytemark_call_t     *batch;
+    ngx_http_bytemark_call_t    **members;      /* task: ngx_alloc()ed */
+    ngx_uint_t                    nmembers;
+
+    /* results */
+    ngx_http_bytemark_answer_t    answer;
+    char                          error[640];  /* cause, for the log */
+    char                          refused[128];  /* REFUSED: for the client */
+    unsigned                      cache_failed:1;
+    char                          cache_error[640];
+};
+
+/* call layer */
+ngx_http_bytemark_call_t *ngx_http_bytemark_call_create(ngx_http_request_t *r,
+    const char *name, ngx_http_bytemark_call_run_pt run,
+    ngx_http_bytemark_call_done_pt done, ngx_msec_t timeout);
+ngx_int_t ngx_http_bytemark_call_post(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_call_started(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_call_finish(ngx_http_bytemark_call_t *call);
+ngx_int_t ngx_http_bytemark_call_hold(ngx_http_request_t *r);
+ngx_int_t ngx_http_bytemark_call_blocked(ngx_http_bytemark_main_conf_t *bmcf,
+    ngx_uint_t slot);
+void ngx_http_bytemark_call_free(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_call_stuck(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_answer_release(ngx_http_bytemark_answer_t *a);
+
+/*
+ * A backend whose calls run on the event loop (MySQL) queues them itself:
+ * it hands the call layer its poster at init_process.
+ */
+typedef ngx_int_t (*ngx_http_bytemark_call_post_pt)(
+    ngx_http_bytemark_call_t *call);
+
+void ngx_http_bytemark_call_loop_backend(ngx_uint_t backend,
+    ngx_http_bytemark_call_post_pt post);
+
+
+#endif /* _NGX_HTTP_BYTEMARK_CALL_H_INCLUDED_ */

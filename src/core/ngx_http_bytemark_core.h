@@ -1,0 +1,338 @@
+
+/*
+ * ngx_http_bytemark_module: transit tickets and passes served at the edge.
+ *
+ * The sources are laid out in layers, one folder and one header each, the
+ * way nginx lays out its own tree (src/core, src/event, src/http); a layer
+ * includes its own header and the headers of the layers below it, never
+ * one above (src/LAYERS is the table, t/02-layers.t the check):
+ *
+ *   http/      the HTTP surface: module, directives and their merge, client
+ *              input, one thin handler per endpoint, variables
+ *   flow/      the resolution order of the reads, the micro-cache in front
+ *              of it, the request's cleanup, the periodic cache cleanup
+ *   response/  the one place that writes responses and SPEC errors
+ *   mysql/     the MySQL side, on the event loop: pools, the non-blocking
+ *              driver, prepared statements, rows
+ *   mongo/     the MongoDB side, on the thread pool: client pool, batched
+ *              lookups, fill and writes
+ *   shm/       shared memory: per-user notes, the cleanup lock, circuit
+ *              breakers, the metrics store and its renderings
+ *   call/      the backend-call layer: thread pool or event loop, the time
+ *              budget, resume, abandon
+ *   render/    JSON in and out, no nginx request state: BSON values and rows
+ *              to canonical JSON, filters, ingest bodies, JSON to BSON
+ *   core/      this header: the types every layer shares, clocks, ids, and
+ *              the small metrics interface the layers report through
+ *
+ * A request flows down: http -> flow -> call -> mongo or mysql, and the
+ * answer comes back up through done() handlers into response.  A lower
+ * layer reaches an upper one only through a pointer the upper one hands it:
+ * a call's run/done/cancel, the call layer's event-loop poster (MySQL), the
+ * response writer's micro-cache hooks.
+ */
+
+#ifndef _NGX_HTTP_BYTEMARK_CORE_H_INCLUDED_
+#define _NGX_HTTP_BYTEMARK_CORE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+/*
+ * ngx_thread_task_t and ngx_thread_pool_t, with or without --with-threads:
+ * the module must compile against an nginx without threads so that it can
+ * refuse it by name (ngx_http_bytemark_check_threads()).
+ */
+#include <ngx_thread_pool.h>
+
+#if (NGX_THREADS)
+/*
+ * Weak: the binary signature of --with-compat builds is the same with and
+ * without threads, so a module built against a tree with threads may be
+ * loaded by an nginx without them. dlopen() would then fail on "undefined
+ * symbol: ngx_thread_task_post"; weak references load as NULL instead, and
+ * the module refuses the configuration with a message that says why.
+ */
+#pragma weak ngx_thread_pool_add
+#pragma weak ngx_thread_task_post
+#endif
+
+#include <jansson.h>
+
+
+#define NGX_HTTP_BYTEMARK_MAX_USER_ID   9007199254740991ULL  /* 2^53 - 1 */
+#define NGX_HTTP_BYTEMARK_UUID_LEN      36
+#define NGX_HTTP_BYTEMARK_STATUS_MAX    32
+#define NGX_HTTP_BYTEMARK_ISO_LEN       64
+/* deeper JSON and BSON are refused rather than risking a thread's stack */
+#define NGX_HTTP_BYTEMARK_MAX_DEPTH     64
+
+/* which handler a location runs */
+#define NGX_HTTP_BYTEMARK_TICKETS       1
+#define NGX_HTTP_BYTEMARK_PASS          2
+#define NGX_HTTP_BYTEMARK_INGEST        3
+#define NGX_HTTP_BYTEMARK_PURGE         4
+#define NGX_HTTP_BYTEMARK_STATUS        5
+
+/* version filter of the tickets handler */
+#define NGX_HTTP_BYTEMARK_V3            0x01
+#define NGX_HTTP_BYTEMARK_V4            0x02
+
+
+typedef struct ngx_http_bytemark_mongo_s      ngx_http_bytemark_mongo_t;
+typedef struct ngx_http_bytemark_mysql_pool_s ngx_http_bytemark_mysql_pool_t;
+typedef struct ngx_http_bytemark_call_s       ngx_http_bytemark_call_t;
+typedef struct ngx_http_bytemark_ctx_s        ngx_http_bytemark_ctx_t;
+typedef struct ngx_http_bytemark_shm_s        ngx_http_bytemark_shm_t;
+
+
+/* breakers: MongoDB, then one per MySQL server */
+#define NGX_HTTP_BYTEMARK_BREAKER_MONGO  0
+#define NGX_HTTP_BYTEMARK_BREAKER_MYSQL  1
+#define NGX_HTTP_BYTEMARK_BREAKERS       17
+
+/* one validated pass of an ingest body */
+typedef struct {
+    u_char                        uuid[NGX_HTTP_BYTEMARK_UUID_LEN];
+    ngx_uint_t                    version;
+    ngx_int_t                     free_ticket_status;
+    int64_t                       timestamp;
+    char                         *status;        /* NUL-terminated */
+    char                         *payload;       /* compact JSON, or NULL */
+    char                          payload_hash[65];
+    json_t                       *object;        /* as the cache stores it */
+} ngx_http_bytemark_ingest_pass_t;
+
+
+/* one "bytemark_mysql" directive */
+typedef struct {
+    ngx_str_t                     host;       /* or empty */
+    ngx_str_t                     address;    /* host, resolved: text */
+    ngx_str_t                     socket;     /* or empty */
+    ngx_uint_t                    port;
+    ngx_str_t                     user;
+    ngx_str_t                     password;
+    ngx_str_t                     database;
+    ngx_uint_t                    pool_size;
+} ngx_http_bytemark_mysql_server_t;
+
+
+typedef struct {
+    ngx_str_t                     mongo_uri;
+    ngx_str_t                     mongo_db;
+    ngx_str_t                     mongo_coll;
+
+    ngx_array_t                  *mysql_servers;
+    ngx_str_t                     mysql_table;
+
+    ngx_str_t                     thread_pool_name;
+    ngx_thread_pool_t            *thread_pool;
+
+    /* per worker, created in init_process */
+    ngx_http_bytemark_mongo_t    *mongo;
+    ngx_http_bytemark_mysql_pool_t *mysql;
+
+    /* bytemark_cache_cleanup */
+    ngx_msec_t                    cleanup_interval;
+    ngx_msec_t                    cleanup_max_age;
+
+    /* bytemark_breaker, bytemark_stuck_calls */
+    ngx_uint_t                    breaker_failures;
+    ngx_msec_t                    breaker_open;
+    ngx_uint_t                    stuck_calls;
+
+    /* bytemark_mongo_batch: lookups one MongoDB task carries */
+    ngx_uint_t                    mongo_batch;
+
+    ngx_shm_zone_t               *shm_zone;
+    ngx_shm_zone_t               *metrics_zone;
+    ngx_array_t                  *microcaches;   /* of ngx_shm_zone_t * */
+} ngx_http_bytemark_main_conf_t;
+
+
+typedef struct {
+    ngx_uint_t                    handler;
+
+    ngx_msec_t                    mongo_timeout;
+    ngx_msec_t                    mysql_timeout;
+    ngx_msec_t                    cache_ttl;
+    ngx_flag_t                    cache_fill;
+    ngx_flag_t                    use_stale;
+    ngx_int_t                     ingest_max_passes;
+    ngx_shm_zone_t               *microcache;
+    ngx_msec_t                    microcache_ttl;
+
+    ngx_http_complex_value_t     *user_id;
+    ngx_http_complex_value_t     *pass_uuid;
+} ngx_http_bytemark_loc_conf_t;
+
+
+/* parsed query arguments of the tickets handler */
+typedef struct {
+    ngx_array_t                  *statuses;   /* of ngx_str_t, or NULL */
+    ngx_uint_t                    versions;   /* NGX_HTTP_BYTEMARK_V3|V4 */
+} ngx_http_bytemark_filter_t;
+
+
+/* what a backend call produced; filled in a thread, read on the event loop */
+typedef enum {
+    NGX_HTTP_BYTEMARK_FOUND = 0,
+    NGX_HTTP_BYTEMARK_NOT_FOUND,
+    NGX_HTTP_BYTEMARK_FAILED,        /* connect, query, pool */
+    NGX_HTTP_BYTEMARK_MALFORMED,     /* a cache document we cannot render */
+    NGX_HTTP_BYTEMARK_TIMED_OUT,     /* set by the event loop: budget spent */
+    NGX_HTTP_BYTEMARK_NO_THREAD,     /* thread pool queue full */
+    NGX_HTTP_BYTEMARK_CONFLICT,      /* ingest: a uuid of another user */
+    NGX_HTTP_BYTEMARK_REFUSED        /* ingest: the table refused a value */
+} ngx_http_bytemark_result_e;
+
+
+/* growable malloc()ed text (render/) */
+typedef struct {
+    u_char                       *data;
+    size_t                        len;
+    size_t                        size;
+} ngx_http_bytemark_jbuf_t;
+
+
+/* one pass of a rendered array: its text, and what filters look at */
+typedef struct {
+    size_t                        start;        /* offset in the text */
+    size_t                        len;
+    u_char                        status[NGX_HTTP_BYTEMARK_STATUS_MAX];
+    u_char                        uuid[NGX_HTTP_BYTEMARK_UUID_LEN];
+    uint8_t                       status_len;
+    unsigned                      has_status:1; /* a string, <= 32 bytes */
+    unsigned                      has_uuid:1;   /* a string of 36 bytes */
+} ngx_http_bytemark_item_t;
+
+
+/*
+ * A pass array rendered once, in the pool thread, as the canonical JSON
+ * the response carries: "[{...},{...}]".  Handlers only pick items.
+ */
+typedef struct {
+    ngx_http_bytemark_jbuf_t      text;
+    ngx_http_bytemark_item_t     *items;
+    ngx_uint_t                    n;
+    ngx_uint_t                    nalloc;
+} ngx_http_bytemark_passes_t;
+
+
+/* a MySQL row, as text (SPEC 2); payload/hash data NULL for SQL NULL */
+typedef struct {
+    ngx_str_t                     uuid;
+    ngx_str_t                     status;
+    ngx_str_t                     payload;
+    ngx_str_t                     hash;
+    int64_t                       timestamp;
+    int64_t                       free_ticket_status;
+} ngx_http_bytemark_pass_row_t;
+
+
+typedef struct {
+    ngx_http_bytemark_result_e    result;
+    /* [0]: "passes" (version 3), [1]: "passes4"; a pass lookup from
+     * MySQL has its one pass in the array of its version */
+    ngx_http_bytemark_passes_t    passes[2];
+    int64_t                       timestamp;    /* entry's, or read start */
+    unsigned                      has_timestamp:1;
+    unsigned                      incomplete:1;
+    int64_t                       count;        /* written, deleted */
+    ngx_uint_t                    error_kind;   /* NGX_HTTP_BYTEMARK_ERR_* */
+} ngx_http_bytemark_answer_t;
+
+
+
+
+struct ngx_http_bytemark_ctx_s {
+    ngx_uint_t                    handler;
+    uint64_t                      user_id;
+    ngx_str_t                     user_id_text;
+    u_char                        uuid[NGX_HTTP_BYTEMARK_UUID_LEN];
+    ngx_http_bytemark_filter_t    filter;
+
+    ngx_http_bytemark_call_t     *call;       /* in flight, or NULL */
+
+    ngx_http_bytemark_answer_t    stale;      /* a stale cache entry */
+    unsigned                      have_stale:1;
+    unsigned                      mongo_failed:1;
+    unsigned                      mongo_used:1;
+    unsigned                      mysql_used:1;
+    unsigned                      noted:1;      /* cache entry not trusted */
+    ngx_uint_t                    mysql_server; /* the read's next server */
+    ngx_msec_t                    mysql_deadline;
+    int64_t                       note_stamp;
+    ngx_http_bytemark_ingest_pass_t *passes;    /* ingest */
+    ngx_uint_t                    npasses;
+
+    ngx_msec_t                    mongo_time;
+    ngx_msec_t                    mysql_time;
+    ngx_str_t                     source;
+    ngx_str_t                     cache_status; /* micro-cache: HIT, ... */
+    ngx_str_t                     mc_key;
+    ngx_shm_zone_t               *mc_zone;
+    ngx_event_t                  *mc_wait;
+    ngx_msec_t                    mc_waited;
+    unsigned                      mc_updating:1;
+};
+
+
+extern ngx_module_t  ngx_http_bytemark_module;
+
+
+/* core: clocks, ids, the http{}-level settings */
+int64_t ngx_http_bytemark_now_ms(void);
+void ngx_http_bytemark_iso_time(int64_t ms, char *buf);
+ngx_int_t ngx_http_bytemark_parse_uuid(ngx_str_t *s, u_char *out);
+ngx_http_bytemark_loc_conf_t *ngx_http_bytemark_http_conf(ngx_cycle_t *cycle);
+
+
+/*
+ * The metrics interface: what the layers report.  The store behind it is
+ * the shm layer's (shm/ngx_http_bytemark_metrics.c), which nothing below
+ * it includes.
+ */
+
+/* why a backend call failed: bytemark_backend_errors_total{kind} */
+#define NGX_HTTP_BYTEMARK_ERR_NONE          0
+#define NGX_HTTP_BYTEMARK_ERR_TIMEOUT       1
+#define NGX_HTTP_BYTEMARK_ERR_CONNECT       2
+#define NGX_HTTP_BYTEMARK_ERR_QUERY         3
+#define NGX_HTTP_BYTEMARK_ERR_BREAKER_OPEN  4
+
+#define NGX_HTTP_BYTEMARK_BACKEND_MONGO     0
+#define NGX_HTTP_BYTEMARK_BACKEND_MYSQL     1
+
+/* counters without a home in the call layer, for metrics_inc()/_add() */
+typedef enum {
+    NGX_HTTP_BYTEMARK_M_MICROCACHE_HIT = 0,
+    NGX_HTTP_BYTEMARK_M_MICROCACHE_MISS,
+    NGX_HTTP_BYTEMARK_M_MICROCACHE_EXPIRED,
+    NGX_HTTP_BYTEMARK_M_MICROCACHE_EVICTION,
+    NGX_HTTP_BYTEMARK_M_MICROCACHE_INVALIDATION,
+    NGX_HTTP_BYTEMARK_M_CLEANUP_RUNS,
+    NGX_HTTP_BYTEMARK_M_CLEANUP_DELETED,
+    NGX_HTTP_BYTEMARK_M_WRITE_FAILURES_FILL,
+    NGX_HTTP_BYTEMARK_M_WRITE_FAILURES_INGEST,
+    NGX_HTTP_BYTEMARK_M_WRITE_FAILURES_PURGE,
+    NGX_HTTP_BYTEMARK_M_N
+} ngx_http_bytemark_metric_e;
+
+#define ngx_http_bytemark_metrics_inc(metric)                                 \
+    ngx_http_bytemark_metrics_add(metric, 1)
+
+void ngx_http_bytemark_metrics_add(ngx_uint_t metric, ngx_uint_t n);
+void ngx_http_bytemark_metrics_backend_error(ngx_uint_t backend,
+    ngx_uint_t kind);
+void ngx_http_bytemark_metrics_call_posted(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_metrics_call_timed_out(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_metrics_call_completed(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_metrics_mongo_pop(void);
+void ngx_http_bytemark_metrics_mongo_push(void);
+void ngx_http_bytemark_metrics_mysql_acquire(ngx_uint_t open);
+void ngx_http_bytemark_metrics_mysql_release(ngx_uint_t open);
+
+
+#endif /* _NGX_HTTP_BYTEMARK_CORE_H_INCLUDED_ */

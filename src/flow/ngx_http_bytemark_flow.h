@@ -1,0 +1,44 @@
+
+/*
+ * The flow layer: what a request does with the backends.  The resolution
+ * order of the reads (lookup.c), the micro-cache in front of it
+ * (microcache.c), the request's cleanup (request.c), the periodic cache
+ * cleanup (cleanup.c).
+ */
+
+#ifndef _NGX_HTTP_BYTEMARK_FLOW_H_INCLUDED_
+#define _NGX_HTTP_BYTEMARK_FLOW_H_INCLUDED_
+
+
+#include "ngx_http_bytemark_mongo.h"
+#include "ngx_http_bytemark_mysql.h"
+#include "ngx_http_bytemark_response.h"
+
+
+/* lookup (resolution order of SPEC 3.1 / 3.2) */
+ngx_int_t ngx_http_bytemark_lookup_start(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx);
+
+/* micro-cache */
+char *ngx_http_bytemark_set_microcache(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_bytemark_microcache_lookup(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx);
+ngx_int_t ngx_http_bytemark_microcache_wait(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx);
+void ngx_http_bytemark_microcache_store(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx, ngx_str_t *body, ngx_str_t *etag);
+void ngx_http_bytemark_microcache_release(ngx_http_bytemark_ctx_t *ctx);
+void ngx_http_bytemark_microcache_invalidate(
+    ngx_http_bytemark_main_conf_t *bmcf, uint64_t user_id);
+
+/* cleanup */
+ngx_int_t ngx_http_bytemark_cleanup_init_process(ngx_cycle_t *cycle,
+    ngx_http_bytemark_main_conf_t *bmcf);
+
+/* the request's cleanup: abandons its call, releases what it holds */
+ngx_int_t ngx_http_bytemark_request_cleanup(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx);
+
+
+#endif /* _NGX_HTTP_BYTEMARK_FLOW_H_INCLUDED_ */

@@ -1,0 +1,616 @@
+
+/*
+ * The resolution order of the read handlers (SPEC 3.1, 3.2):
+ *
+ *   1. MongoDB findOne({user_id}) (carried with other lookups by one
+ *      task: ngx_http_bytemark_mongo_batch.c): a fresh, complete entry
+ *      answers;
+ *   2. otherwise MySQL answers (and, for tickets, the cache is filled
+ *      afterwards without delaying the response);
+ *   3. MySQL failing too: a stale entry answers under bytemark_use_stale;
+ *   4. otherwise 503.
+ *
+ * A user with a note (an ingest whose cache update failed after the commit)
+ * skips the cache altogether, and the entry is deleted in the background;
+ * its deletion clears the note.
+ *
+ * Every step that waits is a call posted to the thread pool; the stage
+ * functions return NGX_DONE while one is in flight, or the rc of the
+ * response they sent.
+ */
+
+
+#include "ngx_http_bytemark_flow.h"
+
+
+static ngx_int_t ngx_http_bytemark_mongo_stage(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx);
+static void ngx_http_bytemark_mongo_done(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *call);
+static ngx_int_t ngx_http_bytemark_mongo_only(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_result_e result);
+static ngx_int_t ngx_http_bytemark_mysql_stage(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx);
+static void ngx_http_bytemark_mysql_done(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *call);
+static ngx_int_t ngx_http_bytemark_serve_entry(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_answer_t *a,
+    const char *source);
+static ngx_int_t ngx_http_bytemark_serve_stale(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx);
+static void ngx_http_bytemark_fill(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_answer_t *a);
+static void ngx_http_bytemark_repair(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx);
+static void ngx_http_bytemark_repair_done(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *call);
+static ngx_int_t ngx_http_bytemark_not_found(ngx_http_request_t *r);
+static void ngx_http_bytemark_log_failure(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *call);
+static ngx_int_t ngx_http_bytemark_is_fresh(ngx_http_request_t *r,
+    ngx_http_bytemark_answer_t *a);
+
+
+ngx_int_t
+ngx_http_bytemark_lookup_start(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx)
+{
+    ngx_int_t                       rc;
+    ngx_http_bytemark_main_conf_t  *bmcf;
+
+    bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
+
+    if (bmcf->mongo && bmcf->mysql
+        && ngx_http_bytemark_note_get(bmcf, ctx->user_id, &ctx->note_stamp))
+    {
+        ctx->noted = 1;
+    }
+
+    rc = (bmcf->mongo && !ctx->noted) ? ngx_http_bytemark_mongo_stage(r, ctx)
+                                      : ngx_http_bytemark_mysql_stage(r, ctx);
+
+    return (rc == NGX_DONE) ? ngx_http_bytemark_call_hold(r) : rc;
+}
+
+
+static ngx_int_t
+ngx_http_bytemark_mongo_stage(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx)
+{
+    ngx_http_bytemark_call_t       *call;
+    ngx_http_bytemark_loc_conf_t   *blcf;
+    ngx_http_bytemark_main_conf_t  *bmcf;
+
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
+    bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
+
+    if (ngx_http_bytemark_call_blocked(bmcf, NGX_HTTP_BYTEMARK_BACKEND_MONGO)) {
+        /* calls that hang are failures too: they open the breaker */
+        ngx_http_bytemark_breaker_result(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO,
+                                         0, NGX_HTTP_BYTEMARK_BREAKER_STUCK);
+        ngx_http_bytemark_metrics_backend_error(NGX_HTTP_BYTEMARK_BACKEND_MONGO,
+                                         NGX_HTTP_BYTEMARK_ERR_BREAKER_OPEN);
+        ctx->mongo_failed = 1;
+        return ngx_http_bytemark_mongo_only(r, ctx, NGX_HTTP_BYTEMARK_FAILED);
+    }
+
+    if (!ngx_http_bytemark_breaker_allow(bmcf,
+                                         NGX_HTTP_BYTEMARK_BREAKER_MONGO))
+    {
+        /* the breaker is open: the fallback answers at once */
+        ngx_http_bytemark_metrics_backend_error(NGX_HTTP_BYTEMARK_BACKEND_MONGO,
+                                         NGX_HTTP_BYTEMARK_ERR_BREAKER_OPEN);
+        ctx->mongo_failed = 1;
+        return ngx_http_bytemark_mongo_only(r, ctx, NGX_HTTP_BYTEMARK_FAILED);
+    }
+
+    /* no run of its own: the task that carries it runs the find */
+    call = ngx_http_bytemark_call_create(r, "mongo find", NULL,
+                                         ngx_http_bytemark_mongo_done,
+                                         blcf->mongo_timeout);
+    if (call == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    call->user_id = ctx->user_id;
+
+    if (ngx_http_bytemark_mongo_lookup(call) != NGX_OK) {
+        ngx_http_bytemark_call_free(call);
+
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "bytemark: mongo find for user %uL not started: "
+                      "thread pool queue is full", ctx->user_id);
+
+        ctx->mongo_failed = 1;
+        return ngx_http_bytemark_mongo_only(r, ctx, NGX_HTTP_BYTEMARK_NO_THREAD);
+    }
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_bytemark_mongo_done(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *call)
+{
+    ngx_int_t                   rc;
+    ngx_http_bytemark_ctx_t    *ctx;
+    ngx_http_bytemark_answer_t *a;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
+    a = &call->answer;
+
+    ctx->mongo_used = 1;
+    ctx->mongo_time += call->elapsed;
+
+    if (a->result != NGX_HTTP_BYTEMARK_NO_THREAD) {
+        ngx_http_bytemark_breaker_result(call->bmcf,
+                                         NGX_HTTP_BYTEMARK_BREAKER_MONGO,
+                                         a->result != NGX_HTTP_BYTEMARK_FAILED
+                                         && a->result
+                                            != NGX_HTTP_BYTEMARK_TIMED_OUT,
+                                         (int64_t) call->elapsed);
+    }
+
+    switch (a->result) {
+
+    case NGX_HTTP_BYTEMARK_FOUND:
+
+        if (a->incomplete) {
+            /* an ingest's placeholder: neither fresh nor stale */
+            break;
+        }
+
+        if (!ngx_http_bytemark_is_fresh(r, a)) {
+            /* keep it for step 3 */
+            ctx->stale = *a;
+            ctx->have_stale = 1;
+            ngx_memzero(a, sizeof(ngx_http_bytemark_answer_t));
+            break;
+        }
+
+        if (ctx->handler == NGX_HTTP_BYTEMARK_TICKETS
+            || ngx_http_bytemark_find_pass(a, ctx->uuid, NULL))
+        {
+            rc = ngx_http_bytemark_serve_entry(r, ctx, a, "mongo");
+            ngx_http_finalize_request(r, rc);
+            return;
+        }
+
+        /* a fresh entry without the pass: MySQL may know it */
+        break;
+
+    case NGX_HTTP_BYTEMARK_NOT_FOUND:
+        break;
+
+    case NGX_HTTP_BYTEMARK_MALFORMED:
+        /* a fill after the MySQL answer repairs the entry */
+        ngx_http_bytemark_log_failure(r, call);
+        break;
+
+    default:
+        ngx_http_bytemark_log_failure(r, call);
+        ctx->mongo_failed = 1;
+        break;
+    }
+
+    rc = ngx_http_bytemark_mongo_only(r, ctx, a->result);
+
+    if (rc != NGX_DONE) {
+        ngx_http_finalize_request(r, rc);
+    }
+}
+
+
+/*
+ * After a cache miss: MySQL if there is one; without it the cache is all
+ * there is (SPEC 3.1 "Either backend may be configured alone").
+ */
+
+static ngx_int_t
+ngx_http_bytemark_mongo_only(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_result_e result)
+{
+    ngx_http_bytemark_main_conf_t  *bmcf;
+    ngx_http_bytemark_loc_conf_t   *blcf;
+
+    bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
+
+    if (bmcf->mysql) {
+        return ngx_http_bytemark_mysql_stage(r, ctx);
+    }
+
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
+
+    if (ctx->have_stale) {
+        if (!blcf->use_stale) {
+            return ngx_http_bytemark_unavailable(r);
+        }
+
+        if (ctx->handler == NGX_HTTP_BYTEMARK_PASS
+            && ngx_http_bytemark_find_pass(&ctx->stale, ctx->uuid, NULL)
+               == NULL)
+        {
+            return ngx_http_bytemark_not_found(r);
+        }
+
+        return ngx_http_bytemark_serve_stale(r, ctx);
+    }
+
+    switch (result) {
+
+    case NGX_HTTP_BYTEMARK_FOUND:
+        /* incomplete, or fresh without the asked-for pass */
+        if (ctx->handler == NGX_HTTP_BYTEMARK_PASS) {
+            return ngx_http_bytemark_not_found(r);
+        }
+
+        return ngx_http_bytemark_unavailable(r);
+
+    case NGX_HTTP_BYTEMARK_NOT_FOUND:
+        if (ctx->handler == NGX_HTTP_BYTEMARK_PASS) {
+            return ngx_http_bytemark_not_found(r);
+        }
+
+        ngx_str_set(&ctx->source, "mongo");
+        return ngx_http_bytemark_send_tickets(r, ctx, NULL,
+                                              ngx_http_bytemark_now_ms());
+
+    case NGX_HTTP_BYTEMARK_MALFORMED:
+        return ngx_http_bytemark_send_error(r,
+                   NGX_HTTP_INTERNAL_SERVER_ERROR, "internal",
+                   "the cached entry of this user cannot be read");
+
+    default:
+        return ngx_http_bytemark_unavailable(r);
+    }
+}
+
+
+/*
+ * MySQL: the primary first, then each replica, chosen here on the event loop
+ * so that each server gets a slice of the budget (what is left, shared by
+ * the servers left) and a hung server cannot spend all of it.  Servers
+ * whose breaker is open, or with too many calls stuck in threads, are
+ * skipped.
+ */
+
+static ngx_int_t
+ngx_http_bytemark_mysql_stage(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx)
+{
+    ngx_uint_t                      i, n, slot;
+    ngx_msec_t                      left;
+    ngx_http_bytemark_call_t       *call;
+    ngx_http_bytemark_loc_conf_t   *blcf;
+    ngx_http_bytemark_main_conf_t  *bmcf;
+
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
+    bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
+
+    if (ctx->mysql_deadline == 0) {
+        ctx->mysql_deadline = ngx_current_msec + blcf->mysql_timeout;
+    }
+
+    n = bmcf->mysql_servers->nelts;
+
+    for (i = ctx->mysql_server; i < n; i++) {
+        slot = NGX_HTTP_BYTEMARK_BREAKER_MYSQL + i;
+
+        if (ngx_http_bytemark_call_blocked(bmcf, slot)) {
+            /* calls that hang are failures too: they open the breaker */
+            ngx_http_bytemark_breaker_result(bmcf, slot, 0,
+                                             NGX_HTTP_BYTEMARK_BREAKER_STUCK);
+
+        } else if (ngx_http_bytemark_breaker_allow(bmcf, slot)) {
+            break;
+        }
+
+        ngx_http_bytemark_metrics_backend_error(NGX_HTTP_BYTEMARK_BACKEND_MYSQL,
+                                         NGX_HTTP_BYTEMARK_ERR_BREAKER_OPEN);
+    }
+
+    left = (ngx_msec_int_t) (ctx->mysql_deadline - ngx_current_msec) > 0
+           ? ctx->mysql_deadline - ngx_current_msec : 0;
+
+    if (i == n || left == 0) {
+        return ngx_http_bytemark_serve_stale(r, ctx);
+    }
+
+    ctx->mysql_server = i;
+
+    if (ctx->handler == NGX_HTTP_BYTEMARK_TICKETS) {
+        call = ngx_http_bytemark_call_create(r, "mysql tickets query",
+                                             ngx_http_bytemark_mysql_tickets,
+                                             ngx_http_bytemark_mysql_done,
+                                             left / (n - i));
+    } else {
+        call = ngx_http_bytemark_call_create(r, "mysql pass query",
+                                             ngx_http_bytemark_mysql_pass,
+                                             ngx_http_bytemark_mysql_done,
+                                             left / (n - i));
+    }
+
+    if (call == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    call->slot = NGX_HTTP_BYTEMARK_BREAKER_MYSQL + i;
+    call->user_id = ctx->user_id;
+    ngx_memcpy(call->uuid, ctx->uuid, NGX_HTTP_BYTEMARK_UUID_LEN);
+
+    if (ngx_http_bytemark_call_post(call) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "bytemark: mysql query for user %uL not started: %s",
+                      ctx->user_id, call->error);
+
+        ngx_http_bytemark_call_free(call);
+
+        return ngx_http_bytemark_serve_stale(r, ctx);
+    }
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_bytemark_mysql_done(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *call)
+{
+    ngx_int_t                    rc;
+    ngx_http_bytemark_ctx_t     *ctx;
+    ngx_http_bytemark_answer_t  *a;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
+    a = &call->answer;
+
+    ctx->mysql_used = 1;
+    ctx->mysql_time += call->elapsed;
+
+    if (ctx->noted) {
+        ngx_http_bytemark_repair(r, ctx);
+    }
+
+    switch (a->result) {
+
+    case NGX_HTTP_BYTEMARK_FOUND:
+    case NGX_HTTP_BYTEMARK_NOT_FOUND:
+
+        if (ctx->handler == NGX_HTTP_BYTEMARK_PASS) {
+            if (a->result == NGX_HTTP_BYTEMARK_NOT_FOUND) {
+                rc = ngx_http_bytemark_not_found(r);
+
+            } else {
+                ngx_str_set(&ctx->source, "mysql");
+                rc = ngx_http_bytemark_send_pass(r, ctx, a);
+            }
+
+            break;
+        }
+
+        ngx_str_set(&ctx->source, "mysql");
+        rc = ngx_http_bytemark_send_tickets(r, ctx, a->passes, a->timestamp);
+
+        ngx_http_bytemark_fill(r, ctx, a);
+        break;
+
+    default:
+        ngx_http_bytemark_log_failure(r, call);
+
+        if (a->result == NGX_HTTP_BYTEMARK_TIMED_OUT) {
+            /* the slice is spent: a failure that cost time */
+            ngx_http_bytemark_breaker_result(call->bmcf, call->slot, 0,
+                                             (int64_t) call->elapsed);
+        }
+
+        if (a->result == NGX_HTTP_BYTEMARK_TIMED_OUT
+            || a->error_kind != NGX_HTTP_BYTEMARK_ERR_QUERY)
+        {
+            /* the server did not answer: the next one may */
+            ctx->mysql_server++;
+            rc = ngx_http_bytemark_mysql_stage(r, ctx);
+
+            if (rc == NGX_DONE) {
+                return;
+            }
+
+            break;
+        }
+
+        /* the server answered with an error: a replica would too */
+        rc = ngx_http_bytemark_serve_stale(r, ctx);
+        break;
+    }
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+static ngx_int_t
+ngx_http_bytemark_serve_entry(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_answer_t *a,
+    const char *source)
+{
+    ctx->source.data = (u_char *) source;
+    ctx->source.len = ngx_strlen(source);
+
+    if (ctx->handler == NGX_HTTP_BYTEMARK_TICKETS) {
+        return ngx_http_bytemark_send_tickets(r, ctx, a->passes,
+                                              a->timestamp);
+    }
+
+    return ngx_http_bytemark_send_pass(r, ctx, a);
+}
+
+
+/* MySQL failed (or could not be asked): step 3 or step 4 */
+
+static ngx_int_t
+ngx_http_bytemark_serve_stale(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx)
+{
+    ngx_http_bytemark_loc_conf_t  *blcf;
+
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
+
+    if (!ctx->have_stale || !blcf->use_stale) {
+        return ngx_http_bytemark_unavailable(r);
+    }
+
+    /* a stale entry without the pass proves nothing: the pass may exist */
+    if (ctx->handler == NGX_HTTP_BYTEMARK_PASS
+        && ngx_http_bytemark_find_pass(&ctx->stale, ctx->uuid, NULL) == NULL)
+    {
+        return ngx_http_bytemark_unavailable(r);
+    }
+
+    return ngx_http_bytemark_serve_entry(r, ctx, &ctx->stale, "stale");
+}
+
+
+/*
+ * Rewrite the cache entry from the MySQL answer.  The call is posted with
+ * no request: the response is already on its way, and the call frees
+ * itself when the thread is done.
+ */
+
+static void
+ngx_http_bytemark_fill(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx,
+    ngx_http_bytemark_answer_t *a)
+{
+    ngx_http_bytemark_call_t       *call;
+    ngx_http_bytemark_loc_conf_t   *blcf;
+    ngx_http_bytemark_main_conf_t  *bmcf;
+
+    bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
+
+    /*
+     * A MongoDB that just failed would only hold a thread for nothing; a
+     * noted entry is being deleted instead.
+     */
+    if (bmcf->mongo == NULL || !blcf->cache_fill || ctx->mongo_failed
+        || ctx->noted
+        || ngx_http_bytemark_call_blocked(bmcf, NGX_HTTP_BYTEMARK_BACKEND_MONGO)
+        || ngx_http_bytemark_breaker_is_open(bmcf,
+                                             NGX_HTTP_BYTEMARK_BREAKER_MONGO))
+    {
+        return;
+    }
+
+    call = ngx_http_bytemark_call_create(NULL, "mongo cache fill",
+                                         ngx_http_bytemark_mongo_fill,
+                                         NULL, blcf->mongo_timeout);
+    if (call == NULL) {
+        return;
+    }
+
+    call->user_id = ctx->user_id;
+    call->fill_timestamp = a->timestamp;
+    /* the rendered arrays move to the call */
+    call->fill_passes[0] = a->passes[0];
+    call->fill_passes[1] = a->passes[1];
+    ngx_memzero(a->passes, sizeof(a->passes));
+
+    if (ngx_http_bytemark_call_post(call) != NGX_OK) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "bytemark: cache fill for user %uL skipped: "
+                      "thread pool queue is full", ctx->user_id);
+        ngx_http_bytemark_call_free(call);
+    }
+}
+
+
+/* delete a noted user's entry; the note goes once that has worked */
+
+static void
+ngx_http_bytemark_repair(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx)
+{
+    ngx_http_bytemark_call_t      *call;
+    ngx_http_bytemark_loc_conf_t  *blcf;
+
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
+
+    call = ngx_http_bytemark_call_create(NULL, "mongo delete of a noted entry",
+                                         ngx_http_bytemark_mongo_purge,
+                                         ngx_http_bytemark_repair_done,
+                                         blcf->mongo_timeout);
+    if (call == NULL) {
+        return;
+    }
+
+    call->user_id = ctx->user_id;
+    call->fill_timestamp = ctx->note_stamp;
+    call->always_done = 1;
+
+    if (ngx_http_bytemark_call_post(call) != NGX_OK) {
+        ngx_http_bytemark_call_free(call);
+    }
+}
+
+
+static void
+ngx_http_bytemark_repair_done(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *call)
+{
+    if (call->answer.result != NGX_HTTP_BYTEMARK_FOUND) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "bytemark: %s for user %uL failed, will retry: %s",
+                      call->name, call->user_id, call->error);
+        return;
+    }
+
+    ngx_http_bytemark_note_clear(call->bmcf, call->user_id,
+                                 call->fill_timestamp);
+}
+
+
+static ngx_int_t
+ngx_http_bytemark_is_fresh(ngx_http_request_t *r,
+    ngx_http_bytemark_answer_t *a)
+{
+    int64_t                        now;
+    ngx_http_bytemark_loc_conf_t  *blcf;
+
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
+
+    if (blcf->cache_ttl == 0) {
+        return 1;
+    }
+
+    if (!a->has_timestamp) {
+        return 0;
+    }
+
+    now = ngx_http_bytemark_now_ms();
+
+    /*
+     * The timestamp comes from a document anyone may have written: compare
+     * without the signed overflow of now - INT64_MIN.
+     */
+    if (a->timestamp >= now) {
+        return 1;
+    }
+
+    return (uint64_t) now - (uint64_t) a->timestamp
+           <= (uint64_t) blcf->cache_ttl;
+}
+
+
+static ngx_int_t
+ngx_http_bytemark_not_found(ngx_http_request_t *r)
+{
+    return ngx_http_bytemark_send_error(r, NGX_HTTP_NOT_FOUND, "not_found",
+                                        "no such pass for this user");
+}
+
+
+static void
+ngx_http_bytemark_log_failure(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *call)
+{
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "bytemark: %s for user %uL failed after %M ms: %s",
+                  call->name, call->user_id, call->elapsed,
+                  call->error[0] ? call->error : "unknown error");
+}

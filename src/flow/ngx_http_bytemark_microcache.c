@@ -1,0 +1,791 @@
+
+/*
+ * bytemark_microcache zone=<name>:<size> ttl=<time> | off
+ *
+ * Whole 200 answers of the read handlers (body, ETag, source) kept in a
+ * shared-memory zone for every worker, the way nginx's own shared caches
+ * work: a slab pool, an rbtree by key, an LRU queue; when the zone is full
+ * the least recently used answers are evicted.
+ *
+ * The key is the handler, the user and the arguments that shape the answer
+ * (status and version filters, or the pass uuid), so unrelated query
+ * arguments cannot bust it.
+ *
+ * No stampede: the first request that misses (or finds an expired answer)
+ * marks the key as updating and asks the backends; meanwhile others get the
+ * previous answer if there is one, or poll the zone every few milliseconds
+ * until the answer is there (or the updating request gave up).  N concurrent
+ * misses make one backend lookup.
+ *
+ * Ingest and purge drop a user's answers from every micro-cache zone; the
+ * zones are shared, so that holds in every worker at once.  They drop the
+ * lookups in flight too (their placeholders), and a lookup stores its
+ * answer only if its placeholder is still there: an answer read from MySQL
+ * before an ingest's commit is never kept after it.  Finding them is
+ * a walk of the LRU queue under the zone's lock: writes are rare next to
+ * reads, and the walk stays in the microseconds for zones of this size.
+ */
+
+
+#include "ngx_http_bytemark_flow.h"
+
+
+/* how often a request waiting for another's lookup looks again */
+#define NGX_HTTP_BYTEMARK_MC_POLL_MS  5
+
+
+typedef struct {
+    ngx_rbtree_t                  rbtree;
+    ngx_rbtree_node_t             sentinel;
+    ngx_queue_t                   lru;          /* most recent first */
+} ngx_http_bytemark_mc_sh_t;
+
+
+typedef struct {
+    ngx_http_bytemark_mc_sh_t    *sh;
+    ngx_slab_pool_t              *shpool;
+} ngx_http_bytemark_mc_t;
+
+
+typedef struct {
+    ngx_rbtree_node_t             node;         /* key: crc32 of the key */
+    ngx_queue_t                   queue;
+    uint64_t                      user_id;
+    int64_t                       expires;      /* ms; 0: no answer yet */
+    int64_t                       updating;     /* ms until; 0: nobody */
+    u_short                       key_len;
+    u_short                       etag_len;
+    u_char                        source_len;
+    size_t                        body_len;
+    u_char                        data[1];      /* key etag source body */
+} ngx_http_bytemark_mc_node_t;
+
+
+static ngx_int_t ngx_http_bytemark_mc_init(ngx_shm_zone_t *zone, void *data);
+static void ngx_http_bytemark_mc_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
+static ngx_http_bytemark_mc_node_t *ngx_http_bytemark_mc_find(
+    ngx_http_bytemark_mc_t *mc, ngx_str_t *key, uint32_t hash);
+static ngx_http_bytemark_mc_node_t *ngx_http_bytemark_mc_alloc(
+    ngx_http_bytemark_mc_t *mc, size_t size);
+static void ngx_http_bytemark_mc_delete(ngx_http_bytemark_mc_t *mc,
+    ngx_http_bytemark_mc_node_t *n);
+static ngx_int_t ngx_http_bytemark_mc_key(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx);
+static ngx_int_t ngx_http_bytemark_mc_serve(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_mc_node_t *n,
+    ngx_http_bytemark_mc_t *mc);
+static void ngx_http_bytemark_mc_poll(ngx_event_t *ev);
+static ngx_msec_t ngx_http_bytemark_mc_budget(ngx_http_request_t *r);
+
+
+char *
+ngx_http_bytemark_set_microcache(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_bytemark_loc_conf_t *blcf = conf;
+
+    u_char                          *p;
+    ssize_t                          size;
+    ngx_str_t                       *value, name, s;
+    ngx_uint_t                       i;
+    ngx_msec_t                       ttl;
+    ngx_shm_zone_t                 **slot;
+    ngx_http_bytemark_main_conf_t   *bmcf;
+
+    if (blcf->microcache != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 2 && ngx_strcmp(value[1].data, "off") == 0) {
+        blcf->microcache = NULL;
+        return NGX_CONF_OK;
+    }
+
+    ngx_str_null(&name);
+    size = 0;
+    ttl = 0;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
+            name.data = value[i].data + 5;
+            p = (u_char *) ngx_strchr(name.data, ':');
+
+            if (p == NULL) {
+                goto invalid;
+            }
+
+            name.len = p - name.data;
+            s.data = p + 1;
+            s.len = value[i].data + value[i].len - s.data;
+
+            size = ngx_parse_size(&s);
+            if (name.len == 0 || size == NGX_ERROR) {
+                goto invalid;
+            }
+
+            if (size < (ssize_t) (8 * ngx_pagesize)) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"bytemark_microcache\" zone \"%V\" is "
+                                   "too small", &name);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "ttl=", 4) == 0) {
+            s.data = value[i].data + 4;
+            s.len = value[i].len - 4;
+
+            ttl = ngx_parse_time(&s, 0);
+            if (ttl == (ngx_msec_t) NGX_ERROR || ttl == 0) {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    if (name.len == 0 || ttl == 0) {
+        return "needs \"zone=<name>:<size>\" and \"ttl=<time>\", or \"off\"";
+    }
+
+    /* the tag tells our zones from any other module's of the same name */
+    blcf->microcache = ngx_shared_memory_add(cf, &name, size,
+                                             ngx_http_bytemark_mc_init);
+    if (blcf->microcache == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    blcf->microcache_ttl = ttl;
+
+    if (blcf->microcache->init == NULL) {
+        /* the zone's context lives as long as this configuration */
+        blcf->microcache->data = ngx_pcalloc(cf->pool,
+                                             sizeof(ngx_http_bytemark_mc_t));
+        if (blcf->microcache->data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        blcf->microcache->init = ngx_http_bytemark_mc_init;
+
+        /* every zone, for invalidation by ingest and purge */
+        bmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_bytemark_module);
+
+        if (bmcf->microcaches == NULL) {
+            bmcf->microcaches = ngx_array_create(cf->pool, 2,
+                                                 sizeof(ngx_shm_zone_t *));
+            if (bmcf->microcaches == NULL) {
+                return NGX_CONF_ERROR;
+            }
+        }
+
+        slot = ngx_array_push(bmcf->microcaches);
+        if (slot == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *slot = blcf->microcache;
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"bytemark_microcache\" has an invalid parameter "
+                       "\"%V\" (expected zone=<name>:<size> ttl=<time> or "
+                       "off)", &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_bytemark_mc_init(ngx_shm_zone_t *zone, void *data)
+{
+    ngx_http_bytemark_mc_t  *omc = data;
+
+    size_t                   len;
+    ngx_http_bytemark_mc_t  *mc;
+
+    mc = zone->data;
+
+    if (omc) {
+        /* a reload keeps the answers */
+        mc->sh = omc->sh;
+        mc->shpool = omc->shpool;
+        return NGX_OK;
+    }
+
+    mc->shpool = (ngx_slab_pool_t *) zone->shm.addr;
+
+    if (zone->shm.exists) {
+        mc->sh = mc->shpool->data;
+        return NGX_OK;
+    }
+
+    mc->sh = ngx_slab_alloc(mc->shpool, sizeof(ngx_http_bytemark_mc_sh_t));
+    if (mc->sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    mc->shpool->data = mc->sh;
+
+    ngx_rbtree_init(&mc->sh->rbtree, &mc->sh->sentinel,
+                    ngx_http_bytemark_mc_insert);
+    ngx_queue_init(&mc->sh->lru);
+
+    len = sizeof(" in bytemark_microcache zone \"\"") + zone->shm.name.len;
+
+    mc->shpool->log_ctx = ngx_slab_alloc(mc->shpool, len);
+    if (mc->shpool->log_ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(mc->shpool->log_ctx, " in bytemark_microcache zone \"%V\"%Z",
+                &zone->shm.name);
+
+    /* a full zone is normal: the LRU evicts, no need to log each time */
+    mc->shpool->log_nomem = 0;
+
+    return NGX_OK;
+}
+
+
+/* ordered by hash, then by the key itself, as ngx_http_limit_req does */
+
+static void
+ngx_http_bytemark_mc_insert(ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
+    ngx_rbtree_node_t *sentinel)
+{
+    ngx_rbtree_node_t            **p;
+    ngx_http_bytemark_mc_node_t   *n, *t;
+
+    for ( ;; ) {
+
+        if (node->key < temp->key) {
+            p = &temp->left;
+
+        } else if (node->key > temp->key) {
+            p = &temp->right;
+
+        } else {
+            n = (ngx_http_bytemark_mc_node_t *) node;
+            t = (ngx_http_bytemark_mc_node_t *) temp;
+
+            p = (ngx_memn2cmp(n->data, t->data, n->key_len, t->key_len) < 0)
+                ? &temp->left : &temp->right;
+        }
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}
+
+
+/*
+ * Before the backends: NGX_DECLINED to go on with the lookup (the key is
+ * now ours to fill), NGX_DONE while waiting for another request's lookup,
+ * or the rc of the answer sent from the cache.
+ */
+
+ngx_int_t
+ngx_http_bytemark_microcache_lookup(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx)
+{
+    int64_t                        now;
+    uint32_t                       hash;
+    ngx_http_bytemark_mc_t        *mc;
+    ngx_http_bytemark_mc_node_t   *n;
+    ngx_http_bytemark_loc_conf_t  *blcf;
+
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
+
+    if (blcf->microcache == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (ctx->mc_key.len == 0 && ngx_http_bytemark_mc_key(r, ctx) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->mc_zone = blcf->microcache;
+
+    mc = blcf->microcache->data;
+    hash = ngx_crc32_short(ctx->mc_key.data, ctx->mc_key.len);
+    now = ngx_http_bytemark_now_ms();
+
+    ngx_shmtx_lock(&mc->shpool->mutex);
+
+    n = ngx_http_bytemark_mc_find(mc, &ctx->mc_key, hash);
+
+    if (n && n->expires > now) {
+        return ngx_http_bytemark_mc_serve(r, ctx, n, mc);
+    }
+
+    if (n && n->updating > now) {
+        /* another request is asking the backends for this key */
+
+        if (n->expires) {
+            /* meanwhile the previous answer will do */
+            return ngx_http_bytemark_mc_serve(r, ctx, n, mc);
+        }
+
+        ngx_shmtx_unlock(&mc->shpool->mutex);
+        return ngx_http_bytemark_microcache_wait(r, ctx);
+    }
+
+    if (n) {
+        /* expired, or its lookup gave up: ours to refresh */
+        n->updating = now + (int64_t) ngx_http_bytemark_mc_budget(r);
+        ngx_str_set(&ctx->cache_status, "EXPIRED");
+        ngx_http_bytemark_metrics_inc(NGX_HTTP_BYTEMARK_M_MICROCACHE_EXPIRED);
+
+    } else {
+        /* a placeholder that says "updating" to the others */
+        n = ngx_http_bytemark_mc_alloc(mc,
+                  offsetof(ngx_http_bytemark_mc_node_t, data)
+                  + ctx->mc_key.len);
+
+        if (n) {
+            n->node.key = hash;
+            n->user_id = ctx->user_id;
+            n->expires = 0;
+            n->updating = now + (int64_t) ngx_http_bytemark_mc_budget(r);
+            n->key_len = (u_short) ctx->mc_key.len;
+            n->etag_len = 0;
+            n->source_len = 0;
+            n->body_len = 0;
+            ngx_memcpy(n->data, ctx->mc_key.data, ctx->mc_key.len);
+
+            ngx_rbtree_insert(&mc->sh->rbtree, &n->node);
+            ngx_queue_insert_head(&mc->sh->lru, &n->queue);
+        }
+
+        ngx_str_set(&ctx->cache_status, "MISS");
+        ngx_http_bytemark_metrics_inc(NGX_HTTP_BYTEMARK_M_MICROCACHE_MISS);
+    }
+
+    ctx->mc_updating = (n != NULL);
+
+    ngx_shmtx_unlock(&mc->shpool->mutex);
+
+    return NGX_DECLINED;
+}
+
+
+/* called with the zone locked; unlocks it */
+
+static ngx_int_t
+ngx_http_bytemark_mc_serve(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx,
+    ngx_http_bytemark_mc_node_t *n, ngx_http_bytemark_mc_t *mc)
+{
+    u_char     *p;
+    ngx_str_t   body, etag;
+
+    p = ngx_pnalloc(r->pool, n->etag_len + n->source_len + n->body_len);
+    if (p == NULL) {
+        ngx_shmtx_unlock(&mc->shpool->mutex);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_memcpy(p, n->data + n->key_len,
+               n->etag_len + n->source_len + n->body_len);
+
+    ngx_queue_remove(&n->queue);
+    ngx_queue_insert_head(&mc->sh->lru, &n->queue);
+
+    etag.data = p;
+    etag.len = n->etag_len;
+    ctx->source.data = p + n->etag_len;
+    ctx->source.len = n->source_len;
+    body.data = p + n->etag_len + n->source_len;
+    body.len = n->body_len;
+
+    ngx_shmtx_unlock(&mc->shpool->mutex);
+
+    ngx_str_set(&ctx->cache_status, "HIT");
+    ngx_http_bytemark_metrics_inc(NGX_HTTP_BYTEMARK_M_MICROCACHE_HIT);
+
+    return ngx_http_bytemark_send_cached(r, &body, &etag, &ctx->source);
+}
+
+
+/* after a 200 from the backends: keep it for the others */
+
+void
+ngx_http_bytemark_microcache_store(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx, ngx_str_t *body, ngx_str_t *etag)
+{
+    int64_t                        now;
+    uint32_t                       hash;
+    ngx_http_bytemark_mc_t        *mc;
+    ngx_http_bytemark_mc_node_t   *n;
+    ngx_http_bytemark_loc_conf_t  *blcf;
+
+    if (!ctx->mc_updating) {
+        return;
+    }
+
+    if (ctx->source.len == 5
+        && ngx_strncmp(ctx->source.data, "stale", 5) == 0)
+    {
+        /* a stale answer is not worth keeping: let the next one retry */
+        ngx_http_bytemark_microcache_release(ctx);
+        ngx_str_set(&ctx->cache_status, "BYPASS");
+        return;
+    }
+
+    ctx->mc_updating = 0;
+
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
+    mc = ctx->mc_zone->data;
+    hash = ngx_crc32_short(ctx->mc_key.data, ctx->mc_key.len);
+    now = ngx_http_bytemark_now_ms();
+
+    ngx_shmtx_lock(&mc->shpool->mutex);
+
+    n = ngx_http_bytemark_mc_find(mc, &ctx->mc_key, hash);
+
+    if (n == NULL || n->updating == 0) {
+        /* invalidated by a write while we asked the backends */
+        ngx_shmtx_unlock(&mc->shpool->mutex);
+        return;
+    }
+
+    /* the placeholder or the expired answer: replaced whole */
+    ngx_http_bytemark_mc_delete(mc, n);
+
+    n = ngx_http_bytemark_mc_alloc(mc, offsetof(ngx_http_bytemark_mc_node_t,
+                                                data)
+                                       + ctx->mc_key.len + etag->len
+                                       + ctx->source.len + body->len);
+    if (n == NULL) {
+        ngx_shmtx_unlock(&mc->shpool->mutex);
+        return;
+    }
+
+    n->node.key = hash;
+    n->user_id = ctx->user_id;
+    n->expires = now + (int64_t) blcf->microcache_ttl;
+    n->updating = 0;
+    n->key_len = (u_short) ctx->mc_key.len;
+    n->etag_len = (u_short) etag->len;
+    n->source_len = (u_char) ctx->source.len;
+    n->body_len = body->len;
+
+    ngx_memcpy(ngx_cpymem(ngx_cpymem(ngx_cpymem(n->data, ctx->mc_key.data,
+                                                ctx->mc_key.len),
+                                     etag->data, etag->len),
+                          ctx->source.data, ctx->source.len),
+               body->data, body->len);
+
+    ngx_rbtree_insert(&mc->sh->rbtree, &n->node);
+    ngx_queue_insert_head(&mc->sh->lru, &n->queue);
+
+    ngx_shmtx_unlock(&mc->shpool->mutex);
+}
+
+
+/*
+ * The lookup ended without an answer to keep (an error, a stale answer, a
+ * client gone): others must not wait for it.
+ */
+
+void
+ngx_http_bytemark_microcache_release(ngx_http_bytemark_ctx_t *ctx)
+{
+    uint32_t                       hash;
+    ngx_http_bytemark_mc_t        *mc;
+    ngx_http_bytemark_mc_node_t   *n;
+
+    if (ctx->mc_wait && ctx->mc_wait->timer_set) {
+        ngx_del_timer(ctx->mc_wait);
+    }
+
+    if (!ctx->mc_updating) {
+        return;
+    }
+
+    ctx->mc_updating = 0;
+
+    mc = ctx->mc_zone->data;
+    hash = ngx_crc32_short(ctx->mc_key.data, ctx->mc_key.len);
+
+    ngx_shmtx_lock(&mc->shpool->mutex);
+
+    n = ngx_http_bytemark_mc_find(mc, &ctx->mc_key, hash);
+
+    if (n) {
+        if (n->expires == 0) {
+            ngx_http_bytemark_mc_delete(mc, n);
+
+        } else {
+            n->updating = 0;
+        }
+    }
+
+    ngx_shmtx_unlock(&mc->shpool->mutex);
+}
+
+
+/* ingest, purge: the user's answers are gone from every zone */
+
+void
+ngx_http_bytemark_microcache_invalidate(ngx_http_bytemark_main_conf_t *bmcf,
+    uint64_t user_id)
+{
+    ngx_uint_t                     i, dropped;
+    ngx_queue_t                   *q, *next;
+    ngx_shm_zone_t               **zones;
+    ngx_http_bytemark_mc_t        *mc;
+    ngx_http_bytemark_mc_node_t   *n;
+
+    if (bmcf->microcaches == NULL) {
+        return;
+    }
+
+    zones = bmcf->microcaches->elts;
+
+    for (i = 0; i < bmcf->microcaches->nelts; i++) {
+        mc = zones[i]->data;
+        dropped = 0;
+
+        ngx_shmtx_lock(&mc->shpool->mutex);
+
+        for (q = ngx_queue_head(&mc->sh->lru);
+             q != ngx_queue_sentinel(&mc->sh->lru);
+             q = next)
+        {
+            next = ngx_queue_next(q);
+            n = ngx_queue_data(q, ngx_http_bytemark_mc_node_t, queue);
+
+            if (n->user_id == user_id) {
+                /* answers, and lookups in flight that read before the write */
+                dropped += (n->expires != 0);
+                ngx_http_bytemark_mc_delete(mc, n);
+            }
+        }
+
+        ngx_shmtx_unlock(&mc->shpool->mutex);
+
+        if (dropped) {
+            ngx_http_bytemark_metrics_add(
+                NGX_HTTP_BYTEMARK_M_MICROCACHE_INVALIDATION, dropped);
+        }
+    }
+}
+
+
+/* waiting for another request's lookup: poll the zone, within the budget */
+
+ngx_int_t
+ngx_http_bytemark_microcache_wait(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx)
+{
+    if (ctx->mc_wait == NULL) {
+        ctx->mc_wait = ngx_pcalloc(r->pool, sizeof(ngx_event_t));
+        if (ctx->mc_wait == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ctx->mc_wait->handler = ngx_http_bytemark_mc_poll;
+        ctx->mc_wait->data = r;
+        ctx->mc_wait->log = r->connection->log;
+
+        /* held by the wait until the poll hands over or answers */
+        ngx_http_bytemark_call_hold(r);
+    }
+
+    ngx_add_timer(ctx->mc_wait, NGX_HTTP_BYTEMARK_MC_POLL_MS);
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_bytemark_mc_poll(ngx_event_t *ev)
+{
+    ngx_int_t                 rc;
+    ngx_connection_t         *c;
+    ngx_http_request_t       *r;
+    ngx_http_bytemark_ctx_t  *ctx;
+
+    r = ev->data;
+    c = r->connection;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
+
+    ctx->mc_waited += NGX_HTTP_BYTEMARK_MC_POLL_MS;
+
+    if (ctx->mc_waited < ngx_http_bytemark_mc_budget(r)) {
+        rc = ngx_http_bytemark_microcache_lookup(r, ctx);
+
+        if (rc == NGX_DONE) {
+            return;
+        }
+
+    } else {
+        /* the other lookup takes too long: ask the backends ourselves */
+        ngx_str_set(&ctx->cache_status, "MISS");
+        rc = NGX_DECLINED;
+    }
+
+    if (rc == NGX_DECLINED) {
+        rc = ngx_http_bytemark_lookup_start(r, ctx);
+    }
+
+    /* drops the wait's hold; a lookup in flight holds its own */
+    ngx_http_finalize_request(r, rc);
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+static ngx_msec_t
+ngx_http_bytemark_mc_budget(ngx_http_request_t *r)
+{
+    ngx_http_bytemark_loc_conf_t  *blcf;
+
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
+
+    return blcf->mongo_timeout + blcf->mysql_timeout;
+}
+
+
+/* handler, user and the arguments that shape the answer */
+
+static ngx_int_t
+ngx_http_bytemark_mc_key(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx)
+{
+    u_char     *p;
+    size_t      len;
+    ngx_str_t   status;
+
+    ngx_str_null(&status);
+
+    if (ctx->handler == NGX_HTTP_BYTEMARK_TICKETS) {
+        (void) ngx_http_arg(r, (u_char *) "status", 6, &status);
+    }
+
+    len = 2 + NGX_INT64_LEN + 4 + NGX_HTTP_BYTEMARK_UUID_LEN + status.len;
+
+    if (len > 0xffff) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->mc_key.data = p;
+
+    if (ctx->handler == NGX_HTTP_BYTEMARK_TICKETS) {
+        p = ngx_sprintf(p, "T%uL|%ui|%V", ctx->user_id, ctx->filter.versions,
+                        &status);
+
+    } else {
+        p = ngx_sprintf(p, "P%uL|", ctx->user_id);
+        p = ngx_cpymem(p, ctx->uuid, NGX_HTTP_BYTEMARK_UUID_LEN);
+    }
+
+    ctx->mc_key.len = p - ctx->mc_key.data;
+
+    return NGX_OK;
+}
+
+
+static ngx_http_bytemark_mc_node_t *
+ngx_http_bytemark_mc_find(ngx_http_bytemark_mc_t *mc, ngx_str_t *key,
+    uint32_t hash)
+{
+    ngx_int_t                     rc;
+    ngx_rbtree_node_t            *node, *sentinel;
+    ngx_http_bytemark_mc_node_t  *n;
+
+    node = mc->sh->rbtree.root;
+    sentinel = mc->sh->rbtree.sentinel;
+
+    while (node != sentinel) {
+
+        if (hash < node->key) {
+            node = node->left;
+            continue;
+        }
+
+        if (hash > node->key) {
+            node = node->right;
+            continue;
+        }
+
+        n = (ngx_http_bytemark_mc_node_t *) node;
+
+        rc = ngx_memn2cmp(key->data, n->data, key->len, n->key_len);
+
+        if (rc == 0) {
+            return n;
+        }
+
+        node = (rc < 0) ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
+/* with the zone locked; evicts from the LRU tail until there is room */
+
+static ngx_http_bytemark_mc_node_t *
+ngx_http_bytemark_mc_alloc(ngx_http_bytemark_mc_t *mc, size_t size)
+{
+    ngx_uint_t                    evicted;
+    ngx_queue_t                  *q;
+    ngx_http_bytemark_mc_node_t  *n;
+
+    evicted = 0;
+
+    for ( ;; ) {
+        n = ngx_slab_alloc_locked(mc->shpool, size);
+
+        if (n || ngx_queue_empty(&mc->sh->lru)) {
+            break;
+        }
+
+        q = ngx_queue_last(&mc->sh->lru);
+        ngx_http_bytemark_mc_delete(mc,
+                        ngx_queue_data(q, ngx_http_bytemark_mc_node_t, queue));
+        evicted++;
+    }
+
+    if (evicted) {
+        ngx_http_bytemark_metrics_add(NGX_HTTP_BYTEMARK_M_MICROCACHE_EVICTION,
+                                      evicted);
+    }
+
+    return n;
+}
+
+
+static void
+ngx_http_bytemark_mc_delete(ngx_http_bytemark_mc_t *mc,
+    ngx_http_bytemark_mc_node_t *n)
+{
+    ngx_queue_remove(&n->queue);
+    ngx_rbtree_delete(&mc->sh->rbtree, &n->node);
+    ngx_slab_free_locked(mc->shpool, n);
+}

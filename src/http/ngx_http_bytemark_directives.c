@@ -1,0 +1,503 @@
+
+/*
+ * The parsers of the directives that take more than nginx's own slot
+ * functions: breakers, batches, cleanup, the MongoDB URI and collection,
+ * the MySQL servers and table.  What a parser cannot know alone (the other
+ * directives, the locations) is checked at merge (ngx_http_bytemark_conf.c).
+ */
+
+
+#include "ngx_http_bytemark_http.h"
+
+
+#define NGX_HTTP_BYTEMARK_MYSQL_POOL_SIZE  8
+
+
+static char *ngx_http_bytemark_mysql_resolve(ngx_conf_t *cf,
+    ngx_http_bytemark_mysql_server_t *srv);
+
+
+/* bytemark_breaker [failures=<n>] [open=<time>] */
+
+char *
+ngx_http_bytemark_set_breaker(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_bytemark_main_conf_t *bmcf = conf;
+
+    ngx_int_t    n;
+    ngx_str_t   *value, v;
+    ngx_msec_t   t;
+    ngx_uint_t   i;
+
+    if (bmcf->breaker_failures != NGX_CONF_UNSET_UINT
+        || bmcf->breaker_open != NGX_CONF_UNSET_MSEC)
+    {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "failures=", 9) == 0) {
+            v.data = value[i].data + 9;
+            v.len = value[i].len - 9;
+
+            n = ngx_atoi(v.data, v.len);
+            if (n < 1 || n > 1000 || bmcf->breaker_failures
+                                     != NGX_CONF_UNSET_UINT)
+            {
+                goto invalid;
+            }
+
+            bmcf->breaker_failures = (ngx_uint_t) n;
+
+        } else if (ngx_strncmp(value[i].data, "open=", 5) == 0) {
+            v.data = value[i].data + 5;
+            v.len = value[i].len - 5;
+
+            t = ngx_parse_time(&v, 0);
+            if (t == (ngx_msec_t) NGX_ERROR || t == 0
+                || bmcf->breaker_open != NGX_CONF_UNSET_MSEC)
+            {
+                goto invalid;
+            }
+
+            bmcf->breaker_open = t;
+
+        } else {
+            goto invalid;
+        }
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"bytemark_breaker\" has an invalid parameter "
+                       "\"%V\" (expected failures=<1..1000> and/or "
+                       "open=<time>, each once)", &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+/*
+ * bytemark_mongo_batch <n>: lookups one MongoDB find task carries (1: one
+ * lookup per task); 1000 keeps a find's $in, and a thread's work, modest
+ */
+
+char *
+ngx_http_bytemark_set_mongo_batch(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_bytemark_main_conf_t *bmcf = conf;
+
+    ngx_int_t   n;
+    ngx_str_t  *value;
+
+    if (bmcf->mongo_batch != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    n = ngx_atoi(value[1].data, value[1].len);
+
+    if (n < 1 || n > 1000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"bytemark_mongo_batch\" must be a number "
+                           "from 1 to 1000, not \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    bmcf->mongo_batch = (ngx_uint_t) n;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * bytemark_stuck_calls <n>: abandoned calls per server and worker before
+ * new calls skip it; at least one, or a hung server would be skipped
+ * before it ever hung a call
+ */
+
+char *
+ngx_http_bytemark_set_stuck_calls(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_bytemark_main_conf_t *bmcf = conf;
+
+    ngx_int_t   n;
+    ngx_str_t  *value;
+
+    if (bmcf->stuck_calls != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    n = ngx_atoi(value[1].data, value[1].len);
+
+    if (n < 1 || n > 1000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"bytemark_stuck_calls\" must be a number "
+                           "from 1 to 1000, not \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    bmcf->stuck_calls = (ngx_uint_t) n;
+
+    return NGX_CONF_OK;
+}
+
+
+/* bytemark_cache_cleanup interval=<time> max_age=<time> | off */
+
+char *
+ngx_http_bytemark_set_cleanup(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_bytemark_main_conf_t *bmcf = conf;
+
+    ngx_str_t   *value, v;
+    ngx_msec_t   t, *field;
+    ngx_uint_t   i;
+
+    if (bmcf->cleanup_interval || bmcf->cleanup_max_age) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 2 && ngx_strcmp(value[1].data, "off") == 0) {
+        return NGX_CONF_OK;
+    }
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "interval=", 9) == 0) {
+            field = &bmcf->cleanup_interval;
+            v.data = value[i].data + 9;
+
+        } else if (ngx_strncmp(value[i].data, "max_age=", 8) == 0) {
+            field = &bmcf->cleanup_max_age;
+            v.data = value[i].data + 8;
+
+        } else {
+            goto invalid;
+        }
+
+        v.len = value[i].data + value[i].len - v.data;
+
+        t = ngx_parse_time(&v, 0);
+        if (t == (ngx_msec_t) NGX_ERROR || t == 0) {
+            goto invalid;
+        }
+
+        *field = t;
+    }
+
+    if (bmcf->cleanup_interval == 0 || bmcf->cleanup_max_age == 0) {
+        return "needs both \"interval=\" and \"max_age=\", or \"off\"";
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"bytemark_cache_cleanup\" has an invalid parameter "
+                       "\"%V\" (expected interval=<time> max_age=<time> or "
+                       "off)", &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+char *
+ngx_http_bytemark_set_mongo_uri(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    char        err[256];
+    char       *rv;
+    ngx_str_t  *value;
+
+    rv = ngx_conf_set_str_slot(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    value = cf->args->elts;
+
+    /* the driver's message never repeats the URI, so no secret leaks here */
+    if (ngx_http_bytemark_mongo_check_uri(&value[1], err, sizeof(err))
+        != NGX_OK)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"bytemark_mongo_uri\" is not a valid MongoDB "
+                           "connection string: %s", err);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+char *
+ngx_http_bytemark_set_collection(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_bytemark_main_conf_t *bmcf = conf;
+
+    u_char     *dot;
+    ngx_str_t  *value;
+
+    if (bmcf->mongo_db.len) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    dot = ngx_strlchr(value[1].data, value[1].data + value[1].len, '.');
+
+    if (dot == NULL || dot == value[1].data
+        || dot == value[1].data + value[1].len - 1)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"bytemark_mongo_collection\" must be "
+                           "\"<database>.<collection>\", not \"%V\"",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    /* the driver wants NUL-terminated names; cf->args values are */
+    bmcf->mongo_db.len = dot - value[1].data;
+    bmcf->mongo_db.data = ngx_pnalloc(cf->pool, bmcf->mongo_db.len + 1);
+    if (bmcf->mongo_db.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memcpy(bmcf->mongo_db.data, value[1].data, bmcf->mongo_db.len);
+    bmcf->mongo_db.data[bmcf->mongo_db.len] = '\0';
+
+    bmcf->mongo_coll.data = dot + 1;
+    bmcf->mongo_coll.len = value[1].len - bmcf->mongo_db.len - 1;
+
+    return NGX_CONF_OK;
+}
+
+
+/* the table name is spliced into SQL text, so only plain identifiers pass */
+
+char *
+ngx_http_bytemark_set_table(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char        *rv;
+    ngx_str_t   *value;
+    ngx_uint_t   i, dots;
+
+    rv = ngx_conf_set_str_slot(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    value = cf->args->elts;
+    dots = 0;
+
+    for (i = 0; i < value[1].len; i++) {
+        u_char  c = value[1].data[i];
+
+        if (c == '.' && i > 0 && i < value[1].len - 1 && dots++ == 0) {
+            continue;
+        }
+
+        if (!(c == '_' || c == '$' || (c >= '0' && c <= '9')
+              || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')))
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"bytemark_mysql_table\" must be a plain "
+                               "identifier ([A-Za-z0-9_$], optionally "
+                               "<database>.<table>), not \"%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (value[1].len == 0) {
+        return "must not be empty";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * bytemark_mysql host=... | socket=... [port=3306] user=... [password=...]
+ *                database=... [pool_size=N];
+ *
+ * Repeated for read replicas: the first is the primary.
+ */
+
+char *
+ngx_http_bytemark_set_mysql(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_bytemark_main_conf_t *bmcf = conf;
+
+    ngx_int_t                          n;
+    ngx_str_t                         *value, *field, v;
+    ngx_uint_t                         i;
+    ngx_http_bytemark_mysql_server_t  *srv;
+
+    if (bmcf->mysql_servers
+        && bmcf->mysql_servers->nelts
+           == NGX_HTTP_BYTEMARK_BREAKERS - NGX_HTTP_BYTEMARK_BREAKER_MYSQL)
+    {
+        return "is repeated too often";
+    }
+
+    if (bmcf->mysql_servers == NULL) {
+        bmcf->mysql_servers = ngx_array_create(cf->pool, 2,
+                                     sizeof(ngx_http_bytemark_mysql_server_t));
+        if (bmcf->mysql_servers == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    srv = ngx_array_push(bmcf->mysql_servers);
+    if (srv == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(srv, sizeof(ngx_http_bytemark_mysql_server_t));
+    srv->port = 3306;
+    srv->pool_size = NGX_HTTP_BYTEMARK_MYSQL_POOL_SIZE;
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        field = NULL;
+
+        if (ngx_strncmp(value[i].data, "host=", 5) == 0) {
+            field = &srv->host;
+            v.data = value[i].data + 5;
+
+        } else if (ngx_strncmp(value[i].data, "socket=", 7) == 0) {
+            field = &srv->socket;
+            v.data = value[i].data + 7;
+
+        } else if (ngx_strncmp(value[i].data, "user=", 5) == 0) {
+            field = &srv->user;
+            v.data = value[i].data + 5;
+
+        } else if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
+            field = &srv->password;
+            v.data = value[i].data + 9;
+
+        } else if (ngx_strncmp(value[i].data, "database=", 9) == 0) {
+            field = &srv->database;
+            v.data = value[i].data + 9;
+
+        } else if (ngx_strncmp(value[i].data, "port=", 5) == 0) {
+            n = ngx_atoi(value[i].data + 5, value[i].len - 5);
+            if (n < 1 || n > 65535) {
+                goto invalid;
+            }
+            srv->port = n;
+            continue;
+
+        } else if (ngx_strncmp(value[i].data, "pool_size=", 10) == 0) {
+            n = ngx_atoi(value[i].data + 10, value[i].len - 10);
+            if (n < 1 || n > 1024) {
+                goto invalid;
+            }
+            srv->pool_size = n;
+            continue;
+
+        } else {
+            goto invalid;
+        }
+
+        /* cf->args values are NUL-terminated, as the client library wants */
+        v.len = value[i].data + value[i].len - v.data;
+        *field = v;
+    }
+
+    if ((srv->host.len == 0) == (srv->socket.len == 0)) {
+        return "needs exactly one of \"host=\" and \"socket=\"";
+    }
+
+    if (srv->user.len == 0) {
+        return "needs \"user=\"";
+    }
+
+    if (srv->database.len == 0) {
+        return "needs \"database=\"";
+    }
+
+    if (srv->host.len) {
+        return ngx_http_bytemark_mysql_resolve(cf, srv);
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    /* never echo the argument: it may be the password */
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"bytemark_mysql\" has an invalid parameter #%ui "
+                       "(expected host=, socket=, port=1..65535, user=, "
+                       "password=, database= or pool_size=1..1024)", i);
+    return NGX_CONF_ERROR;
+}
+
+
+/*
+ * The MySQL side runs on the event loop, where a host name must not be
+ * looked up with a blocking call: the client library would call
+ * getaddrinfo() inside its connect.  So a name is resolved here, once, as
+ * nginx resolves the names of proxy_pass and upstream servers, and the
+ * library is given the address: "nginx -t" fails for a name that does not
+ * resolve.  Of several addresses the first is used; a reload resolves
+ * again.
+ */
+
+static char *
+ngx_http_bytemark_mysql_resolve(ngx_conf_t *cf,
+    ngx_http_bytemark_mysql_server_t *srv)
+{
+    u_char     *p;
+    size_t      len;
+    ngx_url_t   u;
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = srv->host;
+    u.default_port = (in_port_t) srv->port;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"bytemark_mysql\" host \"%V\": %s",
+                           &srv->host, u.err ? u.err : "host not found");
+        return NGX_CONF_ERROR;
+    }
+
+    if (!u.no_port || u.uri.len) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"bytemark_mysql\" host \"%V\": give the port "
+                           "with \"port=\"", &srv->host);
+        return NGX_CONF_ERROR;
+    }
+
+    p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* no port: IPv6 without brackets, as the library takes it */
+    len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, p,
+                        NGX_SOCKADDR_STRLEN, 0);
+    p[len] = '\0';
+
+    srv->address.data = p;
+    srv->address.len = len;
+
+    return NGX_CONF_OK;
+}

@@ -1,0 +1,396 @@
+
+/*
+ * bytemark_ingest: POST one pass or an array of them for a user (SPEC 3.3).
+ *
+ * The body is read the nginx way (client_max_body_size, temp files), every
+ * field is checked before anything is written, then one backend call does
+ * both writes in its thread: the MySQL transaction, and after the commit the
+ * cache update.  Doing both in one call means that even when the budget
+ * answers the client first, the cache update still follows the commit.
+ *
+ * A 200 means the rows are committed.  If the cache update failed after the
+ * commit, the user gets a note in shared memory: lookups skip the cache
+ * entry until it has been deleted (see ngx_http_bytemark_lookup.c).
+ */
+
+
+#include "ngx_http_bytemark_http.h"
+
+
+#define NGX_HTTP_BYTEMARK_BODY_ERR  256
+
+
+static void ngx_http_bytemark_ingest_body(ngx_http_request_t *r);
+static ngx_int_t ngx_http_bytemark_ingest_start(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx);
+static ngx_int_t ngx_http_bytemark_read_body(ngx_http_request_t *r,
+    ngx_str_t *body);
+static void ngx_http_bytemark_ingest_committed(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *call);
+static void ngx_http_bytemark_ingest_cache(ngx_http_bytemark_call_t *call);
+static void ngx_http_bytemark_ingest_done(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *call);
+
+
+ngx_int_t
+ngx_http_bytemark_ingest_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                 rc;
+    ngx_http_bytemark_ctx_t  *ctx;
+
+    ctx = ngx_http_bytemark_request_init(r, NGX_HTTP_BYTEMARK_INGEST,
+                                         NGX_HTTP_POST, "POST", &rc);
+    if (ctx == NULL) {
+        return rc;
+    }
+
+    rc = ngx_http_read_client_request_body(r, ngx_http_bytemark_ingest_body);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+/*
+ * The whole body is here.  The reference the body reader took is the one
+ * the handler's NGX_DONE gave back, so a posted call needs no finalize now:
+ * its done() finalizes the request.
+ */
+
+static void
+ngx_http_bytemark_ingest_body(ngx_http_request_t *r)
+{
+    ngx_int_t                 rc;
+    ngx_http_bytemark_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
+
+    rc = ngx_http_bytemark_ingest_start(r, ctx);
+
+    if (rc != NGX_DONE) {
+        ngx_http_finalize_request(r, rc);
+    }
+}
+
+
+static ngx_int_t
+ngx_http_bytemark_ingest_start(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx)
+{
+    char                            err[NGX_HTTP_BYTEMARK_BODY_ERR];
+    ngx_str_t                       body;
+    ngx_http_bytemark_call_t       *call;
+    ngx_http_bytemark_loc_conf_t   *blcf;
+
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
+
+    if (ngx_http_bytemark_read_body(r, &body) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (body.len == 0) {
+        return ngx_http_bytemark_send_error(r, NGX_HTTP_BAD_REQUEST,
+                   "invalid_body", "the body is empty: send a pass object "
+                   "or an array of pass objects");
+    }
+
+    if (ngx_http_bytemark_parse_ingest(body.data, body.len,
+                                       blcf->ingest_max_passes,
+                                       ngx_http_bytemark_now_ms(),
+                                       &ctx->passes, &ctx->npasses,
+                                       err, sizeof(err))
+        != NGX_OK)
+    {
+        return ngx_http_bytemark_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                            "invalid_body", err);
+    }
+
+    call = ngx_http_bytemark_call_create(r, "mysql ingest",
+                                         ngx_http_bytemark_mysql_ingest,
+                                         ngx_http_bytemark_ingest_committed,
+                                         blcf->mysql_timeout);
+    if (call == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* the call owns the passes from now on: it may outlive the request */
+    call->user_id = ctx->user_id;
+    call->passes = ctx->passes;
+    call->npasses = ctx->npasses;
+    call->always_done = 1;
+    ctx->passes = NULL;
+    ctx->npasses = 0;
+
+    if (ngx_http_bytemark_call_post(call) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "bytemark: ingest for user %uL not started: %s",
+                      ctx->user_id, call->error);
+
+        ngx_http_bytemark_call_free(call);
+
+        return ngx_http_bytemark_unavailable(r);
+    }
+
+    /* the body reader already holds the request for us */
+    r->read_event_handler = ngx_http_test_reading;
+
+    return NGX_DONE;
+}
+
+
+/* the body in one piece, from memory buffers or the temp file */
+
+static ngx_int_t
+ngx_http_bytemark_read_body(ngx_http_request_t *r, ngx_str_t *body)
+{
+    u_char       *p;
+    size_t        len;
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    ngx_str_null(body);
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        return NGX_OK;
+    }
+
+    len = 0;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+        len += b->in_file ? (size_t) (b->file_last - b->file_pos)
+                          : (size_t) (b->last - b->pos);
+    }
+
+    p = ngx_pnalloc(r->pool, len + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    body->data = p;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (!b->in_file) {
+            if (b->last > b->pos) {
+                p = ngx_cpymem(p, b->pos, b->last - b->pos);
+            }
+
+            continue;
+        }
+
+        /* a small local file, as nginx's own modules read it */
+        n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
+                          b->file_pos);
+        if (n != b->file_last - b->file_pos) {
+            return NGX_ERROR;
+        }
+
+        p += n;
+    }
+
+    body->len = p - body->data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Event loop: the MySQL transaction is over.  Once it committed, the cache
+ * is updated on the thread pool (a second call),
+ * and only then is the client answered; r is NULL when the request has
+ * gone, and the cache is updated all the same.
+ */
+
+static void
+ngx_http_bytemark_ingest_committed(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *call)
+{
+    ngx_msec_t                      budget;
+    ngx_http_bytemark_ctx_t        *ctx;
+    ngx_http_bytemark_call_t       *cache;
+    ngx_http_bytemark_loc_conf_t   *blcf;
+    ngx_http_bytemark_main_conf_t  *bmcf;
+
+    bmcf = call->bmcf;
+
+    if (r) {
+        ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
+        ctx->mysql_used = 1;
+        ctx->mysql_time = call->elapsed;
+    }
+
+    if (call->answer.result != NGX_HTTP_BYTEMARK_FOUND || bmcf->mongo == NULL) {
+        ngx_http_bytemark_ingest_done(r, call);
+        return;
+    }
+
+    blcf = r ? ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module)
+             : ngx_http_bytemark_http_conf((ngx_cycle_t *) ngx_cycle);
+
+    /*
+     * An ingest's budget is both backends' (SPEC 3.3 writes both before it
+     * answers): the cache update gets what the transaction left of it.
+     */
+    budget = blcf->mysql_timeout + blcf->mongo_timeout;
+    budget = (call->elapsed < blcf->mysql_timeout) ? budget - call->elapsed
+                                                   : blcf->mongo_timeout;
+
+    cache = ngx_http_bytemark_call_create(r, "mongo ingest cache update",
+                                          ngx_http_bytemark_ingest_cache,
+                                          ngx_http_bytemark_ingest_done,
+                                          budget);
+    if (cache == NULL) {
+        call->cache_failed = 1;
+        snprintf(call->cache_error, sizeof(call->cache_error),
+                 "out of memory");
+        ngx_http_bytemark_ingest_done(r, call);
+        return;
+    }
+
+    /* the committed passes move to the cache update */
+    cache->user_id = call->user_id;
+    cache->passes = call->passes;
+    cache->npasses = call->npasses;
+    cache->answer.result = NGX_HTTP_BYTEMARK_FOUND;
+    cache->answer.timestamp = call->answer.timestamp;
+    cache->answer.count = call->answer.count;
+    cache->elapsed = call->elapsed;
+    cache->always_done = 1;
+    call->passes = NULL;
+    call->npasses = 0;
+
+    if (ngx_http_bytemark_breaker_is_open(bmcf,
+                                          NGX_HTTP_BYTEMARK_BREAKER_MONGO))
+    {
+        cache->cache_failed = 1;
+        snprintf(cache->cache_error, sizeof(cache->cache_error),
+                 "circuit breaker open for mongo");
+
+    } else if (ngx_http_bytemark_call_post(cache) == NGX_OK) {
+        return;
+
+    } else {
+        cache->cache_failed = 1;
+        snprintf(cache->cache_error, sizeof(cache->cache_error),
+                 "thread pool queue is full");
+    }
+
+    ngx_http_bytemark_ingest_done(r, cache);
+    ngx_http_bytemark_call_free(cache);
+}
+
+
+/* thread: the cache update of a committed ingest */
+
+static void
+ngx_http_bytemark_ingest_cache(ngx_http_bytemark_call_t *call)
+{
+    int64_t  start;
+
+    start = ngx_http_bytemark_now_ms();
+
+    ngx_http_bytemark_mongo_ingest(call);
+
+    ngx_http_bytemark_breaker_result(call->bmcf,
+                                     NGX_HTTP_BYTEMARK_BREAKER_MONGO,
+                                     !call->cache_failed,
+                                     ngx_http_bytemark_now_ms() - start);
+
+    /* whatever the cache did, the ingest itself committed */
+    call->answer.result = NGX_HTTP_BYTEMARK_FOUND;
+}
+
+
+/* r is NULL when the request has gone (budget, client); the note is not */
+
+static void
+ngx_http_bytemark_ingest_done(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *call)
+{
+    ngx_int_t                       rc;
+    ngx_log_t                      *log;
+    ngx_http_bytemark_ctx_t        *ctx;
+    ngx_http_bytemark_main_conf_t  *bmcf;
+
+    bmcf = call->bmcf;
+    log = r ? r->connection->log : ngx_cycle->log;
+
+    if (call->answer.result == NGX_HTTP_BYTEMARK_TIMED_OUT
+        && call->run == ngx_http_bytemark_ingest_cache)
+    {
+        /* committed; the cache update outlived its budget (it goes on) */
+        call->answer.result = NGX_HTTP_BYTEMARK_FOUND;
+        call->cache_failed = 1;
+        ngx_memcpy(call->cache_error, call->error, sizeof(call->error));
+    }
+
+    if (call->answer.result == NGX_HTTP_BYTEMARK_FOUND) {
+        /* committed: no micro-cached answer may show the state before */
+        ngx_http_bytemark_microcache_invalidate(bmcf, call->user_id);
+    }
+
+    if (call->answer.result == NGX_HTTP_BYTEMARK_FOUND && call->cache_failed) {
+        ngx_http_bytemark_metrics_inc(NGX_HTTP_BYTEMARK_M_WRITE_FAILURES_INGEST);
+
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "bytemark: mongo cache update after the ingest for "
+                      "user %uL failed: %s; lookups skip its cache entry "
+                      "until it is deleted", call->user_id, call->cache_error);
+
+        if (ngx_http_bytemark_note_set(bmcf, call->user_id,
+                                       call->answer.timestamp)
+            != NGX_OK)
+        {
+            ngx_log_error(NGX_LOG_CRIT, log, 0,
+                          "bytemark: no room in the shared zone for a note "
+                          "on user %uL: its cache entry may be stale",
+                          call->user_id);
+        }
+    }
+
+    if (r == NULL) {
+        return;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
+
+    switch (call->answer.result) {
+
+    case NGX_HTTP_BYTEMARK_FOUND:
+        rc = ngx_http_bytemark_send_written(r, ctx,
+                                            (ngx_uint_t) call->answer.count);
+        break;
+
+    case NGX_HTTP_BYTEMARK_CONFLICT:
+        rc = ngx_http_bytemark_send_error(r, NGX_HTTP_CONFLICT, "conflict",
+                 "a pass of this request belongs to another user; "
+                 "nothing was written");
+        break;
+
+    case NGX_HTTP_BYTEMARK_REFUSED:
+        /* the client's data, not a backend failure: logged at info */
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "bytemark: mysql refused the ingest for user %uL: %s",
+                      call->user_id, call->error);
+        rc = ngx_http_bytemark_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                          "invalid_body", call->refused);
+        break;
+
+    default:
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "bytemark: mysql ingest for user %uL failed after %M ms: "
+                      "%s",
+                      call->user_id, call->elapsed,
+                      call->error[0] ? call->error : "unknown error");
+        rc = ngx_http_bytemark_unavailable(r);
+        break;
+    }
+
+    ngx_http_finalize_request(r, rc);
+}

@@ -1,0 +1,321 @@
+
+/*
+ * Module definition: the directives table and the per-worker start and stop
+ * of the backend pools.  The pools are created after fork() because the
+ * MongoDB driver's monitor threads and MySQL sockets do not survive it.
+ */
+
+
+#include "ngx_http_bytemark_http.h"
+
+
+static ngx_int_t ngx_http_bytemark_preconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_bytemark_check_threads(ngx_conf_t *cf);
+static ngx_int_t ngx_http_bytemark_init_process(ngx_cycle_t *cycle);
+static void ngx_http_bytemark_exit_process(ngx_cycle_t *cycle);
+
+
+static ngx_command_t  ngx_http_bytemark_commands[] = {
+
+    { ngx_string("bytemark_mongo_uri"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_bytemark_set_mongo_uri,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_bytemark_main_conf_t, mongo_uri),
+      NULL },
+
+    { ngx_string("bytemark_mongo_collection"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_bytemark_set_collection,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("bytemark_mongo_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_bytemark_loc_conf_t, mongo_timeout),
+      NULL },
+
+    { ngx_string("bytemark_mysql"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_bytemark_set_mysql,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("bytemark_mysql_table"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_bytemark_set_table,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_bytemark_main_conf_t, mysql_table),
+      NULL },
+
+    { ngx_string("bytemark_mysql_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_bytemark_loc_conf_t, mysql_timeout),
+      NULL },
+
+    { ngx_string("bytemark_thread_pool"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_bytemark_set_thread_pool,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("bytemark_cache_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_bytemark_loc_conf_t, cache_ttl),
+      NULL },
+
+    { ngx_string("bytemark_cache_fill"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_bytemark_loc_conf_t, cache_fill),
+      NULL },
+
+    { ngx_string("bytemark_use_stale"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_bytemark_loc_conf_t, use_stale),
+      NULL },
+
+    { ngx_string("bytemark_user_id"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_bytemark_loc_conf_t, user_id),
+      NULL },
+
+    { ngx_string("bytemark_pass_uuid"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_bytemark_loc_conf_t, pass_uuid),
+      NULL },
+
+    { ngx_string("bytemark_tickets"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_bytemark_set_handler,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      (void *) NGX_HTTP_BYTEMARK_TICKETS },
+
+    { ngx_string("bytemark_pass"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_bytemark_set_handler,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      (void *) NGX_HTTP_BYTEMARK_PASS },
+
+    { ngx_string("bytemark_ingest"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_bytemark_set_handler,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      (void *) NGX_HTTP_BYTEMARK_INGEST },
+
+    { ngx_string("bytemark_purge"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_bytemark_set_handler,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      (void *) NGX_HTTP_BYTEMARK_PURGE },
+
+    { ngx_string("bytemark_ingest_max_passes"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_bytemark_loc_conf_t, ingest_max_passes),
+      NULL },
+
+    { ngx_string("bytemark_microcache"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_bytemark_set_microcache,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("bytemark_breaker"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_bytemark_set_breaker,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("bytemark_mongo_batch"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_bytemark_set_mongo_batch,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("bytemark_stuck_calls"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_bytemark_set_stuck_calls,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("bytemark_cache_cleanup"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_bytemark_set_cleanup,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("bytemark_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_bytemark_set_status,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_bytemark_module_ctx = {
+    ngx_http_bytemark_preconfiguration,    /* preconfiguration */
+    ngx_http_bytemark_metrics_postconfiguration, /* postconfiguration */
+
+    ngx_http_bytemark_create_main_conf,    /* create main configuration */
+    ngx_http_bytemark_init_main_conf,      /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_bytemark_create_loc_conf,     /* create location configuration */
+    ngx_http_bytemark_merge_loc_conf       /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_bytemark_module = {
+    NGX_MODULE_V1,
+    &ngx_http_bytemark_module_ctx,         /* module context */
+    ngx_http_bytemark_commands,            /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_bytemark_init_process,        /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_bytemark_exit_process,        /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_int_t
+ngx_http_bytemark_preconfiguration(ngx_conf_t *cf)
+{
+    if (ngx_http_bytemark_check_threads(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* the response writer keeps 200s in, and drops errors from, the cache */
+    ngx_http_bytemark_response_cache(ngx_http_bytemark_microcache_store,
+                                     ngx_http_bytemark_microcache_release);
+
+    return ngx_http_bytemark_add_variables(cf);
+}
+
+
+/*
+ * Every backend call runs on an nginx thread pool: an nginx built without
+ * --with-threads is refused at the http{} block, whatever it configures,
+ * with a message that names the cause, never left to fail later. Either the
+ * module was built against such a tree (NGX_THREADS unset), or it was built
+ * with threads and is loaded by an nginx without them: its weak references
+ * to the thread pool functions are then NULL (ngx_http_bytemark_core.h).
+ */
+
+static ngx_int_t
+ngx_http_bytemark_check_threads(ngx_conf_t *cf)
+{
+#if (NGX_THREADS)
+    if (ngx_thread_pool_add != NULL && ngx_thread_task_post != NULL) {
+        return NGX_OK;
+    }
+#endif
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "ngx_http_bytemark_module needs nginx built with "
+                       "--with-threads (its MongoDB and MySQL calls run on "
+                       "thread pools), and this nginx was built without "
+                       "threads");
+
+    return NGX_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_bytemark_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_bytemark_main_conf_t  *bmcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    bmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_bytemark_module);
+    if (bmcf == NULL) {
+        return NGX_OK;
+    }
+
+    /* jansson picks its hash seed lazily; do it once before threads race */
+    json_object_seed(0);
+
+    ngx_http_bytemark_metrics_init_process(cycle, bmcf);
+
+    if (bmcf->mongo_uri.len
+        && ngx_http_bytemark_mongo_init_process(cycle, bmcf) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (bmcf->mysql_servers
+        && ngx_http_bytemark_mysql_init_process(cycle, bmcf) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (bmcf->cleanup_interval
+        && ngx_http_bytemark_cleanup_init_process(cycle, bmcf) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The thread pools are destroyed before this runs (ngx_thread_pool_module
+ * comes first in the module order and waits for its queued tasks), so no
+ * thread can be inside a driver call here.
+ */
+
+static void
+ngx_http_bytemark_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_bytemark_main_conf_t  *bmcf;
+
+    bmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_bytemark_module);
+    if (bmcf == NULL) {
+        return;
+    }
+
+    ngx_http_bytemark_mongo_exit_process(bmcf);
+    ngx_http_bytemark_mysql_exit_process(bmcf);
+    ngx_http_bytemark_metrics_exit_process();
+}

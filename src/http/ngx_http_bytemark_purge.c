@@ -1,0 +1,105 @@
+
+/*
+ * bytemark_purge: DELETE a user's cache entry (SPEC 3.4).  Idempotent: 204
+ * whether there was an entry or not; 503 when MongoDB cannot answer.
+ */
+
+
+#include "ngx_http_bytemark_http.h"
+
+
+static void ngx_http_bytemark_purge_done(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *call);
+
+
+ngx_int_t
+ngx_http_bytemark_purge_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                      rc;
+    ngx_http_bytemark_ctx_t       *ctx;
+    ngx_http_bytemark_call_t      *call;
+    ngx_http_bytemark_loc_conf_t   *blcf;
+    ngx_http_bytemark_main_conf_t  *bmcf;
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    ctx = ngx_http_bytemark_request_init(r, NGX_HTTP_BYTEMARK_PURGE,
+                                         NGX_HTTP_DELETE, "DELETE", &rc);
+    if (ctx == NULL) {
+        return rc;
+    }
+
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
+    bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
+
+    if (!ngx_http_bytemark_breaker_allow(bmcf,
+                                         NGX_HTTP_BYTEMARK_BREAKER_MONGO))
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "bytemark: mongo purge for user %uL not tried: "
+                      "circuit breaker open", ctx->user_id);
+        return ngx_http_bytemark_unavailable(r);
+    }
+
+    call = ngx_http_bytemark_call_create(r, "mongo purge",
+                                         ngx_http_bytemark_mongo_purge,
+                                         ngx_http_bytemark_purge_done,
+                                         blcf->mongo_timeout);
+    if (call == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    call->user_id = ctx->user_id;
+
+    /* a note older than this delete is settled by it */
+    ctx->note_stamp = ngx_http_bytemark_now_ms();
+
+    if (ngx_http_bytemark_call_post(call) != NGX_OK) {
+        ngx_http_bytemark_call_free(call);
+        return ngx_http_bytemark_unavailable(r);
+    }
+
+    return ngx_http_bytemark_call_hold(r);
+}
+
+
+static void
+ngx_http_bytemark_purge_done(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *call)
+{
+    ngx_int_t                 rc;
+    ngx_http_bytemark_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
+    ctx->mongo_used = 1;
+    ctx->mongo_time = call->elapsed;
+
+    /* the micro-cached answers go whatever MongoDB said */
+    ngx_http_bytemark_microcache_invalidate(call->bmcf, ctx->user_id);
+
+    ngx_http_bytemark_breaker_result(call->bmcf,
+                                     NGX_HTTP_BYTEMARK_BREAKER_MONGO,
+                                     call->answer.result
+                                     == NGX_HTTP_BYTEMARK_FOUND,
+                                     (int64_t) call->elapsed);
+
+    if (call->answer.result == NGX_HTTP_BYTEMARK_FOUND) {
+        ngx_http_bytemark_note_clear(call->bmcf, ctx->user_id,
+                                     ctx->note_stamp);
+        rc = ngx_http_bytemark_send_no_content(r);
+
+    } else {
+        ngx_http_bytemark_metrics_inc(NGX_HTTP_BYTEMARK_M_WRITE_FAILURES_PURGE);
+
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "bytemark: mongo purge for user %uL failed after "
+                      "%M ms: %s", call->user_id, call->elapsed,
+                      call->error[0] ? call->error : "unknown error");
+        rc = ngx_http_bytemark_unavailable(r);
+    }
+
+    ngx_http_finalize_request(r, rc);
+}

@@ -1,0 +1,490 @@
+
+/*
+ * MongoDB: one mongoc_client_pool_t per worker, created after fork (its
+ * monitor threads would not survive fork()), and the operations the pool
+ * threads run: the cache fill, the cache side of an ingest, purge and
+ * cleanup.  Lookups are in ngx_http_bytemark_mongo_batch.c, the cache side
+ * of an ingest in ngx_http_bytemark_mongo_ingest.c.
+ *
+ * The driver's own timeouts are bounded by defaults added to the URI when
+ * the operator did not set them, so that a thread stuck in the driver is
+ * released in bounded time even after its request was answered.
+ */
+
+
+#include "ngx_http_bytemark_mongo_private.h"
+
+
+/* socketTimeoutMS: twice the http-level budget, at least this */
+#define NGX_HTTP_BYTEMARK_MONGO_CONNECT_MS    1000
+#define NGX_HTTP_BYTEMARK_MONGO_SOCKET_MS     1000
+#define NGX_HTTP_BYTEMARK_MONGO_SELECTION_MS  1000
+#define NGX_HTTP_BYTEMARK_MONGO_HEARTBEAT_MS  2000
+
+
+/* read-only after init_process; bson_t wants 128-byte alignment */
+bson_t  *ngx_http_bytemark_mongo_upsert_opts;
+bson_t  *ngx_http_bytemark_mongo_write_opts;
+
+
+
+static mongoc_uri_t *ngx_http_bytemark_mongo_uri(ngx_str_t *s,
+    bson_error_t *error);
+static void ngx_http_bytemark_mongo_default(mongoc_uri_t *uri,
+    const char *option, int32_t value);
+static void ngx_http_bytemark_mongo_log(mongoc_log_level_t level,
+    const char *domain, const char *message, void *data);
+static void ngx_http_bytemark_mongo_delete(ngx_http_bytemark_call_t *call,
+    bson_t *filter);
+static void ngx_http_bytemark_mongo_write_entry(ngx_http_bytemark_call_t *call);
+static ngx_int_t ngx_http_bytemark_mongo_fill_array(bson_t *set,
+    const char *key, ngx_http_bytemark_passes_t *list);
+
+
+ngx_int_t
+ngx_http_bytemark_mongo_check_uri(ngx_str_t *uri, char *err, size_t size)
+{
+    mongoc_uri_t  *u;
+    bson_error_t   error;
+
+    u = ngx_http_bytemark_mongo_uri(uri, &error);
+    if (u == NULL) {
+        ngx_cpystrn((u_char *) err, (u_char *) error.message, size);
+        return NGX_ERROR;
+    }
+
+    mongoc_uri_destroy(u);
+
+    return NGX_OK;
+}
+
+
+static mongoc_uri_t *
+ngx_http_bytemark_mongo_uri(ngx_str_t *s, bson_error_t *error)
+{
+    char          *cstr;
+    mongoc_uri_t  *uri;
+
+    cstr = bson_strndup((const char *) s->data, s->len);
+
+    uri = mongoc_uri_new_with_error(cstr, error);
+
+    bson_free(cstr);
+
+    return uri;
+}
+
+
+ngx_int_t
+ngx_http_bytemark_mongo_init_process(ngx_cycle_t *cycle,
+    ngx_http_bytemark_main_conf_t *bmcf)
+{
+    bson_error_t                error;
+    ngx_http_bytemark_mongo_t  *mongo;
+
+    mongoc_init();
+    mongoc_log_set_handler(ngx_http_bytemark_mongo_log, NULL);
+
+    mongo = ngx_pcalloc(cycle->pool, sizeof(ngx_http_bytemark_mongo_t));
+    if (mongo == NULL) {
+        return NGX_ERROR;
+    }
+
+    mongo->uri = ngx_http_bytemark_mongo_uri(&bmcf->mongo_uri, &error);
+    if (mongo->uri == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "bytemark: invalid MongoDB URI: %s", error.message);
+        return NGX_ERROR;
+    }
+
+    ngx_http_bytemark_mongo_default(mongo->uri, MONGOC_URI_CONNECTTIMEOUTMS,
+                                    NGX_HTTP_BYTEMARK_MONGO_CONNECT_MS);
+    ngx_http_bytemark_mongo_default(mongo->uri, MONGOC_URI_SOCKETTIMEOUTMS,
+                      (int32_t) ngx_max(NGX_HTTP_BYTEMARK_MONGO_SOCKET_MS,
+                             2 * ngx_http_bytemark_http_conf(cycle)->mongo_timeout));
+    ngx_http_bytemark_mongo_default(mongo->uri,
+                                    MONGOC_URI_SERVERSELECTIONTIMEOUTMS,
+                                    NGX_HTTP_BYTEMARK_MONGO_SELECTION_MS);
+    ngx_http_bytemark_mongo_default(mongo->uri,
+                                    MONGOC_URI_HEARTBEATFREQUENCYMS,
+                                    NGX_HTTP_BYTEMARK_MONGO_HEARTBEAT_MS);
+
+    if (!mongoc_uri_has_option(mongo->uri, MONGOC_URI_APPNAME)) {
+        mongoc_uri_set_appname(mongo->uri, "ngx_http_bytemark");
+    }
+
+    mongo->pool = mongoc_client_pool_new(mongo->uri);
+    if (mongo->pool == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "bytemark: cannot create the MongoDB client pool");
+        mongoc_uri_destroy(mongo->uri);
+        return NGX_ERROR;
+    }
+
+    mongoc_client_pool_set_error_api(mongo->pool, MONGOC_ERROR_API_VERSION_2);
+
+    mongo->db = bson_strndup((const char *) bmcf->mongo_db.data,
+                             bmcf->mongo_db.len);
+    mongo->coll = bson_strndup((const char *) bmcf->mongo_coll.data,
+                               bmcf->mongo_coll.len);
+
+    /*
+     * Writes: the driver's client-side key check is off ("validate":
+     * false).  It refuses keys that JSON allows and MongoDB stores inside a
+     * payload ("", "a.b", "$x"); the server is the judge of what it stores,
+     * and a refusal there is a failed cache write like any other.
+     */
+    ngx_http_bytemark_mongo_upsert_opts = BCON_NEW("upsert", BCON_BOOL(true),
+                                        "validate", BCON_BOOL(false));
+    ngx_http_bytemark_mongo_write_opts = BCON_NEW("validate", BCON_BOOL(false));
+
+    /* the same for every lookup: built once, read by all threads */
+    mongo->find_opts = BCON_NEW("projection", "{",
+                                    "passesLog", BCON_INT32(0),
+                                    "passes4Log", BCON_INT32(0),
+                                "}",
+                                "limit", BCON_INT64(1),
+                                "singleBatch", BCON_BOOL(true));
+    /* a batch: every document of its users, first one per user wins */
+    mongo->batch_opts = BCON_NEW("projection", "{",
+                                     "passesLog", BCON_INT32(0),
+                                     "passes4Log", BCON_INT32(0),
+                                 "}");
+
+    ngx_http_bytemark_mongo_batch_init();
+
+    bmcf->mongo = mongo;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_bytemark_mongo_default(mongoc_uri_t *uri, const char *option,
+    int32_t value)
+{
+    if (!mongoc_uri_has_option(uri, option)) {
+        mongoc_uri_set_option_as_int32(uri, option, value);
+    }
+}
+
+
+void
+ngx_http_bytemark_mongo_exit_process(ngx_http_bytemark_main_conf_t *bmcf)
+{
+    ngx_http_bytemark_mongo_t  *mongo;
+
+    mongo = bmcf->mongo;
+    if (mongo == NULL) {
+        return;
+    }
+
+    bmcf->mongo = NULL;
+
+    mongoc_client_pool_destroy(mongo->pool);
+    mongoc_uri_destroy(mongo->uri);
+    bson_free(mongo->db);
+    bson_free(mongo->coll);
+    bson_destroy(mongo->find_opts);
+    bson_destroy(mongo->batch_opts);
+    bson_destroy(ngx_http_bytemark_mongo_upsert_opts);
+    ngx_http_bytemark_mongo_upsert_opts = NULL;
+    bson_destroy(ngx_http_bytemark_mongo_write_opts);
+    ngx_http_bytemark_mongo_write_opts = NULL;
+
+    mongoc_cleanup();
+}
+
+
+/*
+ * thread: a client from the worker's pool and the cache collection.  The
+ * pool blocks when maxPoolSize clients are out; with fewer pool threads
+ * than that (the default 100) it never does.
+ */
+
+mongoc_collection_t *
+ngx_http_bytemark_mongo_acquire(ngx_http_bytemark_mongo_t *mongo,
+    mongoc_client_t **client)
+{
+    *client = mongoc_client_pool_pop(mongo->pool);
+    ngx_http_bytemark_metrics_mongo_pop();
+
+    return mongoc_client_get_collection(*client, mongo->db, mongo->coll);
+}
+
+
+void
+ngx_http_bytemark_mongo_release(ngx_http_bytemark_mongo_t *mongo,
+    mongoc_client_t *client, mongoc_collection_t *coll)
+{
+    mongoc_collection_destroy(coll);
+    ngx_http_bytemark_metrics_mongo_push();
+    mongoc_client_pool_push(mongo->pool, client);
+}
+
+
+/*
+ * The answer's rendered array, back to a value for BSON: a fill is off
+ * the response's path and rare next to the lookups it saves.
+ */
+
+static ngx_int_t
+ngx_http_bytemark_mongo_fill_array(bson_t *set, const char *key,
+    ngx_http_bytemark_passes_t *list)
+{
+    json_t        *v;
+    ngx_int_t      rc;
+    ngx_str_t      text;
+    json_error_t   err;
+
+    ngx_http_bytemark_passes_text(list, &text);
+
+    v = json_loadb((const char *) text.data, text.len, JSON_ALLOW_NUL, &err);
+    if (v == NULL) {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_bytemark_json_to_bson(set, key, v, 0);
+
+    json_decref(v);
+
+    return rc;
+}
+
+
+/*
+ * thread: rewrite the entry from a MySQL answer.
+ *
+ * The filter matches only an entry older than the MySQL read, or one whose
+ * timestamp is missing or not a number (a malformed entry, a miss: SPEC
+ * 3.1), so a newer one written meanwhile is never overwritten: then
+ * the upsert tries to insert a second document for the user and the unique
+ * index on user_id refuses it, which is the expected outcome, not an error.
+ */
+
+void
+ngx_http_bytemark_mongo_fill(ngx_http_bytemark_call_t *call)
+{
+    ngx_http_bytemark_mongo_write_entry(call);
+
+    if (call->error[0]) {
+        /* a fill that lost on the duplicate key leaves no error */
+        ngx_http_bytemark_metrics_inc(NGX_HTTP_BYTEMARK_M_WRITE_FAILURES_FILL);
+    }
+}
+
+
+/* the write itself; its failures are counted by the caller, above */
+
+static void
+ngx_http_bytemark_mongo_write_entry(ngx_http_bytemark_call_t *call)
+{
+    bson_t                      filter, update, or, clause, cmp, not, set;
+    bson_t                      unset;
+    bson_error_t                error;
+    mongoc_client_t            *client;
+    mongoc_collection_t        *coll;
+    ngx_http_bytemark_mongo_t  *mongo;
+
+    mongo = call->bmcf->mongo;
+
+    bson_init(&filter);
+    BSON_APPEND_INT64(&filter, "user_id", (int64_t) call->user_id);
+    BSON_APPEND_ARRAY_BEGIN(&filter, "$or", &or);
+    BSON_APPEND_DOCUMENT_BEGIN(&or, "0", &clause);
+    BSON_APPEND_DOCUMENT_BEGIN(&clause, "timestamp", &cmp);
+    BSON_APPEND_INT64(&cmp, "$lt", call->fill_timestamp);
+    bson_append_document_end(&clause, &cmp);
+    bson_append_document_end(&or, &clause);
+    BSON_APPEND_DOCUMENT_BEGIN(&or, "1", &clause);
+    BSON_APPEND_DOCUMENT_BEGIN(&clause, "timestamp", &cmp);
+    BSON_APPEND_DOCUMENT_BEGIN(&cmp, "$not", &not);
+    BSON_APPEND_UTF8(&not, "$type", "number");
+    bson_append_document_end(&cmp, &not);
+    bson_append_document_end(&clause, &cmp);
+    bson_append_document_end(&or, &clause);
+    bson_append_array_end(&filter, &or);
+
+    bson_init(&update);
+    BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
+    BSON_APPEND_INT64(&set, "user_id", (int64_t) call->user_id);
+    BSON_APPEND_INT64(&set, "timestamp", call->fill_timestamp);
+
+    if (ngx_http_bytemark_mongo_fill_array(&set, "passes",
+                                           &call->fill_passes[0])
+        != NGX_OK
+        || ngx_http_bytemark_mongo_fill_array(&set, "passes4",
+                                              &call->fill_passes[1])
+           != NGX_OK)
+    {
+        snprintf(call->error, sizeof(call->error),
+                 "passes cannot be converted to BSON");
+        bson_destroy(&update);
+        bson_destroy(&filter);
+        return;
+    }
+
+    bson_append_document_end(&update, &set);
+    BSON_APPEND_DOCUMENT_BEGIN(&update, "$unset", &unset);
+    BSON_APPEND_UTF8(&unset, "bytemark_incomplete", "");
+    bson_append_document_end(&update, &unset);
+
+    coll = ngx_http_bytemark_mongo_acquire(mongo, &client);
+
+    if (!mongoc_collection_update_one(coll, &filter, &update,
+                                      ngx_http_bytemark_mongo_upsert_opts, NULL,
+                                      &error)
+        && error.code != MONGOC_ERROR_DUPLICATE_KEY)
+    {
+        ngx_http_bytemark_mongo_error(call, &error);
+    }
+
+    ngx_http_bytemark_mongo_release(mongo, client, coll);
+
+    bson_destroy(&update);
+    bson_destroy(&filter);
+}
+
+
+void
+ngx_http_bytemark_mongo_error(ngx_http_bytemark_call_t *call,
+    bson_error_t *error)
+{
+    call->answer.result = NGX_HTTP_BYTEMARK_FAILED;
+
+    /* no server to talk to, or a broken stream: "connect" in the metrics */
+    call->answer.error_kind =
+        (error->domain == MONGOC_ERROR_SERVER_SELECTION
+         || error->domain == MONGOC_ERROR_STREAM
+         || (error->domain == MONGOC_ERROR_CLIENT
+             && error->code == MONGOC_ERROR_CLIENT_AUTHENTICATE))
+        ? NGX_HTTP_BYTEMARK_ERR_CONNECT : NGX_HTTP_BYTEMARK_ERR_QUERY;
+
+    ngx_http_bytemark_mongo_cause(call->error, sizeof(call->error), error);
+}
+
+
+/*
+ * The driver's message, for the error log: a server's message may span
+ * lines (FerretDB appends a documentation link on a line of its own), and
+ * one log line must stay one line.
+ */
+
+void
+ngx_http_bytemark_mongo_cause(char *buf, size_t size, bson_error_t *error)
+{
+    u_char  *p;
+
+    snprintf(buf, size, "%s (domain %u, code %u)", error->message,
+             error->domain, error->code);
+
+    for (p = (u_char *) buf; *p; p++) {
+        if (*p < 0x20 || *p == 0x7f) {
+            *p = ' ';
+        }
+    }
+}
+
+
+/*
+ * The driver logs from its monitor threads too; its warnings and errors go
+ * to nginx's error log (as nginx's own thread code logs), the chatter below
+ * that is dropped.
+ */
+
+static void
+ngx_http_bytemark_mongo_log(mongoc_log_level_t level, const char *domain,
+    const char *message, void *data)
+{
+    char        buf[1024], *p;
+    ngx_uint_t  nlevel;
+
+    switch (level) {
+    case MONGOC_LOG_LEVEL_ERROR:
+    case MONGOC_LOG_LEVEL_CRITICAL:
+        nlevel = NGX_LOG_ERR;
+        break;
+    case MONGOC_LOG_LEVEL_WARNING:
+        nlevel = NGX_LOG_WARN;
+        break;
+    default:
+        return;
+    }
+
+    /* one line per message, as in ngx_http_bytemark_mongo_cause() */
+    for (p = buf; *message && p < buf + sizeof(buf) - 1; p++, message++) {
+        *p = ((u_char) *message < 0x20 || *message == 0x7f) ? ' ' : *message;
+    }
+
+    *p = '\0';
+
+    ngx_log_error(nlevel, ngx_cycle->log, 0, "bytemark: mongoc %s: %s",
+                  domain, buf);
+}
+
+
+
+
+/* thread: delete the user's entry (purge, or a repair after a failed
+ * cache write) */
+
+void
+ngx_http_bytemark_mongo_purge(ngx_http_bytemark_call_t *call)
+{
+    bson_t                      filter;
+
+    bson_init(&filter);
+    BSON_APPEND_INT64(&filter, "user_id", (int64_t) call->user_id);
+
+    ngx_http_bytemark_mongo_delete(call, &filter);
+
+    bson_destroy(&filter);
+}
+
+
+/* thread: delete every entry older than max_age */
+
+void
+ngx_http_bytemark_mongo_cleanup(ngx_http_bytemark_call_t *call)
+{
+    bson_t  filter, cond;
+
+    bson_init(&filter);
+    BSON_APPEND_DOCUMENT_BEGIN(&filter, "timestamp", &cond);
+    BSON_APPEND_INT64(&cond, "$lt", ngx_http_bytemark_now_ms() - call->max_age);
+    bson_append_document_end(&filter, &cond);
+
+    ngx_http_bytemark_mongo_delete(call, &filter);
+
+    bson_destroy(&filter);
+}
+
+
+static void
+ngx_http_bytemark_mongo_delete(ngx_http_bytemark_call_t *call, bson_t *filter)
+{
+    bson_t                      reply;
+    bson_iter_t                 it;
+    bson_error_t                error;
+    mongoc_client_t            *client;
+    mongoc_collection_t        *coll;
+    ngx_http_bytemark_mongo_t  *mongo;
+
+    mongo = call->bmcf->mongo;
+
+    coll = ngx_http_bytemark_mongo_acquire(mongo, &client);
+
+    if (mongoc_collection_delete_many(coll, filter, NULL, &reply, &error)) {
+        call->answer.result = NGX_HTTP_BYTEMARK_FOUND;
+
+        if (bson_iter_init_find(&it, &reply, "deletedCount")) {
+            call->answer.count = bson_iter_as_int64(&it);
+        }
+
+    } else {
+        ngx_http_bytemark_mongo_error(call, &error);
+    }
+
+    bson_destroy(&reply);
+    ngx_http_bytemark_mongo_release(mongo, client, coll);
+}

@@ -1,0 +1,30 @@
+
+/*
+ * The MongoDB side, what the layers above call: the per-worker client pool,
+ * lookups batched per thread task, the cache fill and the writes.  Each is
+ * a call's run() on the thread pool.  The driver's own types stay in
+ * ngx_http_bytemark_mongo_private.h.
+ */
+
+#ifndef _NGX_HTTP_BYTEMARK_MONGO_H_INCLUDED_
+#define _NGX_HTTP_BYTEMARK_MONGO_H_INCLUDED_
+
+
+#include "ngx_http_bytemark_shm.h"
+
+
+/* mongo */
+ngx_int_t ngx_http_bytemark_mongo_init_process(ngx_cycle_t *cycle,
+    ngx_http_bytemark_main_conf_t *bmcf);
+void ngx_http_bytemark_mongo_exit_process(ngx_http_bytemark_main_conf_t *bmcf);
+ngx_int_t ngx_http_bytemark_mongo_check_uri(ngx_str_t *uri, char *err,
+    size_t size);
+ngx_int_t ngx_http_bytemark_mongo_lookup(ngx_http_bytemark_call_t *call);
+ngx_int_t ngx_http_bytemark_mongo_leave(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_mongo_fill(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_mongo_ingest(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_mongo_purge(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_mongo_cleanup(ngx_http_bytemark_call_t *call);
+
+
+#endif /* _NGX_HTTP_BYTEMARK_MONGO_H_INCLUDED_ */

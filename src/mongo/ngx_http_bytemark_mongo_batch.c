@@ -1,0 +1,545 @@
+
+/*
+ * MongoDB lookups: one thread task carries many.
+ *
+ * A lookup is a call of its own (its request, its budget timer, its
+ * answer), but it is not posted to the thread pool itself.  A worker runs
+ * at most NGX_HTTP_BYTEMARK_BATCH_TASKS find tasks at a time: a lookup
+ * that finds fewer running is posted at once, in a task of its own, so
+ * that batching adds no latency to a lone request; otherwise it waits in
+ * the worker's queue (event loop only, no lock).  When a task completes,
+ * the next one is posted right away with up to "bytemark_mongo_batch" of
+ * the queued lookups as one find({user_id: {$in: [...]}}); each lookup
+ * gets the first document of its user, as its own findOne would, and
+ * lookups of the same user share one key of the find and get copies of
+ * one decoded answer (each frees its own).
+ *
+ * A lookup that waits leaves the queue when its budget is spent (it is
+ * answered as a timed-out lookup: call.c) or when its client goes away
+ * (freed at once).  A lookup whose task runs is abandoned as any call is:
+ * the task owns it until the thread returns, and frees it then.
+ *
+ * Accounting:
+ *   - the thread pool gauge and the duration histogram count tasks, not
+ *     lookups (a member skips the metrics in call.c; its task is a call);
+ *   - a task is stuck, one thread for bytemark_stuck_calls, once one of
+ *     its lookups outlives its budget;
+ *   - failures stay per lookup, as before batching: each member of a
+ *     failed task logs its failure, counts in bytemark_backend_errors_total
+ *     and reports to the breaker in ngx_http_bytemark_mongo_done(), so a
+ *     task of 50 failed lookups weighs on the breaker as 50 concurrent
+ *     lookups did.
+ */
+
+
+#include "ngx_http_bytemark_mongo_private.h"
+
+
+/* find tasks in flight per worker; past that, lookups queue */
+#define NGX_HTTP_BYTEMARK_BATCH_TASKS  2
+
+
+/* per worker, event loop only */
+static ngx_queue_t  ngx_http_bytemark_batch_queue;
+static ngx_uint_t   ngx_http_bytemark_batch_queued;
+static ngx_uint_t   ngx_http_bytemark_batch_running;
+
+
+static ngx_int_t ngx_http_bytemark_batch_post(
+    ngx_http_bytemark_call_t **members, ngx_uint_t n);
+static void ngx_http_bytemark_batch_next(void);
+static ngx_int_t ngx_http_bytemark_batch_cancel(ngx_http_bytemark_call_t *call);
+static void ngx_http_bytemark_batch_run(ngx_http_bytemark_call_t *task);
+static void ngx_http_bytemark_batch_done(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *task);
+static void ngx_http_bytemark_batch_found(ngx_http_bytemark_call_t **m,
+    ngx_uint_t n, const bson_t *doc);
+static int ngx_http_bytemark_batch_cmp(const void *a, const void *b);
+static ngx_int_t ngx_http_bytemark_batch_user(const bson_t *doc,
+    uint64_t *id);
+static ngx_int_t ngx_http_bytemark_answer_copy(ngx_http_bytemark_answer_t *dst,
+    ngx_http_bytemark_answer_t *src);
+static ngx_int_t ngx_http_bytemark_passes_copy(ngx_http_bytemark_passes_t *dst,
+    ngx_http_bytemark_passes_t *src);
+
+
+void
+ngx_http_bytemark_mongo_batch_init(void)
+{
+    ngx_queue_init(&ngx_http_bytemark_batch_queue);
+    ngx_http_bytemark_batch_queued = 0;
+    ngx_http_bytemark_batch_running = 0;
+}
+
+
+/*
+ * Event loop: a lookup (run ngx_http_bytemark_mongo_find) starts.
+ * NGX_ERROR: it could not be posted (thread pool queue full); the caller
+ * still owns it, as with ngx_http_bytemark_call_post().
+ */
+
+ngx_int_t
+ngx_http_bytemark_mongo_lookup(ngx_http_bytemark_call_t *call)
+{
+    call->member = 1;
+    call->cancel = ngx_http_bytemark_batch_cancel;
+
+    if (ngx_http_bytemark_batch_running < NGX_HTTP_BYTEMARK_BATCH_TASKS
+        && ngx_queue_empty(&ngx_http_bytemark_batch_queue))
+    {
+        if (ngx_http_bytemark_batch_post(&call, 1) != NGX_OK) {
+            call->member = 0;
+            call->cancel = NULL;
+            return NGX_ERROR;
+        }
+
+        ngx_http_bytemark_call_started(call);
+        return NGX_OK;
+    }
+
+    ngx_queue_insert_tail(&ngx_http_bytemark_batch_queue, &call->queue);
+    ngx_http_bytemark_batch_queued++;
+
+    /* the budget runs from now: waiting in the queue is part of it */
+    ngx_http_bytemark_call_started(call);
+
+    if (ngx_http_bytemark_batch_running < NGX_HTTP_BYTEMARK_BATCH_TASKS) {
+        /* a task could not be posted before (no memory): try again now */
+        ngx_http_bytemark_batch_next();
+    }
+
+    return NGX_OK;
+}
+
+
+/* a queued lookup leaves the queue (NGX_OK); one that runs cannot */
+
+ngx_int_t
+ngx_http_bytemark_mongo_leave(ngx_http_bytemark_call_t *call)
+{
+    if (call->batch) {
+        return NGX_DECLINED;
+    }
+
+    ngx_queue_remove(&call->queue);
+    ngx_http_bytemark_batch_queued--;
+
+    return NGX_OK;
+}
+
+
+/* call.c, budget spent: see ngx_http_bytemark_call_timeout() */
+
+static ngx_int_t
+ngx_http_bytemark_batch_cancel(ngx_http_bytemark_call_t *call)
+{
+    if (ngx_http_bytemark_mongo_leave(call) == NGX_OK) {
+        return NGX_OK;
+    }
+
+    ngx_http_bytemark_call_stuck(call->batch);
+
+    return NGX_DONE;
+}
+
+
+/* a task for these lookups, posted; NGX_ERROR leaves them to the caller */
+
+static ngx_int_t
+ngx_http_bytemark_batch_post(ngx_http_bytemark_call_t **members, ngx_uint_t n)
+{
+    ngx_uint_t                 i;
+    ngx_http_bytemark_call_t  *task;
+
+    task = ngx_http_bytemark_call_create(NULL, "mongo find",
+                                         ngx_http_bytemark_batch_run,
+                                         ngx_http_bytemark_batch_done,
+                                         members[0]->timeout);
+    if (task == NULL) {
+        return NGX_ERROR;
+    }
+
+    task->always_done = 1;
+    task->members = ngx_alloc(n * sizeof(ngx_http_bytemark_call_t *),
+                              ngx_cycle->log);
+    if (task->members == NULL) {
+        ngx_http_bytemark_call_free(task);
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(task->members, members, n * sizeof(ngx_http_bytemark_call_t *));
+    task->nmembers = n;
+
+    if (ngx_http_bytemark_call_post(task) != NGX_OK) {
+        ngx_free(task->members);
+        ngx_http_bytemark_call_free(task);
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        members[i]->batch = task;
+    }
+
+    ngx_http_bytemark_batch_running++;
+
+    return NGX_OK;
+}
+
+
+/* event loop: the queued lookups go, as many tasks as may run */
+
+static void
+ngx_http_bytemark_batch_next(void)
+{
+    ngx_uint_t                      i, n;
+    ngx_queue_t                    *q;
+    ngx_http_bytemark_call_t       *call, **members;
+    ngx_http_bytemark_main_conf_t  *bmcf;
+
+    bmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_bytemark_module);
+
+    while (ngx_http_bytemark_batch_running < NGX_HTTP_BYTEMARK_BATCH_TASKS
+           && !ngx_queue_empty(&ngx_http_bytemark_batch_queue))
+    {
+        n = ngx_min(ngx_http_bytemark_batch_queued, bmcf->mongo_batch);
+
+        members = ngx_alloc(n * sizeof(ngx_http_bytemark_call_t *),
+                            ngx_cycle->log);
+        if (members == NULL) {
+            /* the queued lookups wait for the next task, or their budget */
+            return;
+        }
+
+        for (i = 0; i < n; i++) {
+            q = ngx_queue_head(&ngx_http_bytemark_batch_queue);
+            ngx_queue_remove(q);
+            members[i] = ngx_queue_data(q, ngx_http_bytemark_call_t, queue);
+        }
+
+        ngx_http_bytemark_batch_queued -= n;
+
+        if (ngx_http_bytemark_batch_post(members, n) != NGX_OK) {
+            /* each fails as a lookup that found no thread did */
+            for (i = 0; i < n; i++) {
+                call = members[i];
+                call->answer.result = NGX_HTTP_BYTEMARK_NO_THREAD;
+                ngx_cpystrn((u_char *) call->error,
+                            (u_char *) "not started: thread pool queue "
+                            "is full", sizeof(call->error));
+                ngx_http_bytemark_call_finish(call);
+            }
+        }
+
+        ngx_free(members);
+    }
+}
+
+
+/*
+ * Event loop, from ngx_http_bytemark_call_finish() of the task: the next
+ * task goes first, then each lookup is answered (or, abandoned, freed).
+ */
+
+static void
+ngx_http_bytemark_batch_done(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *task)
+{
+    ngx_uint_t                  i, n;
+    ngx_http_bytemark_call_t  **members, *call;
+
+    members = task->members;
+    n = task->nmembers;
+    task->members = NULL;
+    task->nmembers = 0;
+
+    ngx_http_bytemark_batch_running--;
+    ngx_http_bytemark_batch_next();
+
+    for (i = 0; i < n; i++) {
+        call = members[i];
+        call->batch = NULL;
+
+        if (call->answer.result == NGX_HTTP_BYTEMARK_FAILED
+            && !call->budget.timedout)
+        {
+            /* per lookup, as before batching (see the top of the file) */
+            ngx_http_bytemark_metrics_backend_error(
+                NGX_HTTP_BYTEMARK_BACKEND_MONGO,
+                call->answer.error_kind ? call->answer.error_kind
+                                        : NGX_HTTP_BYTEMARK_ERR_QUERY);
+        }
+
+        ngx_http_bytemark_call_finish(call);
+    }
+
+    ngx_free(members);
+}
+
+
+/*
+ * thread: one find for the task's users.  Touches the task and its
+ * members' answers and errors only; the event loop changes nothing of
+ * them but a member's request and timer meanwhile.
+ */
+
+static void
+ngx_http_bytemark_batch_run(ngx_http_bytemark_call_t *task)
+{
+    char                        key[16];
+    bson_t                      filter, cond, in;
+    const char                 *k;
+    uint64_t                    id;
+    ngx_uint_t                  i, lo, hi, mid, n, keys;
+    const bson_t               *doc, *opts;
+    bson_error_t                error;
+    mongoc_client_t            *client;
+    mongoc_cursor_t            *cursor;
+    mongoc_collection_t        *coll;
+    ngx_http_bytemark_call_t  **m;
+    ngx_http_bytemark_mongo_t  *mongo;
+
+    mongo = task->bmcf->mongo;
+    m = task->members;
+    n = task->nmembers;
+
+    /* lookups of one user next to each other: one key each */
+    qsort(m, n, sizeof(ngx_http_bytemark_call_t *),
+          ngx_http_bytemark_batch_cmp);
+
+    for (i = 0; i < n; i++) {
+        m[i]->answer.result = NGX_HTTP_BYTEMARK_NOT_FOUND;
+    }
+
+    /* MongoDB compares numbers across types: int64 finds int32 and double */
+    bson_init(&filter);
+
+    if (m[0]->user_id == m[n - 1]->user_id) {
+        /* one user: the findOne of a lone lookup */
+        BSON_APPEND_INT64(&filter, "user_id", (int64_t) m[0]->user_id);
+        opts = mongo->find_opts;
+
+    } else {
+        BSON_APPEND_DOCUMENT_BEGIN(&filter, "user_id", &cond);
+        BSON_APPEND_ARRAY_BEGIN(&cond, "$in", &in);
+
+        for (i = 0, keys = 0; i < n; i++) {
+            if (i > 0 && m[i]->user_id == m[i - 1]->user_id) {
+                continue;
+            }
+
+            bson_uint32_to_string((uint32_t) keys++, &k, key, sizeof(key));
+            BSON_APPEND_INT64(&in, k, (int64_t) m[i]->user_id);
+        }
+
+        bson_append_array_end(&cond, &in);
+        bson_append_document_end(&filter, &cond);
+        opts = mongo->batch_opts;
+    }
+
+    coll = ngx_http_bytemark_mongo_acquire(mongo, &client);
+
+    cursor = mongoc_collection_find_with_opts(coll, &filter, opts, NULL);
+
+    while (mongoc_cursor_next(cursor, &doc)) {
+
+        if (ngx_http_bytemark_batch_user(doc, &id) != NGX_OK) {
+            /* $in matched it, yet no number: an array holding the id */
+            continue;
+        }
+
+        /* the first lookup of that user */
+        lo = 0;
+        hi = n;
+
+        while (lo < hi) {
+            mid = lo + (hi - lo) / 2;
+
+            if (m[mid]->user_id < id) {
+                lo = mid + 1;
+
+            } else {
+                hi = mid;
+            }
+        }
+
+        if (lo == n || m[lo]->user_id != id
+            || m[lo]->answer.result != NGX_HTTP_BYTEMARK_NOT_FOUND)
+        {
+            /* not ours, or not the first document of that user */
+            continue;
+        }
+
+        for (hi = lo; hi < n && m[hi]->user_id == id; hi++) {
+            /* void */
+        }
+
+        ngx_http_bytemark_batch_found(&m[lo], hi - lo, doc);
+    }
+
+    if (mongoc_cursor_error(cursor, &error)) {
+        for (i = 0; i < n; i++) {
+            if (m[i]->answer.result == NGX_HTTP_BYTEMARK_NOT_FOUND) {
+                ngx_http_bytemark_mongo_error(m[i], &error);
+            }
+        }
+    }
+
+    mongoc_cursor_destroy(cursor);
+    bson_destroy(&filter);
+    ngx_http_bytemark_mongo_release(mongo, client, coll);
+}
+
+
+/* thread: the document of the n lookups of one user, decoded once */
+
+static void
+ngx_http_bytemark_batch_found(ngx_http_bytemark_call_t **m, ngx_uint_t n,
+    const bson_t *doc)
+{
+    ngx_uint_t  i;
+
+    if (ngx_http_bytemark_entry_from_bson(doc, &m[0]->answer, m[0]->error,
+                                          sizeof(m[0]->error))
+        == NGX_OK)
+    {
+        m[0]->answer.result = NGX_HTTP_BYTEMARK_FOUND;
+
+    } else {
+        ngx_http_bytemark_answer_release(&m[0]->answer);
+        m[0]->answer.result = NGX_HTTP_BYTEMARK_MALFORMED;
+    }
+
+    for (i = 1; i < n; i++) {
+        ngx_memcpy(m[i]->error, m[0]->error, sizeof(m[0]->error));
+
+        if (ngx_http_bytemark_answer_copy(&m[i]->answer, &m[0]->answer)
+            != NGX_OK)
+        {
+            m[i]->answer.result = NGX_HTTP_BYTEMARK_FAILED;
+            m[i]->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_QUERY;
+            ngx_cpystrn((u_char *) m[i]->error,
+                        (u_char *) "no memory for a copy of the answer",
+                        sizeof(m[i]->error));
+        }
+    }
+}
+
+
+static int
+ngx_http_bytemark_batch_cmp(const void *a, const void *b)
+{
+    uint64_t  x, y;
+
+    x = (*(ngx_http_bytemark_call_t **) a)->user_id;
+    y = (*(ngx_http_bytemark_call_t **) b)->user_id;
+
+    return (x > y) - (x < y);
+}
+
+
+/* the user a document belongs to: an integral number (SPEC 2) */
+
+static ngx_int_t
+ngx_http_bytemark_batch_user(const bson_t *doc, uint64_t *id)
+{
+    double       d;
+    int64_t      v;
+    bson_iter_t  it;
+
+    if (!bson_iter_init_find(&it, doc, "user_id")) {
+        return NGX_ERROR;
+    }
+
+    switch (bson_iter_type(&it)) {
+
+    case BSON_TYPE_INT32:
+        v = bson_iter_int32(&it);
+        break;
+
+    case BSON_TYPE_INT64:
+        v = bson_iter_int64(&it);
+        break;
+
+    case BSON_TYPE_DOUBLE:
+        d = bson_iter_double(&it);
+
+        /* the ids asked for are below 2^53: anything else is not ours */
+        if (!(d >= 1 && d <= 9007199254740991.0)) {
+            return NGX_ERROR;
+        }
+
+        v = (int64_t) d;
+
+        if ((double) v != d) {
+            return NGX_ERROR;
+        }
+
+        break;
+
+    default:
+        return NGX_ERROR;
+    }
+
+    if (v < 1) {
+        return NGX_ERROR;
+    }
+
+    *id = (uint64_t) v;
+
+    return NGX_OK;
+}
+
+
+/* thread: a deep copy, so that each request frees its own */
+
+static ngx_int_t
+ngx_http_bytemark_answer_copy(ngx_http_bytemark_answer_t *dst,
+    ngx_http_bytemark_answer_t *src)
+{
+    *dst = *src;
+    ngx_memzero(dst->passes, sizeof(dst->passes));
+
+    if (ngx_http_bytemark_passes_copy(&dst->passes[0], &src->passes[0])
+        != NGX_OK
+        || ngx_http_bytemark_passes_copy(&dst->passes[1], &src->passes[1])
+           != NGX_OK)
+    {
+        ngx_http_bytemark_answer_release(dst);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_bytemark_passes_copy(ngx_http_bytemark_passes_t *dst,
+    ngx_http_bytemark_passes_t *src)
+{
+    if (src->text.data) {
+        dst->text.data = malloc(src->text.size);
+        if (dst->text.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(dst->text.data, src->text.data, src->text.len);
+        dst->text.len = src->text.len;
+        dst->text.size = src->text.size;
+    }
+
+    if (src->items && src->n) {
+        dst->items = malloc(src->n * sizeof(ngx_http_bytemark_item_t));
+        if (dst->items == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(dst->items, src->items,
+                   src->n * sizeof(ngx_http_bytemark_item_t));
+        dst->nalloc = src->n;
+    }
+
+    dst->n = src->n;
+
+    return NGX_OK;
+}

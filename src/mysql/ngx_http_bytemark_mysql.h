@@ -1,0 +1,26 @@
+
+/*
+ * The MySQL side, what the layers above call: the per-worker pools and the
+ * statements of a read and of an ingest, driven on the event loop with
+ * Connector/C's non-blocking API.  Its own types stay in
+ * ngx_http_bytemark_mysql_private.h.
+ */
+
+#ifndef _NGX_HTTP_BYTEMARK_MYSQL_H_INCLUDED_
+#define _NGX_HTTP_BYTEMARK_MYSQL_H_INCLUDED_
+
+
+#include "ngx_http_bytemark_shm.h"
+
+
+/* mysql */
+ngx_int_t ngx_http_bytemark_mysql_init_process(ngx_cycle_t *cycle,
+    ngx_http_bytemark_main_conf_t *bmcf);
+void ngx_http_bytemark_mysql_exit_process(ngx_http_bytemark_main_conf_t *bmcf);
+void ngx_http_bytemark_mysql_tickets(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_mysql_pass(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_mysql_ingest(ngx_http_bytemark_call_t *call);
+ngx_int_t ngx_http_bytemark_mysql_post(ngx_http_bytemark_call_t *call);
+
+
+#endif /* _NGX_HTTP_BYTEMARK_MYSQL_H_INCLUDED_ */

@@ -1,0 +1,199 @@
+
+/*
+ * The MySQL side's own declarations, for the files of src/mysql/ only
+ * (t/02-layers.t refuses it anywhere else): the per-worker pools and wait
+ * queues (mysql_conn.c), the driver that runs Connector/C's non-blocking
+ * calls on nginx's event loop (mysql_loop.c), prepared statements
+ * (mysql_stmt.c), the statements of a read and rows into answers
+ * (mysql.c), the ingest transaction (mysql_ingest.c).
+ */
+
+
+#ifndef _NGX_HTTP_BYTEMARK_MYSQL_PRIVATE_H_INCLUDED_
+#define _NGX_HTTP_BYTEMARK_MYSQL_PRIVATE_H_INCLUDED_
+
+
+#include "ngx_http_bytemark_mysql.h"
+
+#include <mysql.h>
+#include <errmsg.h>
+
+
+#define NGX_HTTP_BYTEMARK_SQL_TICKETS  0
+#define NGX_HTTP_BYTEMARK_SQL_PASS     1
+#define NGX_HTTP_BYTEMARK_SQL_UPSERT   2
+#define NGX_HTTP_BYTEMARK_SQL_OWNER    3
+#define NGX_HTTP_BYTEMARK_SQL_N        4
+
+/* the columns the two SELECTs of passes return, in this order */
+#define NGX_HTTP_BYTEMARK_COL_UUID     0
+#define NGX_HTTP_BYTEMARK_COL_VERSION  1
+#define NGX_HTTP_BYTEMARK_COL_STATUS   2
+#define NGX_HTTP_BYTEMARK_COL_FREE     3
+#define NGX_HTTP_BYTEMARK_COL_PAYLOAD  4
+#define NGX_HTTP_BYTEMARK_COL_HASH     5
+#define NGX_HTTP_BYTEMARK_COL_TS       6
+#define NGX_HTTP_BYTEMARK_COLS         7
+
+#define NGX_HTTP_BYTEMARK_MYSQL_PARAMS 8
+
+
+typedef struct ngx_http_bytemark_mysql_conn_s  ngx_http_bytemark_mysql_conn_t;
+typedef struct ngx_http_bytemark_mysql_node_s  ngx_http_bytemark_mysql_node_t;
+
+/*
+ * One Connector/C call: the _start() function when ready is 0, its
+ * _cont() with the events that happened otherwise.  Returns what the
+ * library waits for (MYSQL_WAIT_*), 0 once the call is over.
+ */
+typedef int (*ngx_http_bytemark_mysql_op_pt)(
+    ngx_http_bytemark_mysql_conn_t *conn, int ready);
+
+/* what to do once an op is over */
+typedef void (*ngx_http_bytemark_mysql_step_pt)(
+    ngx_http_bytemark_mysql_conn_t *conn);
+
+/*
+ * How a statement ended: NGX_OK; NGX_ERROR, the server answered with an
+ * error; NGX_DECLINED, the connection is gone (or could not be made);
+ * NGX_AGAIN, a deadlock, the transaction may be run again; NGX_ABORT, a
+ * pass of another user; NGX_DONE, the table refused a value.
+ */
+typedef void (*ngx_http_bytemark_mysql_end_pt)(
+    ngx_http_bytemark_mysql_conn_t *conn, ngx_int_t rc);
+
+
+/*
+ * The result row of a prepared SELECT of passes, fetched as strings: the
+ * library converts numbers for us.  Kept with the connection's statement
+ * and bound once; a value longer than its buffer grows the buffer.
+ */
+typedef struct {
+    MYSQL_BIND                        bind[NGX_HTTP_BYTEMARK_COLS];
+    unsigned long                     length[NGX_HTTP_BYTEMARK_COLS];
+    my_bool                           is_null[NGX_HTTP_BYTEMARK_COLS];
+    char                             *buf[NGX_HTTP_BYTEMARK_COLS];
+    size_t                            size[NGX_HTTP_BYTEMARK_COLS];
+} ngx_http_bytemark_mysql_row_t;
+
+
+struct ngx_http_bytemark_mysql_conn_s {
+    MYSQL                            *mysql;
+    MYSQL_STMT                       *stmt[NGX_HTTP_BYTEMARK_SQL_N];
+    ngx_http_bytemark_mysql_row_t     row[NGX_HTTP_BYTEMARK_SQL_UPSERT];
+    ngx_connection_t                 *c;        /* the library's socket */
+    ngx_http_bytemark_mysql_node_t   *node;
+    ngx_http_bytemark_call_t         *call;     /* NULL while idle */
+
+    /* the op in progress, and what the library waits for */
+    ngx_http_bytemark_mysql_op_pt     op;
+    ngx_http_bytemark_mysql_step_pt   next;
+    ngx_http_bytemark_mysql_step_pt   then;     /* after connect, prepare */
+    ngx_http_bytemark_mysql_end_pt    end;
+    MYSQL_STMT                       *stmt_op;
+    int                               wait;
+
+    /* what the last op returned */
+    MYSQL                            *ret_mysql;
+    int                               ret_int;
+    my_bool                           ret_bool;
+
+    /* the statement's parameters must outlive its execute op */
+    MYSQL_BIND                        param[NGX_HTTP_BYTEMARK_MYSQL_PARAMS];
+    unsigned long                     param_len[NGX_HTTP_BYTEMARK_MYSQL_PARAMS];
+    unsigned long long                user_id;
+    unsigned long long                timestamp;
+    unsigned char                     version;
+    char                              free_ticket;
+    MYSQL_BIND                        owner_bind;
+    unsigned long long                owner;
+
+    ngx_uint_t                        sql;       /* a read's statement */
+    ngx_uint_t                        pass;      /* an ingest's next pass */
+    ngx_uint_t                        attempt;
+    ngx_int_t                         rc;        /* an ingest's outcome */
+    ngx_msec_t                        start;     /* this attempt's */
+    ngx_msec_t                        deadline;
+
+    ngx_msec_t                        used;      /* last release */
+    ngx_uint_t                        generation;
+
+    unsigned                          busy:1;
+    unsigned                          cancelled:1;  /* socket shut down */
+};
+
+
+/*
+ * One server.  When one of its connections breaks, the others opened before
+ * it most likely broke too (a restart): the generation goes up, and older
+ * connections are replaced before use instead of failing a query each.
+ * Calls wait in its queue for a free connection, on the event loop.
+ */
+struct ngx_http_bytemark_mysql_node_s {
+    ngx_http_bytemark_mysql_server_t *conf;
+    ngx_http_bytemark_mysql_conn_t   *conns;
+    ngx_http_bytemark_mysql_pool_t   *pool;
+    ngx_uint_t                        index;     /* 0: the primary */
+    ngx_uint_t                        generation;
+    ngx_queue_t                       waiting;   /* of calls */
+    ngx_uint_t                        nwaiting;
+    ngx_event_t                       wake;      /* hands connections out */
+};
+
+
+struct ngx_http_bytemark_mysql_pool_s {
+    ngx_http_bytemark_mysql_node_t   *nodes;
+    ngx_uint_t                        nnodes;
+    unsigned int                      connect_timeout;   /* seconds */
+    unsigned int                      io_timeout;        /* seconds */
+    char                             *sql[NGX_HTTP_BYTEMARK_SQL_N];
+};
+
+
+/* the reads (ngx_http_bytemark_mysql.c) */
+ngx_uint_t ngx_http_bytemark_mysql_breaker(ngx_http_bytemark_call_t *call,
+    ngx_uint_t i);
+
+/* the pool (ngx_http_bytemark_mysql_conn.c) */
+ngx_int_t ngx_http_bytemark_mysql_pool_init(ngx_cycle_t *cycle,
+    ngx_http_bytemark_main_conf_t *bmcf, ngx_http_bytemark_mysql_pool_t *pool);
+void ngx_http_bytemark_mysql_pool_done(ngx_http_bytemark_mysql_pool_t *pool);
+void ngx_http_bytemark_mysql_close(ngx_http_bytemark_mysql_conn_t *conn);
+void ngx_http_bytemark_mysql_release(ngx_http_bytemark_mysql_conn_t *conn,
+    ngx_uint_t broken);
+void ngx_http_bytemark_mysql_idle_event(ngx_http_bytemark_mysql_conn_t *conn,
+    ngx_event_t *ev);
+void ngx_http_bytemark_mysql_forget(ngx_http_bytemark_mysql_conn_t *conn);
+
+/* the non-blocking driver (ngx_http_bytemark_mysql_loop.c) */
+void ngx_http_bytemark_mysql_run(ngx_http_bytemark_mysql_conn_t *conn,
+    ngx_http_bytemark_mysql_op_pt op, ngx_http_bytemark_mysql_step_pt next);
+void ngx_http_bytemark_mysql_connect(ngx_http_bytemark_mysql_conn_t *conn,
+    ngx_http_bytemark_mysql_step_pt next);
+
+/* statements (ngx_http_bytemark_mysql_stmt.c) */
+void ngx_http_bytemark_mysql_prepare(ngx_http_bytemark_mysql_conn_t *conn,
+    ngx_uint_t sql, ngx_http_bytemark_mysql_step_pt next);
+void ngx_http_bytemark_mysql_execute(ngx_http_bytemark_mysql_conn_t *conn,
+    MYSQL_STMT *stmt, ngx_http_bytemark_mysql_step_pt next);
+void ngx_http_bytemark_mysql_store(ngx_http_bytemark_mysql_conn_t *conn,
+    MYSQL_STMT *stmt, ngx_http_bytemark_mysql_step_pt next);
+int ngx_http_bytemark_mysql_fetch(ngx_http_bytemark_mysql_conn_t *conn,
+    ngx_uint_t sql);
+ngx_int_t ngx_http_bytemark_mysql_stmt_error(MYSQL_STMT *stmt,
+    ngx_http_bytemark_call_t *call, const char *what);
+ngx_int_t ngx_http_bytemark_mysql_error(MYSQL *m,
+    ngx_http_bytemark_call_t *call, const char *what);
+
+/* the transaction statements of an ingest, as ops */
+int ngx_http_bytemark_mysql_op_autocommit_off(
+    ngx_http_bytemark_mysql_conn_t *conn, int ready);
+int ngx_http_bytemark_mysql_op_autocommit_on(
+    ngx_http_bytemark_mysql_conn_t *conn, int ready);
+int ngx_http_bytemark_mysql_op_commit(ngx_http_bytemark_mysql_conn_t *conn,
+    int ready);
+int ngx_http_bytemark_mysql_op_rollback(ngx_http_bytemark_mysql_conn_t *conn,
+    int ready);
+
+
+#endif /* _NGX_HTTP_BYTEMARK_MYSQL_PRIVATE_H_INCLUDED_ */

@@ -1,0 +1,62 @@
+
+/*
+ * The shared-memory layer: what every worker sees at once.  Per-user cache
+ * notes, the cleanup lock and the breaker states (shm.c), a circuit breaker
+ * per backend (breaker.c), the metrics store that implements the core's
+ * metrics interface (metrics.c) and its JSON and Prometheus renderings
+ * (metrics_render.c).
+ */
+
+#ifndef _NGX_HTTP_BYTEMARK_SHM_H_INCLUDED_
+#define _NGX_HTTP_BYTEMARK_SHM_H_INCLUDED_
+
+
+#include "ngx_http_bytemark_call.h"
+
+
+/* breakers' shared state, in the zone of ngx_http_bytemark_shm.c */
+typedef struct {
+    ngx_atomic_t                  failures;     /* consecutive */
+    ngx_atomic_t                  open_until;   /* ms; 0: closed */
+    ngx_atomic_t                  probe_at;     /* ms; 0: no probe out */
+} ngx_http_bytemark_breaker_t;
+
+
+/* shared state */
+ngx_int_t ngx_http_bytemark_shm_add(ngx_conf_t *cf,
+    ngx_http_bytemark_main_conf_t *bmcf);
+ngx_int_t ngx_http_bytemark_note_set(ngx_http_bytemark_main_conf_t *bmcf,
+    uint64_t user_id, int64_t stamp);
+ngx_int_t ngx_http_bytemark_note_get(ngx_http_bytemark_main_conf_t *bmcf,
+    uint64_t user_id, int64_t *stamp);
+void ngx_http_bytemark_note_clear(ngx_http_bytemark_main_conf_t *bmcf,
+    uint64_t user_id, int64_t upto);
+ngx_int_t ngx_http_bytemark_cleanup_lock(ngx_http_bytemark_main_conf_t *bmcf,
+    ngx_msec_t interval);
+void ngx_http_bytemark_cleanup_unlock(ngx_http_bytemark_main_conf_t *bmcf);
+
+ngx_http_bytemark_breaker_t *ngx_http_bytemark_shm_breakers(
+    ngx_http_bytemark_main_conf_t *bmcf);
+
+/* circuit breakers */
+ngx_int_t ngx_http_bytemark_breaker_allow(ngx_http_bytemark_main_conf_t *bmcf,
+    ngx_uint_t backend);
+ngx_int_t ngx_http_bytemark_breaker_is_open(
+    ngx_http_bytemark_main_conf_t *bmcf, ngx_uint_t backend);
+void ngx_http_bytemark_breaker_result(ngx_http_bytemark_main_conf_t *bmcf,
+    ngx_uint_t backend, ngx_uint_t ok, int64_t cost);
+
+/* the cost of a failure that is a call stuck in a thread */
+#define NGX_HTTP_BYTEMARK_BREAKER_STUCK  NGX_MAX_INT32_VALUE
+
+/* the metrics store (metrics.c) and its renderings (metrics_render.c) */
+ngx_int_t ngx_http_bytemark_metrics_add_zone(ngx_conf_t *cf);
+ngx_int_t ngx_http_bytemark_metrics_postconfiguration(ngx_conf_t *cf);
+void ngx_http_bytemark_metrics_init_process(ngx_cycle_t *cycle,
+    ngx_http_bytemark_main_conf_t *bmcf);
+void ngx_http_bytemark_metrics_exit_process(void);
+ngx_int_t ngx_http_bytemark_metrics_render(ngx_http_request_t *r,
+    ngx_uint_t prometheus, ngx_str_t *body);
+
+
+#endif /* _NGX_HTTP_BYTEMARK_SHM_H_INCLUDED_ */
