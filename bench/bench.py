@@ -575,10 +575,10 @@ GRANT ALL PRIVILEGES ON %(db)s.* TO '%(u)s'@'localhost';""" % {'db': MYSQL_DB, '
         return ('host=127.0.0.1 port=%d user=%s password=%s database=%s pool_size=%d'
                 % (self.mysql_port, MYSQL_USER, MYSQL_PW, MYSQL_DB, pool))
 
-    def nginx_conf(self, name, port, http_body, single=False):
+    def nginx_conf(self, name, port, http_body, single=False, module=None):
         d = os.path.join(self.workdir, name)
         os.makedirs(d, exist_ok=True)
-        conf = 'load_module %s;\n' % self.module
+        conf = 'load_module %s;\n' % (module or self.module)
         if os.geteuid() == 0:
             conf += 'user root;\n'
         conf += '''daemon off;
@@ -843,6 +843,18 @@ http {
             self.nginx_c = self.start_nginx('c', self.nginx_conf('nginx-c', self.port_c, self.conf_c(self.port_c)),
                                             self.port_c, self.a.workers)
             log('nginx C on %d (FerretDB + MySQL)' % self.port_c)
+        self.nginx_a0 = self.nginx_b0 = None
+        if self.a.baseline_module:
+            # the same two configurations with the baseline's module, for the c=1
+            # comparison side by side (connection_sweep)
+            bm = self.a.baseline_module
+            self.port_a0, self.port_b0 = free_port(), free_port()
+            self.nginx_a0 = self.start_nginx('a0', self.nginx_conf('nginx-a0', self.port_a0, self.conf_a(
+                self.port_a0, False, body), module=bm), self.port_a0, self.a.workers)
+            self.nginx_b0 = self.start_nginx('b0', self.nginx_conf('nginx-b0', self.port_b0, self.conf_b(
+                self.port_b0), module=bm), self.port_b0, self.a.workers)
+            log('baseline (%s): nginx A0 on %d, nginx B0 on %d' % (self.a.baseline_label or bm, self.port_a0,
+                                                                    self.port_b0))
 
     def check(self, port, path, want_source, want_cache=None):
         conn = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
@@ -1119,6 +1131,40 @@ http {
                                                  mongo_server='stand-in' if 'mongo' in dbs else None)
         self.res['connections'] = {'levels': levels, 'duration': self.duration, 'c1_duration': self.c1_duration,
                                    'warmup': self.warmup, 'runs': runs, 'baseline': self.conn_baseline()}
+        if self.nginx_a0:
+            self.res['connections']['side_by_side'] = self.c1_side_by_side()
+
+    def c1_side_by_side(self):
+        """Issue 13's c=1 goal measured side by side: MongoDB hits and MySQL, one request
+        at a time, on this module and on the baseline's (--baseline-module, built by
+        run.sh from --baseline REV), against the same servers and data, in alternating
+        rounds (the order flips each round), so that a change of machine load between
+        two days does not pass for a change of the code. The goal compares medians."""
+        nm, nu = self.mongo_users, self.mysql_users
+        out = {'label': self.a.baseline_label or self.a.baseline_module, 'rounds': self.a.baseline_rounds}
+        for key, label, cur, base, prefix, lo, hi, dbs in (
+                ('mongo', 'MongoDB hits', (self.nginx_a, self.port_a), (self.nginx_a0, self.port_a0),
+                 '/mongo/tickets?user_id=', 1, nm, ['mongo']),
+                ('mysql', 'MySQL, no MongoDB configured', (self.nginx_b, self.port_b),
+                 (self.nginx_b0, self.port_b0), '/mysql/tickets?user_id=', 1, nu, ['mysql'])):
+            r = {'label': label, 'current': [], 'baseline': [], 'current_us': [], 'baseline_us': [],
+                 'problems': []}
+            for i in range(self.a.baseline_rounds):
+                order = (('current', cur), ('baseline', base))
+                for side, (master, port) in (order if i % 2 == 0 else order[::-1]):
+                    m = self.measure('c1-%s-%s' % (side, key), label, master, port, prefix, lo, hi, dbs, key,
+                                     conns=1, duration=self.c1_duration, warm=(i == 0))
+                    r[side].append(m['p50_ms'])
+                    r[side + '_us'].append(m['nginx_us_per_req'])
+                    r['problems'] += ['%s: %s' % (side, p) for p in m['problems']]
+            for side in ('current', 'baseline'):
+                r[side + '_median'] = statistics.median(r[side])
+                r[side + '_us_median'] = statistics.median(r[side + '_us'])
+            log('c=1 side by side, %s: p50 %.3f ms (rounds %s) against the baseline\'s %.3f ms (%s)' % (
+                key, r['current_median'], ', '.join('%.3f' % x for x in r['current']), r['baseline_median'],
+                ', '.join('%.3f' % x for x in r['baseline'])))
+            out[key] = r
+        return out
 
     def conn_baseline(self):
         """The c=1 p50 of MongoDB hits and of MySQL in the newest committed, non-quick
@@ -1629,6 +1675,20 @@ http {
                     '—' if not db else '%.2f' % (s['nginx_us_per_req'] / db), exp))
         if notes:
             out += ['', '⚠ ' + ' — '.join(notes)]
+        sb = C.get('side_by_side')
+        if sb:
+            out += ['', 'One request at a time, side by side with the baseline (%s: the same servers and data, '
+                    '%d alternating rounds of %d s each; medians):' % (sb['label'], sb['rounds'], C['c1_duration']),
+                    '', '| scenario | p50 ms, this build | p50 ms, baseline | ratio | rounds (this / baseline) '
+                    '| worker µs / req (this / baseline) |', '|---|--:|--:|--:|---|---|']
+            for key in ('mongo', 'mysql'):
+                r = sb.get(key)
+                if not r:
+                    continue
+                out.append('| %s%s | %.3f | %.3f | %.2f | %s / %s | %.1f / %.1f |' % (
+                    r['label'], ' ⚠' if r['problems'] else '', r['current_median'], r['baseline_median'],
+                    r['current_median'] / r['baseline_median'], ', '.join('%.3f' % x for x in r['current']),
+                    ', '.join('%.3f' % x for x in r['baseline']), r['current_us_median'], r['baseline_us_median']))
         b = C.get('baseline') or {}
         if b.get('file'):
             parts = ['%.3f ms p50 (`%s`)' % (b[k + '_c1_p50_ms'], b[k + '_source'])
@@ -1660,10 +1720,20 @@ http {
                           ceil['nginx_us_per_req'], limit,
                           ' ⚠ ' + '; '.join(s['problems']) if s['problems'] else '')})
         b = C.get('baseline') or {}
+        sb = C.get('side_by_side') or {}
         for key in ('mongo', 'mysql'):
             s = run_at(key, 1)
             name = s['label'] if s else key
             base = b.get(key + '_c1_p50_ms')
+            if sb.get(key):
+                r = sb[key]
+                G.append({'met': r['current_median'] <= r['baseline_median'],
+                          'text': 'issue 13: %s at 1 connection, side by side with the baseline (%s): p50 %.3f '
+                                  'against %.3f ms (medians of %d alternating rounds), %.2f×, goal: no worse%s' % (
+                                      r['label'], sb['label'], r['current_median'], r['baseline_median'],
+                                      sb['rounds'], r['current_median'] / r['baseline_median'],
+                                      ' ⚠ ' + '; '.join(r['problems'][:2]) if r['problems'] else '')})
+                continue
             if not s:
                 G.append({'met': None, 'text': 'issue 13: %s at 1 connection: not measured' % name})
             elif base is None:
@@ -1771,6 +1841,10 @@ def main():
     ap.add_argument('--render', metavar='JSON', help='only write the .md of an earlier run from its .json')
     ap.add_argument('--serve', action='store_true', help='(development) set up, then wait for SIGTERM')
     ap.add_argument('--profile-requests', type=int)
+    ap.add_argument('--baseline-module', help='an earlier build of the module, measured side by side at c=1 '
+                    '(bench/run.sh --baseline REV builds one)')
+    ap.add_argument('--baseline-label', help='what to call the baseline in the report (e.g. its commit)')
+    ap.add_argument('--baseline-rounds', type=int, default=3)
     ap.add_argument('--results-dir', default=os.path.join(ROOT, 'bench', 'results'))
     ap.add_argument('--out', help='result file (default: <results-dir>/<date>-<host>[-quick].md)')
     a = ap.parse_args()

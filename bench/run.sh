@@ -26,6 +26,8 @@
 # --conn-levels 1,32,256, --results-dir DIR,
 # --mongo-users N, --ferretdb-docs N, --quiet-cores C, --quiet-wait S.
 # BYTEMARK_BUILD_DIR: build (and benchmark) the module in another directory.
+# --baseline REV (default 97dec3d, before issue 13) / --no-baseline: the module
+# of an earlier commit, built here and measured side by side at c=1.
 # BENCH_NO_BUILD=1: use the module already built.
 set -euo pipefail
 
@@ -38,6 +40,21 @@ if [ -z "${BENCH_NO_BUILD:-}" ]; then
 fi
 module="${BYTEMARK_BUILD_DIR:-$root/build}/ngx_http_bytemark_module.so"
 [ -f "$module" ] || { echo "bench: $module is missing" >&2; exit 1; }
+
+# --baseline REV (default 97dec3d, the last commit before issue 13: MySQL and
+# MongoDB both on the thread pool, one lookup per task) is built from a
+# detached worktree into the work directory and measured side by side at one
+# connection; --no-baseline skips it.
+baseline=97dec3d
+args=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --baseline) baseline="$2"; shift 2 ;;
+        --baseline=*) baseline="${1#--baseline=}"; shift ;;
+        --no-baseline) baseline=; shift ;;
+        *) args+=("$1"); shift ;;
+    esac
+done
 
 workdir=$(mktemp -d /tmp/bytemark-bench.XXXXXX)
 bench_pid=
@@ -64,6 +81,9 @@ cleanup() {
             fi
         done < "$workdir/pids"
     fi
+    if [ -d "$workdir/baseline-src" ]; then
+        git -C "$root" worktree remove --force "$workdir/baseline-src" 2>/dev/null || true
+    fi
     rm -rf "$workdir"
     exit "$rc"
 }
@@ -72,9 +92,20 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
+if [ -n "$baseline" ]; then
+    rev=$(git -C "$root" rev-parse --short "$baseline^{commit}")
+    git -C "$root" worktree add --detach "$workdir/baseline-src" "$rev" > /dev/null
+    echo "bench: building the baseline $rev"
+    BYTEMARK_BUILD_DIR="$workdir/baseline-build" bash "$workdir/baseline-src/scripts/build.sh" \
+        > "$workdir/baseline-build.log" 2>&1 \
+        || { tail -20 "$workdir/baseline-build.log" >&2; exit 1; }
+    args+=(--baseline-module "$workdir/baseline-build/ngx_http_bytemark_module.so"
+           --baseline-label "commit $rev")
+fi
+
 start=$(date +%s)
 # in the background and waited for, so that a signal reaches the trap at once
-/usr/bin/python3 bench/bench.py --workdir "$workdir" --module "$module" "$@" &
+/usr/bin/python3 bench/bench.py --workdir "$workdir" --module "$module" ${args[@]+"${args[@]}"} &
 bench_pid=$!
 set +e
 wait "$bench_pid"
