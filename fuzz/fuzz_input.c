@@ -1,6 +1,6 @@
 
 /*
- * Target fuzz_input: the client input of src/ngx_http_bytemark_input.c.
+ * Target fuzz_input: the client input of src/http/ngx_http_bytemark_input.c.
  *
  * Every input goes through all four parsers, each compared with a reference
  * written straight from SPEC 3 / 3.6:
