@@ -1,9 +1,9 @@
 
 /*
  * The flow layer: what a request does with the backends.  The resolution
- * order of the reads (lookup.c), the micro-cache in front of it
- * (microcache.c), the request's cleanup (request.c), the periodic cache
- * cleanup (cleanup.c).
+ * order of the reads (lookup.c), the cache writes a read leaves behind
+ * (fill.c), the micro-cache in front of it (microcache.c), the request's
+ * cleanup (request.c), the periodic cache cleanup (cleanup.c).
  */
 
 #ifndef _NGX_HTTP_BYTEMARK_FLOW_H_INCLUDED_
@@ -35,6 +35,12 @@ void ngx_http_bytemark_microcache_invalidate(
 /* cleanup */
 ngx_int_t ngx_http_bytemark_cleanup_init_process(ngx_cycle_t *cycle,
     ngx_http_bytemark_main_conf_t *bmcf);
+
+/* the cache writes a read leaves behind (fill.c) */
+void ngx_http_bytemark_fill(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_answer_t *a);
+void ngx_http_bytemark_repair(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx);
 
 /* the request's cleanup: abandons its call, releases what it holds */
 ngx_int_t ngx_http_bytemark_request_cleanup(ngx_http_request_t *r,
