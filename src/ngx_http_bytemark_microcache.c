@@ -11,11 +11,31 @@
  * (status and version filters, or the pass uuid), so unrelated query
  * arguments cannot bust it.
  *
- * No stampede: the first request that misses (or finds an expired answer)
- * marks the key as updating and asks the backends; meanwhile others get the
- * previous answer if there is one, or poll the zone every few milliseconds
+ * No stampede: the first request that misses marks the key as updating and
+ * asks the backends; meanwhile others poll the zone every few milliseconds
  * until the answer is there (or the updating request gave up).  N concurrent
- * misses make one backend lookup.
+ * misses make one backend lookup.  Waiters in the worker that stores the
+ * answer (or gives up) look again at once, not at their next poll: only
+ * those of other workers pay for the poll's period.
+ *
+ * No wait for an expired answer either, as with nginx's
+ * "proxy_cache_use_stale updating" and "proxy_cache_background_update": the
+ * first request that finds it expired (for less than another ttl) is
+ * answered with it at once, like everyone else while it is refreshed, and
+ * the refresh runs on its own, as a lookup of a request that has no client
+ * (ngx_http_bytemark_mc_refresh()).  A background subrequest would not do:
+ * it holds its client's connection, whose next request would wait for the
+ * backends instead.  An answer expired for longer is refreshed by the
+ * request that finds it, as a miss is.
+ *
+ * Each refresh (or fill) owns the key by a number, taken from the zone: a
+ * lookup that lost its key (to an invalidation, or to another refresh once
+ * its own budget was spent) stores nothing and releases nothing.
+ *
+ * Entries stored at the same moment, a hot set filled at start-up, would
+ * all expire at the same moment again and again, and their refreshes come
+ * in bursts: each ttl is shortened by up to a tenth, at random, so that
+ * they drift apart.
  *
  * Ingest and purge drop a user's answers from every micro-cache zone; the
  * zones are shared, so that holds in every worker at once.  They drop the
@@ -34,10 +54,15 @@
 #define NGX_HTTP_BYTEMARK_MC_POLL_MS  5
 
 
+/* this worker's requests that wait for a key's first answer */
+static ngx_queue_t  ngx_http_bytemark_mc_waiters;
+
+
 typedef struct {
     ngx_rbtree_t                  rbtree;
     ngx_rbtree_node_t             sentinel;
     ngx_queue_t                   lru;          /* most recent first */
+    uint64_t                      gen;          /* the last refresh's */
 } ngx_http_bytemark_mc_sh_t;
 
 
@@ -53,6 +78,7 @@ typedef struct {
     uint64_t                      user_id;
     int64_t                       expires;      /* ms; 0: no answer yet */
     int64_t                       updating;     /* ms until; 0: nobody */
+    uint64_t                      gen;          /* who is updating */
     u_short                       key_len;
     u_short                       etag_len;
     u_char                        source_len;
@@ -74,7 +100,16 @@ static ngx_int_t ngx_http_bytemark_mc_key(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx);
 static ngx_int_t ngx_http_bytemark_mc_serve(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_mc_node_t *n,
-    ngx_http_bytemark_mc_t *mc);
+    ngx_http_bytemark_mc_t *mc, ngx_uint_t expired);
+static ngx_int_t ngx_http_bytemark_mc_refresh(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx, uint64_t gen);
+static void ngx_http_bytemark_mc_refresh_end(ngx_http_request_t *fr);
+static u_char *ngx_http_bytemark_mc_log_error(ngx_log_t *log, u_char *buf,
+    size_t len);
+static void ngx_http_bytemark_mc_release(ngx_shm_zone_t *zone, ngx_str_t *key,
+    uint64_t gen);
+static void ngx_http_bytemark_mc_wake(ngx_str_t *key);
+static void ngx_http_bytemark_mc_unqueue(ngx_http_bytemark_ctx_t *ctx);
 static void ngx_http_bytemark_mc_poll(ngx_event_t *ev);
 static ngx_msec_t ngx_http_bytemark_mc_budget(ngx_http_request_t *r);
 
@@ -310,6 +345,8 @@ ngx_http_bytemark_microcache_lookup(ngx_http_request_t *r,
 {
     int64_t                        now;
     uint32_t                       hash;
+    uint64_t                       gen;
+    ngx_int_t                      rc;
     ngx_http_bytemark_mc_t        *mc;
     ngx_http_bytemark_mc_node_t   *n;
     ngx_http_bytemark_loc_conf_t  *blcf;
@@ -335,7 +372,7 @@ ngx_http_bytemark_microcache_lookup(ngx_http_request_t *r,
     n = ngx_http_bytemark_mc_find(mc, &ctx->mc_key, hash);
 
     if (n && n->expires > now) {
-        return ngx_http_bytemark_mc_serve(r, ctx, n, mc);
+        return ngx_http_bytemark_mc_serve(r, ctx, n, mc, 0);
     }
 
     if (n && n->updating > now) {
@@ -343,16 +380,37 @@ ngx_http_bytemark_microcache_lookup(ngx_http_request_t *r,
 
         if (n->expires) {
             /* meanwhile the previous answer will do */
-            return ngx_http_bytemark_mc_serve(r, ctx, n, mc);
+            return ngx_http_bytemark_mc_serve(r, ctx, n, mc, 0);
         }
 
         ngx_shmtx_unlock(&mc->shpool->mutex);
         return ngx_http_bytemark_microcache_wait(r, ctx);
     }
 
-    if (n) {
-        /* expired, or its lookup gave up: ours to refresh */
+    if (n && n->expires
+        && now - n->expires < (int64_t) blcf->microcache_ttl)
+    {
+        /* expired a moment ago: it answers while a refresh runs */
+        gen = ++mc->sh->gen;
         n->updating = now + (int64_t) ngx_http_bytemark_mc_budget(r);
+        n->gen = gen;
+
+        rc = ngx_http_bytemark_mc_serve(r, ctx, n, mc, 1);
+
+        if (ngx_http_bytemark_mc_refresh(r, ctx, gen) != NGX_OK) {
+            /* the next request tries again */
+            ngx_http_bytemark_mc_release(ctx->mc_zone, &ctx->mc_key, gen);
+        }
+
+        return rc;
+    }
+
+    gen = ++mc->sh->gen;
+
+    if (n) {
+        /* long expired, or its lookup gave up: ours to refresh */
+        n->updating = now + (int64_t) ngx_http_bytemark_mc_budget(r);
+        n->gen = gen;
         ngx_str_set(&ctx->cache_status, "EXPIRED");
         ngx_http_bytemark_metrics_inc(NGX_HTTP_BYTEMARK_M_MICROCACHE_EXPIRED);
 
@@ -367,6 +425,7 @@ ngx_http_bytemark_microcache_lookup(ngx_http_request_t *r,
             n->user_id = ctx->user_id;
             n->expires = 0;
             n->updating = now + (int64_t) ngx_http_bytemark_mc_budget(r);
+            n->gen = gen;
             n->key_len = (u_short) ctx->mc_key.len;
             n->etag_len = 0;
             n->source_len = 0;
@@ -382,6 +441,7 @@ ngx_http_bytemark_microcache_lookup(ngx_http_request_t *r,
     }
 
     ctx->mc_updating = (n != NULL);
+    ctx->mc_gen = gen;
 
     ngx_shmtx_unlock(&mc->shpool->mutex);
 
@@ -393,7 +453,8 @@ ngx_http_bytemark_microcache_lookup(ngx_http_request_t *r,
 
 static ngx_int_t
 ngx_http_bytemark_mc_serve(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx,
-    ngx_http_bytemark_mc_node_t *n, ngx_http_bytemark_mc_t *mc)
+    ngx_http_bytemark_mc_node_t *n, ngx_http_bytemark_mc_t *mc,
+    ngx_uint_t expired)
 {
     u_char     *p;
     ngx_str_t   body, etag;
@@ -419,10 +480,241 @@ ngx_http_bytemark_mc_serve(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx,
 
     ngx_shmtx_unlock(&mc->shpool->mutex);
 
-    ngx_str_set(&ctx->cache_status, "HIT");
-    ngx_http_bytemark_metrics_inc(NGX_HTTP_BYTEMARK_M_MICROCACHE_HIT);
+    ctx->mc_served = 1;
+
+    if (expired) {
+        ngx_str_set(&ctx->cache_status, "EXPIRED");
+        ngx_http_bytemark_metrics_inc(NGX_HTTP_BYTEMARK_M_MICROCACHE_EXPIRED);
+
+    } else {
+        ngx_str_set(&ctx->cache_status, "HIT");
+        ngx_http_bytemark_metrics_inc(NGX_HTTP_BYTEMARK_M_MICROCACHE_HIT);
+    }
 
     return ngx_http_bytemark_send_cached(r, &body, &etag, &ctx->source);
+}
+
+
+/*
+ * The refresh of an expired answer, on its own: a request without a client,
+ * on a connection without a socket (as ngx_lua's timers do), that runs the
+ * usual lookup.  Its answer is stored and never sent (see
+ * ngx_http_bytemark_send()); it ends in ngx_http_bytemark_lookup_finalize()
+ * instead of nginx's finalization, which would log it and close a socket.
+ * Budgets, backend failures and stale answers are the lookup's, and any end
+ * without an answer releases the key (the request's cleanup) for the next
+ * request to retry.
+ */
+
+static ngx_int_t
+ngx_http_bytemark_mc_refresh(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx, uint64_t gen)
+{
+    ngx_int_t                  rc;
+    ngx_str_t                 *st, *fst;
+    ngx_log_t                 *log;
+    ngx_uint_t                 i;
+    ngx_pool_t                *pool;
+    ngx_connection_t          *c, *saved;
+    ngx_http_request_t        *fr;
+    ngx_http_core_loc_conf_t  *clcf;
+    ngx_http_bytemark_ctx_t   *fctx;
+
+    pool = ngx_create_pool(NGX_DEFAULT_POOL_SIZE, ngx_cycle->log);
+    if (pool == NULL) {
+        return NGX_ERROR;
+    }
+
+    fctx = ngx_pcalloc(pool, sizeof(ngx_http_bytemark_ctx_t));
+    log = ngx_palloc(pool, sizeof(ngx_log_t));
+    fr = ngx_pcalloc(pool, sizeof(ngx_http_request_t));
+
+    if (fctx == NULL || log == NULL || fr == NULL) {
+        goto failed;
+    }
+
+    fctx->handler = ctx->handler;
+    fctx->user_id = ctx->user_id;
+    ngx_memcpy(fctx->uuid, ctx->uuid, NGX_HTTP_BYTEMARK_UUID_LEN);
+    fctx->filter.versions = ctx->filter.versions;
+
+    /* the client's memory may go before the refresh ends */
+    fctx->user_id_text.len = ctx->user_id_text.len;
+    fctx->user_id_text.data = ngx_pstrdup(pool, &ctx->user_id_text);
+    fctx->mc_key.len = ctx->mc_key.len;
+    fctx->mc_key.data = ngx_pstrdup(pool, &ctx->mc_key);
+
+    if (fctx->user_id_text.data == NULL || fctx->mc_key.data == NULL) {
+        goto failed;
+    }
+
+    if (ctx->filter.statuses) {
+        fctx->filter.statuses = ngx_array_create(pool,
+                                                 ctx->filter.statuses->nelts,
+                                                 sizeof(ngx_str_t));
+        if (fctx->filter.statuses == NULL) {
+            goto failed;
+        }
+
+        st = ctx->filter.statuses->elts;
+
+        for (i = 0; i < ctx->filter.statuses->nelts; i++) {
+            fst = ngx_array_push(fctx->filter.statuses);
+            if (fst == NULL) {
+                goto failed;
+            }
+
+            fst->len = st[i].len;
+            fst->data = ngx_pstrdup(pool, &st[i]);
+            if (fst->data == NULL) {
+                goto failed;
+            }
+        }
+    }
+
+    fctx->mc_zone = ctx->mc_zone;
+    fctx->mc_gen = gen;
+    fctx->mc_updating = 1;
+    fctx->mc_refresh = 1;
+
+    /* the location's error log, and what the refresh is about */
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+    *log = *clcf->error_log;
+    log->connection = 0;
+    log->action = NULL;
+    log->handler = ngx_http_bytemark_mc_log_error;
+    log->data = fctx;
+
+    fr->ctx = ngx_pcalloc(pool, sizeof(void *) * ngx_http_max_module);
+    if (fr->ctx == NULL) {
+        goto failed;
+    }
+
+    /* with select or poll, ngx_get_connection() files the slot under fd 0 */
+    saved = ngx_cycle->files ? ngx_cycle->files[0] : NULL;
+
+    c = ngx_get_connection(0, log);
+
+    if (ngx_cycle->files) {
+        ngx_cycle->files[0] = saved;
+    }
+
+    if (c == NULL) {
+        goto failed;
+    }
+
+    c->fd = (ngx_socket_t) -1;
+    c->pool = pool;
+    c->log = log;
+    c->read->log = log;
+    c->write->log = log;
+    c->number = ngx_atomic_fetch_add(ngx_connection_counter, 1);
+    c->data = fr;
+
+    fr->signature = NGX_HTTP_MODULE;
+    fr->connection = c;
+    fr->pool = pool;
+    fr->main = fr;
+    fr->count = 1;
+    fr->method = NGX_HTTP_GET;
+    fr->main_conf = r->main_conf;
+    fr->srv_conf = r->srv_conf;
+    fr->loc_conf = r->loc_conf;
+    fr->start_sec = ngx_time();
+    fr->start_msec = ngx_current_msec;
+    fr->read_event_handler = ngx_http_block_reading;
+    fr->write_event_handler = ngx_http_request_empty_handler;
+
+    ngx_http_set_ctx(fr, fctx, ngx_http_bytemark_module);
+
+    if (ngx_http_bytemark_request_cleanup(fr, fctx) != NGX_OK) {
+        fctx->mc_updating = 0;
+        ngx_http_bytemark_mc_refresh_end(fr);
+        return NGX_ERROR;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "bytemark: micro-cache refresh of \"%V\" started",
+                   &fctx->mc_key);
+
+    rc = ngx_http_bytemark_lookup_start(fr, fctx);
+
+    if (rc != NGX_DONE) {
+        /* answered at once (a breaker open, say): stored or released */
+        ngx_http_bytemark_lookup_finalize(fr, rc);
+    }
+
+    return NGX_OK;
+
+failed:
+
+    ngx_destroy_pool(pool);
+    return NGX_ERROR;
+}
+
+
+/*
+ * Where the lookup's stages end a request: nginx's finalization for a
+ * client's, the end of a refresh for ours.
+ */
+
+void
+ngx_http_bytemark_lookup_finalize(ngx_http_request_t *r, ngx_int_t rc)
+{
+    ngx_http_bytemark_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
+
+    if (ctx == NULL || !ctx->mc_refresh) {
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "bytemark: micro-cache refresh of \"%V\" done: %i",
+                   &ctx->mc_key, rc);
+
+    ngx_http_bytemark_mc_refresh_end(r);
+}
+
+
+static void
+ngx_http_bytemark_mc_refresh_end(ngx_http_request_t *fr)
+{
+    ngx_pool_t          *pool;
+    ngx_connection_t    *c;
+    ngx_http_cleanup_t  *cln;
+
+    /* as ngx_http_free_request(): a call in flight is abandoned, the key
+     * released if nothing was stored */
+    for (cln = fr->cleanup; cln; cln = cln->next) {
+        if (cln->handler) {
+            cln->handler(cln->data);
+        }
+    }
+
+    c = fr->connection;
+    pool = fr->pool;
+
+    /* ngx_http_run_posted_requests() after a call's done() looks at it */
+    c->destroyed = 1;
+
+    /* ngx_free_connection() indexes ngx_cycle->files by fd */
+    c->fd = 0;
+    ngx_free_connection(c);
+    c->fd = (ngx_socket_t) -1;
+
+    ngx_destroy_pool(pool);
+}
+
+
+static u_char *
+ngx_http_bytemark_mc_log_error(ngx_log_t *log, u_char *buf, size_t len)
+{
+    ngx_http_bytemark_ctx_t  *ctx = log->data;
+
+    return ngx_snprintf(buf, len, ", micro-cache refresh of \"%V\"",
+                        &ctx->mc_key);
 }
 
 
@@ -434,6 +726,7 @@ ngx_http_bytemark_microcache_store(ngx_http_request_t *r,
 {
     int64_t                        now;
     uint32_t                       hash;
+    ngx_msec_t                     ttl;
     ngx_http_bytemark_mc_t        *mc;
     ngx_http_bytemark_mc_node_t   *n;
     ngx_http_bytemark_loc_conf_t  *blcf;
@@ -462,8 +755,11 @@ ngx_http_bytemark_microcache_store(ngx_http_request_t *r,
 
     n = ngx_http_bytemark_mc_find(mc, &ctx->mc_key, hash);
 
-    if (n == NULL || n->updating == 0) {
-        /* invalidated by a write while we asked the backends */
+    if (n == NULL || n->updating == 0 || n->gen != ctx->mc_gen) {
+        /*
+         * Invalidated by a write while we asked the backends (and perhaps
+         * asked for again since), or taken over once our budget was spent.
+         */
         ngx_shmtx_unlock(&mc->shpool->mutex);
         return;
     }
@@ -482,8 +778,13 @@ ngx_http_bytemark_microcache_store(ngx_http_request_t *r,
 
     n->node.key = hash;
     n->user_id = ctx->user_id;
-    n->expires = now + (int64_t) blcf->microcache_ttl;
+    /* the spread that keeps entries stored together from expiring together */
+    ttl = blcf->microcache_ttl;
+    ttl -= (ttl >= 10) ? (ngx_msec_t) ngx_random() % (ttl / 10) : 0;
+
+    n->expires = now + (int64_t) ttl;
     n->updating = 0;
+    n->gen = 0;
     n->key_len = (u_short) ctx->mc_key.len;
     n->etag_len = (u_short) etag->len;
     n->source_len = (u_char) ctx->source.len;
@@ -499,6 +800,8 @@ ngx_http_bytemark_microcache_store(ngx_http_request_t *r,
     ngx_queue_insert_head(&mc->sh->lru, &n->queue);
 
     ngx_shmtx_unlock(&mc->shpool->mutex);
+
+    ngx_http_bytemark_mc_wake(&ctx->mc_key);
 }
 
 
@@ -510,13 +813,15 @@ ngx_http_bytemark_microcache_store(ngx_http_request_t *r,
 void
 ngx_http_bytemark_microcache_release(ngx_http_bytemark_ctx_t *ctx)
 {
-    uint32_t                       hash;
-    ngx_http_bytemark_mc_t        *mc;
-    ngx_http_bytemark_mc_node_t   *n;
-
     if (ctx->mc_wait && ctx->mc_wait->timer_set) {
         ngx_del_timer(ctx->mc_wait);
     }
+
+    if (ctx->mc_wait && ctx->mc_wait->posted) {
+        ngx_delete_posted_event(ctx->mc_wait);
+    }
+
+    ngx_http_bytemark_mc_unqueue(ctx);
 
     if (!ctx->mc_updating) {
         return;
@@ -524,23 +829,94 @@ ngx_http_bytemark_microcache_release(ngx_http_bytemark_ctx_t *ctx)
 
     ctx->mc_updating = 0;
 
-    mc = ctx->mc_zone->data;
-    hash = ngx_crc32_short(ctx->mc_key.data, ctx->mc_key.len);
+    ngx_http_bytemark_mc_release(ctx->mc_zone, &ctx->mc_key, ctx->mc_gen);
+}
+
+
+/* the key's lookup numbered gen is over: if the key is still its own */
+
+static void
+ngx_http_bytemark_mc_release(ngx_shm_zone_t *zone, ngx_str_t *key,
+    uint64_t gen)
+{
+    uint32_t                       hash;
+    ngx_uint_t                     released;
+    ngx_http_bytemark_mc_t        *mc;
+    ngx_http_bytemark_mc_node_t   *n;
+
+    mc = zone->data;
+    hash = ngx_crc32_short(key->data, key->len);
+    released = 0;
 
     ngx_shmtx_lock(&mc->shpool->mutex);
 
-    n = ngx_http_bytemark_mc_find(mc, &ctx->mc_key, hash);
+    n = ngx_http_bytemark_mc_find(mc, key, hash);
 
-    if (n) {
+    if (n && n->updating && n->gen == gen) {
+        released = 1;
+
         if (n->expires == 0) {
             ngx_http_bytemark_mc_delete(mc, n);
 
         } else {
             n->updating = 0;
+            n->gen = 0;
         }
     }
 
     ngx_shmtx_unlock(&mc->shpool->mutex);
+
+    if (released) {
+        /* the first waiter takes over */
+        ngx_http_bytemark_mc_wake(key);
+    }
+}
+
+
+/* after a store or a release: this worker's waiters for key look again */
+
+static void
+ngx_http_bytemark_mc_wake(ngx_str_t *key)
+{
+    ngx_queue_t              *q;
+    ngx_event_t              *ev;
+    ngx_http_bytemark_ctx_t  *ctx;
+
+    if (ngx_http_bytemark_mc_waiters.next == NULL) {
+        return;
+    }
+
+    for (q = ngx_queue_head(&ngx_http_bytemark_mc_waiters);
+         q != ngx_queue_sentinel(&ngx_http_bytemark_mc_waiters);
+         q = ngx_queue_next(q))
+    {
+        ctx = ngx_queue_data(q, ngx_http_bytemark_ctx_t, mc_queue);
+        ev = ctx->mc_wait;
+
+        if (ev->posted
+            || ngx_memn2cmp(ctx->mc_key.data, key->data, ctx->mc_key.len,
+                            key->len)
+               != 0)
+        {
+            continue;
+        }
+
+        if (ev->timer_set) {
+            ngx_del_timer(ev);
+        }
+
+        ngx_post_event(ev, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_http_bytemark_mc_unqueue(ngx_http_bytemark_ctx_t *ctx)
+{
+    if (ctx->mc_queued) {
+        ngx_queue_remove(&ctx->mc_queue);
+        ctx->mc_queued = 0;
+    }
 }
 
 
@@ -610,6 +986,13 @@ ngx_http_bytemark_microcache_wait(ngx_http_request_t *r,
 
         /* held by the wait until the poll hands over or answers */
         ngx_http_bytemark_call_hold(r);
+
+        if (ngx_http_bytemark_mc_waiters.next == NULL) {
+            ngx_queue_init(&ngx_http_bytemark_mc_waiters);
+        }
+
+        ngx_queue_insert_tail(&ngx_http_bytemark_mc_waiters, &ctx->mc_queue);
+        ctx->mc_queued = 1;
     }
 
     ngx_add_timer(ctx->mc_wait, NGX_HTTP_BYTEMARK_MC_POLL_MS);
@@ -644,6 +1027,8 @@ ngx_http_bytemark_mc_poll(ngx_event_t *ev)
         ngx_str_set(&ctx->cache_status, "MISS");
         rc = NGX_DECLINED;
     }
+
+    ngx_http_bytemark_mc_unqueue(ctx);
 
     if (rc == NGX_DECLINED) {
         rc = ngx_http_bytemark_lookup_start(r, ctx);

@@ -358,8 +358,13 @@ struct ngx_http_bytemark_ctx_s {
     ngx_str_t                     mc_key;
     ngx_shm_zone_t               *mc_zone;
     ngx_event_t                  *mc_wait;
+    ngx_queue_t                   mc_queue;     /* waiting, this worker */
     ngx_msec_t                    mc_waited;
+    uint64_t                      mc_gen;       /* the refresh we own */
     unsigned                      mc_updating:1;
+    unsigned                      mc_refresh:1; /* a background refresh */
+    unsigned                      mc_served:1;  /* answered from the zone */
+    unsigned                      mc_queued:1;
 };
 
 
@@ -476,6 +481,7 @@ ngx_int_t ngx_http_bytemark_microcache_wait(ngx_http_request_t *r,
 void ngx_http_bytemark_microcache_store(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx, ngx_str_t *body, ngx_str_t *etag);
 void ngx_http_bytemark_microcache_release(ngx_http_bytemark_ctx_t *ctx);
+void ngx_http_bytemark_lookup_finalize(ngx_http_request_t *r, ngx_int_t rc);
 void ngx_http_bytemark_microcache_invalidate(
     ngx_http_bytemark_main_conf_t *bmcf, uint64_t user_id);
 
