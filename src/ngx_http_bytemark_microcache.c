@@ -590,6 +590,17 @@ ngx_http_bytemark_mc_refresh(ngx_http_request_t *r,
         goto failed;
     }
 
+    /* an error answer adds its headers (Retry-After) before it is dropped */
+    if (ngx_list_init(&fr->headers_out.headers, pool, 4,
+                      sizeof(ngx_table_elt_t))
+        != NGX_OK
+        || ngx_list_init(&fr->headers_in.headers, pool, 1,
+                         sizeof(ngx_table_elt_t))
+           != NGX_OK)
+    {
+        goto failed;
+    }
+
     /* with select or poll, ngx_get_connection() files the slot under fd 0 */
     saved = ngx_cycle->files ? ngx_cycle->files[0] : NULL;
 
