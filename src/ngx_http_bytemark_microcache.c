@@ -387,8 +387,13 @@ ngx_http_bytemark_microcache_lookup(ngx_http_request_t *r,
         return ngx_http_bytemark_microcache_wait(r, ctx);
     }
 
+    /*
+     * A refresh takes one of the worker's connections: clients come first,
+     * and a worker short of them refreshes in the foreground as before.
+     */
     if (n && n->expires
-        && now - n->expires < (int64_t) blcf->microcache_ttl)
+        && now - n->expires < (int64_t) blcf->microcache_ttl
+        && ngx_cycle->free_connection_n > ngx_cycle->connection_n / 2)
     {
         /* expired a moment ago: it answers while a refresh runs */
         gen = ++mc->sh->gen;
