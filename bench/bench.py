@@ -16,6 +16,9 @@ Scenarios (wrk -t1 -c32, bench/random_ids.lua: random user ids over a range):
   ceiling     nginx `return 200` with a body of the average answer's size
   microcache  bytemark_microcache hits on a hot set ("not available" when the
               build does not know the directive)
+  mc-expiry   (issue 16) the same hot set at ttl=5s, filled at once so that it
+              expires at once, 15 s (12 s --quick) after the ceiling at the
+              same connection count: p99 against the ceiling's, goal <= 2x
   mongo       MongoDB hits (users that have a cache entry)
   mysql       MySQL answers, MongoDB absent from the configuration (nginx B)
   fallback    MySQL after a MongoDB miss, bytemark_cache_fill off
