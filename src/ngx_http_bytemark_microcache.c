@@ -701,8 +701,10 @@ ngx_http_bytemark_mc_refresh_end(ngx_http_request_t *fr)
     ngx_connection_t    *c;
     ngx_http_cleanup_t  *cln;
 
-    /* as ngx_http_free_request(): a call in flight is abandoned, the key
-     * released if nothing was stored */
+    /*
+     * As ngx_http_free_request() does: a call in flight is abandoned, and
+     * the key released if nothing was stored.
+     */
     for (cln = fr->cleanup; cln; cln = cln->next) {
         if (cln->handler) {
             cln->handler(cln->data);
