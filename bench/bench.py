@@ -16,6 +16,9 @@ Scenarios (wrk -t1 -c32, bench/random_ids.lua: random user ids over a range):
   ceiling     nginx `return 200` with a body of the average answer's size
   microcache  bytemark_microcache hits on a hot set ("not available" when the
               build does not know the directive)
+  mc-expiry   (issue 16) the same hot set at ttl=5s, filled at once so that it
+              expires at once, 15 s (12 s --quick) after the ceiling at the
+              same connection count: p99 against the ceiling's, goal <= 2x
   mongo       MongoDB hits (users that have a cache entry)
   mysql       MySQL answers, MongoDB absent from the configuration (nginx B)
   fallback    MySQL after a MongoDB miss, bytemark_cache_fill off
@@ -625,6 +628,14 @@ http {
             add_header X-Cache-Status $bytemark_cache_status always;
             bytemark_tickets;
         }
+
+        # issue 16: the hot set expiring every 5 s, refreshed while it is served
+        location = /mc5/tickets {
+            bytemark_user_id $arg_user_id;
+            bytemark_microcache zone=bench_mc5:32m ttl=5s;
+            add_header X-Cache-Status $bytemark_cache_status always;
+            bytemark_tickets;
+        }
 '''
         return '''    bytemark_mongo_uri "mongodb://127.0.0.1:%d/";
     bytemark_mongo_collection %s.%s;
@@ -1066,6 +1077,9 @@ http {
         else:
             S['microcache'] = {'label': 'micro-cache hits', 'not_available': self.mc_why}
 
+        if self.mc:
+            self.microcache_expiry()
+
         # Each lookup over the whole data set, then at once over 1 000 users, loaded
         # and one request at a time: latency against data set size (index use).
         I = self.res['index']
@@ -1103,6 +1117,54 @@ http {
         S['ferretdb_fallback'] = self.measure('ferretdb_fallback', 'MySQL fallback after a MongoDB miss (fill off)',
                                               C, pc, '/fallback/tickets?user_id=', fb_lo, nu,
                                               ['ferretdb', 'mysql'], 'mysql', mongo_server='FerretDB')
+
+    MC_EXPIRY_TTL = 5
+
+    def microcache_expiry(self):
+        """Issue 16: the micro-cache's tail latency while its entries expire. The hot set
+        at ttl=5s (/mc5/tickets), filled all at once by the warm-up so that it expires all
+        at once, for long enough to span a few expiries, and the ceiling at the same
+        connection count just before it: their p99s side by side."""
+        A, pa = self.nginx_a, self.port_a
+        conns = self.a.connections
+        dur = 12 if self.quick else 15
+        static = self.measure('mc-expiry-ceiling', 'nginx `return 200`, same body size (ceiling)',
+                              A, pa, '/static?user_id=', 1, self.mongo_users, [], None,
+                              duration=max(4, dur // 3))
+        mc = self.measure('mc-expiry', 'micro-cache, ttl=%ds (hot set of %d users)' % (self.MC_EXPIRY_TTL, self.hot),
+                          A, pa, '/mc5/tickets?user_id=', 1, self.hot, ['mongo'], 'microcache',
+                          duration=dur)
+        self.res['microcache_expiry'] = {'ttl_s': self.MC_EXPIRY_TTL, 'connections': conns,
+                                         'static': static, 'microcache': mc}
+
+    def microcache_expiry_md(self):
+        x = self.res['microcache_expiry']
+        out = ['## Micro-cache expiry (issue 16)', '',
+               'The micro-cache over a hot set of %s users at `ttl=%ds`, filled at once by the warm-up '
+               '(so that the whole set expires together), for %.0f s: %.0f expiries, each entry refreshed '
+               'while it is served; the ceiling just before it, both at %d connections.' % (
+                   x['microcache']['nusers'], x['ttl_s'], x['microcache']['duration_s'],
+                   x['microcache']['duration_s'] / x['ttl_s'], x['connections']), '',
+               '| scenario | req/s | p50 ms | p90 ms | p99 ms | max ms | micro-cache events |',
+               '|---|--:|--:|--:|--:|--:|---|']
+        for s in (x['static'], x['microcache']):
+            ev = ', '.join('%s %d' % kv for kv in sorted(s['microcache_events'].items()) if kv[1]) or '—'
+            out.append('| %s%s | %.0f | %.2f | %.2f | %.2f | %.2f | %s |' % (
+                s['label'], ' ⚠' if s['problems'] else '', s['rps'], s['p50_ms'], s['p90_ms'],
+                s['p99_ms'], s['max_ms'], ev))
+        return '\n'.join(out)
+
+    def microcache_expiry_goal(self):
+        x = self.res.get('microcache_expiry')
+        if not x:
+            return []
+        mc, st = x['microcache'], x['static']
+        ratio = mc['p99_ms'] / st['p99_ms'] if st['p99_ms'] else float('inf')
+        return [{'met': ratio <= 2.0,
+                 'text': 'issue 16: micro-cache p99 within 2× of the static answer\'s p99 (ttl=%ds, %s users, '
+                         '%d connections, %.0f s): %.2f against %.2f ms, %.2f×; %.0f against %.0f req/s' % (
+                             x['ttl_s'], mc['nusers'], x['connections'], mc['duration_s'],
+                             mc['p99_ms'], st['p99_ms'], ratio, mc['rps'], st['rps'])}]
 
     CONN_KEYS = ('ceiling', 'mongo', 'mysql', 'fallback')
 
@@ -1574,6 +1636,9 @@ http {
                     b['rps'], b['p50_ms'], b['p99_ms'], b['users'], b['p50_ms'] / a['p50_ms'],
                     b['p99_ms'] / a['p99_ms']))
         w('')
+        if r.get('microcache_expiry'):
+            w(self.microcache_expiry_md())
+            w('')
         if r.get('connections'):
             w(self.connections_md())
             w('')
@@ -1632,6 +1697,7 @@ http {
                                   S[key]['label'], r_loaded, x['full']['connections'], r_c1,
                                   x['full']['p99_ms'] / x['small']['p99_ms'],
                                   x['c1_full']['p99_ms'] / x['c1_small']['p99_ms'])})
+        G += self.microcache_expiry_goal()
         G += self.connection_goals()
         self.res['goals'] = G
 

@@ -17,7 +17,9 @@
 # at 1, 32 and 256 connections (--conn-levels), req/s, p50, p99, worker, module
 # and database CPU per request, with its goals (module µs at 32 connections, the
 # c=1 p50 against the newest committed non-quick bench/results/*.json, worker
-# CPU under half the database's). Nothing is left running: bench.py stops
+# CPU under half the database's). The section "Micro-cache expiry (issue
+# 16)": the hot set at ttl=5s for 15 s against the ceiling, both at 32
+# connections, with the goal p99 within 2x. Nothing is left running: bench.py stops
 # what it started, and the trap below kills whatever is still listed in the
 # work directory's pid file (bench.py itself killed with SIGKILL, say).
 #

@@ -274,8 +274,13 @@ struct ngx_http_bytemark_ctx_s {
     ngx_str_t                     mc_key;
     ngx_shm_zone_t               *mc_zone;
     ngx_event_t                  *mc_wait;
+    ngx_queue_t                   mc_queue;     /* waiting, this worker */
     ngx_msec_t                    mc_waited;
+    uint64_t                      mc_gen;       /* the refresh we own */
     unsigned                      mc_updating:1;
+    unsigned                      mc_refresh:1; /* a background refresh */
+    unsigned                      mc_served:1;  /* answered from the zone */
+    unsigned                      mc_queued:1;
 };
 
 

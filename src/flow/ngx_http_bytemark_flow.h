@@ -29,6 +29,14 @@ ngx_int_t ngx_http_bytemark_microcache_wait(ngx_http_request_t *r,
 void ngx_http_bytemark_microcache_store(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx, ngx_str_t *body, ngx_str_t *etag);
 void ngx_http_bytemark_microcache_release(ngx_http_bytemark_ctx_t *ctx);
+void ngx_http_bytemark_lookup_finalize(ngx_http_request_t *r, ngx_int_t rc);
+
+/* the micro-cache's own files: refresh, waiters */
+ngx_int_t ngx_http_bytemark_mc_refresh(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx, uint64_t gen);
+void ngx_http_bytemark_mc_wake(ngx_str_t *key);
+void ngx_http_bytemark_mc_unqueue(ngx_http_bytemark_ctx_t *ctx);
+ngx_msec_t ngx_http_bytemark_mc_budget(ngx_http_request_t *r);
 void ngx_http_bytemark_microcache_invalidate(
     ngx_http_bytemark_main_conf_t *bmcf, uint64_t user_id);
 

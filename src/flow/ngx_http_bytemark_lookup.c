@@ -167,7 +167,7 @@ ngx_http_bytemark_mongo_done(ngx_http_request_t *r,
             || ngx_http_bytemark_find_pass(a, ctx->uuid, NULL))
         {
             rc = ngx_http_bytemark_serve_entry(r, ctx, a, "mongo");
-            ngx_http_finalize_request(r, rc);
+            ngx_http_bytemark_lookup_finalize(r, rc);
             return;
         }
 
@@ -191,7 +191,7 @@ ngx_http_bytemark_mongo_done(ngx_http_request_t *r,
     rc = ngx_http_bytemark_mongo_only(r, ctx, a->result);
 
     if (rc != NGX_DONE) {
-        ngx_http_finalize_request(r, rc);
+        ngx_http_bytemark_lookup_finalize(r, rc);
     }
 }
 
@@ -416,7 +416,7 @@ ngx_http_bytemark_mysql_done(ngx_http_request_t *r,
         break;
     }
 
-    ngx_http_finalize_request(r, rc);
+    ngx_http_bytemark_lookup_finalize(r, rc);
 }
 
 

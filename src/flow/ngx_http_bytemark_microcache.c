@@ -11,11 +11,31 @@
  * (status and version filters, or the pass uuid), so unrelated query
  * arguments cannot bust it.
  *
- * No stampede: the first request that misses (or finds an expired answer)
- * marks the key as updating and asks the backends; meanwhile others get the
- * previous answer if there is one, or poll the zone every few milliseconds
+ * No stampede: the first request that misses marks the key as updating and
+ * asks the backends; meanwhile others poll the zone every few milliseconds
  * until the answer is there (or the updating request gave up).  N concurrent
- * misses make one backend lookup.
+ * misses make one backend lookup.  Waiters in the worker that stores the
+ * answer (or gives up) look again at once, not at their next poll: only
+ * those of other workers pay for the poll's period.
+ *
+ * No wait for an expired answer either, as with nginx's
+ * "proxy_cache_use_stale updating" and "proxy_cache_background_update": the
+ * first request that finds it expired (for less than another ttl) is
+ * answered with it at once, like everyone else while it is refreshed, and
+ * the refresh runs on its own, as a lookup of a request that has no client
+ * (ngx_http_bytemark_mc_refresh()).  A background subrequest would not do:
+ * it holds its client's connection, whose next request would wait for the
+ * backends instead.  An answer expired for longer is refreshed by the
+ * request that finds it, as a miss is.
+ *
+ * Each refresh (or fill) owns the key by a number, taken from the zone: a
+ * lookup that lost its key (to an invalidation, or to another refresh once
+ * its own budget was spent) stores nothing and releases nothing.
+ *
+ * Entries stored at the same moment, a hot set filled at start-up, would
+ * all expire at the same moment again and again, and their refreshes come
+ * in bursts: each ttl is shortened by up to a tenth, at random, so that
+ * they drift apart.
  *
  * Ingest and purge drop a user's answers from every micro-cache zone; the
  * zones are shared, so that holds in every worker at once.  They drop the
@@ -30,14 +50,15 @@
 #include "ngx_http_bytemark_flow.h"
 
 
-/* how often a request waiting for another's lookup looks again */
-#define NGX_HTTP_BYTEMARK_MC_POLL_MS  5
+
+/* this worker's requests that wait for a key's first answer */
 
 
 typedef struct {
     ngx_rbtree_t                  rbtree;
     ngx_rbtree_node_t             sentinel;
     ngx_queue_t                   lru;          /* most recent first */
+    uint64_t                      gen;          /* the last refresh's */
 } ngx_http_bytemark_mc_sh_t;
 
 
@@ -53,6 +74,7 @@ typedef struct {
     uint64_t                      user_id;
     int64_t                       expires;      /* ms; 0: no answer yet */
     int64_t                       updating;     /* ms until; 0: nobody */
+    uint64_t                      gen;          /* who is updating */
     u_short                       key_len;
     u_short                       etag_len;
     u_char                        source_len;
@@ -74,9 +96,9 @@ static ngx_int_t ngx_http_bytemark_mc_key(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx);
 static ngx_int_t ngx_http_bytemark_mc_serve(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_mc_node_t *n,
-    ngx_http_bytemark_mc_t *mc);
-static void ngx_http_bytemark_mc_poll(ngx_event_t *ev);
-static ngx_msec_t ngx_http_bytemark_mc_budget(ngx_http_request_t *r);
+    ngx_http_bytemark_mc_t *mc, ngx_uint_t expired);
+static void ngx_http_bytemark_mc_release(ngx_shm_zone_t *zone, ngx_str_t *key,
+    uint64_t gen);
 
 
 char *
@@ -310,6 +332,8 @@ ngx_http_bytemark_microcache_lookup(ngx_http_request_t *r,
 {
     int64_t                        now;
     uint32_t                       hash;
+    uint64_t                       gen;
+    ngx_int_t                      rc;
     ngx_http_bytemark_mc_t        *mc;
     ngx_http_bytemark_mc_node_t   *n;
     ngx_http_bytemark_loc_conf_t  *blcf;
@@ -335,7 +359,7 @@ ngx_http_bytemark_microcache_lookup(ngx_http_request_t *r,
     n = ngx_http_bytemark_mc_find(mc, &ctx->mc_key, hash);
 
     if (n && n->expires > now) {
-        return ngx_http_bytemark_mc_serve(r, ctx, n, mc);
+        return ngx_http_bytemark_mc_serve(r, ctx, n, mc, 0);
     }
 
     if (n && n->updating > now) {
@@ -343,16 +367,42 @@ ngx_http_bytemark_microcache_lookup(ngx_http_request_t *r,
 
         if (n->expires) {
             /* meanwhile the previous answer will do */
-            return ngx_http_bytemark_mc_serve(r, ctx, n, mc);
+            return ngx_http_bytemark_mc_serve(r, ctx, n, mc, 0);
         }
 
         ngx_shmtx_unlock(&mc->shpool->mutex);
         return ngx_http_bytemark_microcache_wait(r, ctx);
     }
 
-    if (n) {
-        /* expired, or its lookup gave up: ours to refresh */
+    /*
+     * A refresh takes one of the worker's connections: clients come first,
+     * and a worker short of them refreshes in the foreground as before.
+     */
+    if (n && n->expires
+        && now - n->expires < (int64_t) blcf->microcache_ttl
+        && ngx_cycle->free_connection_n > ngx_cycle->connection_n / 2)
+    {
+        /* expired a moment ago: it answers while a refresh runs */
+        gen = ++mc->sh->gen;
         n->updating = now + (int64_t) ngx_http_bytemark_mc_budget(r);
+        n->gen = gen;
+
+        rc = ngx_http_bytemark_mc_serve(r, ctx, n, mc, 1);
+
+        if (ngx_http_bytemark_mc_refresh(r, ctx, gen) != NGX_OK) {
+            /* the next request tries again */
+            ngx_http_bytemark_mc_release(ctx->mc_zone, &ctx->mc_key, gen);
+        }
+
+        return rc;
+    }
+
+    gen = ++mc->sh->gen;
+
+    if (n) {
+        /* long expired, or its lookup gave up: ours to refresh */
+        n->updating = now + (int64_t) ngx_http_bytemark_mc_budget(r);
+        n->gen = gen;
         ngx_str_set(&ctx->cache_status, "EXPIRED");
         ngx_http_bytemark_metrics_inc(NGX_HTTP_BYTEMARK_M_MICROCACHE_EXPIRED);
 
@@ -367,6 +417,7 @@ ngx_http_bytemark_microcache_lookup(ngx_http_request_t *r,
             n->user_id = ctx->user_id;
             n->expires = 0;
             n->updating = now + (int64_t) ngx_http_bytemark_mc_budget(r);
+            n->gen = gen;
             n->key_len = (u_short) ctx->mc_key.len;
             n->etag_len = 0;
             n->source_len = 0;
@@ -382,6 +433,7 @@ ngx_http_bytemark_microcache_lookup(ngx_http_request_t *r,
     }
 
     ctx->mc_updating = (n != NULL);
+    ctx->mc_gen = gen;
 
     ngx_shmtx_unlock(&mc->shpool->mutex);
 
@@ -393,7 +445,8 @@ ngx_http_bytemark_microcache_lookup(ngx_http_request_t *r,
 
 static ngx_int_t
 ngx_http_bytemark_mc_serve(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx,
-    ngx_http_bytemark_mc_node_t *n, ngx_http_bytemark_mc_t *mc)
+    ngx_http_bytemark_mc_node_t *n, ngx_http_bytemark_mc_t *mc,
+    ngx_uint_t expired)
 {
     u_char     *p;
     ngx_str_t   body, etag;
@@ -419,8 +472,16 @@ ngx_http_bytemark_mc_serve(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx,
 
     ngx_shmtx_unlock(&mc->shpool->mutex);
 
-    ngx_str_set(&ctx->cache_status, "HIT");
-    ngx_http_bytemark_metrics_inc(NGX_HTTP_BYTEMARK_M_MICROCACHE_HIT);
+    ctx->mc_served = 1;
+
+    if (expired) {
+        ngx_str_set(&ctx->cache_status, "EXPIRED");
+        ngx_http_bytemark_metrics_inc(NGX_HTTP_BYTEMARK_M_MICROCACHE_EXPIRED);
+
+    } else {
+        ngx_str_set(&ctx->cache_status, "HIT");
+        ngx_http_bytemark_metrics_inc(NGX_HTTP_BYTEMARK_M_MICROCACHE_HIT);
+    }
 
     return ngx_http_bytemark_send_cached(r, &body, &etag, &ctx->source);
 }
@@ -434,6 +495,7 @@ ngx_http_bytemark_microcache_store(ngx_http_request_t *r,
 {
     int64_t                        now;
     uint32_t                       hash;
+    ngx_msec_t                     ttl;
     ngx_http_bytemark_mc_t        *mc;
     ngx_http_bytemark_mc_node_t   *n;
     ngx_http_bytemark_loc_conf_t  *blcf;
@@ -462,8 +524,11 @@ ngx_http_bytemark_microcache_store(ngx_http_request_t *r,
 
     n = ngx_http_bytemark_mc_find(mc, &ctx->mc_key, hash);
 
-    if (n == NULL || n->updating == 0) {
-        /* invalidated by a write while we asked the backends */
+    if (n == NULL || n->updating == 0 || n->gen != ctx->mc_gen) {
+        /*
+         * Invalidated by a write while we asked the backends (and perhaps
+         * asked for again since), or taken over once our budget was spent.
+         */
         ngx_shmtx_unlock(&mc->shpool->mutex);
         return;
     }
@@ -482,8 +547,13 @@ ngx_http_bytemark_microcache_store(ngx_http_request_t *r,
 
     n->node.key = hash;
     n->user_id = ctx->user_id;
-    n->expires = now + (int64_t) blcf->microcache_ttl;
+    /* the spread that keeps entries stored together from expiring together */
+    ttl = blcf->microcache_ttl;
+    ttl -= (ttl >= 10) ? (ngx_msec_t) ngx_random() % (ttl / 10) : 0;
+
+    n->expires = now + (int64_t) ttl;
     n->updating = 0;
+    n->gen = 0;
     n->key_len = (u_short) ctx->mc_key.len;
     n->etag_len = (u_short) etag->len;
     n->source_len = (u_char) ctx->source.len;
@@ -499,6 +569,8 @@ ngx_http_bytemark_microcache_store(ngx_http_request_t *r,
     ngx_queue_insert_head(&mc->sh->lru, &n->queue);
 
     ngx_shmtx_unlock(&mc->shpool->mutex);
+
+    ngx_http_bytemark_mc_wake(&ctx->mc_key);
 }
 
 
@@ -510,13 +582,15 @@ ngx_http_bytemark_microcache_store(ngx_http_request_t *r,
 void
 ngx_http_bytemark_microcache_release(ngx_http_bytemark_ctx_t *ctx)
 {
-    uint32_t                       hash;
-    ngx_http_bytemark_mc_t        *mc;
-    ngx_http_bytemark_mc_node_t   *n;
-
     if (ctx->mc_wait && ctx->mc_wait->timer_set) {
         ngx_del_timer(ctx->mc_wait);
     }
+
+    if (ctx->mc_wait && ctx->mc_wait->posted) {
+        ngx_delete_posted_event(ctx->mc_wait);
+    }
+
+    ngx_http_bytemark_mc_unqueue(ctx);
 
     if (!ctx->mc_updating) {
         return;
@@ -524,23 +598,47 @@ ngx_http_bytemark_microcache_release(ngx_http_bytemark_ctx_t *ctx)
 
     ctx->mc_updating = 0;
 
-    mc = ctx->mc_zone->data;
-    hash = ngx_crc32_short(ctx->mc_key.data, ctx->mc_key.len);
+    ngx_http_bytemark_mc_release(ctx->mc_zone, &ctx->mc_key, ctx->mc_gen);
+}
+
+
+/* the key's lookup numbered gen is over: if the key is still its own */
+
+static void
+ngx_http_bytemark_mc_release(ngx_shm_zone_t *zone, ngx_str_t *key,
+    uint64_t gen)
+{
+    uint32_t                       hash;
+    ngx_uint_t                     released;
+    ngx_http_bytemark_mc_t        *mc;
+    ngx_http_bytemark_mc_node_t   *n;
+
+    mc = zone->data;
+    hash = ngx_crc32_short(key->data, key->len);
+    released = 0;
 
     ngx_shmtx_lock(&mc->shpool->mutex);
 
-    n = ngx_http_bytemark_mc_find(mc, &ctx->mc_key, hash);
+    n = ngx_http_bytemark_mc_find(mc, key, hash);
 
-    if (n) {
+    if (n && n->updating && n->gen == gen) {
+        released = 1;
+
         if (n->expires == 0) {
             ngx_http_bytemark_mc_delete(mc, n);
 
         } else {
             n->updating = 0;
+            n->gen = 0;
         }
     }
 
     ngx_shmtx_unlock(&mc->shpool->mutex);
+
+    if (released) {
+        /* the first waiter takes over */
+        ngx_http_bytemark_mc_wake(key);
+    }
 }
 
 
@@ -589,81 +687,6 @@ ngx_http_bytemark_microcache_invalidate(ngx_http_bytemark_main_conf_t *bmcf,
                 NGX_HTTP_BYTEMARK_M_MICROCACHE_INVALIDATION, dropped);
         }
     }
-}
-
-
-/* waiting for another request's lookup: poll the zone, within the budget */
-
-ngx_int_t
-ngx_http_bytemark_microcache_wait(ngx_http_request_t *r,
-    ngx_http_bytemark_ctx_t *ctx)
-{
-    if (ctx->mc_wait == NULL) {
-        ctx->mc_wait = ngx_pcalloc(r->pool, sizeof(ngx_event_t));
-        if (ctx->mc_wait == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        ctx->mc_wait->handler = ngx_http_bytemark_mc_poll;
-        ctx->mc_wait->data = r;
-        ctx->mc_wait->log = r->connection->log;
-
-        /* held by the wait until the poll hands over or answers */
-        ngx_http_bytemark_call_hold(r);
-    }
-
-    ngx_add_timer(ctx->mc_wait, NGX_HTTP_BYTEMARK_MC_POLL_MS);
-
-    return NGX_DONE;
-}
-
-
-static void
-ngx_http_bytemark_mc_poll(ngx_event_t *ev)
-{
-    ngx_int_t                 rc;
-    ngx_connection_t         *c;
-    ngx_http_request_t       *r;
-    ngx_http_bytemark_ctx_t  *ctx;
-
-    r = ev->data;
-    c = r->connection;
-    ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
-
-    ctx->mc_waited += NGX_HTTP_BYTEMARK_MC_POLL_MS;
-
-    if (ctx->mc_waited < ngx_http_bytemark_mc_budget(r)) {
-        rc = ngx_http_bytemark_microcache_lookup(r, ctx);
-
-        if (rc == NGX_DONE) {
-            return;
-        }
-
-    } else {
-        /* the other lookup takes too long: ask the backends ourselves */
-        ngx_str_set(&ctx->cache_status, "MISS");
-        rc = NGX_DECLINED;
-    }
-
-    if (rc == NGX_DECLINED) {
-        rc = ngx_http_bytemark_lookup_start(r, ctx);
-    }
-
-    /* drops the wait's hold; a lookup in flight holds its own */
-    ngx_http_finalize_request(r, rc);
-
-    ngx_http_run_posted_requests(c);
-}
-
-
-static ngx_msec_t
-ngx_http_bytemark_mc_budget(ngx_http_request_t *r)
-{
-    ngx_http_bytemark_loc_conf_t  *blcf;
-
-    blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
-
-    return blcf->mongo_timeout + blcf->mysql_timeout;
 }
 
 

@@ -352,9 +352,17 @@ static ngx_int_t
 ngx_http_bytemark_send(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_t *body, ngx_str_t *etag, ngx_str_t *source)
 {
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
+    ngx_int_t                 rc;
+    ngx_buf_t                *b;
+    ngx_chain_t               out;
+    ngx_http_bytemark_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
+
+    if (ctx && ctx->mc_refresh) {
+        /* a micro-cache refresh has no client: its answer is only stored */
+        return NGX_OK;
+    }
 
     r->headers_out.status = status;
     r->headers_out.content_length_n = body->len;

@@ -278,9 +278,8 @@ ngx_http_bytemark_metrics_answer(ngx_http_request_t *r)
         return;
     }
 
-    if (ctx->cache_status.len == 3
-        && ngx_strncmp(ctx->cache_status.data, "HIT", 3) == 0)
-    {
+    if (ctx->mc_served) {
+        /* a HIT, or an expired answer served while it is refreshed */
         i = 3;
 
     } else {
