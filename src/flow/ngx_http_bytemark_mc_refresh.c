@@ -12,6 +12,7 @@ static void ngx_http_bytemark_mc_refresh_end(ngx_http_request_t *fr);
 static u_char *ngx_http_bytemark_mc_log_error(ngx_log_t *log, u_char *buf,
     size_t len);
 
+
 /*
  * The refresh of an expired answer, on its own: a request without a client,
  * on a connection without a socket (as ngx_lua's timers do), that runs the
