@@ -17,7 +17,8 @@ Scenarios (wrk -t1 -c32, bench/random_ids.lua: random user ids over a range):
   microcache  bytemark_microcache hits on a hot set ("not available" when the
               build does not know the directive)
   mc-expiry   (issue 16) the same hot set at ttl=5s, filled at once so that it
-              expires at once, 15 s (12 s --quick) after the ceiling at the
+              expires at once, 15 s (12 s --quick) a round, in 2 rounds
+              alternating with the ceiling and the hot set at ttl=10m, at the
               same connection count: p99 against the ceiling's, goal <= 2x
   mongo       MongoDB hits (users that have a cache entry)
   mysql       MySQL answers, MongoDB absent from the configuration (nginx B)
@@ -1119,39 +1120,73 @@ http {
                                               ['ferretdb', 'mysql'], 'mysql', mongo_server='FerretDB')
 
     MC_EXPIRY_TTL = 5
+    MC_EXPIRY_ROUNDS = 2
 
     def microcache_expiry(self):
         """Issue 16: the micro-cache's tail latency while its entries expire. The hot set
-        at ttl=5s (/mc5/tickets), filled all at once by the warm-up so that it expires all
-        at once, for long enough to span a few expiries, and the ceiling at the same
-        connection count just before it: their p99s side by side."""
+        at ttl=5s (/mc5/tickets), filled all at once by the first round's warm-up so that
+        it expires all at once, for long enough to span a few expiries; beside it, at the
+        same connection count and in alternating rounds so that the machine's drift falls
+        on all three alike, the ceiling and the same hot set at ttl=10m (/mc/tickets,
+        which does not expire during the run): what the micro-cache costs by itself, and
+        what its expiries add to that."""
         A, pa = self.nginx_a, self.port_a
         conns = self.a.connections
         dur = 12 if self.quick else 15
-        static = self.measure('mc-expiry-ceiling', 'nginx `return 200`, same body size (ceiling)',
-                              A, pa, '/static?user_id=', 1, self.mongo_users, [], None,
-                              duration=max(4, dur // 3))
-        mc = self.measure('mc-expiry', 'micro-cache, ttl=%ds (hot set of %d users)' % (self.MC_EXPIRY_TTL, self.hot),
-                          A, pa, '/mc5/tickets?user_id=', 1, self.hot, ['mongo'], 'microcache',
-                          duration=dur)
-        self.res['microcache_expiry'] = {'ttl_s': self.MC_EXPIRY_TTL, 'connections': conns,
-                                         'static': static, 'microcache': mc}
+        short = max(4, dur // 3)
+        rounds = {'static': [], 'steady': [], 'microcache': []}
+        for i in range(self.MC_EXPIRY_ROUNDS):
+            rounds['static'].append(self.measure(
+                'mc-expiry-ceiling', 'nginx `return 200`, same body size (ceiling)',
+                A, pa, '/static?user_id=', 1, self.mongo_users, [], None, duration=short))
+            rounds['steady'].append(self.measure(
+                'mc-expiry-steady', 'micro-cache, ttl=10m (no expiry during the run)',
+                A, pa, '/mc/tickets?user_id=', 1, self.hot, ['mongo'], 'microcache',
+                duration=short))
+            rounds['microcache'].append(self.measure(
+                'mc-expiry', 'micro-cache, ttl=%ds (hot set of %d users)' % (
+                    self.MC_EXPIRY_TTL, self.hot),
+                A, pa, '/mc5/tickets?user_id=', 1, self.hot, ['mongo'], 'microcache',
+                duration=dur))
+        x = {'ttl_s': self.MC_EXPIRY_TTL, 'connections': conns, 'rounds': rounds}
+        # each scenario's first round stands for it in the older layout the goal reads
+        for k, runs in rounds.items():
+            x[k] = dict(runs[0])
+            x[k]['p99_ms_rounds'] = [r['p99_ms'] for r in runs]
+            x[k]['p99_ms'] = sum(r['p99_ms'] for r in runs) / len(runs)
+        self.res['microcache_expiry'] = x
 
     def microcache_expiry_md(self):
         x = self.res['microcache_expiry']
+        mc = x['microcache']
         out = ['## Micro-cache expiry (issue 16)', '',
-               'The micro-cache over a hot set of %s users at `ttl=%ds`, filled at once by the warm-up '
-               '(so that the whole set expires together), for %.0f s: %.0f expiries, each entry refreshed '
-               'while it is served; the ceiling just before it, both at %d connections.' % (
-                   x['microcache']['nusers'], x['ttl_s'], x['microcache']['duration_s'],
-                   x['microcache']['duration_s'] / x['ttl_s'], x['connections']), '',
-               '| scenario | req/s | p50 ms | p90 ms | p99 ms | max ms | micro-cache events |',
-               '|---|--:|--:|--:|--:|--:|---|']
-        for s in (x['static'], x['microcache']):
-            ev = ', '.join('%s %d' % kv for kv in sorted(s['microcache_events'].items()) if kv[1]) or '—'
-            out.append('| %s%s | %.0f | %.2f | %.2f | %.2f | %.2f | %s |' % (
-                s['label'], ' ⚠' if s['problems'] else '', s['rps'], s['p50_ms'], s['p90_ms'],
-                s['p99_ms'], s['max_ms'], ev))
+               'The micro-cache over a hot set of %s users at `ttl=%ds`, filled at once by the first '
+               'round\'s warm-up (so that the whole set expires together), for %.0f s a round: %.0f '
+               'expiries, each entry refreshed while it is served. Beside it, in %d alternating rounds '
+               'at %d connections: the ceiling, and the same hot set at `ttl=10m` (no expiry during '
+               'the run). *p99 (mean)* is the mean of the rounds\' p99s.' % (
+                   mc['nusers'], x['ttl_s'], mc['duration_s'], mc['duration_s'] / x['ttl_s'],
+                   len(x.get('rounds', {}).get('static', [1])), x['connections']), '',
+               '| scenario | round | req/s | p50 ms | p90 ms | p99 ms | max ms | micro-cache events |',
+               '|---|--:|--:|--:|--:|--:|--:|---|']
+        rounds = x.get('rounds') or {'static': [x['static']], 'microcache': [x['microcache']]}
+        for k in ('static', 'steady', 'microcache'):
+            for i, s in enumerate(rounds.get(k, [])):
+                ev = ', '.join('%s %d' % kv for kv in sorted(s['microcache_events'].items()) if kv[1]) or '—'
+                out.append('| %s%s | %d | %.0f | %.2f | %.2f | %.2f | %.2f | %s |' % (
+                    s['label'], ' ⚠' if s['problems'] else '', i + 1, s['rps'], s['p50_ms'],
+                    s['p90_ms'], s['p99_ms'], s['max_ms'], ev))
+        out.append('')
+        line = ['p99 (mean): ceiling %.2f ms' % x['static']['p99_ms']]
+        if 'steady' in x:
+            line.append('micro-cache at ttl=10m %.2f ms' % x['steady']['p99_ms'])
+        line.append('at ttl=%ds %.2f ms' % (x['ttl_s'], mc['p99_ms']))
+        out.append(', '.join(line) + '.')
+        if 'steady' in x:
+            out.append('')
+            out.append('What the expiries add to the micro-cache\'s p99: %+.2f ms (%.2f× the ttl=10m p99).' % (
+                mc['p99_ms'] - x['steady']['p99_ms'],
+                mc['p99_ms'] / x['steady']['p99_ms'] if x['steady']['p99_ms'] else float('inf')))
         return '\n'.join(out)
 
     def microcache_expiry_goal(self):
@@ -1160,10 +1195,12 @@ http {
             return []
         mc, st = x['microcache'], x['static']
         ratio = mc['p99_ms'] / st['p99_ms'] if st['p99_ms'] else float('inf')
+        n = len(mc.get('p99_ms_rounds', [1]))
         return [{'met': ratio <= 2.0,
                  'text': 'issue 16: micro-cache p99 within 2× of the static answer\'s p99 (ttl=%ds, %s users, '
-                         '%d connections, %.0f s): %.2f against %.2f ms, %.2f×; %.0f against %.0f req/s' % (
-                             x['ttl_s'], mc['nusers'], x['connections'], mc['duration_s'],
+                         '%d connections, %.0f s × %d rounds, mean of the rounds\' p99s): %.2f against '
+                         '%.2f ms, %.2f×; %.0f against %.0f req/s (first round)' % (
+                             x['ttl_s'], mc['nusers'], x['connections'], mc['duration_s'], n,
                              mc['p99_ms'], st['p99_ms'], ratio, mc['rps'], st['rps'])}]
 
     CONN_KEYS = ('ceiling', 'mongo', 'mysql', 'fallback')
