@@ -4,7 +4,8 @@
  * notes, the cleanup lock and the breaker states (shm.c), a circuit breaker
  * per backend (breaker.c), the micro-cache's zones (mc_zone.c), the metrics
  * store that implements the core's metrics interface (metrics.c) and its
- * JSON and Prometheus renderings (metrics_render.c).
+ * renderings (metrics_render.c, in Prometheus text metrics_prom.c, in JSON
+ * metrics_json.c).
  */
 
 #ifndef _NGX_HTTP_BYTEMARK_SHM_H_INCLUDED_
