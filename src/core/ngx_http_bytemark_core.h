@@ -17,7 +17,8 @@
  *   mongo/     the MongoDB side, on the thread pool: client pool, batched
  *              lookups, fill and writes
  *   shm/       shared memory: per-user notes, the cleanup lock, circuit
- *              breakers, the metrics store and its renderings
+ *              breakers, the micro-cache's zones, the metrics store and its
+ *              renderings
  *   call/      the backend-call layer: thread pool or event loop, the time
  *              budget, resume, abandon
  *   render/    JSON in and out, no nginx request state: BSON values and rows

@@ -2,8 +2,9 @@
 /*
  * The flow layer: what a request does with the backends.  The resolution
  * order of the reads (lookup.c), the cache writes a read leaves behind
- * (fill.c), the micro-cache in front of it (microcache.c), the request's
- * cleanup (request.c), the periodic cache cleanup (cleanup.c).
+ * (fill.c), the micro-cache's policy in front of it (microcache.c, with its
+ * background refresh in mc_refresh.c and its waiters in mc_wait.c), the
+ * request's cleanup (request.c), the periodic cache cleanup (cleanup.c).
  */
 
 #ifndef _NGX_HTTP_BYTEMARK_FLOW_H_INCLUDED_
@@ -19,9 +20,7 @@
 ngx_int_t ngx_http_bytemark_lookup_start(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx);
 
-/* micro-cache */
-char *ngx_http_bytemark_set_microcache(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
+/* micro-cache: its policy (its zones are shm/'s) */
 ngx_int_t ngx_http_bytemark_microcache_lookup(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx);
 ngx_int_t ngx_http_bytemark_microcache_wait(ngx_http_request_t *r,

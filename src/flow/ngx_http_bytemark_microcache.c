@@ -1,11 +1,10 @@
 
 /*
- * bytemark_microcache zone=<name>:<size> ttl=<time> | off
- *
- * Whole 200 answers of the read handlers (body, ETag, source) kept in a
- * shared-memory zone for every worker, the way nginx's own shared caches
- * work: a slab pool, an rbtree by key, an LRU queue; when the zone is full
- * the least recently used answers are evicted.
+ * The micro-cache's policy.  Whole 200 answers of the read handlers (body,
+ * ETag, source) are kept for every worker in a shared zone, whose store is
+ * shm/ngx_http_bytemark_mc_zone.c (the "bytemark_microcache" directive, the
+ * rbtree, the LRU and its evictions); which answers are served, kept and
+ * refreshed, and by whom, is decided here.
  *
  * The key is the handler, the user and the arguments that shape the answer
  * (status and version filters, or the pass uuid), so unrelated query
@@ -41,57 +40,13 @@
  * zones are shared, so that holds in every worker at once.  They drop the
  * lookups in flight too (their placeholders), and a lookup stores its
  * answer only if its placeholder is still there: an answer read from MySQL
- * before an ingest's commit is never kept after it.  Finding them is
- * a walk of the LRU queue under the zone's lock: writes are rare next to
- * reads, and the walk stays in the microseconds for zones of this size.
+ * before an ingest's commit is never kept after it.
  */
 
 
 #include "ngx_http_bytemark_flow.h"
 
 
-
-/* this worker's requests that wait for a key's first answer */
-
-
-typedef struct {
-    ngx_rbtree_t                  rbtree;
-    ngx_rbtree_node_t             sentinel;
-    ngx_queue_t                   lru;          /* most recent first */
-    uint64_t                      gen;          /* the last refresh's */
-} ngx_http_bytemark_mc_sh_t;
-
-
-typedef struct {
-    ngx_http_bytemark_mc_sh_t    *sh;
-    ngx_slab_pool_t              *shpool;
-} ngx_http_bytemark_mc_t;
-
-
-typedef struct {
-    ngx_rbtree_node_t             node;         /* key: crc32 of the key */
-    ngx_queue_t                   queue;
-    uint64_t                      user_id;
-    int64_t                       expires;      /* ms; 0: no answer yet */
-    int64_t                       updating;     /* ms until; 0: nobody */
-    uint64_t                      gen;          /* who is updating */
-    u_short                       key_len;
-    u_short                       etag_len;
-    u_char                        source_len;
-    size_t                        body_len;
-    u_char                        data[1];      /* key etag source body */
-} ngx_http_bytemark_mc_node_t;
-
-
-static ngx_int_t ngx_http_bytemark_mc_init(ngx_shm_zone_t *zone, void *data);
-static void ngx_http_bytemark_mc_insert(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
-static ngx_http_bytemark_mc_node_t *ngx_http_bytemark_mc_find(
-    ngx_http_bytemark_mc_t *mc, ngx_str_t *key, uint32_t hash);
-static ngx_http_bytemark_mc_node_t *ngx_http_bytemark_mc_alloc(
-    ngx_http_bytemark_mc_t *mc, size_t size);
-static void ngx_http_bytemark_mc_delete(ngx_http_bytemark_mc_t *mc,
-    ngx_http_bytemark_mc_node_t *n);
 static ngx_int_t ngx_http_bytemark_mc_key(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx);
 static ngx_int_t ngx_http_bytemark_mc_serve(ngx_http_request_t *r,
@@ -99,225 +54,6 @@ static ngx_int_t ngx_http_bytemark_mc_serve(ngx_http_request_t *r,
     ngx_http_bytemark_mc_t *mc, ngx_uint_t expired);
 static void ngx_http_bytemark_mc_release(ngx_shm_zone_t *zone, ngx_str_t *key,
     uint64_t gen);
-
-
-char *
-ngx_http_bytemark_set_microcache(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf)
-{
-    ngx_http_bytemark_loc_conf_t *blcf = conf;
-
-    u_char                          *p;
-    ssize_t                          size;
-    ngx_str_t                       *value, name, s;
-    ngx_uint_t                       i;
-    ngx_msec_t                       ttl;
-    ngx_shm_zone_t                 **slot;
-    ngx_http_bytemark_main_conf_t   *bmcf;
-
-    if (blcf->microcache != NGX_CONF_UNSET_PTR) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-
-    if (cf->args->nelts == 2 && ngx_strcmp(value[1].data, "off") == 0) {
-        blcf->microcache = NULL;
-        return NGX_CONF_OK;
-    }
-
-    ngx_str_null(&name);
-    size = 0;
-    ttl = 0;
-
-    for (i = 1; i < cf->args->nelts; i++) {
-
-        if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
-            name.data = value[i].data + 5;
-            p = (u_char *) ngx_strchr(name.data, ':');
-
-            if (p == NULL) {
-                goto invalid;
-            }
-
-            name.len = p - name.data;
-            s.data = p + 1;
-            s.len = value[i].data + value[i].len - s.data;
-
-            size = ngx_parse_size(&s);
-            if (name.len == 0 || size == NGX_ERROR) {
-                goto invalid;
-            }
-
-            if (size < (ssize_t) (8 * ngx_pagesize)) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "\"bytemark_microcache\" zone \"%V\" is "
-                                   "too small", &name);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "ttl=", 4) == 0) {
-            s.data = value[i].data + 4;
-            s.len = value[i].len - 4;
-
-            ttl = ngx_parse_time(&s, 0);
-            if (ttl == (ngx_msec_t) NGX_ERROR || ttl == 0) {
-                goto invalid;
-            }
-
-            continue;
-        }
-
-        goto invalid;
-    }
-
-    if (name.len == 0 || ttl == 0) {
-        return "needs \"zone=<name>:<size>\" and \"ttl=<time>\", or \"off\"";
-    }
-
-    /* the tag tells our zones from any other module's of the same name */
-    blcf->microcache = ngx_shared_memory_add(cf, &name, size,
-                                             ngx_http_bytemark_mc_init);
-    if (blcf->microcache == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    blcf->microcache_ttl = ttl;
-
-    if (blcf->microcache->init == NULL) {
-        /* the zone's context lives as long as this configuration */
-        blcf->microcache->data = ngx_pcalloc(cf->pool,
-                                             sizeof(ngx_http_bytemark_mc_t));
-        if (blcf->microcache->data == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        blcf->microcache->init = ngx_http_bytemark_mc_init;
-
-        /* every zone, for invalidation by ingest and purge */
-        bmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_bytemark_module);
-
-        if (bmcf->microcaches == NULL) {
-            bmcf->microcaches = ngx_array_create(cf->pool, 2,
-                                                 sizeof(ngx_shm_zone_t *));
-            if (bmcf->microcaches == NULL) {
-                return NGX_CONF_ERROR;
-            }
-        }
-
-        slot = ngx_array_push(bmcf->microcaches);
-        if (slot == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        *slot = blcf->microcache;
-    }
-
-    return NGX_CONF_OK;
-
-invalid:
-
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "\"bytemark_microcache\" has an invalid parameter "
-                       "\"%V\" (expected zone=<name>:<size> ttl=<time> or "
-                       "off)", &value[i]);
-    return NGX_CONF_ERROR;
-}
-
-
-static ngx_int_t
-ngx_http_bytemark_mc_init(ngx_shm_zone_t *zone, void *data)
-{
-    ngx_http_bytemark_mc_t  *omc = data;
-
-    size_t                   len;
-    ngx_http_bytemark_mc_t  *mc;
-
-    mc = zone->data;
-
-    if (omc) {
-        /* a reload keeps the answers */
-        mc->sh = omc->sh;
-        mc->shpool = omc->shpool;
-        return NGX_OK;
-    }
-
-    mc->shpool = (ngx_slab_pool_t *) zone->shm.addr;
-
-    if (zone->shm.exists) {
-        mc->sh = mc->shpool->data;
-        return NGX_OK;
-    }
-
-    mc->sh = ngx_slab_alloc(mc->shpool, sizeof(ngx_http_bytemark_mc_sh_t));
-    if (mc->sh == NULL) {
-        return NGX_ERROR;
-    }
-
-    mc->shpool->data = mc->sh;
-
-    ngx_rbtree_init(&mc->sh->rbtree, &mc->sh->sentinel,
-                    ngx_http_bytemark_mc_insert);
-    ngx_queue_init(&mc->sh->lru);
-
-    len = sizeof(" in bytemark_microcache zone \"\"") + zone->shm.name.len;
-
-    mc->shpool->log_ctx = ngx_slab_alloc(mc->shpool, len);
-    if (mc->shpool->log_ctx == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_sprintf(mc->shpool->log_ctx, " in bytemark_microcache zone \"%V\"%Z",
-                &zone->shm.name);
-
-    /* a full zone is normal: the LRU evicts, no need to log each time */
-    mc->shpool->log_nomem = 0;
-
-    return NGX_OK;
-}
-
-
-/* ordered by hash, then by the key itself, as ngx_http_limit_req does */
-
-static void
-ngx_http_bytemark_mc_insert(ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
-    ngx_rbtree_node_t *sentinel)
-{
-    ngx_rbtree_node_t            **p;
-    ngx_http_bytemark_mc_node_t   *n, *t;
-
-    for ( ;; ) {
-
-        if (node->key < temp->key) {
-            p = &temp->left;
-
-        } else if (node->key > temp->key) {
-            p = &temp->right;
-
-        } else {
-            n = (ngx_http_bytemark_mc_node_t *) node;
-            t = (ngx_http_bytemark_mc_node_t *) temp;
-
-            p = (ngx_memn2cmp(n->data, t->data, n->key_len, t->key_len) < 0)
-                ? &temp->left : &temp->right;
-        }
-
-        if (*p == sentinel) {
-            break;
-        }
-
-        temp = *p;
-    }
-
-    *p = node;
-    node->parent = temp;
-    node->left = sentinel;
-    node->right = sentinel;
-    ngx_rbt_red(node);
-}
 
 
 /*
@@ -424,8 +160,7 @@ ngx_http_bytemark_microcache_lookup(ngx_http_request_t *r,
             n->body_len = 0;
             ngx_memcpy(n->data, ctx->mc_key.data, ctx->mc_key.len);
 
-            ngx_rbtree_insert(&mc->sh->rbtree, &n->node);
-            ngx_queue_insert_head(&mc->sh->lru, &n->queue);
+            ngx_http_bytemark_mc_insert(mc, n);
         }
 
         ngx_str_set(&ctx->cache_status, "MISS");
@@ -460,8 +195,7 @@ ngx_http_bytemark_mc_serve(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx,
     ngx_memcpy(p, n->data + n->key_len,
                n->etag_len + n->source_len + n->body_len);
 
-    ngx_queue_remove(&n->queue);
-    ngx_queue_insert_head(&mc->sh->lru, &n->queue);
+    ngx_http_bytemark_mc_touch(mc, n);
 
     etag.data = p;
     etag.len = n->etag_len;
@@ -565,8 +299,7 @@ ngx_http_bytemark_microcache_store(ngx_http_request_t *r,
                           ctx->source.data, ctx->source.len),
                body->data, body->len);
 
-    ngx_rbtree_insert(&mc->sh->rbtree, &n->node);
-    ngx_queue_insert_head(&mc->sh->lru, &n->queue);
+    ngx_http_bytemark_mc_insert(mc, n);
 
     ngx_shmtx_unlock(&mc->shpool->mutex);
 
@@ -648,11 +381,8 @@ void
 ngx_http_bytemark_microcache_invalidate(ngx_http_bytemark_main_conf_t *bmcf,
     uint64_t user_id)
 {
-    ngx_uint_t                     i, dropped;
-    ngx_queue_t                   *q, *next;
-    ngx_shm_zone_t               **zones;
-    ngx_http_bytemark_mc_t        *mc;
-    ngx_http_bytemark_mc_node_t   *n;
+    ngx_uint_t        i, dropped;
+    ngx_shm_zone_t  **zones;
 
     if (bmcf->microcaches == NULL) {
         return;
@@ -661,26 +391,8 @@ ngx_http_bytemark_microcache_invalidate(ngx_http_bytemark_main_conf_t *bmcf,
     zones = bmcf->microcaches->elts;
 
     for (i = 0; i < bmcf->microcaches->nelts; i++) {
-        mc = zones[i]->data;
-        dropped = 0;
-
-        ngx_shmtx_lock(&mc->shpool->mutex);
-
-        for (q = ngx_queue_head(&mc->sh->lru);
-             q != ngx_queue_sentinel(&mc->sh->lru);
-             q = next)
-        {
-            next = ngx_queue_next(q);
-            n = ngx_queue_data(q, ngx_http_bytemark_mc_node_t, queue);
-
-            if (n->user_id == user_id) {
-                /* answers, and lookups in flight that read before the write */
-                dropped += (n->expires != 0);
-                ngx_http_bytemark_mc_delete(mc, n);
-            }
-        }
-
-        ngx_shmtx_unlock(&mc->shpool->mutex);
+        /* answers, and lookups in flight that read before the write */
+        dropped = ngx_http_bytemark_mc_drop_user(zones[i]->data, user_id);
 
         if (dropped) {
             ngx_http_bytemark_metrics_add(
@@ -730,85 +442,4 @@ ngx_http_bytemark_mc_key(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx)
     ctx->mc_key.len = p - ctx->mc_key.data;
 
     return NGX_OK;
-}
-
-
-static ngx_http_bytemark_mc_node_t *
-ngx_http_bytemark_mc_find(ngx_http_bytemark_mc_t *mc, ngx_str_t *key,
-    uint32_t hash)
-{
-    ngx_int_t                     rc;
-    ngx_rbtree_node_t            *node, *sentinel;
-    ngx_http_bytemark_mc_node_t  *n;
-
-    node = mc->sh->rbtree.root;
-    sentinel = mc->sh->rbtree.sentinel;
-
-    while (node != sentinel) {
-
-        if (hash < node->key) {
-            node = node->left;
-            continue;
-        }
-
-        if (hash > node->key) {
-            node = node->right;
-            continue;
-        }
-
-        n = (ngx_http_bytemark_mc_node_t *) node;
-
-        rc = ngx_memn2cmp(key->data, n->data, key->len, n->key_len);
-
-        if (rc == 0) {
-            return n;
-        }
-
-        node = (rc < 0) ? node->left : node->right;
-    }
-
-    return NULL;
-}
-
-
-/* with the zone locked; evicts from the LRU tail until there is room */
-
-static ngx_http_bytemark_mc_node_t *
-ngx_http_bytemark_mc_alloc(ngx_http_bytemark_mc_t *mc, size_t size)
-{
-    ngx_uint_t                    evicted;
-    ngx_queue_t                  *q;
-    ngx_http_bytemark_mc_node_t  *n;
-
-    evicted = 0;
-
-    for ( ;; ) {
-        n = ngx_slab_alloc_locked(mc->shpool, size);
-
-        if (n || ngx_queue_empty(&mc->sh->lru)) {
-            break;
-        }
-
-        q = ngx_queue_last(&mc->sh->lru);
-        ngx_http_bytemark_mc_delete(mc,
-                        ngx_queue_data(q, ngx_http_bytemark_mc_node_t, queue));
-        evicted++;
-    }
-
-    if (evicted) {
-        ngx_http_bytemark_metrics_add(NGX_HTTP_BYTEMARK_M_MICROCACHE_EVICTION,
-                                      evicted);
-    }
-
-    return n;
-}
-
-
-static void
-ngx_http_bytemark_mc_delete(ngx_http_bytemark_mc_t *mc,
-    ngx_http_bytemark_mc_node_t *n)
-{
-    ngx_queue_remove(&n->queue);
-    ngx_rbtree_delete(&mc->sh->rbtree, &n->node);
-    ngx_slab_free_locked(mc->shpool, n);
 }

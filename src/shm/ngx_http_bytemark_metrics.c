@@ -3,7 +3,8 @@
  * Metrics (SPEC 3.5), the store: counters, histograms and gauges in one
  * shared-memory zone, behind the core's metrics interface (the layers
  * below report through it without including this layer).  Their JSON and
- * Prometheus renderings are ngx_http_bytemark_metrics_render.c.
+ * Prometheus renderings are ngx_http_bytemark_metrics_render.c (with
+ * metrics_json.c and metrics_prom.c).
  *
  * Counters and histograms are ngx_atomic_t updated with
  * ngx_atomic_fetch_add(): workers and their pool threads add to the same

@@ -1,7 +1,8 @@
 
 /*
  * The metrics zone, shared by the store (metrics.c) and its renderings
- * (metrics_render.c), for the files of src/shm/ only.
+ * (metrics_render.c, metrics_prom.c, metrics_json.c), and what the
+ * renderings share, for the files of src/shm/ only.
  */
 
 #ifndef _NGX_HTTP_BYTEMARK_METRICS_PRIVATE_H_INCLUDED_
@@ -63,6 +64,60 @@ extern ngx_http_bytemark_metrics_shm_t  *ngx_http_bytemark_metrics_shm;
 extern const char  *ngx_http_bytemark_sources[NGX_HTTP_BYTEMARK_SOURCES];
 
 ngx_uint_t ngx_http_bytemark_metrics_alive(ngx_atomic_uint_t pid);
+
+
+/* a growing output buffer; a failed allocation is reported once, at the end */
+typedef struct {
+    ngx_pool_t                   *pool;
+    u_char                       *start;
+    u_char                       *pos;
+    u_char                       *end;
+    ngx_uint_t                    failed;
+} ngx_http_bytemark_out_t;
+
+
+/*
+ * A metric family whose series are all present, zeros included: up to two
+ * labels, n[0] x n[1] values.
+ */
+typedef struct {
+    const char                   *name;
+    const char                   *type;
+    const char                   *help;
+    const char                   *keys[2];        /* label names, or NULL */
+    const char                  **labels[2];      /* label values */
+    ngx_uint_t                    n[2];
+} ngx_http_bytemark_family_t;
+
+
+/* the renderings' common part (metrics_render.c) */
+extern const char  *ngx_http_bytemark_handler_names[NGX_HTTP_BYTEMARK_HANDLERS];
+extern const char  *ngx_http_bytemark_backends[NGX_HTTP_BYTEMARK_BACKENDS];
+extern const char  *ngx_http_bytemark_le[NGX_HTTP_BYTEMARK_BUCKETS];
+
+void ngx_http_bytemark_out(ngx_http_bytemark_out_t *o, const char *fmt, ...);
+ngx_uint_t ngx_http_bytemark_breaker_servers(
+    ngx_http_bytemark_main_conf_t *bmcf);
+
+/* Prometheus text (metrics_prom.c) */
+void ngx_http_bytemark_prom_family(ngx_http_bytemark_out_t *o,
+    ngx_http_bytemark_family_t *f, int64_t *v);
+void ngx_http_bytemark_prom_requests(ngx_http_bytemark_out_t *o,
+    ngx_http_bytemark_metrics_shm_t *m);
+void ngx_http_bytemark_prom_histogram(ngx_http_bytemark_out_t *o,
+    ngx_http_bytemark_metrics_shm_t *m);
+void ngx_http_bytemark_prom_breakers(ngx_http_bytemark_out_t *o,
+    ngx_http_bytemark_main_conf_t *bmcf);
+
+/* JSON (metrics_json.c) */
+void ngx_http_bytemark_json_family(ngx_http_bytemark_out_t *o,
+    ngx_http_bytemark_family_t *f, int64_t *v);
+void ngx_http_bytemark_json_requests(ngx_http_bytemark_out_t *o,
+    ngx_http_bytemark_metrics_shm_t *m);
+void ngx_http_bytemark_json_histogram(ngx_http_bytemark_out_t *o,
+    ngx_http_bytemark_metrics_shm_t *m);
+void ngx_http_bytemark_json_breakers(ngx_http_bytemark_out_t *o,
+    ngx_http_bytemark_main_conf_t *bmcf);
 
 
 #endif /* _NGX_HTTP_BYTEMARK_METRICS_PRIVATE_H_INCLUDED_ */

@@ -1,9 +1,10 @@
 
 /*
  * The renderings of the metrics store (SPEC 3.5) for the status page: JSON
- * and Prometheus text, from the same numbers, in the order of the SPEC's
- * table, zeros included.  Gauges are the sums of the live workers' slots;
- * breaker states are read from the shared zone of shm.c.
+ * (metrics_json.c) and Prometheus text (metrics_prom.c), from the same
+ * numbers, put here in the order of the SPEC's table, zeros included.
+ * Gauges are the sums of the live workers' slots; breaker states are read
+ * from the shared zone of shm.c.
  */
 
 
@@ -17,64 +18,20 @@ typedef struct {
 } ngx_http_bytemark_gauges_t;
 
 
-/* a growing output buffer; a failed allocation is reported once, at the end */
-typedef struct {
-    ngx_pool_t                   *pool;
-    u_char                       *start;
-    u_char                       *pos;
-    u_char                       *end;
-    ngx_uint_t                    failed;
-} ngx_http_bytemark_out_t;
-
-
-/*
- * A metric family whose series are all present, zeros included: up to two
- * labels, n[0] x n[1] values.
- */
-typedef struct {
-    const char                   *name;
-    const char                   *type;
-    const char                   *help;
-    const char                   *keys[2];        /* label names, or NULL */
-    const char                  **labels[2];      /* label values */
-    ngx_uint_t                    n[2];
-} ngx_http_bytemark_family_t;
-
-
 static void ngx_http_bytemark_metrics_gauges(
     ngx_http_bytemark_metrics_shm_t *m, ngx_http_bytemark_gauges_t *g);
-static void ngx_http_bytemark_out(ngx_http_bytemark_out_t *o,
-    const char *fmt, ...);
-static void ngx_http_bytemark_prom_header(ngx_http_bytemark_out_t *o,
-    const char *name, const char *type, const char *help);
-static void ngx_http_bytemark_prom_family(ngx_http_bytemark_out_t *o,
-    ngx_http_bytemark_family_t *f, int64_t *v);
-static void ngx_http_bytemark_prom_requests(ngx_http_bytemark_out_t *o,
-    ngx_http_bytemark_metrics_shm_t *m);
-static void ngx_http_bytemark_prom_histogram(ngx_http_bytemark_out_t *o,
-    ngx_http_bytemark_metrics_shm_t *m);
-static void ngx_http_bytemark_json_family(ngx_http_bytemark_out_t *o,
-    ngx_http_bytemark_family_t *f, int64_t *v);
-static void ngx_http_bytemark_json_requests(ngx_http_bytemark_out_t *o,
-    ngx_http_bytemark_metrics_shm_t *m);
-static void ngx_http_bytemark_json_histogram(ngx_http_bytemark_out_t *o,
-    ngx_http_bytemark_metrics_shm_t *m);
 static void ngx_http_bytemark_metrics_values(
     ngx_http_bytemark_metrics_shm_t *m, int64_t *v);
-static void ngx_http_bytemark_prom_breakers(ngx_http_bytemark_out_t *o,
-    ngx_http_bytemark_main_conf_t *bmcf);
-static void ngx_http_bytemark_json_breakers(ngx_http_bytemark_out_t *o,
-    ngx_http_bytemark_main_conf_t *bmcf);
-static ngx_uint_t ngx_http_bytemark_breaker_servers(
-    ngx_http_bytemark_main_conf_t *bmcf);
 
 
-static const char  *ngx_http_bytemark_handler_names[] = {
+const char  *ngx_http_bytemark_handler_names[NGX_HTTP_BYTEMARK_HANDLERS] = {
     "", "tickets", "pass", "ingest", "purge", "status"
 };
 
 
-static const char  *ngx_http_bytemark_backends[] = { "mongo", "mysql" };
+const char  *ngx_http_bytemark_backends[NGX_HTTP_BYTEMARK_BACKENDS] = {
+    "mongo", "mysql"
+};
 
 static const char  *ngx_http_bytemark_kinds[] = {
     "timeout", "connect", "query", "breaker_open"
@@ -142,7 +99,7 @@ static ngx_http_bytemark_family_t  ngx_http_bytemark_families[] = {
      + NGX_HTTP_BYTEMARK_BACKENDS * 2 + 1 + NGX_HTTP_BYTEMARK_M_N)
 
 
-static const char  *ngx_http_bytemark_le[NGX_HTTP_BYTEMARK_BUCKETS] = {
+const char  *ngx_http_bytemark_le[NGX_HTTP_BYTEMARK_BUCKETS] = {
     "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25",
     "0.5", "1", "2.5", "5", "+Inf"
 };
@@ -316,7 +273,7 @@ ngx_http_bytemark_metrics_values(ngx_http_bytemark_metrics_shm_t *m,
 
 /* ensures room for one more line, doubling the buffer as needed */
 
-static void
+void
 ngx_http_bytemark_out(ngx_http_bytemark_out_t *o, const char *fmt, ...)
 {
     u_char   *p;
@@ -347,282 +304,9 @@ ngx_http_bytemark_out(ngx_http_bytemark_out_t *o, const char *fmt, ...)
 }
 
 
-static void
-ngx_http_bytemark_prom_header(ngx_http_bytemark_out_t *o, const char *name,
-    const char *type, const char *help)
-{
-    ngx_http_bytemark_out(o, "# HELP %s %s\n# TYPE %s %s\n",
-                          name, help, name, type);
-}
+/* the MySQL servers that have a breaker, the first ones */
 
-
-static void
-ngx_http_bytemark_prom_family(ngx_http_bytemark_out_t *o,
-    ngx_http_bytemark_family_t *f, int64_t *v)
-{
-    ngx_uint_t  i, k;
-
-    ngx_http_bytemark_prom_header(o, f->name, f->type, f->help);
-
-    for (i = 0; i < f->n[0]; i++) {
-        for (k = 0; k < f->n[1]; k++, v++) {
-
-            if (f->keys[0] == NULL) {
-                ngx_http_bytemark_out(o, "%s %L\n", f->name, *v);
-
-            } else if (f->keys[1] == NULL) {
-                ngx_http_bytemark_out(o, "%s{%s=\"%s\"} %L\n", f->name,
-                                      f->keys[0], f->labels[0][i], *v);
-
-            } else {
-                ngx_http_bytemark_out(o, "%s{%s=\"%s\",%s=\"%s\"} %L\n",
-                                      f->name, f->keys[0], f->labels[0][i],
-                                      f->keys[1], f->labels[1][k], *v);
-            }
-        }
-    }
-}
-
-
-/* only the series that moved: HTTP status codes are many */
-
-static void
-ngx_http_bytemark_prom_requests(ngx_http_bytemark_out_t *o,
-    ngx_http_bytemark_metrics_shm_t *m)
-{
-    ngx_uint_t         h, s;
-    ngx_atomic_uint_t  v;
-
-    ngx_http_bytemark_prom_header(o, "bytemark_requests_total", "counter",
-        "Requests to bytemark locations, by handler and HTTP status.");
-
-    for (h = 1; h < NGX_HTTP_BYTEMARK_HANDLERS; h++) {
-        for (s = 0; s < NGX_HTTP_BYTEMARK_CODES; s++) {
-            v = m->requests[h][s];
-
-            if (v) {
-                ngx_http_bytemark_out(o, "bytemark_requests_total{handler="
-                                      "\"%s\",status=\"%03ui\"} %uA\n",
-                                      ngx_http_bytemark_handler_names[h], s, v);
-            }
-        }
-    }
-}
-
-
-/* buckets are cumulative in the output; _count is the +Inf bucket */
-
-static void
-ngx_http_bytemark_prom_histogram(ngx_http_bytemark_out_t *o,
-    ngx_http_bytemark_metrics_shm_t *m)
-{
-    ngx_uint_t         b, i;
-    ngx_atomic_uint_t  n, sum;
-
-    ngx_http_bytemark_prom_header(o, "bytemark_backend_duration_seconds",
-        "histogram",
-        "Duration of backend calls, from posting to the thread pool to "
-        "completion.");
-
-    for (b = 0; b < NGX_HTTP_BYTEMARK_BACKENDS; b++) {
-        n = 0;
-
-        for (i = 0; i < NGX_HTTP_BYTEMARK_BUCKETS; i++) {
-            n += m->buckets[b][i];
-
-            ngx_http_bytemark_out(o, "bytemark_backend_duration_seconds_bucket"
-                                  "{backend=\"%s\",le=\"%s\"} %uA\n",
-                                  ngx_http_bytemark_backends[b],
-                                  ngx_http_bytemark_le[i], n);
-        }
-
-        sum = m->sum_us[b];
-
-        ngx_http_bytemark_out(o, "bytemark_backend_duration_seconds_sum"
-                              "{backend=\"%s\"} %uA.%06uA\n"
-                              "bytemark_backend_duration_seconds_count"
-                              "{backend=\"%s\"} %uA\n",
-                              ngx_http_bytemark_backends[b],
-                              sum / 1000000, sum % 1000000,
-                              ngx_http_bytemark_backends[b], n);
-    }
-}
-
-
-/* "name": v, "name": {"a": v}, "name": {"a": {"x": v}}; each ends "," */
-
-static void
-ngx_http_bytemark_json_family(ngx_http_bytemark_out_t *o,
-    ngx_http_bytemark_family_t *f, int64_t *v)
-{
-    ngx_uint_t  i, k;
-
-    if (f->keys[0] == NULL) {
-        ngx_http_bytemark_out(o, "\"%s\":%L,", f->name, *v);
-        return;
-    }
-
-    ngx_http_bytemark_out(o, "\"%s\":{", f->name);
-
-    for (i = 0; i < f->n[0]; i++) {
-
-        if (f->keys[1] == NULL) {
-            ngx_http_bytemark_out(o, "\"%s\":%L,", f->labels[0][i], *v++);
-            continue;
-        }
-
-        ngx_http_bytemark_out(o, "\"%s\":{", f->labels[0][i]);
-
-        for (k = 0; k < f->n[1]; k++) {
-            ngx_http_bytemark_out(o, "\"%s\":%L,", f->labels[1][k], *v++);
-        }
-
-        o->pos[-1] = '}';
-        ngx_http_bytemark_out(o, ",");
-    }
-
-    o->pos[-1] = '}';
-    ngx_http_bytemark_out(o, ",");
-}
-
-
-static void
-ngx_http_bytemark_json_requests(ngx_http_bytemark_out_t *o,
-    ngx_http_bytemark_metrics_shm_t *m)
-{
-    ngx_uint_t         h, s, any;
-    ngx_atomic_uint_t  v;
-
-    ngx_http_bytemark_out(o, "\"bytemark_requests_total\":{");
-
-    for (h = 1; h < NGX_HTTP_BYTEMARK_HANDLERS; h++) {
-        ngx_http_bytemark_out(o, "\"%s\":{",
-                              ngx_http_bytemark_handler_names[h]);
-        any = 0;
-
-        for (s = 0; s < NGX_HTTP_BYTEMARK_CODES; s++) {
-            v = m->requests[h][s];
-
-            if (v) {
-                ngx_http_bytemark_out(o, "\"%03ui\":%uA,", s, v);
-                any = 1;
-            }
-        }
-
-        if (any) {
-            o->pos[-1] = '}';
-            ngx_http_bytemark_out(o, ",");
-
-        } else {
-            ngx_http_bytemark_out(o, "},");
-        }
-    }
-
-    o->pos[-1] = '}';
-    ngx_http_bytemark_out(o, ",");
-}
-
-
-static void
-ngx_http_bytemark_json_histogram(ngx_http_bytemark_out_t *o,
-    ngx_http_bytemark_metrics_shm_t *m)
-{
-    ngx_uint_t         b, i;
-    ngx_atomic_uint_t  n, sum;
-
-    ngx_http_bytemark_out(o, "\"bytemark_backend_duration_seconds\":{");
-
-    for (b = 0; b < NGX_HTTP_BYTEMARK_BACKENDS; b++) {
-        ngx_http_bytemark_out(o, "\"%s\":{\"buckets\":{",
-                              ngx_http_bytemark_backends[b]);
-        n = 0;
-
-        for (i = 0; i < NGX_HTTP_BYTEMARK_BUCKETS; i++) {
-            n += m->buckets[b][i];
-            ngx_http_bytemark_out(o, "\"%s\":%uA,", ngx_http_bytemark_le[i], n);
-        }
-
-        o->pos[-1] = '}';
-        sum = m->sum_us[b];
-
-        ngx_http_bytemark_out(o, ",\"sum\":%uA.%06uA,\"count\":%uA},",
-                              sum / 1000000, sum % 1000000, n);
-    }
-
-    o->pos[-1] = '}';
-    ngx_http_bytemark_out(o, ",");
-}
-
-
-/*
- * Not in the SPEC's table: 1 while a backend's circuit breaker is open and
- * its calls are skipped, 0 when it is closed or lets a probe through.  One
- * breaker for MongoDB, one per "bytemark_mysql" server, in their order.
- */
-
-static void
-ngx_http_bytemark_prom_breakers(ngx_http_bytemark_out_t *o,
-    ngx_http_bytemark_main_conf_t *bmcf)
-{
-    ngx_uint_t  i, n;
-
-    ngx_http_bytemark_prom_header(o, "bytemark_breaker_open", "gauge",
-        "1 while the circuit breaker of a backend is open and its calls "
-        "are skipped.");
-
-    if (bmcf->mongo_uri.len) {
-        ngx_http_bytemark_out(o, "bytemark_breaker_open{backend=\"mongo\"} "
-                              "%d\n",
-                              ngx_http_bytemark_breaker_is_open(bmcf,
-                                  NGX_HTTP_BYTEMARK_BREAKER_MONGO) ? 1 : 0);
-    }
-
-    n = ngx_http_bytemark_breaker_servers(bmcf);
-
-    for (i = 0; i < n; i++) {
-        ngx_http_bytemark_out(o, "bytemark_breaker_open{backend=\"mysql\","
-                              "server=\"%ui\"} %d\n", i + 1,
-                              ngx_http_bytemark_breaker_is_open(bmcf,
-                                  NGX_HTTP_BYTEMARK_BREAKER_MYSQL + i) ? 1 : 0);
-    }
-}
-
-
-/* "bytemark_breaker_open": {"mongo": 0, "mysql": {"1": 0, "2": 0}}, */
-
-static void
-ngx_http_bytemark_json_breakers(ngx_http_bytemark_out_t *o,
-    ngx_http_bytemark_main_conf_t *bmcf)
-{
-    ngx_uint_t  i, n;
-
-    ngx_http_bytemark_out(o, "\"bytemark_breaker_open\":{");
-
-    if (bmcf->mongo_uri.len) {
-        ngx_http_bytemark_out(o, "\"mongo\":%d,",
-                              ngx_http_bytemark_breaker_is_open(bmcf,
-                                  NGX_HTTP_BYTEMARK_BREAKER_MONGO) ? 1 : 0);
-    }
-
-    ngx_http_bytemark_out(o, "\"mysql\":{");
-
-    n = ngx_http_bytemark_breaker_servers(bmcf);
-
-    for (i = 0; i < n; i++) {
-        ngx_http_bytemark_out(o, "\"%ui\":%d,", i + 1,
-                              ngx_http_bytemark_breaker_is_open(bmcf,
-                                  NGX_HTTP_BYTEMARK_BREAKER_MYSQL + i) ? 1 : 0);
-    }
-
-    if (n) {
-        o->pos--;
-    }
-
-    ngx_http_bytemark_out(o, "}},");
-}
-
-
-static ngx_uint_t
+ngx_uint_t
 ngx_http_bytemark_breaker_servers(ngx_http_bytemark_main_conf_t *bmcf)
 {
     ngx_uint_t  n, max;

@@ -2,9 +2,10 @@
 /*
  * The shared-memory layer: what every worker sees at once.  Per-user cache
  * notes, the cleanup lock and the breaker states (shm.c), a circuit breaker
- * per backend (breaker.c), the metrics store that implements the core's
- * metrics interface (metrics.c) and its JSON and Prometheus renderings
- * (metrics_render.c).
+ * per backend (breaker.c), the micro-cache's zones (mc_zone.c), the metrics
+ * store that implements the core's metrics interface (metrics.c) and its
+ * renderings (metrics_render.c, in Prometheus text metrics_prom.c, in JSON
+ * metrics_json.c).
  */
 
 #ifndef _NGX_HTTP_BYTEMARK_SHM_H_INCLUDED_
@@ -20,6 +21,37 @@ typedef struct {
     ngx_atomic_t                  open_until;   /* ms; 0: closed */
     ngx_atomic_t                  probe_at;     /* ms; 0: no probe out */
 } ngx_http_bytemark_breaker_t;
+
+
+/* a micro-cache zone, in ngx_http_bytemark_mc_zone.c */
+typedef struct {
+    ngx_rbtree_t                  rbtree;
+    ngx_rbtree_node_t             sentinel;
+    ngx_queue_t                   lru;          /* most recent first */
+    uint64_t                      gen;          /* the last refresh's */
+} ngx_http_bytemark_mc_sh_t;
+
+
+typedef struct {
+    ngx_http_bytemark_mc_sh_t    *sh;
+    ngx_slab_pool_t              *shpool;
+} ngx_http_bytemark_mc_t;
+
+
+/* one answer, or a placeholder while its lookup runs */
+typedef struct {
+    ngx_rbtree_node_t             node;         /* key: crc32 of the key */
+    ngx_queue_t                   queue;
+    uint64_t                      user_id;
+    int64_t                       expires;      /* ms; 0: no answer yet */
+    int64_t                       updating;     /* ms until; 0: nobody */
+    uint64_t                      gen;          /* who is updating */
+    u_short                       key_len;
+    u_short                       etag_len;
+    u_char                        source_len;
+    size_t                        body_len;
+    u_char                        data[1];      /* key etag source body */
+} ngx_http_bytemark_mc_node_t;
 
 
 /* shared state */
@@ -48,6 +80,25 @@ void ngx_http_bytemark_breaker_result(ngx_http_bytemark_main_conf_t *bmcf,
 
 /* the cost of a failure that is a call stuck in a thread */
 #define NGX_HTTP_BYTEMARK_BREAKER_STUCK  NGX_MAX_INT32_VALUE
+
+/*
+ * the micro-cache's zones (mc_zone.c): find, alloc, insert, touch and
+ * delete with the zone locked, drop_user() locks it
+ */
+char *ngx_http_bytemark_set_microcache(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_http_bytemark_mc_node_t *ngx_http_bytemark_mc_find(
+    ngx_http_bytemark_mc_t *mc, ngx_str_t *key, uint32_t hash);
+ngx_http_bytemark_mc_node_t *ngx_http_bytemark_mc_alloc(
+    ngx_http_bytemark_mc_t *mc, size_t size);
+void ngx_http_bytemark_mc_insert(ngx_http_bytemark_mc_t *mc,
+    ngx_http_bytemark_mc_node_t *n);
+void ngx_http_bytemark_mc_touch(ngx_http_bytemark_mc_t *mc,
+    ngx_http_bytemark_mc_node_t *n);
+void ngx_http_bytemark_mc_delete(ngx_http_bytemark_mc_t *mc,
+    ngx_http_bytemark_mc_node_t *n);
+ngx_uint_t ngx_http_bytemark_mc_drop_user(ngx_http_bytemark_mc_t *mc,
+    uint64_t user_id);
 
 /* the metrics store (metrics.c) and its renderings (metrics_render.c) */
 ngx_int_t ngx_http_bytemark_metrics_add_zone(ngx_conf_t *cf);

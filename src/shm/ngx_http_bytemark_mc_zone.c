@@ -1,0 +1,382 @@
+
+/*
+ * bytemark_microcache zone=<name>:<size> ttl=<time> | off
+ *
+ * The store of the micro-cache: whole 200 answers of the read handlers
+ * (body, ETag, source) kept in a shared-memory zone for every worker, the
+ * way nginx's own shared caches work: a slab pool, an rbtree by key, an LRU
+ * queue; when the zone is full the least recently used answers are evicted.
+ *
+ * What is kept, for how long, and who may replace an entry is the policy's
+ * (flow/ngx_http_bytemark_microcache.c): here are only the entries, found,
+ * allocated, inserted and deleted with the zone locked by the caller, and
+ * the walk that drops a user's entries.  The walk goes through the LRU
+ * queue under the zone's lock: writes are rare next to reads, and it stays
+ * in the microseconds for zones of this size.
+ */
+
+
+#include "ngx_http_bytemark_shm.h"
+
+
+static ngx_int_t ngx_http_bytemark_mc_init(ngx_shm_zone_t *zone, void *data);
+static void ngx_http_bytemark_mc_rbtree_insert_value(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
+
+
+char *
+ngx_http_bytemark_set_microcache(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_bytemark_loc_conf_t *blcf = conf;
+
+    u_char                          *p;
+    ssize_t                          size;
+    ngx_str_t                       *value, name, s;
+    ngx_uint_t                       i;
+    ngx_msec_t                       ttl;
+    ngx_shm_zone_t                 **slot;
+    ngx_http_bytemark_main_conf_t   *bmcf;
+
+    if (blcf->microcache != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 2 && ngx_strcmp(value[1].data, "off") == 0) {
+        blcf->microcache = NULL;
+        return NGX_CONF_OK;
+    }
+
+    ngx_str_null(&name);
+    size = 0;
+    ttl = 0;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
+            name.data = value[i].data + 5;
+            p = (u_char *) ngx_strchr(name.data, ':');
+
+            if (p == NULL) {
+                goto invalid;
+            }
+
+            name.len = p - name.data;
+            s.data = p + 1;
+            s.len = value[i].data + value[i].len - s.data;
+
+            size = ngx_parse_size(&s);
+            if (name.len == 0 || size == NGX_ERROR) {
+                goto invalid;
+            }
+
+            if (size < (ssize_t) (8 * ngx_pagesize)) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"bytemark_microcache\" zone \"%V\" is "
+                                   "too small", &name);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "ttl=", 4) == 0) {
+            s.data = value[i].data + 4;
+            s.len = value[i].len - 4;
+
+            ttl = ngx_parse_time(&s, 0);
+            if (ttl == (ngx_msec_t) NGX_ERROR || ttl == 0) {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    if (name.len == 0 || ttl == 0) {
+        return "needs \"zone=<name>:<size>\" and \"ttl=<time>\", or \"off\"";
+    }
+
+    /* the tag tells our zones from any other module's of the same name */
+    blcf->microcache = ngx_shared_memory_add(cf, &name, size,
+                                             ngx_http_bytemark_mc_init);
+    if (blcf->microcache == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    blcf->microcache_ttl = ttl;
+
+    if (blcf->microcache->init == NULL) {
+        /* the zone's context lives as long as this configuration */
+        blcf->microcache->data = ngx_pcalloc(cf->pool,
+                                             sizeof(ngx_http_bytemark_mc_t));
+        if (blcf->microcache->data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        blcf->microcache->init = ngx_http_bytemark_mc_init;
+
+        /* every zone, for invalidation by ingest and purge */
+        bmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_bytemark_module);
+
+        if (bmcf->microcaches == NULL) {
+            bmcf->microcaches = ngx_array_create(cf->pool, 2,
+                                                 sizeof(ngx_shm_zone_t *));
+            if (bmcf->microcaches == NULL) {
+                return NGX_CONF_ERROR;
+            }
+        }
+
+        slot = ngx_array_push(bmcf->microcaches);
+        if (slot == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *slot = blcf->microcache;
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"bytemark_microcache\" has an invalid parameter "
+                       "\"%V\" (expected zone=<name>:<size> ttl=<time> or "
+                       "off)", &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_bytemark_mc_init(ngx_shm_zone_t *zone, void *data)
+{
+    ngx_http_bytemark_mc_t  *omc = data;
+
+    size_t                   len;
+    ngx_http_bytemark_mc_t  *mc;
+
+    mc = zone->data;
+
+    if (omc) {
+        /* a reload keeps the answers */
+        mc->sh = omc->sh;
+        mc->shpool = omc->shpool;
+        return NGX_OK;
+    }
+
+    mc->shpool = (ngx_slab_pool_t *) zone->shm.addr;
+
+    if (zone->shm.exists) {
+        mc->sh = mc->shpool->data;
+        return NGX_OK;
+    }
+
+    mc->sh = ngx_slab_alloc(mc->shpool, sizeof(ngx_http_bytemark_mc_sh_t));
+    if (mc->sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    mc->shpool->data = mc->sh;
+
+    ngx_rbtree_init(&mc->sh->rbtree, &mc->sh->sentinel,
+                    ngx_http_bytemark_mc_rbtree_insert_value);
+    ngx_queue_init(&mc->sh->lru);
+
+    len = sizeof(" in bytemark_microcache zone \"\"") + zone->shm.name.len;
+
+    mc->shpool->log_ctx = ngx_slab_alloc(mc->shpool, len);
+    if (mc->shpool->log_ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(mc->shpool->log_ctx, " in bytemark_microcache zone \"%V\"%Z",
+                &zone->shm.name);
+
+    /* a full zone is normal: the LRU evicts, no need to log each time */
+    mc->shpool->log_nomem = 0;
+
+    return NGX_OK;
+}
+
+
+/* ordered by hash, then by the key itself, as ngx_http_limit_req does */
+
+static void
+ngx_http_bytemark_mc_rbtree_insert_value(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
+{
+    ngx_rbtree_node_t            **p;
+    ngx_http_bytemark_mc_node_t   *n, *t;
+
+    for ( ;; ) {
+
+        if (node->key < temp->key) {
+            p = &temp->left;
+
+        } else if (node->key > temp->key) {
+            p = &temp->right;
+
+        } else {
+            n = (ngx_http_bytemark_mc_node_t *) node;
+            t = (ngx_http_bytemark_mc_node_t *) temp;
+
+            p = (ngx_memn2cmp(n->data, t->data, n->key_len, t->key_len) < 0)
+                ? &temp->left : &temp->right;
+        }
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}
+
+
+ngx_http_bytemark_mc_node_t *
+ngx_http_bytemark_mc_find(ngx_http_bytemark_mc_t *mc, ngx_str_t *key,
+    uint32_t hash)
+{
+    ngx_int_t                     rc;
+    ngx_rbtree_node_t            *node, *sentinel;
+    ngx_http_bytemark_mc_node_t  *n;
+
+    node = mc->sh->rbtree.root;
+    sentinel = mc->sh->rbtree.sentinel;
+
+    while (node != sentinel) {
+
+        if (hash < node->key) {
+            node = node->left;
+            continue;
+        }
+
+        if (hash > node->key) {
+            node = node->right;
+            continue;
+        }
+
+        n = (ngx_http_bytemark_mc_node_t *) node;
+
+        rc = ngx_memn2cmp(key->data, n->data, key->len, n->key_len);
+
+        if (rc == 0) {
+            return n;
+        }
+
+        node = (rc < 0) ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
+/* with the zone locked; evicts from the LRU tail until there is room */
+
+ngx_http_bytemark_mc_node_t *
+ngx_http_bytemark_mc_alloc(ngx_http_bytemark_mc_t *mc, size_t size)
+{
+    ngx_uint_t                    evicted;
+    ngx_queue_t                  *q;
+    ngx_http_bytemark_mc_node_t  *n;
+
+    evicted = 0;
+
+    for ( ;; ) {
+        n = ngx_slab_alloc_locked(mc->shpool, size);
+
+        if (n || ngx_queue_empty(&mc->sh->lru)) {
+            break;
+        }
+
+        q = ngx_queue_last(&mc->sh->lru);
+        ngx_http_bytemark_mc_delete(mc,
+                        ngx_queue_data(q, ngx_http_bytemark_mc_node_t, queue));
+        evicted++;
+    }
+
+    if (evicted) {
+        ngx_http_bytemark_metrics_add(NGX_HTTP_BYTEMARK_M_MICROCACHE_EVICTION,
+                                      evicted);
+    }
+
+    return n;
+}
+
+
+/* with the zone locked: a new entry, the most recently used */
+
+void
+ngx_http_bytemark_mc_insert(ngx_http_bytemark_mc_t *mc,
+    ngx_http_bytemark_mc_node_t *n)
+{
+    ngx_rbtree_insert(&mc->sh->rbtree, &n->node);
+    ngx_queue_insert_head(&mc->sh->lru, &n->queue);
+}
+
+
+/* with the zone locked: an entry just used, the last to be evicted */
+
+void
+ngx_http_bytemark_mc_touch(ngx_http_bytemark_mc_t *mc,
+    ngx_http_bytemark_mc_node_t *n)
+{
+    ngx_queue_remove(&n->queue);
+    ngx_queue_insert_head(&mc->sh->lru, &n->queue);
+}
+
+
+void
+ngx_http_bytemark_mc_delete(ngx_http_bytemark_mc_t *mc,
+    ngx_http_bytemark_mc_node_t *n)
+{
+    ngx_queue_remove(&n->queue);
+    ngx_rbtree_delete(&mc->sh->rbtree, &n->node);
+    ngx_slab_free_locked(mc->shpool, n);
+}
+
+
+/*
+ * Locks the zone.  Drops the user's answers and the placeholders of the
+ * lookups in flight, which may have read before the write; returns how
+ * many answers it dropped.
+ */
+
+ngx_uint_t
+ngx_http_bytemark_mc_drop_user(ngx_http_bytemark_mc_t *mc, uint64_t user_id)
+{
+    ngx_uint_t                    dropped;
+    ngx_queue_t                  *q, *next;
+    ngx_http_bytemark_mc_node_t  *n;
+
+    dropped = 0;
+
+    ngx_shmtx_lock(&mc->shpool->mutex);
+
+    for (q = ngx_queue_head(&mc->sh->lru);
+         q != ngx_queue_sentinel(&mc->sh->lru);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        n = ngx_queue_data(q, ngx_http_bytemark_mc_node_t, queue);
+
+        if (n->user_id == user_id) {
+            dropped += (n->expires != 0);
+            ngx_http_bytemark_mc_delete(mc, n);
+        }
+    }
+
+    ngx_shmtx_unlock(&mc->shpool->mutex);
+
+    return dropped;
+}

@@ -1,0 +1,149 @@
+
+/*
+ * The metrics in JSON (SPEC 3.5): one object, the members in the order
+ * that ngx_http_bytemark_metrics_render() gives them.  Each member ends
+ * with a comma, and the brace that closes an object replaces the last
+ * one's: no member has to know whether another follows.
+ */
+
+
+#include "ngx_http_bytemark_metrics_private.h"
+
+
+/* "name": v, "name": {"a": v}, "name": {"a": {"x": v}}; each ends "," */
+
+void
+ngx_http_bytemark_json_family(ngx_http_bytemark_out_t *o,
+    ngx_http_bytemark_family_t *f, int64_t *v)
+{
+    ngx_uint_t  i, k;
+
+    if (f->keys[0] == NULL) {
+        ngx_http_bytemark_out(o, "\"%s\":%L,", f->name, *v);
+        return;
+    }
+
+    ngx_http_bytemark_out(o, "\"%s\":{", f->name);
+
+    for (i = 0; i < f->n[0]; i++) {
+
+        if (f->keys[1] == NULL) {
+            ngx_http_bytemark_out(o, "\"%s\":%L,", f->labels[0][i], *v++);
+            continue;
+        }
+
+        ngx_http_bytemark_out(o, "\"%s\":{", f->labels[0][i]);
+
+        for (k = 0; k < f->n[1]; k++) {
+            ngx_http_bytemark_out(o, "\"%s\":%L,", f->labels[1][k], *v++);
+        }
+
+        o->pos[-1] = '}';
+        ngx_http_bytemark_out(o, ",");
+    }
+
+    o->pos[-1] = '}';
+    ngx_http_bytemark_out(o, ",");
+}
+
+
+void
+ngx_http_bytemark_json_requests(ngx_http_bytemark_out_t *o,
+    ngx_http_bytemark_metrics_shm_t *m)
+{
+    ngx_uint_t         h, s, any;
+    ngx_atomic_uint_t  v;
+
+    ngx_http_bytemark_out(o, "\"bytemark_requests_total\":{");
+
+    for (h = 1; h < NGX_HTTP_BYTEMARK_HANDLERS; h++) {
+        ngx_http_bytemark_out(o, "\"%s\":{",
+                              ngx_http_bytemark_handler_names[h]);
+        any = 0;
+
+        for (s = 0; s < NGX_HTTP_BYTEMARK_CODES; s++) {
+            v = m->requests[h][s];
+
+            if (v) {
+                ngx_http_bytemark_out(o, "\"%03ui\":%uA,", s, v);
+                any = 1;
+            }
+        }
+
+        if (any) {
+            o->pos[-1] = '}';
+            ngx_http_bytemark_out(o, ",");
+
+        } else {
+            ngx_http_bytemark_out(o, "},");
+        }
+    }
+
+    o->pos[-1] = '}';
+    ngx_http_bytemark_out(o, ",");
+}
+
+
+void
+ngx_http_bytemark_json_histogram(ngx_http_bytemark_out_t *o,
+    ngx_http_bytemark_metrics_shm_t *m)
+{
+    ngx_uint_t         b, i;
+    ngx_atomic_uint_t  n, sum;
+
+    ngx_http_bytemark_out(o, "\"bytemark_backend_duration_seconds\":{");
+
+    for (b = 0; b < NGX_HTTP_BYTEMARK_BACKENDS; b++) {
+        ngx_http_bytemark_out(o, "\"%s\":{\"buckets\":{",
+                              ngx_http_bytemark_backends[b]);
+        n = 0;
+
+        for (i = 0; i < NGX_HTTP_BYTEMARK_BUCKETS; i++) {
+            n += m->buckets[b][i];
+            ngx_http_bytemark_out(o, "\"%s\":%uA,", ngx_http_bytemark_le[i], n);
+        }
+
+        o->pos[-1] = '}';
+        sum = m->sum_us[b];
+
+        ngx_http_bytemark_out(o, ",\"sum\":%uA.%06uA,\"count\":%uA},",
+                              sum / 1000000, sum % 1000000, n);
+    }
+
+    o->pos[-1] = '}';
+    ngx_http_bytemark_out(o, ",");
+}
+
+
+/* "bytemark_breaker_open": {"mongo": 0, "mysql": {"1": 0, "2": 0}}, */
+
+void
+ngx_http_bytemark_json_breakers(ngx_http_bytemark_out_t *o,
+    ngx_http_bytemark_main_conf_t *bmcf)
+{
+    ngx_uint_t  i, n;
+
+    ngx_http_bytemark_out(o, "\"bytemark_breaker_open\":{");
+
+    if (bmcf->mongo_uri.len) {
+        ngx_http_bytemark_out(o, "\"mongo\":%d,",
+                              ngx_http_bytemark_breaker_is_open(bmcf,
+                                  NGX_HTTP_BYTEMARK_BREAKER_MONGO) ? 1 : 0);
+    }
+
+    ngx_http_bytemark_out(o, "\"mysql\":{");
+
+    n = ngx_http_bytemark_breaker_servers(bmcf);
+
+    for (i = 0; i < n; i++) {
+        ngx_http_bytemark_out(o, "\"%ui\":%d,", i + 1,
+                              ngx_http_bytemark_breaker_is_open(bmcf,
+                                  NGX_HTTP_BYTEMARK_BREAKER_MYSQL + i) ? 1 : 0);
+    }
+
+    if (n) {
+        o->pos--;
+    }
+
+    ngx_http_bytemark_out(o, "}},");
+}

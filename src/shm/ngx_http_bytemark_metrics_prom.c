@@ -1,0 +1,149 @@
+
+/*
+ * The metrics in Prometheus text (SPEC 3.5): the families, the requests
+ * and the histogram that ngx_http_bytemark_metrics_render() puts in the
+ * order of the SPEC's table, then the breakers.
+ */
+
+
+#include "ngx_http_bytemark_metrics_private.h"
+
+
+static void ngx_http_bytemark_prom_header(ngx_http_bytemark_out_t *o,
+    const char *name, const char *type, const char *help);
+
+
+static void
+ngx_http_bytemark_prom_header(ngx_http_bytemark_out_t *o, const char *name,
+    const char *type, const char *help)
+{
+    ngx_http_bytemark_out(o, "# HELP %s %s\n# TYPE %s %s\n",
+                          name, help, name, type);
+}
+
+
+void
+ngx_http_bytemark_prom_family(ngx_http_bytemark_out_t *o,
+    ngx_http_bytemark_family_t *f, int64_t *v)
+{
+    ngx_uint_t  i, k;
+
+    ngx_http_bytemark_prom_header(o, f->name, f->type, f->help);
+
+    for (i = 0; i < f->n[0]; i++) {
+        for (k = 0; k < f->n[1]; k++, v++) {
+
+            if (f->keys[0] == NULL) {
+                ngx_http_bytemark_out(o, "%s %L\n", f->name, *v);
+
+            } else if (f->keys[1] == NULL) {
+                ngx_http_bytemark_out(o, "%s{%s=\"%s\"} %L\n", f->name,
+                                      f->keys[0], f->labels[0][i], *v);
+
+            } else {
+                ngx_http_bytemark_out(o, "%s{%s=\"%s\",%s=\"%s\"} %L\n",
+                                      f->name, f->keys[0], f->labels[0][i],
+                                      f->keys[1], f->labels[1][k], *v);
+            }
+        }
+    }
+}
+
+
+/* only the series that moved: HTTP status codes are many */
+
+void
+ngx_http_bytemark_prom_requests(ngx_http_bytemark_out_t *o,
+    ngx_http_bytemark_metrics_shm_t *m)
+{
+    ngx_uint_t         h, s;
+    ngx_atomic_uint_t  v;
+
+    ngx_http_bytemark_prom_header(o, "bytemark_requests_total", "counter",
+        "Requests to bytemark locations, by handler and HTTP status.");
+
+    for (h = 1; h < NGX_HTTP_BYTEMARK_HANDLERS; h++) {
+        for (s = 0; s < NGX_HTTP_BYTEMARK_CODES; s++) {
+            v = m->requests[h][s];
+
+            if (v) {
+                ngx_http_bytemark_out(o, "bytemark_requests_total{handler="
+                                      "\"%s\",status=\"%03ui\"} %uA\n",
+                                      ngx_http_bytemark_handler_names[h], s, v);
+            }
+        }
+    }
+}
+
+
+/* buckets are cumulative in the output; _count is the +Inf bucket */
+
+void
+ngx_http_bytemark_prom_histogram(ngx_http_bytemark_out_t *o,
+    ngx_http_bytemark_metrics_shm_t *m)
+{
+    ngx_uint_t         b, i;
+    ngx_atomic_uint_t  n, sum;
+
+    ngx_http_bytemark_prom_header(o, "bytemark_backend_duration_seconds",
+        "histogram",
+        "Duration of backend calls, from posting to the thread pool to "
+        "completion.");
+
+    for (b = 0; b < NGX_HTTP_BYTEMARK_BACKENDS; b++) {
+        n = 0;
+
+        for (i = 0; i < NGX_HTTP_BYTEMARK_BUCKETS; i++) {
+            n += m->buckets[b][i];
+
+            ngx_http_bytemark_out(o, "bytemark_backend_duration_seconds_bucket"
+                                  "{backend=\"%s\",le=\"%s\"} %uA\n",
+                                  ngx_http_bytemark_backends[b],
+                                  ngx_http_bytemark_le[i], n);
+        }
+
+        sum = m->sum_us[b];
+
+        ngx_http_bytemark_out(o, "bytemark_backend_duration_seconds_sum"
+                              "{backend=\"%s\"} %uA.%06uA\n"
+                              "bytemark_backend_duration_seconds_count"
+                              "{backend=\"%s\"} %uA\n",
+                              ngx_http_bytemark_backends[b],
+                              sum / 1000000, sum % 1000000,
+                              ngx_http_bytemark_backends[b], n);
+    }
+}
+
+
+/*
+ * Not in the SPEC's table: 1 while a backend's circuit breaker is open and
+ * its calls are skipped, 0 when it is closed or lets a probe through.  One
+ * breaker for MongoDB, one per "bytemark_mysql" server, in their order.
+ */
+
+void
+ngx_http_bytemark_prom_breakers(ngx_http_bytemark_out_t *o,
+    ngx_http_bytemark_main_conf_t *bmcf)
+{
+    ngx_uint_t  i, n;
+
+    ngx_http_bytemark_prom_header(o, "bytemark_breaker_open", "gauge",
+        "1 while the circuit breaker of a backend is open and its calls "
+        "are skipped.");
+
+    if (bmcf->mongo_uri.len) {
+        ngx_http_bytemark_out(o, "bytemark_breaker_open{backend=\"mongo\"} "
+                              "%d\n",
+                              ngx_http_bytemark_breaker_is_open(bmcf,
+                                  NGX_HTTP_BYTEMARK_BREAKER_MONGO) ? 1 : 0);
+    }
+
+    n = ngx_http_bytemark_breaker_servers(bmcf);
+
+    for (i = 0; i < n; i++) {
+        ngx_http_bytemark_out(o, "bytemark_breaker_open{backend=\"mysql\","
+                              "server=\"%ui\"} %d\n", i + 1,
+                              ngx_http_bytemark_breaker_is_open(bmcf,
+                                  NGX_HTTP_BYTEMARK_BREAKER_MYSQL + i) ? 1 : 0);
+    }
+}
