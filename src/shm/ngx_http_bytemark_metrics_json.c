@@ -13,7 +13,7 @@
 /* "name": v, "name": {"a": v}, "name": {"a": {"x": v}}; each ends "," */
 
 void
-ngx_http_bytemark_json_family(ngx_http_bytemark_out_t *o,
+ngx_http_bytemark_metrics_json_family(ngx_http_bytemark_out_t *o,
     ngx_http_bytemark_family_t *f, int64_t *v)
 {
     ngx_uint_t  i, k;
@@ -48,7 +48,7 @@ ngx_http_bytemark_json_family(ngx_http_bytemark_out_t *o,
 
 
 void
-ngx_http_bytemark_json_requests(ngx_http_bytemark_out_t *o,
+ngx_http_bytemark_metrics_json_requests(ngx_http_bytemark_out_t *o,
     ngx_http_bytemark_metrics_shm_t *m)
 {
     ngx_uint_t         h, s, any;
@@ -85,7 +85,7 @@ ngx_http_bytemark_json_requests(ngx_http_bytemark_out_t *o,
 
 
 void
-ngx_http_bytemark_json_histogram(ngx_http_bytemark_out_t *o,
+ngx_http_bytemark_metrics_json_histogram(ngx_http_bytemark_out_t *o,
     ngx_http_bytemark_metrics_shm_t *m)
 {
     ngx_uint_t         b, i;
@@ -118,7 +118,7 @@ ngx_http_bytemark_json_histogram(ngx_http_bytemark_out_t *o,
 /* "bytemark_breaker_open": {"mongo": 0, "mysql": {"1": 0, "2": 0}}, */
 
 void
-ngx_http_bytemark_json_breakers(ngx_http_bytemark_out_t *o,
+ngx_http_bytemark_metrics_json_breakers(ngx_http_bytemark_out_t *o,
     ngx_http_bytemark_main_conf_t *bmcf)
 {
     ngx_uint_t  i, n;

@@ -100,23 +100,23 @@ ngx_uint_t ngx_http_bytemark_breaker_servers(
     ngx_http_bytemark_main_conf_t *bmcf);
 
 /* Prometheus text (metrics_prom.c) */
-void ngx_http_bytemark_prom_family(ngx_http_bytemark_out_t *o,
+void ngx_http_bytemark_metrics_prom_family(ngx_http_bytemark_out_t *o,
     ngx_http_bytemark_family_t *f, int64_t *v);
-void ngx_http_bytemark_prom_requests(ngx_http_bytemark_out_t *o,
+void ngx_http_bytemark_metrics_prom_requests(ngx_http_bytemark_out_t *o,
     ngx_http_bytemark_metrics_shm_t *m);
-void ngx_http_bytemark_prom_histogram(ngx_http_bytemark_out_t *o,
+void ngx_http_bytemark_metrics_prom_histogram(ngx_http_bytemark_out_t *o,
     ngx_http_bytemark_metrics_shm_t *m);
-void ngx_http_bytemark_prom_breakers(ngx_http_bytemark_out_t *o,
+void ngx_http_bytemark_metrics_prom_breakers(ngx_http_bytemark_out_t *o,
     ngx_http_bytemark_main_conf_t *bmcf);
 
 /* JSON (metrics_json.c) */
-void ngx_http_bytemark_json_family(ngx_http_bytemark_out_t *o,
+void ngx_http_bytemark_metrics_json_family(ngx_http_bytemark_out_t *o,
     ngx_http_bytemark_family_t *f, int64_t *v);
-void ngx_http_bytemark_json_requests(ngx_http_bytemark_out_t *o,
+void ngx_http_bytemark_metrics_json_requests(ngx_http_bytemark_out_t *o,
     ngx_http_bytemark_metrics_shm_t *m);
-void ngx_http_bytemark_json_histogram(ngx_http_bytemark_out_t *o,
+void ngx_http_bytemark_metrics_json_histogram(ngx_http_bytemark_out_t *o,
     ngx_http_bytemark_metrics_shm_t *m);
-void ngx_http_bytemark_json_breakers(ngx_http_bytemark_out_t *o,
+void ngx_http_bytemark_metrics_json_breakers(ngx_http_bytemark_out_t *o,
     ngx_http_bytemark_main_conf_t *bmcf);
 
 

@@ -23,7 +23,7 @@ ngx_http_bytemark_prom_header(ngx_http_bytemark_out_t *o, const char *name,
 
 
 void
-ngx_http_bytemark_prom_family(ngx_http_bytemark_out_t *o,
+ngx_http_bytemark_metrics_prom_family(ngx_http_bytemark_out_t *o,
     ngx_http_bytemark_family_t *f, int64_t *v)
 {
     ngx_uint_t  i, k;
@@ -53,7 +53,7 @@ ngx_http_bytemark_prom_family(ngx_http_bytemark_out_t *o,
 /* only the series that moved: HTTP status codes are many */
 
 void
-ngx_http_bytemark_prom_requests(ngx_http_bytemark_out_t *o,
+ngx_http_bytemark_metrics_prom_requests(ngx_http_bytemark_out_t *o,
     ngx_http_bytemark_metrics_shm_t *m)
 {
     ngx_uint_t         h, s;
@@ -79,7 +79,7 @@ ngx_http_bytemark_prom_requests(ngx_http_bytemark_out_t *o,
 /* buckets are cumulative in the output; _count is the +Inf bucket */
 
 void
-ngx_http_bytemark_prom_histogram(ngx_http_bytemark_out_t *o,
+ngx_http_bytemark_metrics_prom_histogram(ngx_http_bytemark_out_t *o,
     ngx_http_bytemark_metrics_shm_t *m)
 {
     ngx_uint_t         b, i;
@@ -122,7 +122,7 @@ ngx_http_bytemark_prom_histogram(ngx_http_bytemark_out_t *o,
  */
 
 void
-ngx_http_bytemark_prom_breakers(ngx_http_bytemark_out_t *o,
+ngx_http_bytemark_metrics_prom_breakers(ngx_http_bytemark_out_t *o,
     ngx_http_bytemark_main_conf_t *bmcf)
 {
     ngx_uint_t  i, n;

@@ -191,34 +191,34 @@ ngx_http_bytemark_metrics_render(ngx_http_request_t *r,
     v = values;
 
     if (prometheus) {
-        ngx_http_bytemark_prom_requests(&o, m);
+        ngx_http_bytemark_metrics_prom_requests(&o, m);
 
         for (i = 0; i < NGX_HTTP_BYTEMARK_FAMILIES; i++) {
-            ngx_http_bytemark_prom_family(&o, &f[i], v);
+            ngx_http_bytemark_metrics_prom_family(&o, &f[i], v);
             v += f[i].n[0] * f[i].n[1];
 
             if (i == 1) {
                 /* after the errors, as in the table */
-                ngx_http_bytemark_prom_histogram(&o, m);
+                ngx_http_bytemark_metrics_prom_histogram(&o, m);
             }
         }
 
-        ngx_http_bytemark_prom_breakers(&o, bmcf);
+        ngx_http_bytemark_metrics_prom_breakers(&o, bmcf);
 
     } else {
         ngx_http_bytemark_out(&o, "{");
-        ngx_http_bytemark_json_requests(&o, m);
+        ngx_http_bytemark_metrics_json_requests(&o, m);
 
         for (i = 0; i < NGX_HTTP_BYTEMARK_FAMILIES; i++) {
-            ngx_http_bytemark_json_family(&o, &f[i], v);
+            ngx_http_bytemark_metrics_json_family(&o, &f[i], v);
             v += f[i].n[0] * f[i].n[1];
 
             if (i == 1) {
-                ngx_http_bytemark_json_histogram(&o, m);
+                ngx_http_bytemark_metrics_json_histogram(&o, m);
             }
         }
 
-        ngx_http_bytemark_json_breakers(&o, bmcf);
+        ngx_http_bytemark_metrics_json_breakers(&o, bmcf);
 
         /* replaces the last member's comma */
         o.pos[-1] = '}';
