@@ -1182,6 +1182,14 @@ http {
             line.append('micro-cache at ttl=10m %.2f ms' % x['steady']['p99_ms'])
         line.append('at ttl=%ds %.2f ms' % (x['ttl_s'], mc['p99_ms']))
         out.append(', '.join(line) + '.')
+        if len(rounds.get('static', [])) > 1:
+            out.append('')
+            out.append('Round by round, micro-cache p99 over the ceiling\'s: %s; the ceiling\'s own p99 '
+                       'ranged %.2f–%.2f ms.' % (
+                           ', '.join('%.2f×' % (m['p99_ms'] / c['p99_ms']) for c, m in
+                                     zip(rounds['static'], rounds['microcache']) if c['p99_ms']),
+                           min(c['p99_ms'] for c in rounds['static']),
+                           max(c['p99_ms'] for c in rounds['static'])))
         if 'steady' in x:
             out.append('')
             out.append('What the expiries add to the micro-cache\'s p99: %+.2f ms (%.2f× the ttl=10m p99).' % (
