@@ -32,11 +32,11 @@ $t->start_nginx('
     add_header X-Cache-Status $bytemark_cache_status always;
     server {
         listen 127.0.0.1:%%PORT%%;
-        location = /one { bytemark_user_id $arg_user_id; bytemark_mysql_timeout 3s;
+        location = /one { bytemark_user_id $arg_user_id; bytemark_mysql_timeout 5s;
                           bytemark_microcache zone=one:1m ttl=1s; bytemark_tickets; }
-        location = /two { bytemark_user_id $arg_user_id; bytemark_mysql_timeout 3s;
+        location = /two { bytemark_user_id $arg_user_id; bytemark_mysql_timeout 5s;
                           bytemark_microcache zone=two:1m ttl=2s; bytemark_tickets; }
-        location = /nostale { bytemark_user_id $arg_user_id; bytemark_mysql_timeout 3s;
+        location = /nostale { bytemark_user_id $arg_user_id; bytemark_mysql_timeout 5s;
                               bytemark_use_stale off;
                               bytemark_microcache zone=two:1m ttl=2s; bytemark_tickets; }
         location = /small { bytemark_user_id $arg_user_id;
@@ -112,7 +112,7 @@ ok $r->{secs} < 0.5, 'at once too';
 my $ev1 = events();
 is(($ev1->{hit} // 0) - ($ev0->{hit} // 0), 1, 'an UPDATING answer counts as a hit event');
 is(($ev1->{expired} // 0) - ($ev0->{expired} // 0), 1, 'the refresh it started as one expired event');
-sleep 1.2;   # the refresh (budget 3s) is still in flight; the answer expired over a ttl ago
+sleep 1.2;   # the refresh (budget 5s) is still in flight; the answer expired over a ttl ago
 $second = send_get('/one?user_id=2');
 ok !answered_within($second, 0.7), 'once expired for over a ttl it is not served, refresh or not';
 $t->resume_mysql;
