@@ -1,7 +1,8 @@
 #!/usr/bin/perl
 # bytemark_microcache, issue 16: an answer that expired a moment ago is served
-# at once to every request, the one that found it expired too, while one
-# lookup with no client refreshes it in the background. A refresh that fails
+# at once to every request, the one that found it expired too (EXPIRED, the
+# others UPDATING), while one lookup with no client refreshes it in the
+# background. A refresh that fails
 # leaves the old answer for the next request to retry; a client that goes
 # away does not stop it; an ingest or a purge during a refresh wins; an
 # answer expired for longer than another ttl is refreshed in the foreground.
@@ -76,7 +77,8 @@ is_deeply [@$r{qw(status cs state)}], [200, 'EXPIRED', 'v1'],
     'expired: the request that finds it is answered with the old answer';
 ok $r->{secs} < 0.5, sprintf('at once, MySQL stopped (%.3f s)', $r->{secs});
 my @more = map { get('/t?user_id=1') } 1 .. 5;
-is_deeply [map { "$_->{cs} $_->{state}" } @more], [('HIT v1') x 5], 'so are the others while it is refreshed';
+is_deeply [map { "$_->{cs} $_->{state}" } @more], [('UPDATING v1') x 5],
+    'so are the others while it is refreshed, as UPDATING';
 ok !(grep { $_->{secs} >= 0.5 } @more), 'at once too';
 $t->resume_mysql;
 my $new = wait_until(sub { my $x = get('/t?user_id=1'); $x->{state} eq 'v2' ? $x : undef }, 3);

@@ -20,12 +20,14 @@
  * No wait for an expired answer either, as with nginx's
  * "proxy_cache_use_stale updating" and "proxy_cache_background_update": the
  * first request that finds it expired (for less than another ttl) is
- * answered with it at once, like everyone else while it is refreshed, and
- * the refresh runs on its own, as a lookup of a request that has no client
- * (ngx_http_bytemark_mc_refresh()).  A background subrequest would not do:
- * it holds its client's connection, whose next request would wait for the
- * backends instead.  An answer expired for longer is refreshed by the
- * request that finds it, as a miss is.
+ * answered with it at once (EXPIRED), like everyone else while it is
+ * refreshed (UPDATING), and the refresh runs on its own, as a lookup of a
+ * request that has no client (ngx_http_bytemark_mc_refresh()).  A
+ * background subrequest would not do: it holds its client's connection,
+ * whose next request would wait for the backends instead.  An answer
+ * expired for longer, or any expired answer under "bytemark_use_stale off",
+ * is never served: it is refreshed by the request that finds it, and the
+ * others wait for that refresh, as for a miss.
  *
  * Each refresh (or fill) owns the key by a number, taken from the zone: a
  * lookup that lost its key (to an invalidation, or to another refresh once
@@ -47,11 +49,20 @@
 #include "ngx_http_bytemark_flow.h"
 
 
+/* how an answer is taken from the zone: $bytemark_cache_status */
+#define NGX_HTTP_BYTEMARK_MC_HIT       0
+#define NGX_HTTP_BYTEMARK_MC_UPDATING  1     /* expired, another refreshes */
+#define NGX_HTTP_BYTEMARK_MC_EXPIRED   2     /* expired, we refresh */
+
+
+static ngx_uint_t ngx_http_bytemark_mc_servable(
+    ngx_http_bytemark_loc_conf_t *blcf, ngx_http_bytemark_mc_node_t *n,
+    int64_t now);
 static ngx_int_t ngx_http_bytemark_mc_key(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx);
 static ngx_int_t ngx_http_bytemark_mc_serve(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_mc_node_t *n,
-    ngx_http_bytemark_mc_t *mc, ngx_uint_t expired);
+    ngx_http_bytemark_mc_t *mc, ngx_uint_t how);
 static void ngx_http_bytemark_mc_release(ngx_shm_zone_t *zone, ngx_str_t *key,
     uint64_t gen);
 
@@ -95,16 +106,22 @@ ngx_http_bytemark_microcache_lookup(ngx_http_request_t *r,
     n = ngx_http_bytemark_mc_find(mc, &ctx->mc_key, hash);
 
     if (n && n->expires > now) {
-        return ngx_http_bytemark_mc_serve(r, ctx, n, mc, 0);
+        return ngx_http_bytemark_mc_serve(r, ctx, n, mc,
+                                          NGX_HTTP_BYTEMARK_MC_HIT);
     }
 
     if (n && n->updating > now) {
         /* another request is asking the backends for this key */
 
-        if (n->expires) {
-            /* meanwhile the previous answer will do */
-            return ngx_http_bytemark_mc_serve(r, ctx, n, mc, 0);
+        if (ngx_http_bytemark_mc_servable(blcf, n, now)) {
+            /* meanwhile the previous answer, expired a moment ago, will do */
+            return ngx_http_bytemark_mc_serve(r, ctx, n, mc,
+                                              NGX_HTTP_BYTEMARK_MC_UPDATING);
         }
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "bytemark: micro-cache \"%V\" updating, waiting",
+                       &ctx->mc_key);
 
         ngx_shmtx_unlock(&mc->shpool->mutex);
         return ngx_http_bytemark_microcache_wait(r, ctx);
@@ -114,8 +131,7 @@ ngx_http_bytemark_microcache_lookup(ngx_http_request_t *r,
      * A refresh takes one of the worker's connections: clients come first,
      * and a worker short of them refreshes in the foreground as before.
      */
-    if (n && n->expires
-        && now - n->expires < (int64_t) blcf->microcache_ttl
+    if (ngx_http_bytemark_mc_servable(blcf, n, now)
         && ngx_cycle->free_connection_n > ngx_cycle->connection_n / 2)
     {
         /* expired a moment ago: it answers while a refresh runs */
@@ -123,7 +139,8 @@ ngx_http_bytemark_microcache_lookup(ngx_http_request_t *r,
         n->updating = now + (int64_t) ngx_http_bytemark_mc_budget(r);
         n->gen = gen;
 
-        rc = ngx_http_bytemark_mc_serve(r, ctx, n, mc, 1);
+        rc = ngx_http_bytemark_mc_serve(r, ctx, n, mc,
+                                        NGX_HTTP_BYTEMARK_MC_EXPIRED);
 
         if (ngx_http_bytemark_mc_refresh(r, ctx, gen) != NGX_OK) {
             /* the next request tries again */
@@ -136,11 +153,28 @@ ngx_http_bytemark_microcache_lookup(ngx_http_request_t *r,
     gen = ++mc->sh->gen;
 
     if (n) {
-        /* long expired, or its lookup gave up: ours to refresh */
+        /*
+         * Not to be served (long expired, or stale answers off), or no
+         * connection to spare, or its lookup gave up: ours to refresh,
+         * in the foreground; the others wait for us.
+         */
         n->updating = now + (int64_t) ngx_http_bytemark_mc_budget(r);
         n->gen = gen;
-        ngx_str_set(&ctx->cache_status, "EXPIRED");
-        ngx_http_bytemark_metrics_inc(NGX_HTTP_BYTEMARK_M_MICROCACHE_EXPIRED);
+
+        if (n->expires) {
+            ngx_str_set(&ctx->cache_status, "EXPIRED");
+            ngx_http_bytemark_metrics_inc(
+                                   NGX_HTTP_BYTEMARK_M_MICROCACHE_EXPIRED);
+
+        } else {
+            /* a placeholder whose lookup gave up: still a miss */
+            ngx_str_set(&ctx->cache_status, "MISS");
+            ngx_http_bytemark_metrics_inc(NGX_HTTP_BYTEMARK_M_MICROCACHE_MISS);
+        }
+
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "bytemark: micro-cache \"%V\" refreshed by this "
+                       "request, %V", &ctx->mc_key, &ctx->cache_status);
 
     } else {
         /* a placeholder that says "updating" to the others */
@@ -176,12 +210,28 @@ ngx_http_bytemark_microcache_lookup(ngx_http_request_t *r,
 }
 
 
+/*
+ * An expired answer may be served while it is refreshed if it expired less
+ * than another ttl ago, and if the location serves stale answers at all.
+ */
+
+static ngx_uint_t
+ngx_http_bytemark_mc_servable(ngx_http_bytemark_loc_conf_t *blcf,
+    ngx_http_bytemark_mc_node_t *n, int64_t now)
+{
+    return n != NULL
+           && n->expires != 0
+           && blcf->use_stale
+           && now - n->expires < (int64_t) blcf->microcache_ttl;
+}
+
+
 /* called with the zone locked; unlocks it */
 
 static ngx_int_t
 ngx_http_bytemark_mc_serve(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx,
     ngx_http_bytemark_mc_node_t *n, ngx_http_bytemark_mc_t *mc,
-    ngx_uint_t expired)
+    ngx_uint_t how)
 {
     u_char     *p;
     ngx_str_t   body, etag;
@@ -208,11 +258,23 @@ ngx_http_bytemark_mc_serve(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx,
 
     ctx->mc_served = 1;
 
-    if (expired) {
+    /*
+     * "hit": answered from the zone with no lookup of its own, fresh or
+     * while another request refreshes it; "expired": a refresh started.
+     */
+    switch (how) {
+
+    case NGX_HTTP_BYTEMARK_MC_EXPIRED:
         ngx_str_set(&ctx->cache_status, "EXPIRED");
         ngx_http_bytemark_metrics_inc(NGX_HTTP_BYTEMARK_M_MICROCACHE_EXPIRED);
+        break;
 
-    } else {
+    case NGX_HTTP_BYTEMARK_MC_UPDATING:
+        ngx_str_set(&ctx->cache_status, "UPDATING");
+        ngx_http_bytemark_metrics_inc(NGX_HTTP_BYTEMARK_M_MICROCACHE_HIT);
+        break;
+
+    default: /* NGX_HTTP_BYTEMARK_MC_HIT */
         ngx_str_set(&ctx->cache_status, "HIT");
         ngx_http_bytemark_metrics_inc(NGX_HTTP_BYTEMARK_M_MICROCACHE_HIT);
     }
@@ -275,7 +337,9 @@ ngx_http_bytemark_microcache_store(ngx_http_request_t *r,
                                        + ctx->mc_key.len + etag->len
                                        + ctx->source.len + body->len);
     if (n == NULL) {
+        /* too large for the zone, or no room: the waiters look for it */
         ngx_shmtx_unlock(&mc->shpool->mutex);
+        ngx_http_bytemark_mc_wake(&ctx->mc_key);
         return;
     }
 

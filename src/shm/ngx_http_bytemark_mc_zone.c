@@ -13,15 +13,30 @@
  * the walk that drops a user's entries.  The walk goes through the LRU
  * queue under the zone's lock: writes are rare next to reads, and it stays
  * in the microseconds for zones of this size.
+ *
+ * One answer may not flush the others: an answer larger than an eighth of
+ * the zone's pages is refused before anything is evicted (as nginx's SSL
+ * session cache refuses sessions over a fixed size), and one allocation
+ * evicts at most a few entries, then gives up (as nginx's shared zones
+ * evict a few and retry, never the whole zone): in a zone cut up in small
+ * slots, room for a large answer may take evicting most of them.
  */
 
 
 #include "ngx_http_bytemark_shm.h"
 
 
+/* an entry takes at most this part of the zone's pages */
+#define NGX_HTTP_BYTEMARK_MC_MAX_SHARE  8
+
+/* the evictions one allocation may cause */
+#define NGX_HTTP_BYTEMARK_MC_MAX_EVICT  16
+
+
 static ngx_int_t ngx_http_bytemark_mc_init(ngx_shm_zone_t *zone, void *data);
 static void ngx_http_bytemark_mc_rbtree_insert_value(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
+static size_t ngx_http_bytemark_mc_max_size(ngx_http_bytemark_mc_t *mc);
 
 
 char *
@@ -281,7 +296,10 @@ ngx_http_bytemark_mc_find(ngx_http_bytemark_mc_t *mc, ngx_str_t *key,
 }
 
 
-/* with the zone locked; evicts from the LRU tail until there is room */
+/*
+ * With the zone locked; evicts from the LRU tail until there is room, at
+ * most NGX_HTTP_BYTEMARK_MC_MAX_EVICT entries; NULL for an entry too large.
+ */
 
 ngx_http_bytemark_mc_node_t *
 ngx_http_bytemark_mc_alloc(ngx_http_bytemark_mc_t *mc, size_t size)
@@ -290,12 +308,23 @@ ngx_http_bytemark_mc_alloc(ngx_http_bytemark_mc_t *mc, size_t size)
     ngx_queue_t                  *q;
     ngx_http_bytemark_mc_node_t  *n;
 
+    if (size > ngx_http_bytemark_mc_max_size(mc)) {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "bytemark: micro-cache entry of %uz bytes over the "
+                       "zone's limit of %uz, not stored",
+                       size, ngx_http_bytemark_mc_max_size(mc));
+        return NULL;
+    }
+
     evicted = 0;
 
     for ( ;; ) {
         n = ngx_slab_alloc_locked(mc->shpool, size);
 
-        if (n || ngx_queue_empty(&mc->sh->lru)) {
+        if (n
+            || ngx_queue_empty(&mc->sh->lru)
+            || evicted == NGX_HTTP_BYTEMARK_MC_MAX_EVICT)
+        {
             break;
         }
 
@@ -310,7 +339,24 @@ ngx_http_bytemark_mc_alloc(ngx_http_bytemark_mc_t *mc, size_t size)
                                       evicted);
     }
 
+    if (n == NULL) {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "bytemark: micro-cache entry of %uz bytes found no "
+                       "room after %ui evictions, not stored",
+                       size, evicted);
+    }
+
     return n;
+}
+
+
+/* the largest entry the zone takes: a share of the slab pool's pages */
+
+static size_t
+ngx_http_bytemark_mc_max_size(ngx_http_bytemark_mc_t *mc)
+{
+    return (size_t) (mc->shpool->end - mc->shpool->start)
+           / NGX_HTTP_BYTEMARK_MC_MAX_SHARE;
 }
 
 
