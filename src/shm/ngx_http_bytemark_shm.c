@@ -12,7 +12,12 @@
  *   - the circuit breakers (ngx_http_bytemark_breaker.c).
  *
  * Notes are rare, so a lookup first reads an atomic count and takes the
- * zone's mutex only when some note exists.
+ * zone's mutex only when some note exists.  The zone's size is
+ * "bytemark_notes_zone size=" (1m: some 16000 notes); a note that finds no
+ * room makes the ingest answer 503 (ngx_http_bytemark_ingest.c).  Each
+ * worker walks the notes in the background and deletes their entries
+ * (ngx_http_bytemark_notes.c); a note taken for that is leased, so that
+ * the workers do not all delete the same entries.
  */
 
 
@@ -20,6 +25,9 @@
 
 
 #define NGX_HTTP_BYTEMARK_SHM_SIZE  (1024 * 1024)
+
+/* as nginx's own zones: a slab pool needs a few pages */
+#define NGX_HTTP_BYTEMARK_SHM_MIN   (8 * ngx_pagesize)
 
 
 struct ngx_http_bytemark_shm_s {
@@ -35,6 +43,7 @@ struct ngx_http_bytemark_shm_s {
 typedef struct {
     ngx_rbtree_node_t             node;             /* key: the user id */
     int64_t                       stamp;
+    int64_t                       leased;           /* ms; being deleted */
 } ngx_http_bytemark_note_t;
 
 
@@ -48,8 +57,9 @@ ngx_http_bytemark_shm_add(ngx_conf_t *cf, ngx_http_bytemark_main_conf_t *bmcf)
 {
     ngx_str_t  name = ngx_string("bytemark_state");
 
-    bmcf->shm_zone = ngx_shared_memory_add(cf, &name,
-                                           NGX_HTTP_BYTEMARK_SHM_SIZE,
+    ngx_conf_init_size_value(bmcf->notes_size, NGX_HTTP_BYTEMARK_SHM_SIZE);
+
+    bmcf->shm_zone = ngx_shared_memory_add(cf, &name, bmcf->notes_size,
                                            &ngx_http_bytemark_module);
     if (bmcf->shm_zone == NULL) {
         return NGX_ERROR;
@@ -122,11 +132,14 @@ ngx_http_bytemark_note_set(ngx_http_bytemark_main_conf_t *bmcf,
 
         note->node.key = (ngx_rbtree_key_t) user_id;
         note->stamp = stamp;
+        note->leased = 0;
         ngx_rbtree_insert(&shm->rbtree, &note->node);
         (void) ngx_atomic_fetch_add(&shm->notes, 1);
 
     } else if (stamp > note->stamp) {
         note->stamp = stamp;
+        /* a delete already under way may predate this write */
+        note->leased = 0;
     }
 
     ngx_shmtx_unlock(&shpool->mutex);
@@ -207,6 +220,94 @@ ngx_http_bytemark_note_clear(ngx_http_bytemark_main_conf_t *bmcf,
 }
 
 
+/*
+ * Up to max notes whose entries nobody is deleting now, leased for lease
+ * ms: a delete that fails, or a worker that dies, gives them back then.
+ */
+
+ngx_uint_t
+ngx_http_bytemark_note_take(ngx_http_bytemark_main_conf_t *bmcf,
+    ngx_msec_t lease, uint64_t *users, int64_t *stamps, ngx_uint_t max)
+{
+    int64_t                    now;
+    ngx_uint_t                 n;
+    ngx_slab_pool_t           *shpool;
+    ngx_rbtree_node_t         *node;
+    ngx_http_bytemark_shm_t   *shm;
+    ngx_http_bytemark_note_t  *note;
+
+    if (bmcf->shm_zone == NULL) {
+        return 0;
+    }
+
+    shm = bmcf->shm_zone->data;
+
+    if (shm->notes == 0) {
+        return 0;
+    }
+
+    shpool = (ngx_slab_pool_t *) bmcf->shm_zone->shm.addr;
+    now = ngx_http_bytemark_now_ms();
+    n = 0;
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    if (shm->rbtree.root == shm->rbtree.sentinel) {
+        ngx_shmtx_unlock(&shpool->mutex);
+        return 0;
+    }
+
+    node = ngx_rbtree_min(shm->rbtree.root, shm->rbtree.sentinel);
+
+    while (node && n < max) {
+        note = (ngx_http_bytemark_note_t *) node;
+
+        if (note->leased <= now) {
+            note->leased = now + (int64_t) lease;
+            users[n] = (uint64_t) node->key;
+            stamps[n] = note->stamp;
+            n++;
+        }
+
+        node = ngx_rbtree_next(&shm->rbtree, node);
+    }
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    return n;
+}
+
+
+/* the notes, and the zone's bytes in free pages and in use */
+
+void
+ngx_http_bytemark_notes_stats(ngx_http_bytemark_main_conf_t *bmcf,
+    ngx_uint_t *notes, size_t *used, size_t *free)
+{
+    ngx_slab_pool_t          *shpool;
+    ngx_http_bytemark_shm_t  *shm;
+
+    *notes = 0;
+    *used = 0;
+    *free = 0;
+
+    if (bmcf->shm_zone == NULL || bmcf->shm_zone->data == NULL) {
+        return;
+    }
+
+    shm = bmcf->shm_zone->data;
+    shpool = (ngx_slab_pool_t *) bmcf->shm_zone->shm.addr;
+
+    ngx_shmtx_lock(&shpool->mutex);
+    *free = shpool->pfree * ngx_pagesize;
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    *notes = shm->notes;
+    *used = bmcf->shm_zone->shm.size - ngx_min(*free,
+                                               bmcf->shm_zone->shm.size);
+}
+
+
 static ngx_http_bytemark_note_t *
 ngx_http_bytemark_note_find(ngx_http_bytemark_shm_t *shm, uint64_t user_id)
 {
@@ -284,4 +385,55 @@ ngx_http_bytemark_cleanup_unlock(ngx_http_bytemark_main_conf_t *bmcf)
     shm = bmcf->shm_zone->data;
 
     (void) ngx_atomic_cmp_set(&shm->cleanup_pid, (ngx_atomic_uint_t) ngx_pid, 0);
+}
+
+
+/* bytemark_notes_zone size=<size>: the zone of the notes and breakers */
+
+char *
+ngx_http_bytemark_set_notes_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_bytemark_main_conf_t *bmcf = conf;
+
+    ssize_t     size;
+    ngx_str_t  *value, s;
+
+    if (bmcf->notes_size != NGX_CONF_UNSET_SIZE) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strncmp(value[1].data, "size=", 5) != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"bytemark_notes_zone\" has an invalid "
+                           "parameter \"%V\": write size=<size>",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    s.data = value[1].data + 5;
+    s.len = value[1].len - 5;
+
+    size = ngx_parse_size(&s);
+
+    if (size == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"bytemark_notes_zone\" has an invalid "
+                           "size \"%V\"", &s);
+        return NGX_CONF_ERROR;
+    }
+
+    if (size < (ssize_t) NGX_HTTP_BYTEMARK_SHM_MIN) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"bytemark_notes_zone\" size \"%V\" is too "
+                           "small: at least %uzk", &s,
+                           (size_t) NGX_HTTP_BYTEMARK_SHM_MIN / 1024);
+        return NGX_CONF_ERROR;
+    }
+
+    bmcf->notes_size = (size_t) size;
+
+    return NGX_CONF_OK;
 }
