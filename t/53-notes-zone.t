@@ -157,6 +157,31 @@ ok(($zs->{free} // 1e9) < $free0 && ($zs->{used} // 0) + ($zs->{free} // 0) == 3
    "the zone's free bytes went down ($free0 -> " . ($zs->{free} // '?') . ')');
 is((ingest($many[-1]))[0]{status}, 503, 'another user while the zone is full: 503 too');
 
+# a reload that resizes the zone moves the notes, or is refused
+my $full = notes();
+$t->reload_nginx(conf('bytemark_notes_zone size=64k;'));
+is notes(), $full, 'a reload to size=64k moves every note to the new zone';
+$zs = status()->{bytemark_notes_zone_bytes} // {};
+is(($zs->{used} // 0) + ($zs->{free} // 0), 65536, 'a zone of 64k now');
+like $t->error_log, qr/bytemark: $full notes moved to the resized zone "bytemark_state"/, 'logged at notice';
+is((ingest($many[-2]))[0]{status}, 200, 'with room again, an ingest is acknowledged');
+push @acked, $many[-2];
+my @workers = sort $t->worker_pids;
+{
+    open my $f, '>', $t->dir . '/nginx.conf' or die $!;
+    print $f $t->nginx_conf(conf('bytemark_notes_zone size=32k;'));
+    close $f;
+    kill 'HUP', $t->nginx_pid;
+    ok wait_until(sub { $t->error_log =~ /"bytemark_notes_zone" size=32k cannot hold the \d+ notes of the running zone/ }, 10),
+        'a reload to a zone too small for the notes is refused, naming the directive';
+    sleep 1;
+    is_deeply [sort $t->worker_pids], \@workers, 'the running workers stay';
+    is notes(), $full + 1, 'with every note';
+    open $f, '>', $t->dir . '/nginx.conf' or die $!;
+    print $f $t->nginx_conf(conf('bytemark_notes_zone size=64k;'));
+    close $f;
+}
+
 $t->resume_mongo;
 ok wait_until(sub { notes() == 0 }, 60),
     'MongoDB answers again: every note is cleared in the background, without a lookup';

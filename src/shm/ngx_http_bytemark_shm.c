@@ -48,6 +48,10 @@ typedef struct {
 
 
 static ngx_int_t ngx_http_bytemark_shm_init(ngx_shm_zone_t *zone, void *data);
+static ngx_int_t ngx_http_bytemark_shm_inherit(ngx_shm_zone_t *zone,
+    ngx_http_bytemark_shm_t *shm);
+static ngx_int_t ngx_http_bytemark_shm_copy(ngx_shm_zone_t *zone,
+    ngx_http_bytemark_shm_t *shm, ngx_shm_zone_t *old);
 static ngx_http_bytemark_note_t *ngx_http_bytemark_note_find(
     ngx_http_bytemark_shm_t *shm, uint64_t user_id);
 
@@ -101,6 +105,105 @@ ngx_http_bytemark_shm_init(ngx_shm_zone_t *zone, void *data)
     zone->data = shm;
 
     shpool->log_nomem = 0;
+
+    return ngx_http_bytemark_shm_inherit(zone, shm);
+}
+
+
+/*
+ * A reload that resizes the zone gets a new one (nginx reuses a zone of the
+ * same size only).  The running zone's notes move into it, or the reload is
+ * refused: a note lost is an acknowledged write that a lookup could
+ * contradict.  During ngx_init_cycle() ngx_cycle is still the running cycle.
+ */
+
+static ngx_int_t
+ngx_http_bytemark_shm_inherit(ngx_shm_zone_t *zone,
+    ngx_http_bytemark_shm_t *shm)
+{
+    ngx_uint_t        i;
+    ngx_shm_zone_t   *old;
+    ngx_list_part_t  *part;
+
+    part = &((ngx_cycle_t *) ngx_cycle)->shared_memory.part;
+    old = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NGX_OK;
+            }
+
+            part = part->next;
+            old = part->elts;
+            i = 0;
+        }
+
+        if (old[i].tag == zone->tag && old[i].data != NULL
+            && old[i].shm.addr != zone->shm.addr
+            && old[i].shm.name.len == zone->shm.name.len
+            && ngx_strncmp(old[i].shm.name.data, zone->shm.name.data,
+                           zone->shm.name.len) == 0)
+        {
+            return ngx_http_bytemark_shm_copy(zone, shm, &old[i]);
+        }
+    }
+}
+
+
+static ngx_int_t
+ngx_http_bytemark_shm_copy(ngx_shm_zone_t *zone, ngx_http_bytemark_shm_t *shm,
+    ngx_shm_zone_t *old)
+{
+    ngx_uint_t                 n;
+    ngx_slab_pool_t           *shpool, *oshpool;
+    ngx_rbtree_node_t         *node;
+    ngx_http_bytemark_shm_t   *oshm;
+    ngx_http_bytemark_note_t  *note;
+
+    shpool = (ngx_slab_pool_t *) zone->shm.addr;
+    oshpool = (ngx_slab_pool_t *) old->shm.addr;
+    oshm = old->data;
+    n = 0;
+
+    ngx_shmtx_lock(&oshpool->mutex);
+
+    node = (oshm->rbtree.root == oshm->rbtree.sentinel)
+           ? NULL : ngx_rbtree_min(oshm->rbtree.root, oshm->rbtree.sentinel);
+
+    for ( /* void */ ; node; node = ngx_rbtree_next(&oshm->rbtree, node)) {
+
+        /* nobody else knows the new zone yet */
+        note = ngx_slab_alloc_locked(shpool, sizeof(ngx_http_bytemark_note_t));
+        if (note == NULL) {
+            ngx_shmtx_unlock(&oshpool->mutex);
+
+            ngx_log_error(NGX_LOG_EMERG, zone->shm.log, 0,
+                          "\"bytemark_notes_zone\" size=%uzk cannot hold "
+                          "the %uA notes of the running zone: keep the "
+                          "size until they are cleared (bytemark_notes)",
+                          zone->shm.size / 1024, oshm->notes);
+            return NGX_ERROR;
+        }
+
+        note->node.key = node->key;
+        note->stamp = ((ngx_http_bytemark_note_t *) node)->stamp;
+        note->leased = 0;
+        ngx_rbtree_insert(&shm->rbtree, &note->node);
+        n++;
+    }
+
+    shm->notes = n;
+    shm->cleanup_pid = oshm->cleanup_pid;
+    shm->cleanup_last = oshm->cleanup_last;
+    ngx_memcpy(shm->breakers, oshm->breakers, sizeof(shm->breakers));
+
+    ngx_shmtx_unlock(&oshpool->mutex);
+
+    ngx_log_error(NGX_LOG_NOTICE, zone->shm.log, 0,
+                  "bytemark: %ui notes moved to the resized zone \"%V\"",
+                  n, &zone->shm.name);
 
     return NGX_OK;
 }
