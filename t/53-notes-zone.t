@@ -142,6 +142,7 @@ for my $u (@many) {
     last;
 }
 ok @acked > 50 && defined $refused, scalar(@acked) . ' ingests acknowledged, then the zone is full';
+$refused //= 0;
 is $rj->{status}, 503, 'the ingest whose note finds no room: 503, not 200';
 is $rj->{error}, 'unavailable', 'error "unavailable"';
 like $rj->{message} // '', qr/stored.*cache could not be.*retry/,
