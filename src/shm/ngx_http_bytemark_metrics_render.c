@@ -330,9 +330,9 @@ ngx_http_bytemark_metrics_notes(ngx_http_bytemark_out_t *o,
         return;
     }
 
-    ngx_http_bytemark_out(o, "# HELP bytemark_notes Users whose cache entry "
-                          "lookups skip until it is deleted (an ingest's "
-                          "cache update failed).\n"
+    ngx_http_bytemark_out(o, "# HELP bytemark_notes Users whose cache entry is "
+                          "kept from lookups until it is deleted (an "
+                          "ingest's cache update failed).\n"
                           "# TYPE bytemark_notes gauge\n"
                           "bytemark_notes %ui\n", notes);
 
