@@ -22,6 +22,7 @@ use Bytemark::Data qw(uuid cache_entry wait_until now_ms);
 my $JSON = JSON::PP->new->utf8->canonical;
 
 my $t = Bytemark::Test->new(mysql => 1, mongo => 1);
+plan skip_all => 'needs a MongoDB it can freeze (not an external one)' unless $t->mongo_controllable;
 
 # budgets and the rest at their defaults; the zone's size in http{}, its
 # only context
