@@ -131,7 +131,7 @@ sub delta {
     my ($a, $b) = map { flat($_) } @_;
     my %d;
     for my $k (keys %$b) {
-        next if $k =~ /^(pool_connections|thread_pool_queue|breaker_open)|\.sum$/;
+        next if $k =~ /^(pool_connections|thread_pool_queue|breaker_open|notes)|\.sum$/;
         my $v = $b->{$k} - ($a->{$k} // 0);
         $d{$k} = $v if $v;
     }
@@ -151,8 +151,9 @@ $t->mongo_insert([
 # --- the shape, before anything happened ------------------------------------------
 
 my $s0 = status();
-is_deeply [sort keys %$s0], [sort 'bytemark_breaker_open', map { $_->[0] } @FAMILIES],
-    'JSON: one key per metric of the SPEC table, and the circuit breakers';
+is_deeply [sort keys %$s0], [sort 'bytemark_breaker_open', 'bytemark_notes', 'bytemark_notes_zone_bytes',
+                               map { $_->[0] } @FAMILIES],
+    'JSON: one key per metric of the SPEC table, the circuit breakers and the notes';
 is_deeply $s0->{bytemark_breaker_open}, { mongo => 0, mysql => { 1 => 0 } }, 'JSON: breakers closed';
 is_deeply $s0->{bytemark_answers_total}, { mongo => 0, mysql => 0, stale => 0, microcache => 0 },
     'JSON: answers by source, all zero';

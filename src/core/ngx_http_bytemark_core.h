@@ -146,6 +146,9 @@ typedef struct {
     /* bytemark_mongo_batch: lookups one MongoDB task carries */
     ngx_uint_t                    mongo_batch;
 
+    /* bytemark_notes_zone size= */
+    size_t                        notes_size;
+
     ngx_shm_zone_t               *shm_zone;
     ngx_shm_zone_t               *metrics_zone;
     ngx_array_t                  *microcaches;   /* of ngx_shm_zone_t * */

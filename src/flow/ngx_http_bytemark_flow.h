@@ -39,8 +39,10 @@ ngx_msec_t ngx_http_bytemark_mc_budget(ngx_http_request_t *r);
 void ngx_http_bytemark_microcache_invalidate(
     ngx_http_bytemark_main_conf_t *bmcf, uint64_t user_id);
 
-/* cleanup */
+/* cleanup, and the notes' background repair (notes.c) */
 ngx_int_t ngx_http_bytemark_cleanup_init_process(ngx_cycle_t *cycle,
+    ngx_http_bytemark_main_conf_t *bmcf);
+ngx_int_t ngx_http_bytemark_notes_init_process(ngx_cycle_t *cycle,
     ngx_http_bytemark_main_conf_t *bmcf);
 
 /* the cache writes a read leaves behind (fill.c) */

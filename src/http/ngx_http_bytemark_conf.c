@@ -40,6 +40,7 @@ ngx_http_bytemark_create_main_conf(ngx_conf_t *cf)
     bmcf->breaker_open = NGX_CONF_UNSET_MSEC;
     bmcf->stuck_calls = NGX_CONF_UNSET_UINT;
     bmcf->mongo_batch = NGX_CONF_UNSET_UINT;
+    bmcf->notes_size = NGX_CONF_UNSET_SIZE;
 
     return bmcf;
 }

@@ -10,7 +10,9 @@
  *
  * A 200 means the rows are committed.  If the cache update failed after the
  * commit, the user gets a note in shared memory: lookups skip the cache
- * entry until it has been deleted (see ngx_http_bytemark_lookup.c).
+ * entry until it has been deleted (see ngx_http_bytemark_lookup.c).  When
+ * the notes' zone is full the write is committed but not protected, and is
+ * answered 503 instead of 200: the client retries the idempotent write.
  */
 
 
@@ -315,11 +317,13 @@ ngx_http_bytemark_ingest_done(ngx_http_request_t *r,
 {
     ngx_int_t                       rc;
     ngx_log_t                      *log;
+    ngx_uint_t                      unprotected;
     ngx_http_bytemark_ctx_t        *ctx;
     ngx_http_bytemark_main_conf_t  *bmcf;
 
     bmcf = call->bmcf;
     log = r ? r->connection->log : ngx_cycle->log;
+    unprotected = 0;
 
     if (call->answer.result == NGX_HTTP_BYTEMARK_TIMED_OUT
         && call->run == ngx_http_bytemark_ingest_cache)
@@ -348,9 +352,11 @@ ngx_http_bytemark_ingest_done(ngx_http_request_t *r,
             != NGX_OK)
         {
             ngx_log_error(NGX_LOG_CRIT, log, 0,
-                          "bytemark: no room in the shared zone for a note "
-                          "on user %uL: its cache entry may be stale",
+                          "bytemark: no room in \"bytemark_notes_zone\" "
+                          "for a note on user %uL: its cache entry may be "
+                          "stale, the ingest is answered 503",
                           call->user_id);
+            unprotected = 1;
         }
     }
 
@@ -363,6 +369,16 @@ ngx_http_bytemark_ingest_done(ngx_http_request_t *r,
     switch (call->answer.result) {
 
     case NGX_HTTP_BYTEMARK_FOUND:
+        if (unprotected) {
+            /* SPEC 3.3: never a 200 that a later lookup could contradict */
+            rc = ngx_http_bytemark_send_error(r,
+                     NGX_HTTP_SERVICE_UNAVAILABLE, "unavailable",
+                     "the passes were stored, but the cache could not be "
+                     "updated nor kept from serving their previous state; "
+                     "retry the request (it is idempotent)");
+            break;
+        }
+
         rc = ngx_http_bytemark_send_written(r, ctx,
                                             (ngx_uint_t) call->answer.count);
         break;

@@ -171,6 +171,13 @@ static ngx_command_t  ngx_http_bytemark_commands[] = {
       0,
       NULL },
 
+    { ngx_string("bytemark_notes_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_bytemark_set_notes_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("bytemark_status"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_bytemark_set_status,
@@ -291,6 +298,13 @@ ngx_http_bytemark_init_process(ngx_cycle_t *cycle)
 
     if (bmcf->cleanup_interval
         && ngx_http_bytemark_cleanup_init_process(cycle, bmcf) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* notes exist where an ingest updates a cache */
+    if (bmcf->mongo_uri.len && bmcf->mysql_servers
+        && ngx_http_bytemark_notes_init_process(cycle, bmcf) != NGX_OK)
     {
         return NGX_ERROR;
     }

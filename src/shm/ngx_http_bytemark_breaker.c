@@ -88,6 +88,20 @@ ngx_http_bytemark_breaker_is_open(ngx_http_bytemark_main_conf_t *bmcf,
 }
 
 
+/* closed: neither open nor letting a probe through */
+
+ngx_int_t
+ngx_http_bytemark_breaker_closed(ngx_http_bytemark_main_conf_t *bmcf,
+    ngx_uint_t backend)
+{
+    ngx_http_bytemark_breaker_t  *b;
+
+    b = ngx_http_bytemark_breaker(bmcf, backend);
+
+    return b == NULL || b->open_until == 0;
+}
+
+
 void
 ngx_http_bytemark_breaker_result(ngx_http_bytemark_main_conf_t *bmcf,
     ngx_uint_t backend, ngx_uint_t ok, int64_t cost)

@@ -22,6 +22,8 @@ static void ngx_http_bytemark_metrics_gauges(
     ngx_http_bytemark_metrics_shm_t *m, ngx_http_bytemark_gauges_t *g);
 static void ngx_http_bytemark_metrics_values(
     ngx_http_bytemark_metrics_shm_t *m, int64_t *v);
+static void ngx_http_bytemark_metrics_notes(ngx_http_bytemark_out_t *o,
+    ngx_http_bytemark_main_conf_t *bmcf, ngx_uint_t prometheus);
 
 
 const char  *ngx_http_bytemark_handler_names[NGX_HTTP_BYTEMARK_HANDLERS] = {
@@ -204,6 +206,7 @@ ngx_http_bytemark_metrics_render(ngx_http_request_t *r,
         }
 
         ngx_http_bytemark_metrics_prom_breakers(&o, bmcf);
+        ngx_http_bytemark_metrics_notes(&o, bmcf, 1);
 
     } else {
         ngx_http_bytemark_out(&o, "{");
@@ -219,6 +222,7 @@ ngx_http_bytemark_metrics_render(ngx_http_request_t *r,
         }
 
         ngx_http_bytemark_metrics_json_breakers(&o, bmcf);
+        ngx_http_bytemark_metrics_notes(&o, bmcf, 0);
 
         /* replaces the last member's comma */
         o.pos[-1] = '}';
@@ -301,6 +305,43 @@ ngx_http_bytemark_out(ngx_http_bytemark_out_t *o, const char *fmt, ...)
     va_start(args, fmt);
     o->pos = ngx_vslprintf(o->pos, o->end, fmt, args);
     va_end(args);
+}
+
+
+/*
+ * Not in the SPEC's table: the notes (users whose cache entries lookups
+ * skip until they are deleted) and their zone's bytes, in whole pages.
+ */
+
+static void
+ngx_http_bytemark_metrics_notes(ngx_http_bytemark_out_t *o,
+    ngx_http_bytemark_main_conf_t *bmcf, ngx_uint_t prometheus)
+{
+    size_t      used, free;
+    ngx_uint_t  notes;
+
+    ngx_http_bytemark_notes_stats(bmcf, &notes, &used, &free);
+
+    if (!prometheus) {
+        ngx_http_bytemark_out(o, "\"bytemark_notes\":%ui,"
+                              "\"bytemark_notes_zone_bytes\":"
+                              "{\"used\":%uz,\"free\":%uz},",
+                              notes, used, free);
+        return;
+    }
+
+    ngx_http_bytemark_out(o, "# HELP bytemark_notes Users whose cache entry is "
+                          "kept from lookups until it is deleted (an "
+                          "ingest's cache update failed).\n"
+                          "# TYPE bytemark_notes gauge\n"
+                          "bytemark_notes %ui\n", notes);
+
+    ngx_http_bytemark_out(o, "# HELP bytemark_notes_zone_bytes Bytes of "
+                          "bytemark_notes_zone in use and in free pages.\n"
+                          "# TYPE bytemark_notes_zone_bytes gauge\n"
+                          "bytemark_notes_zone_bytes{state=\"used\"} %uz\n"
+                          "bytemark_notes_zone_bytes{state=\"free\"} %uz\n",
+                          used, free);
 }
 
 

@@ -12,7 +12,12 @@
  *   - the circuit breakers (ngx_http_bytemark_breaker.c).
  *
  * Notes are rare, so a lookup first reads an atomic count and takes the
- * zone's mutex only when some note exists.
+ * zone's mutex only when some note exists.  The zone's size is
+ * "bytemark_notes_zone size=" (1m: some 16000 notes); a note that finds no
+ * room makes the ingest answer 503 (ngx_http_bytemark_ingest.c).  Each
+ * worker walks the notes in the background and deletes their entries
+ * (ngx_http_bytemark_notes.c); a note taken for that is leased, so that
+ * the workers do not all delete the same entries.
  */
 
 
@@ -20,6 +25,9 @@
 
 
 #define NGX_HTTP_BYTEMARK_SHM_SIZE  (1024 * 1024)
+
+/* as nginx's own zones: a slab pool needs a few pages */
+#define NGX_HTTP_BYTEMARK_SHM_MIN   (8 * ngx_pagesize)
 
 
 struct ngx_http_bytemark_shm_s {
@@ -35,10 +43,15 @@ struct ngx_http_bytemark_shm_s {
 typedef struct {
     ngx_rbtree_node_t             node;             /* key: the user id */
     int64_t                       stamp;
+    int64_t                       leased;           /* ms; being deleted */
 } ngx_http_bytemark_note_t;
 
 
 static ngx_int_t ngx_http_bytemark_shm_init(ngx_shm_zone_t *zone, void *data);
+static ngx_int_t ngx_http_bytemark_shm_inherit(ngx_shm_zone_t *zone,
+    ngx_http_bytemark_shm_t *shm);
+static ngx_int_t ngx_http_bytemark_shm_copy(ngx_shm_zone_t *zone,
+    ngx_http_bytemark_shm_t *shm, ngx_shm_zone_t *old);
 static ngx_http_bytemark_note_t *ngx_http_bytemark_note_find(
     ngx_http_bytemark_shm_t *shm, uint64_t user_id);
 
@@ -48,8 +61,9 @@ ngx_http_bytemark_shm_add(ngx_conf_t *cf, ngx_http_bytemark_main_conf_t *bmcf)
 {
     ngx_str_t  name = ngx_string("bytemark_state");
 
-    bmcf->shm_zone = ngx_shared_memory_add(cf, &name,
-                                           NGX_HTTP_BYTEMARK_SHM_SIZE,
+    ngx_conf_init_size_value(bmcf->notes_size, NGX_HTTP_BYTEMARK_SHM_SIZE);
+
+    bmcf->shm_zone = ngx_shared_memory_add(cf, &name, bmcf->notes_size,
                                            &ngx_http_bytemark_module);
     if (bmcf->shm_zone == NULL) {
         return NGX_ERROR;
@@ -92,6 +106,105 @@ ngx_http_bytemark_shm_init(ngx_shm_zone_t *zone, void *data)
 
     shpool->log_nomem = 0;
 
+    return ngx_http_bytemark_shm_inherit(zone, shm);
+}
+
+
+/*
+ * A reload that resizes the zone gets a new one (nginx reuses a zone of the
+ * same size only).  The running zone's notes move into it, or the reload is
+ * refused: a note lost is an acknowledged write that a lookup could
+ * contradict.  During ngx_init_cycle() ngx_cycle is still the running cycle.
+ */
+
+static ngx_int_t
+ngx_http_bytemark_shm_inherit(ngx_shm_zone_t *zone,
+    ngx_http_bytemark_shm_t *shm)
+{
+    ngx_uint_t        i;
+    ngx_shm_zone_t   *old;
+    ngx_list_part_t  *part;
+
+    part = &((ngx_cycle_t *) ngx_cycle)->shared_memory.part;
+    old = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NGX_OK;
+            }
+
+            part = part->next;
+            old = part->elts;
+            i = 0;
+        }
+
+        if (old[i].tag == zone->tag && old[i].data != NULL
+            && old[i].shm.addr != zone->shm.addr
+            && old[i].shm.name.len == zone->shm.name.len
+            && ngx_strncmp(old[i].shm.name.data, zone->shm.name.data,
+                           zone->shm.name.len) == 0)
+        {
+            return ngx_http_bytemark_shm_copy(zone, shm, &old[i]);
+        }
+    }
+}
+
+
+static ngx_int_t
+ngx_http_bytemark_shm_copy(ngx_shm_zone_t *zone, ngx_http_bytemark_shm_t *shm,
+    ngx_shm_zone_t *old)
+{
+    ngx_uint_t                 n;
+    ngx_slab_pool_t           *shpool, *oshpool;
+    ngx_rbtree_node_t         *node;
+    ngx_http_bytemark_shm_t   *oshm;
+    ngx_http_bytemark_note_t  *note;
+
+    shpool = (ngx_slab_pool_t *) zone->shm.addr;
+    oshpool = (ngx_slab_pool_t *) old->shm.addr;
+    oshm = old->data;
+    n = 0;
+
+    ngx_shmtx_lock(&oshpool->mutex);
+
+    node = (oshm->rbtree.root == oshm->rbtree.sentinel)
+           ? NULL : ngx_rbtree_min(oshm->rbtree.root, oshm->rbtree.sentinel);
+
+    for ( /* void */ ; node; node = ngx_rbtree_next(&oshm->rbtree, node)) {
+
+        /* nobody else knows the new zone yet */
+        note = ngx_slab_alloc_locked(shpool, sizeof(ngx_http_bytemark_note_t));
+        if (note == NULL) {
+            ngx_shmtx_unlock(&oshpool->mutex);
+
+            ngx_log_error(NGX_LOG_EMERG, zone->shm.log, 0,
+                          "\"bytemark_notes_zone\" size=%uzk cannot hold "
+                          "the %uA notes of the running zone: keep the "
+                          "size until they are cleared (bytemark_notes)",
+                          zone->shm.size / 1024, oshm->notes);
+            return NGX_ERROR;
+        }
+
+        note->node.key = node->key;
+        note->stamp = ((ngx_http_bytemark_note_t *) node)->stamp;
+        note->leased = 0;
+        ngx_rbtree_insert(&shm->rbtree, &note->node);
+        n++;
+    }
+
+    shm->notes = n;
+    shm->cleanup_pid = oshm->cleanup_pid;
+    shm->cleanup_last = oshm->cleanup_last;
+    ngx_memcpy(shm->breakers, oshm->breakers, sizeof(shm->breakers));
+
+    ngx_shmtx_unlock(&oshpool->mutex);
+
+    ngx_log_error(NGX_LOG_NOTICE, zone->shm.log, 0,
+                  "bytemark: %ui notes moved to the resized zone \"%V\"",
+                  n, &zone->shm.name);
+
     return NGX_OK;
 }
 
@@ -122,11 +235,14 @@ ngx_http_bytemark_note_set(ngx_http_bytemark_main_conf_t *bmcf,
 
         note->node.key = (ngx_rbtree_key_t) user_id;
         note->stamp = stamp;
+        note->leased = 0;
         ngx_rbtree_insert(&shm->rbtree, &note->node);
         (void) ngx_atomic_fetch_add(&shm->notes, 1);
 
     } else if (stamp > note->stamp) {
         note->stamp = stamp;
+        /* a delete already under way may predate this write */
+        note->leased = 0;
     }
 
     ngx_shmtx_unlock(&shpool->mutex);
@@ -207,6 +323,94 @@ ngx_http_bytemark_note_clear(ngx_http_bytemark_main_conf_t *bmcf,
 }
 
 
+/*
+ * Up to max notes whose entries nobody is deleting now, leased for lease
+ * ms: a delete that fails, or a worker that dies, gives them back then.
+ */
+
+ngx_uint_t
+ngx_http_bytemark_note_take(ngx_http_bytemark_main_conf_t *bmcf,
+    ngx_msec_t lease, uint64_t *users, int64_t *stamps, ngx_uint_t max)
+{
+    int64_t                    now;
+    ngx_uint_t                 n;
+    ngx_slab_pool_t           *shpool;
+    ngx_rbtree_node_t         *node;
+    ngx_http_bytemark_shm_t   *shm;
+    ngx_http_bytemark_note_t  *note;
+
+    if (bmcf->shm_zone == NULL) {
+        return 0;
+    }
+
+    shm = bmcf->shm_zone->data;
+
+    if (shm->notes == 0) {
+        return 0;
+    }
+
+    shpool = (ngx_slab_pool_t *) bmcf->shm_zone->shm.addr;
+    now = ngx_http_bytemark_now_ms();
+    n = 0;
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    if (shm->rbtree.root == shm->rbtree.sentinel) {
+        ngx_shmtx_unlock(&shpool->mutex);
+        return 0;
+    }
+
+    node = ngx_rbtree_min(shm->rbtree.root, shm->rbtree.sentinel);
+
+    while (node && n < max) {
+        note = (ngx_http_bytemark_note_t *) node;
+
+        if (note->leased <= now) {
+            note->leased = now + (int64_t) lease;
+            users[n] = (uint64_t) node->key;
+            stamps[n] = note->stamp;
+            n++;
+        }
+
+        node = ngx_rbtree_next(&shm->rbtree, node);
+    }
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    return n;
+}
+
+
+/* the notes, and the zone's bytes in free pages and in use */
+
+void
+ngx_http_bytemark_notes_stats(ngx_http_bytemark_main_conf_t *bmcf,
+    ngx_uint_t *notes, size_t *used, size_t *free)
+{
+    ngx_slab_pool_t          *shpool;
+    ngx_http_bytemark_shm_t  *shm;
+
+    *notes = 0;
+    *used = 0;
+    *free = 0;
+
+    if (bmcf->shm_zone == NULL || bmcf->shm_zone->data == NULL) {
+        return;
+    }
+
+    shm = bmcf->shm_zone->data;
+    shpool = (ngx_slab_pool_t *) bmcf->shm_zone->shm.addr;
+
+    ngx_shmtx_lock(&shpool->mutex);
+    *free = shpool->pfree * ngx_pagesize;
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    *notes = shm->notes;
+    *used = bmcf->shm_zone->shm.size - ngx_min(*free,
+                                               bmcf->shm_zone->shm.size);
+}
+
+
 static ngx_http_bytemark_note_t *
 ngx_http_bytemark_note_find(ngx_http_bytemark_shm_t *shm, uint64_t user_id)
 {
@@ -284,4 +488,55 @@ ngx_http_bytemark_cleanup_unlock(ngx_http_bytemark_main_conf_t *bmcf)
     shm = bmcf->shm_zone->data;
 
     (void) ngx_atomic_cmp_set(&shm->cleanup_pid, (ngx_atomic_uint_t) ngx_pid, 0);
+}
+
+
+/* bytemark_notes_zone size=<size>: the zone of the notes and breakers */
+
+char *
+ngx_http_bytemark_set_notes_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_bytemark_main_conf_t *bmcf = conf;
+
+    ssize_t     size;
+    ngx_str_t  *value, s;
+
+    if (bmcf->notes_size != NGX_CONF_UNSET_SIZE) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strncmp(value[1].data, "size=", 5) != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"bytemark_notes_zone\" has an invalid "
+                           "parameter \"%V\": write size=<size>",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    s.data = value[1].data + 5;
+    s.len = value[1].len - 5;
+
+    size = ngx_parse_size(&s);
+
+    if (size == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"bytemark_notes_zone\" has an invalid "
+                           "size \"%V\"", &s);
+        return NGX_CONF_ERROR;
+    }
+
+    if (size < (ssize_t) NGX_HTTP_BYTEMARK_SHM_MIN) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"bytemark_notes_zone\" size \"%V\" is too "
+                           "small: at least %uzk", &s,
+                           (size_t) NGX_HTTP_BYTEMARK_SHM_MIN / 1024);
+        return NGX_CONF_ERROR;
+    }
+
+    bmcf->notes_size = (size_t) size;
+
+    return NGX_CONF_OK;
 }

@@ -63,6 +63,12 @@ ngx_int_t ngx_http_bytemark_note_get(ngx_http_bytemark_main_conf_t *bmcf,
     uint64_t user_id, int64_t *stamp);
 void ngx_http_bytemark_note_clear(ngx_http_bytemark_main_conf_t *bmcf,
     uint64_t user_id, int64_t upto);
+ngx_uint_t ngx_http_bytemark_note_take(ngx_http_bytemark_main_conf_t *bmcf,
+    ngx_msec_t lease, uint64_t *users, int64_t *stamps, ngx_uint_t max);
+void ngx_http_bytemark_notes_stats(ngx_http_bytemark_main_conf_t *bmcf,
+    ngx_uint_t *notes, size_t *used, size_t *free);
+char *ngx_http_bytemark_set_notes_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 ngx_int_t ngx_http_bytemark_cleanup_lock(ngx_http_bytemark_main_conf_t *bmcf,
     ngx_msec_t interval);
 void ngx_http_bytemark_cleanup_unlock(ngx_http_bytemark_main_conf_t *bmcf);
@@ -74,6 +80,8 @@ ngx_http_bytemark_breaker_t *ngx_http_bytemark_shm_breakers(
 ngx_int_t ngx_http_bytemark_breaker_allow(ngx_http_bytemark_main_conf_t *bmcf,
     ngx_uint_t backend);
 ngx_int_t ngx_http_bytemark_breaker_is_open(
+    ngx_http_bytemark_main_conf_t *bmcf, ngx_uint_t backend);
+ngx_int_t ngx_http_bytemark_breaker_closed(
     ngx_http_bytemark_main_conf_t *bmcf, ngx_uint_t backend);
 void ngx_http_bytemark_breaker_result(ngx_http_bytemark_main_conf_t *bmcf,
     ngx_uint_t backend, ngx_uint_t ok, int64_t cost);
