@@ -195,10 +195,9 @@ ngx_http_bytemark_mongo_pass_cmp(const void *a, const void *b)
 static int
 ngx_http_bytemark_mongo_place_cmp(const void *a, const void *b)
 {
-    const u_char                     *uuid = a;
     const ngx_http_bytemark_mongo_place_t  *pl = b;
 
-    return ngx_memcmp(uuid, pl->pass->uuid, NGX_HTTP_BYTEMARK_UUID_LEN);
+    return ngx_memcmp(a, pl->pass->uuid, NGX_HTTP_BYTEMARK_UUID_LEN);
 }
 
 

@@ -290,15 +290,12 @@ ngx_http_bytemark_mongo_write_set(bson_t *u,
 {
     char                              key[48];
     bson_t                            doc;
-    ngx_int_t                         rc;
     ngx_uint_t                        i;
     ngx_http_bytemark_mongo_place_t  *pl;
 
-    rc = NGX_OK;
-
     BSON_APPEND_DOCUMENT_BEGIN(u, "$set", &doc);
 
-    for (i = 0; i < plan->nplaces && rc == NGX_OK; i++) {
+    for (i = 0; i < plan->nplaces; i++) {
         pl = &plan->places[i];
 
         if (!pl->put) {
@@ -308,12 +305,17 @@ ngx_http_bytemark_mongo_write_set(bson_t *u,
         snprintf(key, sizeof(key), "%s.%" PRId64,
                  ngx_http_bytemark_mongo_arrays[pl->own], pl->at[pl->own]);
 
-        rc = ngx_http_bytemark_json_to_bson(&doc, key, pl->pass->object, 0);
+        if (ngx_http_bytemark_json_to_bson(&doc, key, pl->pass->object, 0)
+            != NGX_OK)
+        {
+            /* a child may be left open: u can only be destroyed */
+            return NGX_ERROR;
+        }
     }
 
     bson_append_document_end(u, &doc);
 
-    return rc;
+    return NGX_OK;
 }
 
 
@@ -330,7 +332,6 @@ ngx_http_bytemark_mongo_write_push(bson_t *u,
     char                              key[16];
     bson_t                            push, field, each;
     uint32_t                          n;
-    ngx_int_t                         rc;
     ngx_uint_t                        i, k, any;
     const char                       *idx;
     ngx_http_bytemark_call_t         *call;
@@ -347,13 +348,11 @@ ngx_http_bytemark_mongo_write_push(bson_t *u,
         return NGX_OK;
     }
 
-    rc = NGX_OK;
-
     BSON_APPEND_DOCUMENT_BEGIN(u, "$push", &push);
 
     for (k = 0; kind == NGX_HTTP_BYTEMARK_WRITE_PUSH && k < 2; k++) {
 
-        for (n = 0, i = 0; i < call->npasses && rc == NGX_OK; i++) {
+        for (n = 0, i = 0; i < call->npasses; i++) {
             pl = ngx_http_bytemark_mongo_place(plan, call->passes[i].uuid);
 
             if (!pl->put || pl->own != k || pl->first != i) {
@@ -368,8 +367,14 @@ ngx_http_bytemark_mongo_write_push(bson_t *u,
             }
 
             bson_uint32_to_string(n++, &idx, key, sizeof(key));
-            rc = ngx_http_bytemark_json_to_bson(&each, idx, pl->pass->object,
-                                                0);
+
+            if (ngx_http_bytemark_json_to_bson(&each, idx, pl->pass->object,
+                                               0)
+                != NGX_OK)
+            {
+                /* a child may be left open: u can only be destroyed */
+                return NGX_ERROR;
+            }
         }
 
         if (n) {
@@ -383,7 +388,7 @@ ngx_http_bytemark_mongo_write_push(bson_t *u,
 
     bson_append_document_end(u, &push);
 
-    return rc;
+    return NGX_OK;
 }
 
 
