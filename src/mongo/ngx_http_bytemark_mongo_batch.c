@@ -122,10 +122,12 @@ ngx_http_bytemark_mongo_lookup(ngx_http_bytemark_call_t *call)
         && !ngx_http_bytemark_batch_wake.posted)
     {
         /*
-         * A task could not be posted before (no memory): try again, but from
-         * the event loop.  A task that fails to post finishes its lookups,
-         * and this one's request must not be finalized under the content
-         * handler that is still starting it (it holds the request next).
+         * A task could not be set up before (no memory), or this lookup
+         * starts from a request that a task's end just ran (a subrequest):
+         * the queue runs again, but from the event loop.  A task that
+         * fails to post finishes its lookups, and this one's request must
+         * not be finalized under the content handler that is still
+         * starting it (the handler holds the request next).
          */
         ngx_post_event(&ngx_http_bytemark_batch_wake, &ngx_posted_events);
     }
