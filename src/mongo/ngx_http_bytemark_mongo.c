@@ -181,6 +181,7 @@ ngx_http_bytemark_mongo_exit_process(ngx_http_bytemark_main_conf_t *bmcf)
 
     bmcf->mongo = NULL;
 
+    ngx_http_bytemark_mongo_batch_exit();
     mongoc_client_pool_destroy(mongo->pool);
     mongoc_uri_destroy(mongo->uri);
     bson_free(mongo->db);

@@ -43,11 +43,13 @@
 static ngx_queue_t  ngx_http_bytemark_batch_queue;
 static ngx_uint_t   ngx_http_bytemark_batch_queued;
 static ngx_uint_t   ngx_http_bytemark_batch_running;
+static ngx_event_t  ngx_http_bytemark_batch_wake;
 
 
 static ngx_int_t ngx_http_bytemark_batch_post(
     ngx_http_bytemark_call_t **members, ngx_uint_t n);
 static void ngx_http_bytemark_batch_next(void);
+static void ngx_http_bytemark_batch_wakeup(ngx_event_t *ev);
 static ngx_int_t ngx_http_bytemark_batch_cancel(ngx_http_bytemark_call_t *call);
 static void ngx_http_bytemark_batch_run(ngx_http_bytemark_call_t *task);
 static void ngx_http_bytemark_batch_done(ngx_http_request_t *r,
@@ -69,6 +71,19 @@ ngx_http_bytemark_mongo_batch_init(void)
     ngx_queue_init(&ngx_http_bytemark_batch_queue);
     ngx_http_bytemark_batch_queued = 0;
     ngx_http_bytemark_batch_running = 0;
+
+    ngx_memzero(&ngx_http_bytemark_batch_wake, sizeof(ngx_event_t));
+    ngx_http_bytemark_batch_wake.handler = ngx_http_bytemark_batch_wakeup;
+    ngx_http_bytemark_batch_wake.log = ngx_cycle->log;
+}
+
+
+void
+ngx_http_bytemark_mongo_batch_exit(void)
+{
+    if (ngx_http_bytemark_batch_wake.posted) {
+        ngx_delete_posted_event(&ngx_http_bytemark_batch_wake);
+    }
 }
 
 
@@ -103,12 +118,33 @@ ngx_http_bytemark_mongo_lookup(ngx_http_bytemark_call_t *call)
     /* the budget runs from now: waiting in the queue is part of it */
     ngx_http_bytemark_call_started(call);
 
-    if (ngx_http_bytemark_batch_running < NGX_HTTP_BYTEMARK_BATCH_TASKS) {
-        /* a task could not be posted before (no memory): try again now */
-        ngx_http_bytemark_batch_next();
+    if (ngx_http_bytemark_batch_running < NGX_HTTP_BYTEMARK_BATCH_TASKS
+        && !ngx_http_bytemark_batch_wake.posted)
+    {
+        /*
+         * A task could not be set up before (no memory), or this lookup
+         * starts from a request that a task's end just ran (a subrequest):
+         * the queue runs again, but from the event loop.  A task that
+         * fails to post finishes its lookups, and this one's request must
+         * not be finalized under the content handler that is still
+         * starting it (the handler holds the request next).
+         */
+        ngx_post_event(&ngx_http_bytemark_batch_wake, &ngx_posted_events);
     }
 
     return NGX_OK;
+}
+
+
+/* posted event: the queued lookups go, now that no handler is under us */
+
+static void
+ngx_http_bytemark_batch_wakeup(ngx_event_t *ev)
+{
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ev->log, 0,
+                   "bytemark: mongo batch wake-up");
+
+    ngx_http_bytemark_batch_next();
 }
 
 

@@ -1,206 +1,284 @@
 
 /*
- * The cache side of an ingest, in a pool thread: each pass the MySQL
- * commit wrote is put into the user's cache entry without rewriting the
- * rest (the steps are described below).  The client pool and the other
- * writes are ngx_http_bytemark_mongo.c.
+ * The cache side of an ingest, in a pool thread: the passes the MySQL
+ * commit wrote are put into the user's cache entry without rewriting the
+ * rest (SPEC 3.3 step 2), a whole batch at a time, never by a blind
+ * read-modify-write:
+ *
+ *   1. read where the batch's passes are (only the pass_uuid fields of both
+ *      arrays: one find for the batch);
+ *   2. the passes that are there, at index i of their array, are replaced
+ *      there, all in one update whose filter matches only while each
+ *      element i still holds its pass (a compare-and-set);
+ *   3. the others are appended ($push $each), all in one update, upserting
+ *      the entry, with a filter that matches only while both arrays still
+ *      lack them; a new entry is marked bytemark_incomplete, since it
+ *      holds only these passes.  Another ingest that appends one of them
+ *      first makes the upsert hit the unique index.
+ *
+ * A write whose filter no longer matches (the entry changed since the read)
+ * sends the passes it did not place back to 1.  A 100-pass batch costs two
+ * round trips, three with replacements, instead of two per pass.
+ *
+ * A pass that changed version is pulled from the other array with
+ * $pullAll of the element as stored: an exact comparison, where $pull
+ * would take the element as a query, and operators in a client's payload
+ * ("$gt", "$exists") would decide what it matches.  FerretDB 1.24 has
+ * neither the positional "$", nor arrayFilters, nor a $pull condition, and
+ * its $ne and $nin through an array of documents match documents that hold
+ * the value: the filters here use only what it gets right (equality by
+ * index, $in under $nor).  Each write appends its passes' log entries and
+ * raises the entry's timestamp to the commit time ($max).
  */
 
 
 #include "ngx_http_bytemark_mongo_private.h"
 
 
-
-
-/*
- * thread: the cache side of an ingest (SPEC 3.3 step 2), one pass at a time,
- * each with one atomic update, never a blind read-modify-write:
- *
- *   1. find where the pass is in its array (only the pass_uuid fields);
- *   2. it is at index i: replace it there, with a filter that matches only
- *      while element i still holds that pass (a compare-and-set: an entry
- *      changed meanwhile does not match, and 1 runs again);
- *   3. it is not there: append it, upserting the entry, with a filter that
- *      matches only while the array lacks it; a new entry is marked
- *      bytemark_incomplete, since it holds only this pass.  Another ingest
- *      that appends the same pass first makes the upsert hit the unique
- *      index, and 1 runs again.
- *
- * Why not the positional "$" of MongoDB ({"passes.$": …} with the pass in
- * the filter), which would save step 1: FerretDB 1.24 implements neither
- * "$" nor arrayFilters, and an element addressed by its index works on
- * both.  A pass that changed version is pulled from the other array.  Each
- * update appends the log entry and raises the entry's timestamp to the
- * commit time ($max).
- */
-
 #define NGX_HTTP_BYTEMARK_INGEST_ATTEMPTS  4
 
 
-/* where an ingested pass is in the entry: index -1 is "not there" */
-typedef struct {
-    int64_t      index;         /* in its own array */
-    int64_t      other_index;   /* in the other array (a version change) */
-    bson_t      *other;         /* that element as stored, to $pull it */
-} ngx_http_bytemark_mongo_place_t;
+const char  *ngx_http_bytemark_mongo_arrays[2] = { "passes", "passes4" };
 
 
-static ngx_int_t ngx_http_bytemark_mongo_ingest_pass(
-    mongoc_collection_t *coll, ngx_http_bytemark_call_t *call,
-    ngx_http_bytemark_ingest_pass_t *p, const char *server_time);
+static ngx_int_t ngx_http_bytemark_mongo_plan(
+    ngx_http_bytemark_mongo_plan_t *plan);
+static int ngx_http_bytemark_mongo_pass_cmp(const void *a, const void *b);
+static int ngx_http_bytemark_mongo_place_cmp(const void *a, const void *b);
+static ngx_int_t ngx_http_bytemark_mongo_ingest_attempt(
+    ngx_http_bytemark_mongo_plan_t *plan);
 static ngx_int_t ngx_http_bytemark_mongo_ingest_locate(
-    mongoc_collection_t *coll, ngx_http_bytemark_call_t *call,
-    ngx_http_bytemark_ingest_pass_t *p, ngx_http_bytemark_mongo_place_t *at);
+    ngx_http_bytemark_mongo_plan_t *plan);
+static ngx_int_t ngx_http_bytemark_mongo_ingest_elements(
+    ngx_http_bytemark_mongo_plan_t *plan, ngx_uint_t *need);
 static ngx_int_t ngx_http_bytemark_mongo_ingest_read(
-    mongoc_collection_t *coll, ngx_http_bytemark_call_t *call,
-    const bson_t *opts, bson_t **doc);
-static int64_t ngx_http_bytemark_mongo_pass_index(const bson_t *doc,
-    const char *array, const u_char *uuid, bson_iter_t *elem);
-static void ngx_http_bytemark_mongo_ingest_filter(bson_t *filter,
-    ngx_http_bytemark_call_t *call, ngx_http_bytemark_ingest_pass_t *p,
-    ngx_http_bytemark_mongo_place_t *at);
-static bson_t *ngx_http_bytemark_mongo_ingest_update(
-    ngx_http_bytemark_call_t *call, ngx_http_bytemark_ingest_pass_t *p,
-    const char *server_time, ngx_http_bytemark_mongo_place_t *at);
+    ngx_http_bytemark_mongo_plan_t *plan, const bson_t *opts, bson_t **doc);
+static void ngx_http_bytemark_mongo_ingest_scan(
+    ngx_http_bytemark_mongo_plan_t *plan, const bson_t *doc, ngx_uint_t k,
+    ngx_uint_t copy);
+static void ngx_http_bytemark_mongo_plan_reset(
+    ngx_http_bytemark_mongo_plan_t *plan);
 
 
 void
 ngx_http_bytemark_mongo_ingest(ngx_http_bytemark_call_t *call)
 {
-    char                        server_time[NGX_HTTP_BYTEMARK_ISO_LEN];
-    ngx_uint_t                  i;
-    mongoc_client_t            *client;
-    mongoc_collection_t        *coll;
-    ngx_http_bytemark_mongo_t  *mongo;
+    char                            server_time[NGX_HTTP_BYTEMARK_ISO_LEN];
+    ngx_int_t                       rc;
+    ngx_uint_t                      attempt;
+    mongoc_client_t                *client;
+    ngx_http_bytemark_mongo_t      *mongo;
+    ngx_http_bytemark_mongo_plan_t  plan;
 
     mongo = call->bmcf->mongo;
 
     ngx_http_bytemark_iso_time(call->answer.timestamp, server_time);
 
-    coll = ngx_http_bytemark_mongo_acquire(mongo, &client);
+    ngx_memzero(&plan, sizeof(ngx_http_bytemark_mongo_plan_t));
+    plan.call = call;
+    plan.server_time = server_time;
 
-    for (i = 0; i < call->npasses; i++) {
-        if (ngx_http_bytemark_mongo_ingest_pass(coll, call, &call->passes[i],
-                                                server_time)
-            != NGX_OK)
-        {
-            call->cache_failed = 1;
+    if (ngx_http_bytemark_mongo_plan(&plan) != NGX_OK) {
+        call->cache_failed = 1;
+        snprintf(call->cache_error, sizeof(call->cache_error),
+                 "no memory for the cache update of %u passes",
+                 (unsigned) call->npasses);
+        return;
+    }
+
+    plan.coll = ngx_http_bytemark_mongo_acquire(mongo, &client);
+
+    rc = NGX_AGAIN;
+
+    for (attempt = 0; attempt < NGX_HTTP_BYTEMARK_INGEST_ATTEMPTS; attempt++) {
+
+        rc = ngx_http_bytemark_mongo_ingest_attempt(&plan);
+
+        ngx_http_bytemark_mongo_plan_reset(&plan);
+
+        if (rc != NGX_AGAIN) {
             break;
         }
     }
 
-    ngx_http_bytemark_mongo_release(mongo, client, coll);
+    ngx_http_bytemark_mongo_release(mongo, client, plan.coll);
+
+    free(plan.places);
+
+    if (rc == NGX_AGAIN) {
+        snprintf(call->cache_error, sizeof(call->cache_error),
+                 "concurrent writes kept the update of the entry from "
+                 "applying");
+    }
+
+    if (rc != NGX_OK) {
+        call->cache_failed = 1;
+    }
 }
 
 
+/* thread: one place per uuid, for its last pass in the batch */
+
 static ngx_int_t
-ngx_http_bytemark_mongo_ingest_pass(mongoc_collection_t *coll,
-    ngx_http_bytemark_call_t *call, ngx_http_bytemark_ingest_pass_t *p,
-    const char *server_time)
+ngx_http_bytemark_mongo_plan(ngx_http_bytemark_mongo_plan_t *plan)
 {
-    bool                             ok;
-    bson_t                           filter, reply, *update;
-    int64_t                          matched;
-    bson_iter_t                      it;
-    bson_error_t                     error;
-    ngx_int_t                        rc;
-    ngx_uint_t                       attempt;
-    ngx_http_bytemark_mongo_place_t  at;
+    ngx_uint_t                        i, n;
+    ngx_http_bytemark_call_t         *call;
+    ngx_http_bytemark_ingest_pass_t **sorted;
+    ngx_http_bytemark_mongo_place_t  *pl;
 
-    for (attempt = 0; attempt < NGX_HTTP_BYTEMARK_INGEST_ATTEMPTS; attempt++) {
+    call = plan->call;
+    n = call->npasses;
 
-        rc = ngx_http_bytemark_mongo_ingest_locate(coll, call, p, &at);
+    sorted = malloc(n * sizeof(ngx_http_bytemark_ingest_pass_t *));
+    plan->places = calloc(n, sizeof(ngx_http_bytemark_mongo_place_t));
 
-        if (rc == NGX_AGAIN) {
+    if (sorted == NULL || plan->places == NULL) {
+        free(sorted);
+        free(plan->places);
+        plan->places = NULL;
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        sorted[i] = &call->passes[i];
+    }
+
+    /* by uuid, then by position: a uuid's passes next to each other */
+    qsort(sorted, n, sizeof(ngx_http_bytemark_ingest_pass_t *),
+          ngx_http_bytemark_mongo_pass_cmp);
+
+    for (i = 0; i < n; i++) {
+        if (i > 0 && ngx_memcmp(sorted[i]->uuid, sorted[i - 1]->uuid,
+                                NGX_HTTP_BYTEMARK_UUID_LEN) == 0)
+        {
+            /* the same pass again: its later state is the one to store */
+            plan->places[plan->nplaces - 1].pass = sorted[i];
             continue;
         }
 
-        if (rc != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-        update = ngx_http_bytemark_mongo_ingest_update(call, p, server_time,
-                                                       &at);
-        if (update == NULL) {
-            if (at.other) {
-                bson_destroy(at.other);
-            }
-
-            snprintf(call->cache_error, sizeof(call->cache_error),
-                     "pass %.36s cannot be converted to BSON", p->uuid);
-            return NGX_ERROR;
-        }
-
-        ngx_http_bytemark_mongo_ingest_filter(&filter, call, p, &at);
-
-        ok = mongoc_collection_update_one(coll, &filter, update,
-                                          at.index < 0
-                                          ? ngx_http_bytemark_mongo_upsert_opts
-                                          : ngx_http_bytemark_mongo_write_opts,
-                                          &reply, &error);
-        matched = 0;
-
-        if (ok && bson_iter_init_find(&it, &reply, "matchedCount")) {
-            matched = bson_iter_as_int64(&it);
-        }
-
-        if (ok && bson_iter_init_find(&it, &reply, "upsertedCount")) {
-            matched += bson_iter_as_int64(&it);
-        }
-
-        bson_destroy(&reply);
-        bson_destroy(update);
-        bson_destroy(&filter);
-
-        if (at.other) {
-            bson_destroy(at.other);
-        }
-
-        if (ok && matched) {
-            return NGX_OK;
-        }
-
-        if (!ok && error.code != MONGOC_ERROR_DUPLICATE_KEY) {
-            ngx_http_bytemark_mongo_cause(call->cache_error,
-                                          sizeof(call->cache_error), &error);
-            return NGX_ERROR;
-        }
-
-        /* the entry changed between the read and the write: read again */
+        pl = &plan->places[plan->nplaces++];
+        pl->pass = sorted[i];
+        pl->first = sorted[i] - call->passes;
     }
 
-    snprintf(call->cache_error, sizeof(call->cache_error),
-             "pass %.36s: concurrent writes kept the update from applying",
-             p->uuid);
+    for (i = 0; i < plan->nplaces; i++) {
+        pl = &plan->places[i];
+        pl->own = (pl->pass->version == 4) ? 1 : 0;
+    }
 
-    return NGX_ERROR;
+    free(sorted);
+
+    return NGX_OK;
+}
+
+
+static int
+ngx_http_bytemark_mongo_pass_cmp(const void *a, const void *b)
+{
+    int                               rc;
+    ngx_http_bytemark_ingest_pass_t  *x, *y;
+
+    x = *(ngx_http_bytemark_ingest_pass_t **) a;
+    y = *(ngx_http_bytemark_ingest_pass_t **) b;
+
+    rc = ngx_memcmp(x->uuid, y->uuid, NGX_HTTP_BYTEMARK_UUID_LEN);
+
+    if (rc != 0) {
+        return rc;
+    }
+
+    return (x > y) - (x < y);
+}
+
+
+static int
+ngx_http_bytemark_mongo_place_cmp(const void *a, const void *b)
+{
+    const ngx_http_bytemark_mongo_place_t  *pl = b;
+
+    return ngx_memcmp(a, pl->pass->uuid, NGX_HTTP_BYTEMARK_UUID_LEN);
+}
+
+
+ngx_http_bytemark_mongo_place_t *
+ngx_http_bytemark_mongo_place(ngx_http_bytemark_mongo_plan_t *plan,
+    const u_char *uuid)
+{
+    return bsearch(uuid, plan->places, plan->nplaces,
+                   sizeof(ngx_http_bytemark_mongo_place_t),
+                   ngx_http_bytemark_mongo_place_cmp);
 }
 
 
 /*
- * thread: where the pass is.  The first read takes only the pass_uuid
- * fields of both arrays; only a pass that changed version (found in the
- * other array) costs a second read, of that array, for the element as it
- * is stored: $pull removes an element equal to the one given, which is
- * what both MongoDB and FerretDB 1.24 match (FerretDB's $pull takes no
- * query condition).
+ * thread: read, replace, append.  NGX_OK: every pass is in place;
+ * NGX_AGAIN: the entry changed under a write, read it again.  Appends and
+ * pulls go in one write unless a pass changes version: a write may not
+ * both push to and pull from one array.
  */
 
 static ngx_int_t
-ngx_http_bytemark_mongo_ingest_locate(mongoc_collection_t *coll,
-    ngx_http_bytemark_call_t *call, ngx_http_bytemark_ingest_pass_t *p,
-    ngx_http_bytemark_mongo_place_t *at)
+ngx_http_bytemark_mongo_ingest_attempt(ngx_http_bytemark_mongo_plan_t *plan)
 {
-    bson_t       opts, proj, *doc;
-    bson_iter_t  elem;
-    const char  *array, *other;
+    ngx_int_t   rc;
+    ngx_uint_t  i, pulls;
 
-    array = (p->version == 4) ? "passes4" : "passes";
-    other = (p->version == 4) ? "passes" : "passes4";
+    rc = ngx_http_bytemark_mongo_ingest_locate(plan);
 
-    at->index = -1;
-    at->other_index = -1;
-    at->other = NULL;
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    rc = ngx_http_bytemark_mongo_ingest_write(plan, NGX_HTTP_BYTEMARK_WRITE_SET,
+                                              NGX_HTTP_BYTEMARK_BOTH);
+    if (rc != NGX_OK && rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    for (pulls = 0, i = 0; i < plan->nplaces; i++) {
+        pulls |= !plan->places[i].cleared;
+    }
+
+    if (!pulls) {
+        rc = ngx_http_bytemark_mongo_ingest_write(plan,
+                                                  NGX_HTTP_BYTEMARK_WRITE_PUSH,
+                                                  NGX_HTTP_BYTEMARK_BOTH);
+        return (rc == NGX_DECLINED) ? NGX_OK : rc;
+    }
+
+    for (i = 0; i < 2; i++) {
+        rc = ngx_http_bytemark_mongo_ingest_write(plan,
+                                                  NGX_HTTP_BYTEMARK_WRITE_PUSH,
+                                                  i);
+        if (rc != NGX_OK && rc != NGX_DECLINED) {
+            return rc;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * thread: where the passes not yet in place are.  The first read takes only
+ * the pass_uuid fields of both arrays; only passes that changed version
+ * (found in the other array) cost a second read, of that array, for the
+ * elements as they are stored.
+ */
+
+static ngx_int_t
+ngx_http_bytemark_mongo_ingest_locate(ngx_http_bytemark_mongo_plan_t *plan)
+{
+    bson_t                            opts, proj, *doc;
+    ngx_int_t                         rc;
+    ngx_uint_t                        i, need[2];
+    ngx_http_bytemark_mongo_place_t  *pl;
+
+    for (i = 0; i < plan->nplaces; i++) {
+        plan->places[i].at[0] = -1;
+        plan->places[i].at[1] = -1;
+    }
 
     bson_init(&opts);
     BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj);
@@ -209,87 +287,128 @@ ngx_http_bytemark_mongo_ingest_locate(mongoc_collection_t *coll,
     BSON_APPEND_INT32(&proj, "passes4.pass_uuid", 1);
     bson_append_document_end(&opts, &proj);
 
-    if (ngx_http_bytemark_mongo_ingest_read(coll, call, &opts, &doc)
-        != NGX_OK)
-    {
-        bson_destroy(&opts);
-        return NGX_ERROR;
-    }
+    rc = ngx_http_bytemark_mongo_ingest_read(plan, &opts, &doc);
 
     bson_destroy(&opts);
 
-    if (doc == NULL) {
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    plan->exists = (doc != NULL);
+
+    if (doc != NULL) {
+        ngx_http_bytemark_mongo_ingest_scan(plan, doc, 0, 0);
+        ngx_http_bytemark_mongo_ingest_scan(plan, doc, 1, 0);
+        bson_destroy(doc);
+    }
+
+    need[0] = 0;
+    need[1] = 0;
+
+    for (i = 0; i < plan->nplaces; i++) {
+        pl = &plan->places[i];
+
+        /* absent now (the writes check it), or pulled by this ingest */
+        pl->cleared = (pl->at[!pl->own] < 0);
+
+        if (!pl->cleared) {
+            need[!pl->own] = 1;
+        }
+    }
+
+    if (!need[0] && !need[1]) {
         return NGX_OK;
     }
 
-    at->index = ngx_http_bytemark_mongo_pass_index(doc, array, p->uuid, NULL);
-    at->other_index = ngx_http_bytemark_mongo_pass_index(doc, other, p->uuid,
-                                                         NULL);
-    bson_destroy(doc);
+    return ngx_http_bytemark_mongo_ingest_elements(plan, need);
+}
 
-    if (at->other_index < 0) {
-        return NGX_OK;
-    }
+
+/* thread: the elements to pull, read whole; NGX_AGAIN if they moved */
+
+static ngx_int_t
+ngx_http_bytemark_mongo_ingest_elements(ngx_http_bytemark_mongo_plan_t *plan,
+    ngx_uint_t *need)
+{
+    bson_t                            opts, proj, *doc;
+    ngx_int_t                         rc;
+    ngx_uint_t                        i, k;
+    ngx_http_bytemark_mongo_place_t  *pl;
 
     bson_init(&opts);
     BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj);
     BSON_APPEND_INT32(&proj, "_id", 0);
-    BSON_APPEND_INT32(&proj, other, 1);
+
+    for (k = 0; k < 2; k++) {
+        if (need[k]) {
+            BSON_APPEND_INT32(&proj, ngx_http_bytemark_mongo_arrays[k], 1);
+        }
+    }
+
     bson_append_document_end(&opts, &proj);
 
-    if (ngx_http_bytemark_mongo_ingest_read(coll, call, &opts, &doc)
-        != NGX_OK)
-    {
-        bson_destroy(&opts);
-        return NGX_ERROR;
-    }
+    rc = ngx_http_bytemark_mongo_ingest_read(plan, &opts, &doc);
 
     bson_destroy(&opts);
 
-    /* gone or moved since the first read: NGX_AGAIN reads again */
-    if (doc != NULL
-        && ngx_http_bytemark_mongo_pass_index(doc, other, p->uuid, &elem)
-           == at->other_index)
-    {
-        uint32_t        len;
-        const uint8_t  *data;
-
-        bson_iter_document(&elem, &len, &data);
-        at->other = bson_new_from_data(data, len);
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
     }
 
-    if (doc != NULL) {
-        bson_destroy(doc);
+    if (doc == NULL) {
+        /* deleted since the first read */
+        return NGX_AGAIN;
     }
 
-    return (at->other != NULL) ? NGX_OK : NGX_AGAIN;
+    for (k = 0; k < 2; k++) {
+        if (need[k]) {
+            ngx_http_bytemark_mongo_ingest_scan(plan, doc, k, 1);
+        }
+    }
+
+    bson_destroy(doc);
+
+    for (i = 0; i < plan->nplaces; i++) {
+        pl = &plan->places[i];
+
+        if (!pl->cleared && pl->element == NULL) {
+            /* gone or moved since the first read */
+            return NGX_AGAIN;
+        }
+    }
+
+    return NGX_OK;
 }
 
 
 /* thread: the user's entry through the projection in opts, or NULL */
 
 static ngx_int_t
-ngx_http_bytemark_mongo_ingest_read(mongoc_collection_t *coll,
-    ngx_http_bytemark_call_t *call, const bson_t *opts, bson_t **doc)
+ngx_http_bytemark_mongo_ingest_read(ngx_http_bytemark_mongo_plan_t *plan,
+    const bson_t *opts, bson_t **doc)
 {
-    bson_t            filter;
-    bson_error_t      error;
-    const bson_t     *found;
-    mongoc_cursor_t  *cursor;
+    bson_t                     filter;
+    bson_error_t               error;
+    const bson_t              *found;
+    mongoc_cursor_t           *cursor;
+    ngx_http_bytemark_call_t  *call;
 
+    call = plan->call;
     *doc = NULL;
 
     bson_init(&filter);
     BSON_APPEND_INT64(&filter, "user_id", (int64_t) call->user_id);
 
-    cursor = mongoc_collection_find_with_opts(coll, &filter, opts, NULL);
+    cursor = mongoc_collection_find_with_opts(plan->coll, &filter, opts,
+                                              NULL);
 
     if (mongoc_cursor_next(cursor, &found)) {
         *doc = bson_copy(found);
 
     } else if (mongoc_cursor_error(cursor, &error)) {
         ngx_http_bytemark_mongo_cause(call->cache_error,
-                                          sizeof(call->cache_error), &error);
+                                      sizeof(call->cache_error), &error);
         mongoc_cursor_destroy(cursor);
         bson_destroy(&filter);
         return NGX_ERROR;
@@ -302,22 +421,28 @@ ngx_http_bytemark_mongo_ingest_read(mongoc_collection_t *coll,
 }
 
 
-/* the index of the pass in doc's array, or -1; elem, if given, is left on it */
+/*
+ * thread: the batch's passes in array k of doc, one pass of the array.  The
+ * first element with a uuid is where that pass is.  With copy, the elements
+ * to pull that are still where the first read saw them are kept.
+ */
 
-static int64_t
-ngx_http_bytemark_mongo_pass_index(const bson_t *doc, const char *array,
-    const u_char *uuid, bson_iter_t *elem)
+static void
+ngx_http_bytemark_mongo_ingest_scan(ngx_http_bytemark_mongo_plan_t *plan,
+    const bson_t *doc, ngx_uint_t k, ngx_uint_t copy)
 {
-    int64_t        i;
-    uint32_t       len;
-    bson_iter_t    it, e, field;
-    const char    *s;
+    int64_t                           i;
+    uint32_t                          len;
+    bson_iter_t                       it, e, field;
+    const char                       *s;
+    const uint8_t                    *data;
+    ngx_http_bytemark_mongo_place_t  *pl;
 
-    if (!bson_iter_init_find(&it, doc, array)
+    if (!bson_iter_init_find(&it, doc, ngx_http_bytemark_mongo_arrays[k])
         || !BSON_ITER_HOLDS_ARRAY(&it)
         || !bson_iter_recurse(&it, &e))
     {
-        return -1;
+        return;
     }
 
     for (i = 0; bson_iter_next(&e); i++) {
@@ -331,131 +456,45 @@ ngx_http_bytemark_mongo_pass_index(const bson_t *doc, const char *array,
 
         s = bson_iter_utf8(&field, &len);
 
-        if (len == NGX_HTTP_BYTEMARK_UUID_LEN
-            && ngx_memcmp(s, uuid, len) == 0)
-        {
-            if (elem) {
-                *elem = e;
+        if (len != NGX_HTTP_BYTEMARK_UUID_LEN) {
+            continue;
+        }
+
+        pl = ngx_http_bytemark_mongo_place(plan, (const u_char *) s);
+
+        if (pl == NULL) {
+            continue;
+        }
+
+        if (!copy) {
+            if (pl->at[k] < 0) {
+                pl->at[k] = i;
             }
 
-            return i;
+            continue;
+        }
+
+        if (k != pl->own && !pl->cleared && pl->at[k] == i
+            && pl->element == NULL)
+        {
+            bson_iter_document(&e, &len, &data);
+            pl->element = bson_new_from_data(data, len);
         }
     }
-
-    return -1;
 }
 
 
-/*
- * The compare half of the compare-and-set: the entry still has the pass
- * where it was read (or still lacks it), in both arrays.
- */
+/* thread: after an attempt, the elements read for it go */
 
 static void
-ngx_http_bytemark_mongo_ingest_filter(bson_t *filter,
-    ngx_http_bytemark_call_t *call, ngx_http_bytemark_ingest_pass_t *p,
-    ngx_http_bytemark_mongo_place_t *at)
+ngx_http_bytemark_mongo_plan_reset(ngx_http_bytemark_mongo_plan_t *plan)
 {
-    char         path[48];
-    bson_t       cond;
-    const char  *array, *other;
+    ngx_uint_t  i;
 
-    array = (p->version == 4) ? "passes4" : "passes";
-    other = (p->version == 4) ? "passes" : "passes4";
-
-    bson_init(filter);
-    BSON_APPEND_INT64(filter, "user_id", (int64_t) call->user_id);
-
-    if (at->index >= 0) {
-        snprintf(path, sizeof(path), "%s.%" PRId64 ".pass_uuid", array,
-                 at->index);
-        bson_append_utf8(filter, path, -1, (const char *) p->uuid,
-                         NGX_HTTP_BYTEMARK_UUID_LEN);
-
-    } else {
-        snprintf(path, sizeof(path), "%s.pass_uuid", array);
-        BSON_APPEND_DOCUMENT_BEGIN(filter, path, &cond);
-        bson_append_utf8(&cond, "$ne", 3, (const char *) p->uuid,
-                         NGX_HTTP_BYTEMARK_UUID_LEN);
-        bson_append_document_end(filter, &cond);
-    }
-
-    if (at->other_index >= 0) {
-        snprintf(path, sizeof(path), "%s.%" PRId64 ".pass_uuid", other,
-                 at->other_index);
-        bson_append_utf8(filter, path, -1, (const char *) p->uuid,
-                         NGX_HTTP_BYTEMARK_UUID_LEN);
-    }
-}
-
-
-static bson_t *
-ngx_http_bytemark_mongo_ingest_update(ngx_http_bytemark_call_t *call,
-    ngx_http_bytemark_ingest_pass_t *p, const char *server_time,
-    ngx_http_bytemark_mongo_place_t *at)
-{
-    char         key[48];
-    bson_t      *u, doc, log, data;
-    const char  *array, *other;
-
-    array = (p->version == 4) ? "passes4" : "passes";
-    other = (p->version == 4) ? "passes" : "passes4";
-
-    u = bson_new();
-
-    if (at->index < 0) {
-        BSON_APPEND_DOCUMENT_BEGIN(u, "$push", &doc);
-
-        if (ngx_http_bytemark_json_to_bson(&doc, array, p->object, 0)
-            != NGX_OK)
-        {
-            bson_destroy(u);
-            return NULL;
+    for (i = 0; i < plan->nplaces; i++) {
+        if (plan->places[i].element) {
+            bson_destroy(plan->places[i].element);
+            plan->places[i].element = NULL;
         }
-
-    } else {
-        BSON_APPEND_DOCUMENT_BEGIN(u, "$set", &doc);
-        snprintf(key, sizeof(key), "%s.%" PRId64, array, at->index);
-
-        if (ngx_http_bytemark_json_to_bson(&doc, key, p->object, 0)
-            != NGX_OK)
-        {
-            bson_destroy(u);
-            return NULL;
-        }
-
-        bson_append_document_end(u, &doc);
-        BSON_APPEND_DOCUMENT_BEGIN(u, "$push", &doc);
     }
-
-    /* {server_time, data: {op, pass_uuid, status}} in passesLog/passes4Log */
-    snprintf(key, sizeof(key), "%sLog", array);
-    BSON_APPEND_DOCUMENT_BEGIN(&doc, key, &log);
-    BSON_APPEND_UTF8(&log, "server_time", server_time);
-    BSON_APPEND_DOCUMENT_BEGIN(&log, "data", &data);
-    BSON_APPEND_UTF8(&data, "op", "upsert");
-    bson_append_utf8(&data, "pass_uuid", -1, (const char *) p->uuid,
-                     NGX_HTTP_BYTEMARK_UUID_LEN);
-    BSON_APPEND_UTF8(&data, "status", p->status);
-    bson_append_document_end(&log, &data);
-    bson_append_document_end(&doc, &log);
-    bson_append_document_end(u, &doc);
-
-    if (at->other != NULL) {
-        BSON_APPEND_DOCUMENT_BEGIN(u, "$pull", &doc);
-        BSON_APPEND_DOCUMENT(&doc, other, at->other);
-        bson_append_document_end(u, &doc);
-    }
-
-    BSON_APPEND_DOCUMENT_BEGIN(u, "$max", &doc);
-    BSON_APPEND_INT64(&doc, "timestamp", call->answer.timestamp);
-    bson_append_document_end(u, &doc);
-
-    if (at->index < 0) {
-        BSON_APPEND_DOCUMENT_BEGIN(u, "$setOnInsert", &doc);
-        BSON_APPEND_BOOL(&doc, "bytemark_incomplete", true);
-        bson_append_document_end(u, &doc);
-    }
-
-    return u;
 }

@@ -33,6 +33,45 @@ void ngx_http_bytemark_mongo_error(ngx_http_bytemark_call_t *call,
 void ngx_http_bytemark_mongo_cause(char *buf, size_t size,
     bson_error_t *error);
 void ngx_http_bytemark_mongo_batch_init(void);
+void ngx_http_bytemark_mongo_batch_exit(void);
+
+/*
+ * An ingest's cache update (ngx_http_bytemark_mongo_ingest.c, _write.c):
+ * one place per pass uuid of the batch, sorted by uuid.
+ */
+typedef struct {
+    ngx_http_bytemark_ingest_pass_t  *pass;      /* its last in the batch */
+    ngx_uint_t                        first;     /* its first, by position */
+    ngx_uint_t                        own;       /* 0: passes, 1: passes4 */
+    int64_t                           at[2];     /* index in each, or -1 */
+    bson_t                           *element;   /* at[!own], as stored */
+    unsigned                          placed:1;  /* in its array, logged */
+    unsigned                          cleared:1; /* not in the other one */
+    unsigned                          put:1;     /* the write places it */
+    unsigned                          pull:1;    /* the write pulls it */
+} ngx_http_bytemark_mongo_place_t;
+
+
+typedef struct {
+    ngx_http_bytemark_call_t         *call;
+    mongoc_collection_t              *coll;
+    const char                       *server_time;
+    ngx_http_bytemark_mongo_place_t  *places;
+    ngx_uint_t                        nplaces;
+    unsigned                          exists:1;  /* the entry was read */
+} ngx_http_bytemark_mongo_plan_t;
+
+
+#define NGX_HTTP_BYTEMARK_WRITE_SET   0     /* replacements, by index */
+#define NGX_HTTP_BYTEMARK_WRITE_PUSH  1     /* appends, and pulls */
+#define NGX_HTTP_BYTEMARK_BOTH        2     /* a target: either array */
+
+extern const char  *ngx_http_bytemark_mongo_arrays[2];
+
+ngx_http_bytemark_mongo_place_t *ngx_http_bytemark_mongo_place(
+    ngx_http_bytemark_mongo_plan_t *plan, const u_char *uuid);
+ngx_int_t ngx_http_bytemark_mongo_ingest_write(
+    ngx_http_bytemark_mongo_plan_t *plan, ngx_uint_t kind, ngx_uint_t target);
 
 /* read-only after init_process (ngx_http_bytemark_mongo.c) */
 extern bson_t  *ngx_http_bytemark_mongo_upsert_opts;
