@@ -74,7 +74,10 @@ sub render {
     $raw =~ s/^\s+|\s+$//g;
     $raw =~ s/^\(\s*\w+\s*\)\s*//;
     return undef if $raw =~ /^(NULL|NGX_CONF_UNSET\w*)$/;
-    return $raw if $kind eq 'str';
+    if ($kind eq 'str') {       # ngx_conf_merge_str_value(..., "text")
+        $raw =~ s/^"(.*)"$/$1/;
+        return $raw;
+    }
     return '?' unless $raw =~ /^\d+$/;
     return $raw ? 'on' : 'off' if $flag;
     if ($kind eq 'msec' || $kind eq 'sec') {
