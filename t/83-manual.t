@@ -68,11 +68,18 @@ while ($vars =~ /if \(\w+->(\w+)\.len == 0\) \{(.*?)\n\s*\}/gs) {
 }
 ok scalar(keys %default) >= 10, scalar(keys %default) . ' defaults in the configuration code';
 
+# the sources' #define NAME value, for defaults given by name
+my %define;
+my $headers = join '', map { slurp($_) } glob "$REPO/src/*/*.[ch]";
+$define{$1} = $2 while $headers =~ /^#define\s+(\w+)\s+(.+?)\s*$/mg;
+
 # a default as nginx.conf writes it; '?' when the code computes it
 sub render {
     my ($kind, $raw, $flag) = @_;
     $raw =~ s/^\s+|\s+$//g;
     $raw =~ s/^\(\s*\w+\s*\)\s*//;
+    $raw = $define{$raw} if $raw =~ /^[A-Z]\w*$/ && defined $define{$raw};
+    $raw = eval $raw if $raw =~ /^[\d\s*+()]+$/ && $raw =~ /\d/;   # 1024 * 1024
     return undef if $raw =~ /^(NULL|NGX_CONF_UNSET\w*)$/;
     if ($kind eq 'str') {       # ngx_conf_merge_str_value(..., "text")
         $raw =~ s/^"(.*)"$/$1/;
