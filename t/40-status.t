@@ -258,7 +258,9 @@ ok $p->{mongo}{idle} >= 1 && $p->{mongo}{idle} <= 4, "MongoDB: idle clients ($p-
 
 $r = $t->get('/status?format=prometheus');
 is $r->{status}, 200, 'Prometheus: 200';
-is $r->{headers}{'content-type'}, 'text/plain; version=0.0.4', 'Prometheus: text/plain; version=0.0.4';
+is $r->{headers}{'content-type'}, 'text/plain; version=0.0.4; charset=utf-8',
+    'Prometheus: text/plain; version=0.0.4; charset=utf-8';
+is $r->{headers}{'cache-control'}, 'no-store', 'the status page stays no-store';
 my $prom = $r->{content};
 for my $f (@FAMILIES) {
     like $prom, qr/^# HELP $f->[0] \S.*\n# TYPE $f->[0] $f->[1]$/m, "Prometheus: HELP and TYPE of $f->[0]";

@@ -163,6 +163,7 @@ typedef struct {
     ngx_int_t                     ingest_max_passes;
     ngx_shm_zone_t               *microcache;
     ngx_msec_t                    microcache_ttl;
+    ngx_str_t                     cache_control; /* empty: "off" */
 
     ngx_http_complex_value_t     *user_id;
     ngx_http_complex_value_t     *pass_uuid;

@@ -87,6 +87,13 @@ static ngx_command_t  ngx_http_bytemark_commands[] = {
       offsetof(ngx_http_bytemark_loc_conf_t, use_stale),
       NULL },
 
+    { ngx_string("bytemark_cache_control"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_bytemark_loc_conf_t, cache_control),
+      NULL },
+
     { ngx_string("bytemark_user_id"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_set_complex_value_slot,
