@@ -37,7 +37,7 @@ rm -rf "$stage"
 mkdir -p "$stage/$pkg-$ver"
 # What the package is built from, and the documents it ships
 # (debian/docs, debian/examples).
-for f in config src debian README.md doc example sql/schema.sql; do
+for f in config src debian README.md CHANGELOG.md LICENSE doc example sql/schema.sql; do
     [ -e "$f" ] || continue
     mkdir -p "$stage/$pkg-$ver/$(dirname "$f")"
     cp -a "$f" "$stage/$pkg-$ver/$f"

@@ -79,6 +79,7 @@ my @FAMILIES = (
     [bytemark_cache_cleanup_runs_total    => 'counter'],
     [bytemark_cache_cleanup_deleted_total => 'counter'],
     [bytemark_cache_write_failures_total  => 'counter'],
+    [bytemark_build_info                  => 'gauge'],
 );
 my @LE = qw(0.001 0.0025 0.005 0.01 0.025 0.05 0.1 0.25 0.5 1 2.5 5 +Inf);
 

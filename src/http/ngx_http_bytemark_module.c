@@ -11,6 +11,7 @@
 
 static ngx_int_t ngx_http_bytemark_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_bytemark_check_threads(ngx_conf_t *cf);
+static ngx_int_t ngx_http_bytemark_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_bytemark_init_process(ngx_cycle_t *cycle);
 static void ngx_http_bytemark_exit_process(ngx_cycle_t *cycle);
 
@@ -210,7 +211,7 @@ ngx_module_t  ngx_http_bytemark_module = {
     ngx_http_bytemark_commands,            /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
+    ngx_http_bytemark_init_module,         /* init module */
     ngx_http_bytemark_init_process,        /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
@@ -260,6 +261,32 @@ ngx_http_bytemark_check_threads(ngx_conf_t *cf)
                        "threads");
 
     return NGX_ERROR;
+}
+
+
+/*
+ * The versions the module runs with, for bytemark_build_info, and once per
+ * configuration in the error log: what an operator checks after an upgrade.
+ */
+
+static ngx_int_t
+ngx_http_bytemark_init_module(ngx_cycle_t *cycle)
+{
+    ngx_http_bytemark_versions.mongoc = ngx_http_bytemark_mongo_version();
+    ngx_http_bytemark_versions.mariadb = ngx_http_bytemark_mysql_version();
+#if (JANSSON_VERSION_HEX >= 0x020d00)
+    ngx_http_bytemark_versions.jansson = jansson_version_str();
+#endif
+
+    ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                  "bytemark module " NGX_HTTP_BYTEMARK_VERSION
+                  " (nginx " NGINX_VERSION ", mongo-c-driver %s, "
+                  "MariaDB Connector/C %s, jansson %s)",
+                  ngx_http_bytemark_versions.mongoc,
+                  ngx_http_bytemark_versions.mariadb,
+                  ngx_http_bytemark_versions.jansson);
+
+    return NGX_OK;
 }
 
 

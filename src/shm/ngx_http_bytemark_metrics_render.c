@@ -203,6 +203,7 @@ ngx_http_bytemark_metrics_render(ngx_http_request_t *r,
             }
         }
 
+        ngx_http_bytemark_metrics_prom_build_info(&o);
         ngx_http_bytemark_metrics_prom_breakers(&o, bmcf);
 
     } else {
@@ -218,6 +219,7 @@ ngx_http_bytemark_metrics_render(ngx_http_request_t *r,
             }
         }
 
+        ngx_http_bytemark_metrics_json_build_info(&o);
         ngx_http_bytemark_metrics_json_breakers(&o, bmcf);
 
         /* replaces the last member's comma */
