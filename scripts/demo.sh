@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # THE run command: a working ngx_http_bytemark_module on this machine.
 #
-#   scripts/demo.sh          install deps, build, start MariaDB + MongoDB + nginx
+#   scripts/demo.sh          install the demo's deps (scripts/deps.sh demo),
+#                            build, start MariaDB + MongoDB + nginx
 #                            (as daemons, state in tmp/demo/), print curl lines
 #   scripts/demo.sh stop     stop all of it
 #   scripts/demo.sh status   what is running
@@ -9,8 +10,9 @@
 # Ports: nginx on 127.0.0.1:${PORT:-8080}; MariaDB on 13306 and MongoDB on
 # 27117 unless taken (then free ones). MongoDB is a real mongod when one is on
 # PATH, else FerretDB (a MongoDB-compatible server on SQLite, built by
-# scripts/deps.sh); BYTEMARK_DEMO_MONGO=mongod|ferretdb|standin picks one
-# (standin: tools/mongo_standin.py, in memory). nginx runs example/nginx.conf
+# scripts/deps.sh when Go >= 1.24 is at hand), else the stand-in
+# (tools/mongo_standin.py, in memory); BYTEMARK_DEMO_MONGO=mongod|ferretdb|standin
+# picks one. nginx runs example/nginx.conf
 # with its placeholders filled in (tmp/demo/nginx.conf).
 # Starting again restarts everything with fresh sample data.
 set -euo pipefail
@@ -87,7 +89,7 @@ case "${1:-start}" in
     *)      die "usage: $0 [start|stop|status]" ;;
 esac
 
-bash scripts/deps.sh
+bash scripts/deps.sh demo
 bash scripts/build.sh
 
 mkdir -p "$demo"
@@ -140,7 +142,10 @@ rm -f "$demo/mongo.pid"
 ferretdb="$root/build/ferretdb/ferretdb"
 want=${BYTEMARK_DEMO_MONGO:-}
 if [ -z "$want" ]; then
-    if command -v mongod > /dev/null 2>&1; then want=mongod; else want=ferretdb; fi
+    if command -v mongod > /dev/null 2>&1; then want=mongod
+    elif [ -x "$ferretdb" ]; then want=ferretdb
+    else want=standin    # no Go to build FerretDB with (scripts/deps.sh demo)
+    fi
 fi
 case $want in
 mongod)

@@ -69,7 +69,9 @@ mkdir -p "$out"
 exec 8>"$out/.lock"
 flock -n 8 || { echo "matrix: another scripts/matrix.sh is running (build/matrix/.lock)" >&2; exit 1; }
 
-bash scripts/deps.sh
+# the tests' dependencies, deb-src for `apt-get source nginx` included
+bash scripts/deps.sh test
+export BYTEMARK_WERROR=1
 
 # --- the releases ------------------------------------------------------------
 
