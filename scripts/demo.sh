@@ -13,7 +13,7 @@
 # scripts/deps.sh when Go >= 1.24 is at hand), else the stand-in
 # (tools/mongo_standin.py, in memory); BYTEMARK_DEMO_MONGO=mongod|ferretdb|standin
 # picks one. nginx runs example/nginx.conf
-# with its placeholders filled in (tmp/demo/nginx.conf).
+# with the demo's addresses and paths (tools/example_conf.sh; tmp/demo/nginx.conf).
 # Starting again restarts everything with fresh sample data.
 set -euo pipefail
 
@@ -231,9 +231,9 @@ say "MongoDB ($mongo_kind): unique index on user_id, cache entry for user 12345"
 my_directive="host=127.0.0.1 port=$my_port user=$my_user password=$my_pw database=$my_db"
 {
     [ "$(id -u)" -eq 0 ] && echo "user root;    # added by scripts/demo.sh (running as root)"
-    sed -e "s#%%MODULE%%#$module#g" -e "s#%%DIR%%#$demo#g" -e "s#%%PORT%%#$http_port#g" \
-        -e "s#%%MONGO_URI%%#$mongo_uri#g" -e "s#%%MONGO_COLL%%#$mongo_db.$mongo_coll#g" \
-        -e "s#%%MYSQL%%#$my_directive#g" example/nginx.conf
+    bash tools/example_conf.sh example/nginx.conf module="$module" dir="$demo" \
+        port="$http_port" mongo_uri="$mongo_uri" mongo_coll="$mongo_db.$mongo_coll" \
+        mysql="$my_directive"
 } > "$demo/nginx.conf"
 "$nginx_bin" -t -p "$demo/" -c "$demo/nginx.conf" > "$demo/nginx-t.log" 2>&1 \
     || { cat "$demo/nginx-t.log"; die "nginx -t failed"; }
