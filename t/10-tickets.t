@@ -114,6 +114,11 @@ is_deeply [$r->{status}, $r->{headers}{'cache-control'}], [200, 'public, max-age
 $r = $t->get('/t-off?user_id=100');
 is_deeply [$r->{status}, exists $r->{headers}{'cache-control'}], [200, ''],
     'bytemark_cache_control off: no Cache-Control';
+for my $bad (['"private\\r\\nX-Evil: 1"', qr/"bytemark_cache_control" directive has a control character/],
+             ['""', qr/"bytemark_cache_control" directive is empty/]) {
+    my ($rc, $out) = $t->nginx_test(body_both(loc => "bytemark_cache_control $bad->[0];"));
+    ok $rc != 0 && $out =~ $bad->[1], "nginx -t refuses bytemark_cache_control $bad->[0]" or diag $out;
+}
 
 # --- fresh entries from MongoDB, exactly as stored ------------------------------
 

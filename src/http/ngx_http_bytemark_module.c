@@ -14,6 +14,12 @@ static ngx_int_t ngx_http_bytemark_check_threads(ngx_conf_t *cf);
 static ngx_int_t ngx_http_bytemark_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_bytemark_init_process(ngx_cycle_t *cycle);
 static void ngx_http_bytemark_exit_process(ngx_cycle_t *cycle);
+static char *ngx_http_bytemark_header_value(ngx_conf_t *cf, void *post,
+    void *data);
+
+
+static ngx_conf_post_handler_pt  ngx_http_bytemark_header_value_p =
+    ngx_http_bytemark_header_value;
 
 
 static ngx_command_t  ngx_http_bytemark_commands[] = {
@@ -93,7 +99,7 @@ static ngx_command_t  ngx_http_bytemark_commands[] = {
       ngx_conf_set_str_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_bytemark_loc_conf_t, cache_control),
-      NULL },
+      &ngx_http_bytemark_header_value_p },
 
     { ngx_string("bytemark_user_id"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -352,4 +358,32 @@ ngx_http_bytemark_exit_process(ngx_cycle_t *cycle)
     ngx_http_bytemark_mongo_exit_process(bmcf);
     ngx_http_bytemark_mysql_exit_process(bmcf);
     ngx_http_bytemark_metrics_exit_process();
+}
+
+
+/*
+ * A header value sent as written: a control character (a "\r\n" in a
+ * quoted string) would end the header and start another one.
+ */
+
+static char *
+ngx_http_bytemark_header_value(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_str_t  *value = data;
+
+    ngx_uint_t  i;
+
+    if (value->len == 0) {
+        return "is empty (\"off\" sends no header)";
+    }
+
+    for (i = 0; i < value->len; i++) {
+        if ((value->data[i] < 0x20 && value->data[i] != '\t')
+            || value->data[i] == 0x7f)
+        {
+            return "has a control character in its value";
+        }
+    }
+
+    return NGX_CONF_OK;
 }
