@@ -8,7 +8,8 @@
 # warnings are errors only with BYTEMARK_WERROR=1 (or CI=true).
 #
 # Nothing is installed here: a stand-in dpkg-query on PATH says which
-# packages are "missing", and --check only lists them.
+# packages are "missing", --check only lists them, and a stand-in apt-get
+# on PATH refuses to run.
 
 use strict;
 use warnings;
@@ -34,6 +35,10 @@ case " $BYTEMARK_FAKE_MISSING " in
 esac
 exec /usr/bin/dpkg-query "$@"
 SH
+
+# and an apt-get that refuses: should deps.sh ever try to install while
+# only asked to --check, the test fails instead of changing the machine
+spew("$dir/apt-get", "#!/bin/sh\necho 'apt-get called: $*' >&2\nexit 97\n");
 
 sub check {
     my ($purpose, %env) = @_;
