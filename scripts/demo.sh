@@ -287,6 +287,6 @@ Try it:
   curl -i -X DELETE '$base/v1/users/777/cache'             # purge: 204
 
 MongoDB server: $mongo_kind on 127.0.0.1:$mongo_port; MariaDB on 127.0.0.1:$my_port.
-Logs: $demo/access.log, $demo/error.log. Stop everything: scripts/demo.sh stop
+Logs: $demo/bytemark.log, $demo/error.log. Stop everything: scripts/demo.sh stop
 EOF
 [ "$failed" -eq 0 ] || { say "the self-check failed (the servers keep running; scripts/demo.sh stop)"; exit 1; }

@@ -67,5 +67,5 @@ Try it:
   curl -i -H 'Authorization: Bearer alice-token' $base/v1/users/me/passes/0e1d2c3b-4a59-4687-9a0b-c1d2e3f4a5b6   # bob's: 404
   curl -s '$base/internal/bytemark-status?format=prometheus'
 
-Logs: $state/access.log, $state/error.log. Stop: bash example/gateway/run.sh stop
+Logs: $state/gateway.log, $state/error.log. Stop: bash example/gateway/run.sh stop
 EOF
