@@ -10,8 +10,10 @@
 # The build runs on a copy of the sources in build/deb/src/, so neither the
 # checkout nor /usr/share/nginx/src gets build artefacts. The version is the
 # top entry of debian/changelog. Prints the path of the .deb last.
-# Environment: BYTEMARK_SKIP_DEPS=1 skips scripts/deps.sh (the tests set it:
-# scripts/test.sh has run it already).
+# Installs what packaging needs when it is missing (scripts/deps.sh package:
+# the build dependencies, nginx, dpkg-dev, debhelper; nothing of the test
+# lab). Environment: BYTEMARK_SKIP_DEPS=1 skips that (t/80 sets it:
+# scripts/test.sh has installed everything already).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,7 +25,7 @@ exec 9> "$out/.lock"
 flock 9
 
 if [ -z "${BYTEMARK_SKIP_DEPS:-}" ]; then
-    bash "$root/scripts/deps.sh"
+    bash "$root/scripts/deps.sh" package
 fi
 
 cd "$root"
@@ -37,7 +39,7 @@ rm -rf "$stage"
 mkdir -p "$stage/$pkg-$ver"
 # What the package is built from, and the documents it ships
 # (debian/docs, debian/examples).
-for f in config src debian README.md doc example sql/schema.sql; do
+for f in config src debian README.md CHANGELOG.md LICENSE doc example sql/schema.sql; do
     [ -e "$f" ] || continue
     mkdir -p "$stage/$pkg-$ver/$(dirname "$f")"
     cp -a "$f" "$stage/$pkg-$ver/$f"

@@ -8,13 +8,39 @@
 # configured with --with-compat --with-threads.
 # Extra compiler flags (sanitizers, say) come from BYTEMARK_CC_OPT and
 # BYTEMARK_LD_OPT; BYTEMARK_BUILD_DIR keeps such a build apart (default build/).
+#
+# Build dependencies (scripts/deps.sh build): when some are missing, run as
+# root it installs them (and says which); otherwise it names them and stops.
+# Warnings are errors only for the developers' and CI's builds
+# (BYTEMARK_WERROR=1, which scripts/test.sh, test-asan.sh and matrix.sh set,
+# or CI=true): a newer compiler's new warning must not break an operator's
+# build. nginx's configure adds -Werror of its own; -Wno-error undoes it.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 out="${BYTEMARK_BUILD_DIR:-$root/build}"
+
+if command -v dpkg-query >/dev/null 2>&1 \
+   && ! missing=$(bash "$root/scripts/deps.sh" --check build); then
+    if [ "$(id -u)" -eq 0 ]; then
+        echo "build.sh: installing the build dependencies: $missing"
+        bash "$root/scripts/deps.sh" build
+    else
+        echo "build.sh: missing build dependencies (Debian packages): $missing" >&2
+        echo "build.sh: install them as root: apt-get install $missing" >&2
+        echo "build.sh: (or run: sudo bash scripts/deps.sh build)" >&2
+        exit 1
+    fi
+fi
+
 mkdir -p "$out"
 
-cc_opt="-g -O2 -fPIC -Wall -Wextra -Werror ${BYTEMARK_CC_OPT:-}"
+if [ "${BYTEMARK_WERROR:-}" = 1 ] || [ "${CI:-}" = true ]; then
+    werror=-Werror
+else
+    werror=-Wno-error
+fi
+cc_opt="-g -O2 -fPIC -Wall -Wextra $werror ${BYTEMARK_CC_OPT:-}"
 ld_opt="${BYTEMARK_LD_OPT:-}"
 
 if [ -n "${NGINX_SRC:-}" ]; then

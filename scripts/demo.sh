@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # THE run command: a working ngx_http_bytemark_module on this machine.
 #
-#   scripts/demo.sh          install deps, build, start MariaDB + MongoDB + nginx
+#   scripts/demo.sh          install the demo's deps (scripts/deps.sh demo),
+#                            build, start MariaDB + MongoDB + nginx
 #                            (as daemons, state in tmp/demo/), print curl lines
 #   scripts/demo.sh stop     stop all of it
 #   scripts/demo.sh status   what is running
@@ -9,9 +10,10 @@
 # Ports: nginx on 127.0.0.1:${PORT:-8080}; MariaDB on 13306 and MongoDB on
 # 27117 unless taken (then free ones). MongoDB is a real mongod when one is on
 # PATH, else FerretDB (a MongoDB-compatible server on SQLite, built by
-# scripts/deps.sh); BYTEMARK_DEMO_MONGO=mongod|ferretdb|standin picks one
-# (standin: tools/mongo_standin.py, in memory). nginx runs example/nginx.conf
-# with its placeholders filled in (tmp/demo/nginx.conf).
+# scripts/deps.sh when Go >= 1.24 is at hand), else the stand-in
+# (tools/mongo_standin.py, in memory); BYTEMARK_DEMO_MONGO=mongod|ferretdb|standin
+# picks one. nginx runs example/nginx.conf
+# with the demo's addresses and paths (tools/example_conf.sh; tmp/demo/nginx.conf).
 # Starting again restarts everything with fresh sample data.
 set -euo pipefail
 
@@ -87,7 +89,7 @@ case "${1:-start}" in
     *)      die "usage: $0 [start|stop|status]" ;;
 esac
 
-bash scripts/deps.sh
+bash scripts/deps.sh demo
 bash scripts/build.sh
 
 mkdir -p "$demo"
@@ -140,7 +142,10 @@ rm -f "$demo/mongo.pid"
 ferretdb="$root/build/ferretdb/ferretdb"
 want=${BYTEMARK_DEMO_MONGO:-}
 if [ -z "$want" ]; then
-    if command -v mongod > /dev/null 2>&1; then want=mongod; else want=ferretdb; fi
+    if command -v mongod > /dev/null 2>&1; then want=mongod
+    elif [ -x "$ferretdb" ]; then want=ferretdb
+    else want=standin    # no Go to build FerretDB with (scripts/deps.sh demo)
+    fi
 fi
 case $want in
 mongod)
@@ -226,9 +231,9 @@ say "MongoDB ($mongo_kind): unique index on user_id, cache entry for user 12345"
 my_directive="host=127.0.0.1 port=$my_port user=$my_user password=$my_pw database=$my_db"
 {
     [ "$(id -u)" -eq 0 ] && echo "user root;    # added by scripts/demo.sh (running as root)"
-    sed -e "s#%%MODULE%%#$module#g" -e "s#%%DIR%%#$demo#g" -e "s#%%PORT%%#$http_port#g" \
-        -e "s#%%MONGO_URI%%#$mongo_uri#g" -e "s#%%MONGO_COLL%%#$mongo_db.$mongo_coll#g" \
-        -e "s#%%MYSQL%%#$my_directive#g" example/nginx.conf
+    bash tools/example_conf.sh example/nginx.conf module="$module" dir="$demo" \
+        port="$http_port" mongo_uri="$mongo_uri" mongo_coll="$mongo_db.$mongo_coll" \
+        mysql="$my_directive"
 } > "$demo/nginx.conf"
 "$nginx_bin" -t -p "$demo/" -c "$demo/nginx.conf" > "$demo/nginx-t.log" 2>&1 \
     || { cat "$demo/nginx-t.log"; die "nginx -t failed"; }
@@ -282,6 +287,6 @@ Try it:
   curl -i -X DELETE '$base/v1/users/777/cache'             # purge: 204
 
 MongoDB server: $mongo_kind on 127.0.0.1:$mongo_port; MariaDB on 127.0.0.1:$my_port.
-Logs: $demo/access.log, $demo/error.log. Stop everything: scripts/demo.sh stop
+Logs: $demo/bytemark.log, $demo/error.log. Stop everything: scripts/demo.sh stop
 EOF
 [ "$failed" -eq 0 ] || { say "the self-check failed (the servers keep running; scripts/demo.sh stop)"; exit 1; }

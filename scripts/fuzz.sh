@@ -162,7 +162,7 @@ unlock() {
 }
 
 build() {
-    command -v "$CC" >/dev/null || die "$CC not found (bash scripts/deps.sh installs clang-14)"
+    command -v "$CC" >/dev/null || die "$CC not found (bash scripts/deps.sh test installs clang-14)"
     lock
     nginx_tree
     local obj="$out/obj"
@@ -180,7 +180,7 @@ build() {
 }
 
 build_driver() {
-    command -v "$CC" >/dev/null || die "$CC not found (bash scripts/deps.sh installs clang-14)"
+    command -v "$CC" >/dev/null || die "$CC not found (bash scripts/deps.sh test installs clang-14)"
     lock
     nginx_tree
     local obj="$out/obj-driver"
@@ -284,7 +284,7 @@ regress() {
 # working corpus that runs have grown (build/fuzz/corpus)
 coverage() {
     pick_targets "$@"
-    command -v "$CC" >/dev/null || die "$CC not found (bash scripts/deps.sh installs clang-14)"
+    command -v "$CC" >/dev/null || die "$CC not found (bash scripts/deps.sh test installs clang-14)"
     local bin=/usr/lib/llvm-14/bin
     [ -x $bin/llvm-cov ] || die "llvm-cov not found (llvm-14)"
     lock

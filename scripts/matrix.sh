@@ -14,14 +14,25 @@
 #   <version>-static     the module compiled in (--add-module), same tests
 #   <version>-nothreads  nginx without --with-threads: t/85-no-threads.t
 #                        checks that the module refuses it with a clear message
+#   <version>-nginxorg   the recipe of doc/manual.md ("Building against your
+#                        own nginx"): nginx built with the configure flags of
+#                        nginx.org's Debian/Ubuntu packages (--with-compat and
+#                        the rest; install paths under build/matrix/<row>/),
+#                        then the module built apart from it the way an
+#                        operator does: `nginx -V` -> a fresh tree of the same
+#                        release -> ./configure <those arguments>
+#                        --add-dynamic-module -> make modules; that module is
+#                        loaded into that nginx for the same tests + t/86
 #
 # --quick: the oldest and the newest release only (what CI runs), plus the
-# two once-per-run builds. Versions may be named on the command line
+# three once-per-run builds. --nginxorg-only: only the <version>-nginxorg
+# row (of the newest selected release). Versions may be named on the command line
 # (1.22.1 is Debian's). --clean: unpack and configure every tree afresh (by
 # default a tree is reused and only rebuilt by make when its configure flags
 # and the module's config file are unchanged). --build-only: no tests.
 #
 # Builds run make -j${BYTEMARK_MAKE_JOBS:-2}, tests prove -j${BYTEMARK_TEST_JOBS:-2}.
+# BYTEMARK_SKIP_DEPS=1 skips scripts/deps.sh test.
 # The summary (version, build, tests, seconds) is printed at the end and
 # written to build/matrix/summary.md; logs are build/matrix/<row>/build.log
 # and test.log. Exits non-zero when any build or test failed.
@@ -52,12 +63,13 @@ common_flags=(--with-compat --with-http_ssl_module --with-http_v2_module)
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-0}"; }
 
-quick=0 clean=0 build_only=0 want=()
+quick=0 clean=0 build_only=0 nginxorg_only=0 want=()
 for a in "$@"; do
     case "$a" in
         --quick) quick=1 ;;
         --clean) clean=1 ;;
         --build-only) build_only=1 ;;
+        --nginxorg-only) nginxorg_only=1 ;;
         -h|--help) usage 0 ;;
         -*) echo "matrix: unknown option $a" >&2; usage 2 >&2 ;;
         *) want+=("$a") ;;
@@ -69,7 +81,10 @@ mkdir -p "$out"
 exec 8>"$out/.lock"
 flock -n 8 || { echo "matrix: another scripts/matrix.sh is running (build/matrix/.lock)" >&2; exit 1; }
 
-bash scripts/deps.sh
+# the tests' dependencies, deb-src for `apt-get source nginx` included
+# (BYTEMARK_SKIP_DEPS=1: installed already)
+[ -n "${BYTEMARK_SKIP_DEPS:-}" ] || bash scripts/deps.sh test
+export BYTEMARK_WERROR=1
 
 # --- the releases ------------------------------------------------------------
 
@@ -99,7 +114,7 @@ else
     versions=("${all[@]}")
 fi
 newest=${versions[-1]}
-echo "matrix: releases ${versions[*]}; once per run on $newest: static module, nginx without threads"
+echo "matrix: releases ${versions[*]}; once per run on $newest: static module, nginx without threads, the nginx.org recipe"
 
 # --- sources -----------------------------------------------------------------
 
@@ -173,6 +188,72 @@ build() {
     } > "$dir/build.log" 2>&1
 }
 
+# --- the recipe: a module built apart from an nginx.org-configured nginx ------
+
+# The configure arguments `nginx -V` shows for nginx.org's Debian and Ubuntu
+# packages (https://nginx.org/en/linux_packages.html), install paths moved
+# under <dir>; their -flto and -ffile-prefix-map are left out of the compiler
+# flags (build time, nothing the module's binary signature depends on).
+nginxorg_flags() {
+    local dir=$1 tree=$2
+    echo --prefix="$dir" --sbin-path="$dir/sbin/nginx" --modules-path="$dir/modules" \
+         --conf-path="$dir/conf/nginx.conf" --error-log-path="$dir/logs/error.log" \
+         --http-log-path="$dir/logs/access.log" --pid-path="$dir/logs/nginx.pid" \
+         --lock-path="$dir/logs/nginx.lock" \
+         --http-client-body-temp-path="$dir/cache/client_temp" \
+         --http-proxy-temp-path="$dir/cache/proxy_temp" \
+         --http-fastcgi-temp-path="$dir/cache/fastcgi_temp" \
+         --http-uwsgi-temp-path="$dir/cache/uwsgi_temp" \
+         --http-scgi-temp-path="$dir/cache/scgi_temp" \
+         --user=nginx --group=nginx --with-compat --with-file-aio --with-threads \
+         --with-http_addition_module --with-http_auth_request_module \
+         --with-http_dav_module --with-http_flv_module --with-http_gunzip_module \
+         --with-http_gzip_static_module --with-http_mp4_module \
+         --with-http_random_index_module --with-http_realip_module \
+         --with-http_secure_link_module --with-http_slice_module \
+         --with-http_ssl_module --with-http_stub_status_module \
+         --with-http_sub_module --with-http_v2_module
+    # nginx.org's packages have HTTP/3 since the release that has it
+    grep -q 'with-http_v3_module)' "$tree/auto/options" && echo --with-http_v3_module
+    echo --with-mail --with-mail_ssl_module --with-stream --with-stream_realip_module \
+         --with-stream_ssl_module --with-stream_ssl_preread_module
+}
+nginxorg_cc_opt="-g -O2 -fstack-protector-strong -Wformat -Werror=format-security -Wp,-D_FORTIFY_SOURCE=2 -fPIC"
+nginxorg_ld_opt="-Wl,-z,relro -Wl,-z,now -Wl,--as-needed -pie"
+
+# release tarballs ship ./configure, repository snapshots auto/configure
+conf_of() { if [ -x "$1/configure" ]; then echo ./configure; else echo auto/configure; fi; }
+
+# build_recipe <row> <version>: nginx as nginx.org builds it (kept between
+# runs unless --clean), then the module by the recipe, always afresh.
+build_recipe() {
+    local row=$1 v=$2
+    local dir="$out/$row" tree="$out/$row/src/nginx-$v" mtree="$out/$row/module-src/nginx-$v"
+    local args
+    mkdir -p "$dir"
+    {
+        if [ $clean = 1 ] || [ ! -x "$dir/sbin/nginx" ]; then
+            echo "== $row: nginx $v with nginx.org's package flags"
+            unpack "$v" "$dir/src" || return 1
+            # shellcheck disable=SC2046
+            (cd "$tree" && $(conf_of "$tree") $(nginxorg_flags "$dir" "$tree") \
+                --with-cc-opt="$nginxorg_cc_opt" --with-ld-opt="$nginxorg_ld_opt") || return 1
+            make -C "$tree" -j"$make_jobs" || return 1
+            make -C "$tree" install || return 1
+        fi
+        echo "== $row: the recipe: nginx -V, the same release's source, ./configure <arguments> --add-dynamic-module, make modules"
+        "$dir/sbin/nginx" -V 2>&1
+        args=$("$dir/sbin/nginx" -V 2>&1 | sed -n 's/^configure arguments: //p')
+        [ -n "$args" ] || return 1
+        unpack "$v" "$dir/module-src" || return 1
+        (cd "$mtree" && eval "$(conf_of "$mtree") $args --add-dynamic-module=\"\$root\"" \
+            && make -j"$make_jobs" modules) || return 1
+        mkdir -p "$dir/modules"
+        cp "$mtree/objs/ngx_http_bytemark_module.so" "$dir/modules/.new.so"
+        mv -f "$dir/modules/.new.so" "$dir/modules/ngx_http_bytemark_module.so"
+    } > "$dir/build.log" 2>&1
+}
+
 # --- tests -------------------------------------------------------------------
 
 # run_tests <row> <env...> -- <prove args...>
@@ -242,7 +323,12 @@ do_row() {    # do_row <row> <version> <label-suffix> <module flag> <flags...>
     local row=$1 v=$2 suffix=$3 modflag=$4; shift 4
     local t0; t0=$(date +%s)
     echo "matrix: $row: building"
-    if ! build "$row" "$v" "$modflag" "$@"; then
+    local built=0
+    case "$row" in
+        *-nginxorg) build_recipe "$row" "$v" && built=1 ;;
+        *)          build "$row" "$v" "$modflag" "$@" && built=1 ;;
+    esac
+    if [ $built = 0 ]; then
         echo "matrix: $row: BUILD FAILED, see build/matrix/$row/build.log"
         tail -25 "$out/$row/build.log" | sed "s/^/[$row] /"
         record "$row" "$(label_of "$v")$suffix" FAIL - "$t0"
@@ -267,6 +353,11 @@ do_row() {    # do_row <row> <version> <label-suffix> <module flag> <flags...>
                 BYTEMARK_MODULE_THREADED="$out/$v/modules/ngx_http_bytemark_module.so" -- \
                 t/85-no-threads.t || st=$?
             ;;
+        *-nginxorg)
+            run_tests "$row" BYTEMARK_NGINX="$out/$row/sbin/nginx" \
+                BYTEMARK_MODULE="$out/$row/modules/ngx_http_bytemark_module.so" -- \
+                t/86-version.t "${core_tests[@]}" || st=$?
+            ;;
         *)
             run_tests "$row" BYTEMARK_NGINX="$out/$row/sbin/nginx" \
                 BYTEMARK_MODULE="$out/$row/modules/ngx_http_bytemark_module.so" -- \
@@ -276,11 +367,14 @@ do_row() {    # do_row <row> <version> <label-suffix> <module flag> <flags...>
     record "$row" "$(label_of "$v")$suffix" ok "$( [ $st = 0 ] && echo ok || echo FAIL )" "$t0"
 }
 
-for v in "${versions[@]}"; do
-    do_row "$v" "$v" "" --add-dynamic-module --with-threads "${common_flags[@]}"
-done
-do_row "$newest-static" "$newest" " static (--add-module)" --add-module --with-threads "${common_flags[@]}"
-do_row "$newest-nothreads" "$newest" " without --with-threads" --add-dynamic-module "${common_flags[@]}"
+if [ $nginxorg_only = 0 ]; then
+    for v in "${versions[@]}"; do
+        do_row "$v" "$v" "" --add-dynamic-module --with-threads "${common_flags[@]}"
+    done
+    do_row "$newest-static" "$newest" " static (--add-module)" --add-module --with-threads "${common_flags[@]}"
+    do_row "$newest-nothreads" "$newest" " without --with-threads" --add-dynamic-module "${common_flags[@]}"
+fi
+do_row "$newest-nginxorg" "$newest" " nginx.org's flags, module by the recipe (make modules)" -
 
 # --- summary -----------------------------------------------------------------
 
@@ -291,7 +385,8 @@ commit="$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 
     echo
     echo "$(date -u '+%Y-%m-%d %H:%M UTC'), \`scripts/matrix.sh $*\`, module $commit, ${total}s in all."
     echo "Configure: \`${common_flags[*]} --with-threads --add-dynamic-module\` (cc: \`$cc_opt\`)."
-    echo "Tests: ${core_tests[*]} (t/85-no-threads.t for the build without threads)."
+    echo "Tests: ${core_tests[*]} (t/85-no-threads.t for the build without threads;"
+    echo "t/86-version.t too for the module built by the recipe into nginx.org's configuration)."
     echo
     echo "| nginx | build | tests | seconds |"
     echo "|---|---|---|---|"

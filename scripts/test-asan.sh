@@ -20,7 +20,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-bash scripts/deps.sh
+bash scripts/deps.sh test
+export BYTEMARK_WERROR=1
 export BYTEMARK_BUILD_DIR="$root/build-asan"
 san="-fsanitize=address,undefined,float-cast-overflow"
 BYTEMARK_CC_OPT="-O1 -fno-omit-frame-pointer $san -fno-sanitize-recover=all" \

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# THE test command: dependencies, build, then every test under t/.
+# THE test command: dependencies (scripts/deps.sh test), build (warnings
+# are errors), then every test under t/.
 #
 # Tests are independent (own temp dir, own free ports, own servers), so they
 # run two at a time. Two passes: every test against the MongoDB stand-in (or
@@ -14,7 +15,9 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-bash scripts/deps.sh
+# the developers' gate: warnings are errors (scripts/build.sh, t/82's build)
+export BYTEMARK_WERROR=1
+bash scripts/deps.sh test
 bash scripts/build.sh
 
 if [ -n "${BYTEMARK_TEST_MONGO_URI:-}" ]; then

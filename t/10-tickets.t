@@ -12,7 +12,22 @@ use Bytemark::Data qw(uuid add_pass pass_row cache_entry body_both wait_until
                       now_ms);
 
 my $t = Bytemark::Test->new(mysql => 1, mongo => 1);
-$t->start_nginx(body_both(loc => 'bytemark_cache_ttl 60s;'));
+# /t leaves bytemark_cache_control at its default; the server below the
+# standard one sets it per location (SPEC 3.1: "unless the location says
+# otherwise")
+my $conf = body_both(loc => 'bytemark_cache_ttl 60s;');
+$conf =~ s{(    location = /static)}{    location = /t-public {
+        bytemark_user_id \$arg_user_id;
+        bytemark_cache_control "public, max-age=5";
+        bytemark_tickets;
+    }
+    location = /t-off {
+        bytemark_user_id \$arg_user_id;
+        bytemark_cache_control off;
+        bytemark_tickets;
+    }
+$1} or die 'no /static location in body_both';
+$t->start_nginx($conf);
 
 sub tickets {
     my ($q, $h) = @_;
@@ -82,6 +97,28 @@ $r = $t->http('HEAD', '/t?user_id=100');
 is $r->{status}, 200, 'HEAD: 200';
 is $r->{content} // '', '', 'HEAD: no body';
 is $r->{headers}{etag}, $etag, 'HEAD: same ETag';
+
+# --- Cache-Control: one user's passes are private -------------------------------
+
+$r = $t->get('/t?user_id=100');
+is $r->{headers}{'cache-control'}, 'private', '200: Cache-Control: private by default';
+$r = $t->get('/t?user_id=100', { 'If-None-Match' => $etag });
+is_deeply [$r->{status}, $r->{headers}{'cache-control'}], [304, 'private'],
+    '304: Cache-Control: private too';
+$r = $t->get('/t?user_id=1%00');
+is_deeply [$r->{status}, $r->{headers}{'cache-control'}], [400, undef],
+    'an error keeps no Cache-Control of its own';
+$r = $t->get('/t-public?user_id=100');
+is_deeply [$r->{status}, $r->{headers}{'cache-control'}], [200, 'public, max-age=5'],
+    'bytemark_cache_control in a location replaces the default';
+$r = $t->get('/t-off?user_id=100');
+is_deeply [$r->{status}, exists $r->{headers}{'cache-control'}], [200, ''],
+    'bytemark_cache_control off: no Cache-Control';
+for my $bad (['"private\\r\\nX-Evil: 1"', qr/"bytemark_cache_control" directive has a control character/],
+             ['""', qr/"bytemark_cache_control" directive is empty/]) {
+    my ($rc, $out) = $t->nginx_test(body_both(loc => "bytemark_cache_control $bad->[0];"));
+    ok $rc != 0 && $out =~ $bad->[1], "nginx -t refuses bytemark_cache_control $bad->[0]" or diag $out;
+}
 
 # --- fresh entries from MongoDB, exactly as stored ------------------------------
 

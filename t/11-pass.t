@@ -40,6 +40,7 @@ is $r->{headers}{'x-bytemark-source'}, 'mysql', 'source mysql';
 is_deeply $j, { user_id => 100, version => 3, pass => $p1 }, 'body {user_id, version, pass}';
 my $etag = $r->{headers}{etag};
 like $etag, qr/^"[0-9a-f]{40}"$/, 'strong ETag';
+is $r->{headers}{'cache-control'}, 'private', 'a pass is private (the default)';
 
 ($r, $j) = lookup(100, uc uuid(4));
 is_deeply [$r->{status}, $j->{version}, $j->{pass}{pass_uuid}], [200, 4, uuid(4)],
@@ -50,6 +51,7 @@ is $t->mongo_count({ user_id => 100 }), 0, 'a pass lookup never fills the cache'
 
 ($r, $j) = lookup(100, uuid(2));
 error_is($r, 404, 'not_found', "another user's pass: 404");
+ok !exists $r->{headers}{'cache-control'}, 'a 404 keeps no Cache-Control of its own';
 ($r, my $j404) = lookup(100, uuid(77));
 is $r->{content}, $t->get('/users/100/passes/' . uuid(2))->{content},
     'a missing pass and another user\'s pass get the same answer';
@@ -62,12 +64,14 @@ $t->mongo_insert(cache_entry(100, passes => [{ %$p1, timestamp => $p1->{timestam
 is $r->{headers}{'x-bytemark-source'}, 'mongo', 'pass from a fresh cache entry';
 is_deeply $j->{pass}, $p1, 'same pass';
 is $r->{headers}{etag}, $etag, 'same ETag as the MySQL answer';
+is $r->{headers}{'cache-control'}, 'private', 'private from the cache too';
 ($r, $j) = lookup(100, uuid(4));
 is_deeply [$r->{headers}{'x-bytemark-source'}, $j->{version}, $j->{pass}{extra}], ['mongo', 4, 'kept'],
     'a passes4 pass from the cache: version 4, unknown fields kept';
 
 $r = $t->get('/users/100/passes/' . uuid(1), { 'If-None-Match' => $etag });
-is $r->{status}, 304, 'matching If-None-Match: 304';
+is_deeply [$r->{status}, $r->{headers}{'cache-control'}], [304, 'private'],
+    'matching If-None-Match: 304, still private';
 $r = $t->http('HEAD', '/users/100/passes/' . uuid(1));
 is_deeply [$r->{status}, $r->{content} // ''], [200, ''], 'HEAD: 200 without body';
 

@@ -79,6 +79,7 @@ my @FAMILIES = (
     [bytemark_cache_cleanup_runs_total    => 'counter'],
     [bytemark_cache_cleanup_deleted_total => 'counter'],
     [bytemark_cache_write_failures_total  => 'counter'],
+    [bytemark_build_info                  => 'gauge'],
 );
 my @LE = qw(0.001 0.0025 0.005 0.01 0.025 0.05 0.1 0.25 0.5 1 2.5 5 +Inf);
 
@@ -259,7 +260,9 @@ ok $p->{mongo}{idle} >= 1 && $p->{mongo}{idle} <= 4, "MongoDB: idle clients ($p-
 
 $r = $t->get('/status?format=prometheus');
 is $r->{status}, 200, 'Prometheus: 200';
-is $r->{headers}{'content-type'}, 'text/plain; version=0.0.4', 'Prometheus: text/plain; version=0.0.4';
+is $r->{headers}{'content-type'}, 'text/plain; version=0.0.4; charset=utf-8',
+    'Prometheus: text/plain; version=0.0.4; charset=utf-8';
+is $r->{headers}{'cache-control'}, 'no-store', 'the status page stays no-store';
 my $prom = $r->{content};
 for my $f (@FAMILIES) {
     like $prom, qr/^# HELP $f->[0] \S.*\n# TYPE $f->[0] $f->[1]$/m, "Prometheus: HELP and TYPE of $f->[0]";

@@ -60,6 +60,8 @@ is $r2->{content}, $r1->{content}, 'the same body';
 is $r2->{headers}{etag}, $r1->{headers}{etag}, 'the same ETag';
 my ($r3) = get('/t?user_id=1', { 'If-None-Match' => $r1->{headers}{etag} });
 is_deeply [$r3->{status}, cs($r3)], [304, 'HIT'], 'a HIT honours If-None-Match';
+is_deeply [map { $_->{headers}{'cache-control'} } $r1, $r2, $r3], [('private') x 3],
+    'Cache-Control: private on the MISS, the HIT and the HIT that is a 304';
 is cs((get('/t?user_id=1&foo=bar'))[0]), 'HIT', 'arguments that do not shape the answer do not split the key';
 is cs((get('/t?user_id=1&status=active'))[0]), 'MISS', 'a status filter is part of the key';
 is cs((get('/t?user_id=1&version=3'))[0]), 'MISS', 'so is the version filter';

@@ -181,7 +181,7 @@ my $deb = "$REPO/build/deb/${PKG}_${ver}_${arch}.deb";
 sub newest_input {
     my $newest = 0;
     my @roots = grep { -e } map { "$REPO/$_" }
-        qw(config src debian doc example sql/schema.sql README.md scripts/build-deb.sh);
+        qw(config src debian doc example sql/schema.sql README.md CHANGELOG.md LICENSE scripts/build-deb.sh);
     File::Find::find({ no_chdir => 1, wanted => sub {
         my $m = (lstat $_)[9] // 0;
         $newest = $m if -f _ && $m > $newest;

@@ -11,6 +11,7 @@ use strict;
 use warnings;
 
 use Test::More;
+use JSON::PP ();
 use HTTP::Tiny;
 use IO::Socket::INET;
 use POSIX ();
@@ -32,19 +33,17 @@ my %PASS = (
 my %AUTH = (alice => { Authorization => 'Bearer alice-token' },
             bob   => { Authorization => 'Bearer bob-token' });
 
-# --- the example, its placeholders filled in -----------------------------------------
+# --- the example, with the harness's addresses and paths ---------------------------------
 
-my $conf = do { local $/; open my $fh, '<', "$REPO/example/gateway/nginx.conf" or die $!; <$fh> };
-my %fill = (
-    MODULE     => $t->module_path,
-    DIR        => $dir,
-    PORT       => $t->nginx_port,
-    AUTH_PORT  => $t->port2,
-    MONGO_URI  => $t->mongo_uri,
-    MONGO_COLL => $t->mongo_db . '.' . $t->mongo_coll,
-    MYSQL      => $t->mysql_directive,
-);
-$conf =~ s/%%([A-Z_]+)%%/$fill{$1} \/\/ die "unknown placeholder %%$1%%\n"/ge;
+my $shipped = do { local $/; open my $fh, '<', "$REPO/example/gateway/nginx.conf" or die $!; <$fh> };
+unlike $shipped, qr/%%[A-Z_]+%%/, 'the shipped example has no placeholders';
+unlike $shipped, qr/^\s*load_module/m, 'and no load_module line to clash with the package\'s snippet';
+my @cmd = ('bash', "$REPO/tools/example_conf.sh", "$REPO/example/gateway/nginx.conf",
+           'module=' . $t->module_path, "dir=$dir", 'port=' . $t->nginx_port,
+           'auth_port=' . $t->port2, 'mongo_uri=' . $t->mongo_uri,
+           'mongo_coll=' . $t->mongo_db . '.' . $t->mongo_coll, 'mysql=' . $t->mysql_directive);
+my $conf = do { open my $fh, '-|', @cmd or die "example_conf.sh: $!"; local $/; my $c = <$fh>;
+                close $fh or die "tools/example_conf.sh failed ($?)\n"; $c };
 # Debian's nginx has no --user: as root the workers would run as nobody.
 $conf = "user root;\n$conf" if $> == 0;
 open my $out, '>', "$dir/gateway.conf" or die $!;
@@ -82,13 +81,24 @@ sub get_json {
     my $j = ($r->{content} // '') =~ /^\s*[\{\[]/ ? eval { $t->json($r) } : undef;
     return ($r, $j);
 }
+# an error nginx answered itself: JSON, the module's two keys
+sub json_error {
+    my ($res, $status, $code, $what) = @_;
+    my $j = eval { JSON::PP->new->decode($res->{content} // '') } || {};
+    ok $res->{status} == $status && ($j->{error} // '') eq $code
+       && join(',', sort keys %$j) eq 'error,message'
+       && ($res->{headers}{'content-type'} // '') eq 'application/json',
+        "$what: $status with a JSON body {\"error\": \"$code\", ...}"
+        or diag "got $res->{status} " . ($res->{headers}{'content-type'} // '-') . ' ' . ($res->{content} // '');
+}
+
 sub uuids { [ sort map { $_->{pass_uuid} } @{ $_[0] // [] } ] }
 
 # --- without credentials: 401 ------------------------------------------------------------
 
 my ($r, $j) = get_json('/v1/users/me/tickets');
 is $r->{status}, 401, 'no Authorization: 401';
-is $j->{error}, 'unauthorized', '... with a JSON error body';
+json_error($r, 401, 'unauthorized', 'no Authorization');
 like $r->{headers}{'www-authenticate'} // '', qr/^Bearer/, '... and WWW-Authenticate: Bearer';
 ($r) = get_json('/v1/users/me/tickets', { Authorization => 'Bearer wrong-token' });
 is $r->{status}, 401, 'an unknown token: 401';
@@ -158,10 +168,32 @@ ok ref $j eq 'HASH' && exists $j->{bytemark_requests_total}, '... the JSON count
 my $other = HTTP::Tiny->new(local_address => '127.0.0.2', timeout => 10);
 $r = $other->get($t->url('/internal/bytemark-status'));
 is $r->{status}, 403, 'status from 127.0.0.2 (not allowed): 403';
+json_error($r, 403, 'forbidden', 'the 403 of "deny"');
+
+# --- the errors nginx answers itself are JSON too ------------------------------------------
+
+# one request on its own connection, the whole answer
+sub raw {
+    my ($req) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $t->nginx_port, Timeout => 10)
+        or die "connect: $!";
+    print $s $req;
+    local $/;
+    my $res = <$s> // '';
+    my ($status, $head, $body) = $res =~ m{^HTTP/1\.1 (\d+)[^\r]*\r\n(.*?)\r\n\r\n(.*)}s;
+    my %h = map { /^([^:]+):\s*(.*)$/ ? (lc $1 => $2) : () } split /\r\n/, $head // '';
+    return { status => $status // 0, headers => \%h, content => $body };
+}
+
+$r = raw("GET /v1/users/me/tickets HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer alice-token\r\n"
+       . "Content-Length: 2000000\r\nConnection: close\r\n\r\n");
+json_error($r, 413, 'too_large', 'a body over client_max_body_size');
+$r = raw('GET /v1/users/me/tickets?pad=' . ('x' x 9000) . " HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n");
+json_error($r, 414, 'uri_too_long', 'a request line over large_client_header_buffers');
 
 # --- the access log ------------------------------------------------------------------------
 
-my $log = wait_until(sub { my $l = $t->access_log; $l =~ m{"GET /v1/users/me/passes/$PASS{alice_v4} } ? $l : '' }, 5);
+my $log = wait_until(sub { my $l = do { local $/; open my $fh, "<", "$dir/gateway.log" or return ""; <$fh> }; $l =~ m{"GET /v1/users/me/passes/$PASS{alice_v4} } ? $l : '' }, 5);
 like $log, qr{"GET /v1/users/me/tickets HTTP/1\.1" 401 \d+ user=- src=- }m,
     'access log: a 401 names no user';
 like $log, qr{"GET /v1/users/me/tickets HTTP/1\.1" 200 \d+ user=12345 src=mysql mcache=\S* mongo=[\d.]+ mysql=[\d.]+ auth=[\d.]+ rt=}m,
@@ -175,19 +207,41 @@ like $log, qr{"GET /v1/users/me/tickets HTTP/1\.1" 200 \d+ user=12345 src=mongo 
 # are cheap, so 120 of them come well within a few seconds even on a busy
 # machine.
 my $ua = HTTP::Tiny->new(keep_alive => 1, timeout => 10);
-my %codes;
+my (%codes, $r429);
 my $t0 = time;
-$codes{ $ua->get($t->url('/v1/users/me/tickets'))->{status} }++ for 1 .. 120;
+for (1 .. 120) {
+    my $res = $ua->get($t->url('/v1/users/me/tickets'));
+    $codes{ $res->{status} }++;
+    $r429 //= $res if $res->{status} == 429;
+}
 my $took = time - $t0;
 my $allowed = 41 + int($took * 20) + 1;
 SKIP: {
     skip sprintf('120 requests took %.1fs: too slow to exceed 20 r/s + 40', $took), 1
         if $allowed >= 120;
     ok $codes{429}, sprintf('120 requests in %.2fs: %d answered 429', $took, $codes{429} // 0);
+    json_error($r429 // {}, 429, 'too_many_requests', 'over the rate');
 }
 ok +($codes{401} // 0) <= $allowed, "... at most the burst plus the rate got through (" . ($codes{401} // 0) . ")";
 is join(',', sort keys %codes), $codes{429} ? '401,429' : '401', '... nothing but 401 and 429';
 like $t->error_log, qr/limiting requests, excess: .* by zone "gateway_per_client"/, '... logged as limited'
     if $codes{429};
+
+# --- example/nginx.conf (the demo's) is as safe to ship ----------------------------------
+
+my $demo_conf = do { local $/; open my $fh, '<', "$REPO/example/nginx.conf" or die $!; <$fh> };
+unlike $demo_conf, qr/%%[A-Z_]+%%/, 'example/nginx.conf has no placeholders';
+unlike $demo_conf, qr/^\s*load_module/m, 'and no load_module line';
+mkdir "$dir/demo";
+my @dcmd = ('bash', "$REPO/tools/example_conf.sh", "$REPO/example/nginx.conf",
+            'module=' . $t->module_path, "dir=$dir/demo", 'port=' . $t->port2,
+            'mongo_uri=' . $t->mongo_uri, 'mongo_coll=' . $t->mongo_db . '.' . $t->mongo_coll,
+            'mysql=' . $t->mysql_directive);
+my $dconf = do { open my $fh, '-|', @dcmd or die $!; local $/; my $c = <$fh>; close $fh or die "example_conf.sh failed\n"; $c };
+open my $dout, '>', "$dir/demo/nginx.conf" or die $!;
+print $dout ($> == 0 ? "user root;\n" : ''), $dconf;
+close $dout;
+my $tout = `@{[ $t->nginx_bin ]} -t -p $dir/demo/ -c $dir/demo/nginx.conf 2>&1`;
+is $? >> 8, 0, 'nginx -t accepts it with the demo\'s addresses (tools/example_conf.sh)' or diag $tout;
 
 done_testing;

@@ -48,10 +48,9 @@ stop >/dev/null
 mysql="host=127.0.0.1 port=$MYSQL_PORT user=bytemark password=s3cret-pw database=portal"
 {
     [ "$(id -u)" -eq 0 ] && echo "user root;    # added by example/gateway/run.sh (running as root)"
-    sed -e "s#%%MODULE%%#$module#g" -e "s#%%DIR%%#$state#g" -e "s#%%PORT%%#$port#g" \
-        -e "s#%%AUTH_PORT%%#$auth_port#g" -e "s#%%MONGO_URI%%#$MONGO_URI#g" \
-        -e "s#%%MONGO_COLL%%#cache.bytemark_tickets_cache#g" -e "s#%%MYSQL%%#$mysql#g" \
-        "$root/example/gateway/nginx.conf"
+    bash "$root/tools/example_conf.sh" "$root/example/gateway/nginx.conf" \
+        module="$module" dir="$state" port="$port" auth_port="$auth_port" \
+        mongo_uri="$MONGO_URI" mongo_coll=cache.bytemark_tickets_cache mysql="$mysql"
 } > "$state/nginx.conf"
 "$nginx_bin" -t -q -p "$state/" -c "$state/nginx.conf" || die "nginx -t failed ($state/nginx.conf)"
 "$nginx_bin" -p "$state/" -c "$state/nginx.conf" || die "nginx did not start; see $state/error.log"
@@ -68,5 +67,5 @@ Try it:
   curl -i -H 'Authorization: Bearer alice-token' $base/v1/users/me/passes/0e1d2c3b-4a59-4687-9a0b-c1d2e3f4a5b6   # bob's: 404
   curl -s '$base/internal/bytemark-status?format=prometheus'
 
-Logs: $state/access.log, $state/error.log. Stop: bash example/gateway/run.sh stop
+Logs: $state/gateway.log, $state/error.log. Stop: bash example/gateway/run.sh stop
 EOF

@@ -8,6 +8,11 @@
 #include "ngx_http_bytemark_core.h"
 
 
+ngx_http_bytemark_versions_t  ngx_http_bytemark_versions = {
+    "unknown", "unknown", JANSSON_VERSION
+};
+
+
 /* wall-clock ms; safe in threads, unlike nginx's cached time */
 
 int64_t

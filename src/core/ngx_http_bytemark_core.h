@@ -62,6 +62,15 @@
 #include <jansson.h>
 
 
+/*
+ * The module's version: bumped with each user-visible change (CHANGELOG.md,
+ * debian/changelog and t/86-version.t agree with it); the number is
+ * major * 1000000 + minor * 1000 + patch, as nginx_version.
+ */
+#define NGX_HTTP_BYTEMARK_VERSION       "0.2.0"
+#define ngx_http_bytemark_version       2000
+
+
 #define NGX_HTTP_BYTEMARK_MAX_USER_ID   9007199254740991ULL  /* 2^53 - 1 */
 #define NGX_HTTP_BYTEMARK_UUID_LEN      36
 #define NGX_HTTP_BYTEMARK_STATUS_MAX    32
@@ -166,6 +175,7 @@ typedef struct {
     ngx_int_t                     ingest_max_passes;
     ngx_shm_zone_t               *microcache;
     ngx_msec_t                    microcache_ttl;
+    ngx_str_t                     cache_control; /* empty: "off" */
 
     ngx_http_complex_value_t     *user_id;
     ngx_http_complex_value_t     *pass_uuid;
@@ -288,7 +298,20 @@ struct ngx_http_bytemark_ctx_s {
 };
 
 
-extern ngx_module_t  ngx_http_bytemark_module;
+/*
+ * The versions of the libraries the module runs with, as they report them:
+ * the http layer asks the backend layers at init_module, the status page
+ * (bytemark_build_info) reads them.  Static strings of the libraries.
+ */
+typedef struct {
+    const char                   *mongoc;
+    const char                   *mariadb;
+    const char                   *jansson;
+} ngx_http_bytemark_versions_t;
+
+
+extern ngx_module_t                  ngx_http_bytemark_module;
+extern ngx_http_bytemark_versions_t  ngx_http_bytemark_versions;
 
 
 /* core: clocks, ids, the http{}-level settings */

@@ -146,6 +146,7 @@ ngx_http_bytemark_create_loc_conf(ngx_conf_t *cf)
     /*
      * set by ngx_pcalloc():
      *     conf->handler = 0;
+     *     conf->cache_control = { 0, NULL };
      */
 
     conf->mongo_timeout = NGX_CONF_UNSET_MSEC;
@@ -176,6 +177,16 @@ ngx_http_bytemark_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->ingest_max_passes, prev->ingest_max_passes, 100);
     ngx_conf_merge_ptr_value(conf->user_id, prev->user_id, NULL);
     ngx_conf_merge_ptr_value(conf->pass_uuid, prev->pass_uuid, NULL);
+
+    /* one user's passes must not be kept by a shared cache for another */
+    ngx_conf_merge_str_value(conf->cache_control, prev->cache_control,
+                             "private");
+
+    if (conf->cache_control.len == 3
+        && ngx_strncmp(conf->cache_control.data, "off", 3) == 0)
+    {
+        conf->cache_control.len = 0;
+    }
 
     if (conf->microcache == NGX_CONF_UNSET_PTR) {
         conf->microcache = (prev->microcache == NGX_CONF_UNSET_PTR)

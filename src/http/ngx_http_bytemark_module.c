@@ -11,8 +11,15 @@
 
 static ngx_int_t ngx_http_bytemark_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_bytemark_check_threads(ngx_conf_t *cf);
+static ngx_int_t ngx_http_bytemark_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_bytemark_init_process(ngx_cycle_t *cycle);
 static void ngx_http_bytemark_exit_process(ngx_cycle_t *cycle);
+static char *ngx_http_bytemark_header_value(ngx_conf_t *cf, void *post,
+    void *data);
+
+
+static ngx_conf_post_handler_pt  ngx_http_bytemark_header_value_p =
+    ngx_http_bytemark_header_value;
 
 
 static ngx_command_t  ngx_http_bytemark_commands[] = {
@@ -86,6 +93,13 @@ static ngx_command_t  ngx_http_bytemark_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_bytemark_loc_conf_t, use_stale),
       NULL },
+
+    { ngx_string("bytemark_cache_control"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_bytemark_loc_conf_t, cache_control),
+      &ngx_http_bytemark_header_value_p },
 
     { ngx_string("bytemark_user_id"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -210,7 +224,7 @@ ngx_module_t  ngx_http_bytemark_module = {
     ngx_http_bytemark_commands,            /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
+    ngx_http_bytemark_init_module,         /* init module */
     ngx_http_bytemark_init_process,        /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
@@ -260,6 +274,32 @@ ngx_http_bytemark_check_threads(ngx_conf_t *cf)
                        "threads");
 
     return NGX_ERROR;
+}
+
+
+/*
+ * The versions the module runs with, for bytemark_build_info, and once per
+ * configuration in the error log: what an operator checks after an upgrade.
+ */
+
+static ngx_int_t
+ngx_http_bytemark_init_module(ngx_cycle_t *cycle)
+{
+    ngx_http_bytemark_versions.mongoc = ngx_http_bytemark_mongo_version();
+    ngx_http_bytemark_versions.mariadb = ngx_http_bytemark_mysql_version();
+#if (JANSSON_VERSION_HEX >= 0x020d00)
+    ngx_http_bytemark_versions.jansson = jansson_version_str();
+#endif
+
+    ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                  "bytemark module " NGX_HTTP_BYTEMARK_VERSION
+                  " (nginx " NGINX_VERSION ", mongo-c-driver %s, "
+                  "MariaDB Connector/C %s, jansson %s)",
+                  ngx_http_bytemark_versions.mongoc,
+                  ngx_http_bytemark_versions.mariadb,
+                  ngx_http_bytemark_versions.jansson);
+
+    return NGX_OK;
 }
 
 
@@ -332,4 +372,32 @@ ngx_http_bytemark_exit_process(ngx_cycle_t *cycle)
     ngx_http_bytemark_mongo_exit_process(bmcf);
     ngx_http_bytemark_mysql_exit_process(bmcf);
     ngx_http_bytemark_metrics_exit_process();
+}
+
+
+/*
+ * A header value sent as written: a control character (a "\r\n" in a
+ * quoted string) would end the header and start another one.
+ */
+
+static char *
+ngx_http_bytemark_header_value(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_str_t  *value = data;
+
+    ngx_uint_t  i;
+
+    if (value->len == 0) {
+        return "is empty (\"off\" sends no header)";
+    }
+
+    for (i = 0; i < value->len; i++) {
+        if ((value->data[i] < 0x20 && value->data[i] != '\t')
+            || value->data[i] == 0x7f)
+        {
+            return "has a control character in its value";
+        }
+    }
+
+    return NGX_CONF_OK;
 }

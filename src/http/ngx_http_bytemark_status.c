@@ -79,7 +79,7 @@ ngx_http_bytemark_status_handler(ngx_http_request_t *r)
     }
 
     if (format == NGX_HTTP_BYTEMARK_FORMAT_PROMETHEUS) {
-        ngx_str_set(&type, "text/plain; version=0.0.4");
+        ngx_str_set(&type, "text/plain; version=0.0.4; charset=utf-8");
 
     } else {
         ngx_str_set(&type, "application/json");

@@ -75,6 +75,15 @@ ngx_http_bytemark_mongo_uri(ngx_str_t *s, bson_error_t *error)
 }
 
 
+/* the mongo-c-driver loaded, not the one built against */
+
+const char *
+ngx_http_bytemark_mongo_version(void)
+{
+    return mongoc_get_version();
+}
+
+
 ngx_int_t
 ngx_http_bytemark_mongo_init_process(ngx_cycle_t *cycle,
     ngx_http_bytemark_main_conf_t *bmcf)

@@ -59,6 +59,15 @@ static ngx_int_t ngx_http_bytemark_mysql_pass_object(
     ngx_http_bytemark_mysql_row_t *row, ngx_http_bytemark_answer_t *a);
 
 
+/* the Connector/C loaded ("3.3.20"), not the one built against */
+
+const char *
+ngx_http_bytemark_mysql_version(void)
+{
+    return mysql_get_client_info();
+}
+
+
 ngx_int_t
 ngx_http_bytemark_mysql_init_process(ngx_cycle_t *cycle,
     ngx_http_bytemark_main_conf_t *bmcf)

@@ -17,6 +17,7 @@
 ngx_int_t ngx_http_bytemark_mysql_init_process(ngx_cycle_t *cycle,
     ngx_http_bytemark_main_conf_t *bmcf);
 void ngx_http_bytemark_mysql_exit_process(ngx_http_bytemark_main_conf_t *bmcf);
+const char *ngx_http_bytemark_mysql_version(void);
 void ngx_http_bytemark_mysql_tickets(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_mysql_pass(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_mysql_ingest(ngx_http_bytemark_call_t *call);

@@ -352,10 +352,11 @@ static ngx_int_t
 ngx_http_bytemark_send(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_t *body, ngx_str_t *etag, ngx_str_t *source)
 {
-    ngx_int_t                 rc;
-    ngx_buf_t                *b;
-    ngx_chain_t               out;
-    ngx_http_bytemark_ctx_t  *ctx;
+    ngx_int_t                      rc;
+    ngx_buf_t                     *b;
+    ngx_chain_t                    out;
+    ngx_http_bytemark_ctx_t       *ctx;
+    ngx_http_bytemark_loc_conf_t  *blcf;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
 
@@ -373,6 +374,18 @@ ngx_http_bytemark_send(ngx_http_request_t *r, ngx_uint_t status,
     if (etag
         && ngx_http_bytemark_add_header(r, "ETag", etag,
                                         &r->headers_out.etag)
+           != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* an answer with an ETag is one user's: tickets, pass, micro-cached */
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
+
+    if (etag
+        && blcf->cache_control.len
+        && ngx_http_bytemark_add_header(r, "Cache-Control",
+                                        &blcf->cache_control, NULL)
            != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;

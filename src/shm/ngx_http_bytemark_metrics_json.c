@@ -115,6 +115,23 @@ ngx_http_bytemark_metrics_json_histogram(ngx_http_bytemark_out_t *o,
 }
 
 
+/* an info metric: its labels, by name, are its JSON */
+
+void
+ngx_http_bytemark_metrics_json_build_info(ngx_http_bytemark_out_t *o)
+{
+    ngx_http_bytemark_versions_t  *v;
+
+    v = &ngx_http_bytemark_versions;
+
+    ngx_http_bytemark_out(o, "\"bytemark_build_info\":{\"version\":\""
+                          NGX_HTTP_BYTEMARK_VERSION "\",\"nginx\":\""
+                          NGINX_VERSION "\",\"mongoc\":\"%s\","
+                          "\"mariadb\":\"%s\",\"jansson\":\"%s\"},",
+                          v->mongoc, v->mariadb, v->jansson);
+}
+
+
 /* "bytemark_breaker_open": {"mongo": 0, "mysql": {"1": 0, "2": 0}}, */
 
 void

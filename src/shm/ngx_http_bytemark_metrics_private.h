@@ -106,6 +106,7 @@ void ngx_http_bytemark_metrics_prom_requests(ngx_http_bytemark_out_t *o,
     ngx_http_bytemark_metrics_shm_t *m);
 void ngx_http_bytemark_metrics_prom_histogram(ngx_http_bytemark_out_t *o,
     ngx_http_bytemark_metrics_shm_t *m);
+void ngx_http_bytemark_metrics_prom_build_info(ngx_http_bytemark_out_t *o);
 void ngx_http_bytemark_metrics_prom_breakers(ngx_http_bytemark_out_t *o,
     ngx_http_bytemark_main_conf_t *bmcf);
 
@@ -116,6 +117,7 @@ void ngx_http_bytemark_metrics_json_requests(ngx_http_bytemark_out_t *o,
     ngx_http_bytemark_metrics_shm_t *m);
 void ngx_http_bytemark_metrics_json_histogram(ngx_http_bytemark_out_t *o,
     ngx_http_bytemark_metrics_shm_t *m);
+void ngx_http_bytemark_metrics_json_build_info(ngx_http_bytemark_out_t *o);
 void ngx_http_bytemark_metrics_json_breakers(ngx_http_bytemark_out_t *o,
     ngx_http_bytemark_main_conf_t *bmcf);
 

@@ -115,6 +115,25 @@ ngx_http_bytemark_metrics_prom_histogram(ngx_http_bytemark_out_t *o,
 }
 
 
+void
+ngx_http_bytemark_metrics_prom_build_info(ngx_http_bytemark_out_t *o)
+{
+    ngx_http_bytemark_versions_t  *v;
+
+    v = &ngx_http_bytemark_versions;
+
+    ngx_http_bytemark_prom_header(o, "bytemark_build_info", "gauge",
+        "1, labelled with the versions of the module and of nginx and the "
+        "libraries it runs with.");
+
+    ngx_http_bytemark_out(o, "bytemark_build_info{version=\""
+                          NGX_HTTP_BYTEMARK_VERSION "\",nginx=\""
+                          NGINX_VERSION "\",mongoc=\"%s\",mariadb=\"%s\","
+                          "jansson=\"%s\"} 1\n",
+                          v->mongoc, v->mariadb, v->jansson);
+}
+
+
 /*
  * Not in the SPEC's table: 1 while a backend's circuit breaker is open and
  * its calls are skipped, 0 when it is closed or lets a probe through.  One

@@ -205,6 +205,7 @@ ngx_http_bytemark_metrics_render(ngx_http_request_t *r,
             }
         }
 
+        ngx_http_bytemark_metrics_prom_build_info(&o);
         ngx_http_bytemark_metrics_prom_breakers(&o, bmcf);
         ngx_http_bytemark_metrics_notes(&o, bmcf, 1);
 
@@ -221,6 +222,7 @@ ngx_http_bytemark_metrics_render(ngx_http_request_t *r,
             }
         }
 
+        ngx_http_bytemark_metrics_json_build_info(&o);
         ngx_http_bytemark_metrics_json_breakers(&o, bmcf);
         ngx_http_bytemark_metrics_notes(&o, bmcf, 0);
 
