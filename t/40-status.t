@@ -132,7 +132,7 @@ sub delta {
     my ($a, $b) = map { flat($_) } @_;
     my %d;
     for my $k (keys %$b) {
-        next if $k =~ /^(pool_connections|thread_pool_queue|breaker_open|notes)|\.sum$/;
+        next if $k =~ /^(pool_connections|thread_pool_queue|breaker_open|notes|build_info)|\.sum$/;
         my $v = $b->{$k} - ($a->{$k} // 0);
         $d{$k} = $v if $v;
     }
