@@ -69,6 +69,7 @@ ngx_http_bytemark_mongo_ingest(ngx_http_bytemark_call_t *call)
 {
     char                        server_time[NGX_HTTP_BYTEMARK_ISO_LEN];
     ngx_uint_t                  i;
+    bson_error_t                error;
     mongoc_client_t            *client;
     mongoc_collection_t        *coll;
     ngx_http_bytemark_mongo_t  *mongo;
@@ -77,7 +78,14 @@ ngx_http_bytemark_mongo_ingest(ngx_http_bytemark_call_t *call)
 
     ngx_http_bytemark_iso_time(call->answer.timestamp, server_time);
 
-    coll = ngx_http_bytemark_mongo_acquire(mongo, &client);
+    coll = ngx_http_bytemark_mongo_acquire(mongo, &client, call->timeout,
+                                           &error);
+    if (coll == NULL) {
+        call->cache_failed = 1;
+        ngx_http_bytemark_mongo_cause(call->cache_error,
+                                      sizeof(call->cache_error), &error);
+        return;
+    }
 
     for (i = 0; i < call->npasses; i++) {
         if (ngx_http_bytemark_mongo_ingest_pass(coll, call, &call->passes[i],

@@ -64,8 +64,9 @@ ngx_int_t ngx_http_bytemark_note_get(ngx_http_bytemark_main_conf_t *bmcf,
 void ngx_http_bytemark_note_clear(ngx_http_bytemark_main_conf_t *bmcf,
     uint64_t user_id, int64_t upto);
 ngx_int_t ngx_http_bytemark_cleanup_lock(ngx_http_bytemark_main_conf_t *bmcf,
-    ngx_msec_t interval);
-void ngx_http_bytemark_cleanup_unlock(ngx_http_bytemark_main_conf_t *bmcf);
+    ngx_msec_t interval, ngx_msec_t lease, int64_t *stamp);
+void ngx_http_bytemark_cleanup_unlock(ngx_http_bytemark_main_conf_t *bmcf,
+    int64_t stamp);
 
 ngx_http_bytemark_breaker_t *ngx_http_bytemark_shm_breakers(
     ngx_http_bytemark_main_conf_t *bmcf);
