@@ -7,9 +7,10 @@
 #     is still frozen (socketTimeoutMS from the merged budgets, not -2);
 #   - a reload while MongoDB is frozen: the old worker exits within
 #     worker_shutdown_timeout instead of waiting for its threads forever;
-#   - a row lock held 2.5 s under "bytemark_mysql_timeout 5s" in a location:
-#     the ingest waits for it and answers 200 (the MySQL read timeout is not
-#     1 s whatever the location says);
+#   - a row lock held 2.5 s, then 3.5 s, under "bytemark_mysql_timeout 5s"
+#     in a location: the ingest waits for it and answers 200, its statement
+#     never cut (the MySQL read timeout is not 1 s whatever the location
+#     says);
 #   - maxPoolSize=1 in the URI: a thread that finds no free client gives up
 #     within its budget instead of blocking in mongoc_client_pool_pop();
 #   - bytemark_stuck_calls applies to purges and to the cache update of an
