@@ -24,7 +24,10 @@
  * abandoned calls per server run; past that, new calls to that server are
  * skipped, as if its breaker were open, until one returns.  A call counts
  * as stuck once it outlives its budget, not when its client goes away: a
- * client that gives up says nothing about the server.
+ * client that gives up says nothing about the server.  Calls without a
+ * request (fills, repairs, cleanups, lookup tasks) have a budget too, and
+ * count the same way; every caller asks ngx_http_bytemark_call_blocked()
+ * before it posts a call.
  *
  * This layer knows neither backend nor handler: a call's run, done and
  * cancel are set by the layers above, the MySQL side hands over its poster
@@ -166,6 +169,16 @@ ngx_http_bytemark_call_started(ngx_http_bytemark_call_t *call)
         ctx = ngx_http_get_module_ctx(call->request, ngx_http_bytemark_module);
         ctx->call = call;
 
+        ngx_add_timer(&call->budget, call->timeout);
+
+    } else if (!call->member && call->timeout) {
+        /*
+         * No request waits (a fill, a repair, a cleanup, a lookup task),
+         * but past its budget the call is stuck all the same: it counts
+         * against bytemark_stuck_calls until it returns.  The timer must
+         * not keep a worker from shutting down.
+         */
+        call->budget.cancelable = 1;
         ngx_add_timer(&call->budget, call->timeout);
     }
 }

@@ -1,7 +1,7 @@
 
 /*
  * What every layer may use: clocks safe in threads, pass uuids (the client
- * sends them, ingest bodies carry them), the http{}-level settings.
+ * sends them, ingest bodies carry them).
  */
 
 
@@ -96,15 +96,3 @@ ngx_http_bytemark_parse_uuid(ngx_str_t *s, u_char *out)
     return NGX_OK;
 }
 
-
-/* the http{}-level settings, for what a worker sets up once (driver limits) */
-
-ngx_http_bytemark_loc_conf_t *
-ngx_http_bytemark_http_conf(ngx_cycle_t *cycle)
-{
-    ngx_http_conf_ctx_t  *http;
-
-    http = (ngx_http_conf_ctx_t *) cycle->conf_ctx[ngx_http_module.index];
-
-    return http->loc_conf[ngx_http_bytemark_module.ctx_index];
-}

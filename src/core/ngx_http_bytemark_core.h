@@ -158,6 +158,16 @@ typedef struct {
     /* bytemark_notes_zone size= */
     size_t                        notes_size;
 
+    /*
+     * The largest budget a call of each backend may get in any location
+     * that uses it, recorded as the locations are merged; the drivers' own
+     * limits follow them (0: no such location, the defaults apply).
+     */
+    ngx_msec_t                    mongo_budget;
+    ngx_msec_t                    mysql_budget;
+    /* per worker: the MongoDB driver's per-operation limit, ms */
+    ngx_msec_t                    mongo_limit;
+
     ngx_shm_zone_t               *shm_zone;
     ngx_shm_zone_t               *metrics_zone;
     ngx_array_t                  *microcaches;   /* of ngx_shm_zone_t * */
@@ -314,11 +324,10 @@ extern ngx_module_t                  ngx_http_bytemark_module;
 extern ngx_http_bytemark_versions_t  ngx_http_bytemark_versions;
 
 
-/* core: clocks, ids, the http{}-level settings */
+/* core: clocks, ids */
 int64_t ngx_http_bytemark_now_ms(void);
 void ngx_http_bytemark_iso_time(int64_t ms, char *buf);
 ngx_int_t ngx_http_bytemark_parse_uuid(ngx_str_t *s, u_char *out);
-ngx_http_bytemark_loc_conf_t *ngx_http_bytemark_http_conf(ngx_cycle_t *cycle);
 
 
 /*

@@ -5,7 +5,9 @@
  * that takes the lock in shared memory (ngx_http_bytemark_shm.c) runs the
  * deleteMany on the thread pool.  The lock and the time of the last run live
  * in a zone that survives reloads, so old and new workers never run it twice
- * in parallel nor more often than the interval.
+ * in parallel nor more often than the interval.  A run that hangs (a
+ * silent MongoDB, a socketTimeoutMS raised in the URI) holds the lock no
+ * longer than a few driver limits: then another run may take it over.
  */
 
 
@@ -13,7 +15,9 @@
 
 
 /* how often a worker looks, whatever the interval */
-#define NGX_HTTP_BYTEMARK_CLEANUP_TICK  1000
+#define NGX_HTTP_BYTEMARK_CLEANUP_TICK   1000
+/* a run older than this many driver limits is taken over */
+#define NGX_HTTP_BYTEMARK_CLEANUP_LEASE  3
 
 
 static ngx_event_t  ngx_http_bytemark_cleanup_ev;
@@ -49,6 +53,8 @@ ngx_http_bytemark_cleanup_init_process(ngx_cycle_t *cycle,
 static void
 ngx_http_bytemark_cleanup_tick(ngx_event_t *ev)
 {
+    int64_t                         stamp;
+    ngx_msec_t                      lease;
     ngx_http_bytemark_call_t       *call;
     ngx_http_bytemark_main_conf_t  *bmcf;
 
@@ -61,22 +67,39 @@ ngx_http_bytemark_cleanup_tick(ngx_event_t *ev)
     ngx_add_timer(ev, ngx_min(bmcf->cleanup_interval,
                               NGX_HTTP_BYTEMARK_CLEANUP_TICK));
 
-    if (ngx_http_bytemark_cleanup_lock(bmcf, bmcf->cleanup_interval)
+    if (ngx_http_bytemark_call_blocked(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO)) {
+        /* one more thread stuck in the driver would help nobody */
+        return;
+    }
+
+    /*
+     * A run is over after the driver's limit, unless the URI raised it:
+     * one that lasts a few times that is stuck, and another may start.
+     */
+    lease = ngx_max(bmcf->cleanup_interval,
+                    NGX_HTTP_BYTEMARK_CLEANUP_LEASE * bmcf->mongo_limit);
+
+    if (ngx_http_bytemark_cleanup_lock(bmcf, bmcf->cleanup_interval, lease,
+                                       &stamp)
         != NGX_OK)
     {
         return;
     }
 
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ev->log, 0,
+                   "bytemark: cache cleanup run %L starts", stamp);
+
     call = ngx_http_bytemark_call_create(NULL, "mongo cache cleanup",
                                          ngx_http_bytemark_mongo_cleanup,
                                          ngx_http_bytemark_cleanup_done,
-                                         0);
+                                         bmcf->mongo_limit);
     if (call == NULL) {
-        ngx_http_bytemark_cleanup_unlock(bmcf);
+        ngx_http_bytemark_cleanup_unlock(bmcf, stamp);
         return;
     }
 
     call->max_age = (int64_t) bmcf->cleanup_max_age;
+    call->fill_timestamp = stamp;
     call->always_done = 1;
 
     if (ngx_http_bytemark_call_post(call) != NGX_OK) {
@@ -84,7 +107,7 @@ ngx_http_bytemark_cleanup_tick(ngx_event_t *ev)
                       "bytemark: cache cleanup skipped: thread pool queue "
                       "is full");
         ngx_http_bytemark_call_free(call);
-        ngx_http_bytemark_cleanup_unlock(bmcf);
+        ngx_http_bytemark_cleanup_unlock(bmcf, stamp);
     }
 }
 
@@ -110,5 +133,6 @@ ngx_http_bytemark_cleanup_done(ngx_http_request_t *r,
                       call->elapsed, call->error);
     }
 
-    ngx_http_bytemark_cleanup_unlock(call->bmcf);
+    /* the run's stamp: a run that was taken over releases nothing */
+    ngx_http_bytemark_cleanup_unlock(call->bmcf, call->fill_timestamp);
 }

@@ -37,7 +37,7 @@ ngx_http_bytemark_fill(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx,
      */
     if (bmcf->mongo == NULL || !blcf->cache_fill || ctx->mongo_failed
         || ctx->noted
-        || ngx_http_bytemark_call_blocked(bmcf, NGX_HTTP_BYTEMARK_BACKEND_MONGO)
+        || ngx_http_bytemark_call_blocked(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO)
         || ngx_http_bytemark_breaker_is_open(bmcf,
                                              NGX_HTTP_BYTEMARK_BREAKER_MONGO))
     {
@@ -72,10 +72,17 @@ ngx_http_bytemark_fill(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx,
 void
 ngx_http_bytemark_repair(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx)
 {
-    ngx_http_bytemark_call_t      *call;
-    ngx_http_bytemark_loc_conf_t  *blcf;
+    ngx_http_bytemark_call_t       *call;
+    ngx_http_bytemark_loc_conf_t   *blcf;
+    ngx_http_bytemark_main_conf_t  *bmcf;
 
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
+    bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
+
+    if (ngx_http_bytemark_call_blocked(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO)) {
+        /* the note stays: a later lookup tries again */
+        return;
+    }
 
     call = ngx_http_bytemark_call_create(NULL, "mongo delete of a noted entry",
                                          ngx_http_bytemark_mongo_purge,

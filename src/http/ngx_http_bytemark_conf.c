@@ -15,6 +15,8 @@
 
 static char *ngx_http_bytemark_check_location(ngx_conf_t *cf,
     ngx_http_bytemark_main_conf_t *bmcf, ngx_http_bytemark_loc_conf_t *conf);
+static void ngx_http_bytemark_record_budgets(
+    ngx_http_bytemark_main_conf_t *bmcf, ngx_http_bytemark_loc_conf_t *conf);
 
 
 void *
@@ -34,6 +36,8 @@ ngx_http_bytemark_create_main_conf(ngx_conf_t *cf)
      *     bmcf->mysql_servers = NULL;
      *     bmcf->mysql_table = { 0, NULL };
      *     bmcf->thread_pool_name = { 0, NULL };
+     *     bmcf->mongo_budget = 0;
+     *     bmcf->mysql_budget = 0;
      */
 
     bmcf->breaker_failures = NGX_CONF_UNSET_UINT;
@@ -169,6 +173,8 @@ ngx_http_bytemark_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_bytemark_loc_conf_t *prev = parent;
     ngx_http_bytemark_loc_conf_t *conf = child;
 
+    ngx_http_bytemark_main_conf_t  *bmcf;
+
     ngx_conf_merge_msec_value(conf->mongo_timeout, prev->mongo_timeout, 300);
     ngx_conf_merge_msec_value(conf->mysql_timeout, prev->mysql_timeout, 1000);
     ngx_conf_merge_msec_value(conf->cache_ttl, prev->cache_ttl, 0);
@@ -210,13 +216,53 @@ ngx_http_bytemark_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     if (conf->handler) {
-        return ngx_http_bytemark_check_location(cf,
-                   ngx_http_conf_get_module_main_conf(cf,
-                                                      ngx_http_bytemark_module),
-                   conf);
+        bmcf = ngx_http_conf_get_module_main_conf(cf,
+                                                  ngx_http_bytemark_module);
+
+        ngx_http_bytemark_record_budgets(bmcf, conf);
+
+        return ngx_http_bytemark_check_location(cf, bmcf, conf);
     }
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * The drivers' own limits (set once per worker) must let the longest call
+ * of any location finish: the merged budgets of the locations that use a
+ * backend are known here, and only here (nginx merges no http{} level of
+ * its own).  An ingest's cache update may get both of its budgets.
+ */
+
+static void
+ngx_http_bytemark_record_budgets(ngx_http_bytemark_main_conf_t *bmcf,
+    ngx_http_bytemark_loc_conf_t *conf)
+{
+    ngx_msec_t  mongo;
+
+    mongo = ngx_min(conf->mongo_timeout, NGX_MAX_INT32_VALUE);
+
+    switch (conf->handler) {
+
+    case NGX_HTTP_BYTEMARK_STATUS:
+        return;
+
+    case NGX_HTTP_BYTEMARK_INGEST:
+        /* both below 2^31: no overflow; the drivers clamp the sum anyway */
+        mongo += ngx_min(conf->mysql_timeout, NGX_MAX_INT32_VALUE);
+        break;
+
+    case NGX_HTTP_BYTEMARK_PURGE:
+        bmcf->mongo_budget = ngx_max(bmcf->mongo_budget, mongo);
+        return;
+
+    default:
+        break;
+    }
+
+    bmcf->mongo_budget = ngx_max(bmcf->mongo_budget, mongo);
+    bmcf->mysql_budget = ngx_max(bmcf->mysql_budget, conf->mysql_timeout);
 }
 
 

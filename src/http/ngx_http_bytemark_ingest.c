@@ -232,16 +232,21 @@ ngx_http_bytemark_ingest_committed(ngx_http_request_t *r,
         return;
     }
 
-    blcf = r ? ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module)
-             : ngx_http_bytemark_http_conf((ngx_cycle_t *) ngx_cycle);
+    if (r) {
+        /*
+         * An ingest's budget is both backends' (SPEC 3.3 writes both before
+         * it answers): the cache update gets what the transaction left.
+         */
+        blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
 
-    /*
-     * An ingest's budget is both backends' (SPEC 3.3 writes both before it
-     * answers): the cache update gets what the transaction left of it.
-     */
-    budget = blcf->mysql_timeout + blcf->mongo_timeout;
-    budget = (call->elapsed < blcf->mysql_timeout) ? budget - call->elapsed
-                                                   : blcf->mongo_timeout;
+        budget = blcf->mysql_timeout + blcf->mongo_timeout;
+        budget = (call->elapsed < blcf->mysql_timeout)
+                 ? budget - call->elapsed : blcf->mongo_timeout;
+
+    } else {
+        /* nobody waits: the largest MongoDB budget of any location */
+        budget = bmcf->mongo_budget;
+    }
 
     cache = ngx_http_bytemark_call_create(r, "mongo ingest cache update",
                                           ngx_http_bytemark_ingest_cache,
@@ -267,7 +272,12 @@ ngx_http_bytemark_ingest_committed(ngx_http_request_t *r,
     call->passes = NULL;
     call->npasses = 0;
 
-    if (ngx_http_bytemark_breaker_is_open(bmcf,
+    if (ngx_http_bytemark_call_blocked(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO)) {
+        cache->cache_failed = 1;
+        snprintf(cache->cache_error, sizeof(cache->cache_error),
+                 "not tried: too many stuck MongoDB calls");
+
+    } else if (ngx_http_bytemark_breaker_is_open(bmcf,
                                           NGX_HTTP_BYTEMARK_BREAKER_MONGO))
     {
         cache->cache_failed = 1;

@@ -8,16 +8,24 @@
  *
  * The driver's own timeouts are bounded by defaults added to the URI when
  * the operator did not set them, so that a thread stuck in the driver is
- * released in bounded time even after its request was answered.
+ * released in bounded time even after its request was answered: the
+ * socket timeout follows the largest MongoDB budget of the locations
+ * (recorded at merge time), and a thread never waits for a pooled client
+ * longer than its call's budget.
  */
 
 
 #include "ngx_http_bytemark_mongo_private.h"
 
 
-/* socketTimeoutMS: twice the http-level budget, at least this */
+/* socketTimeoutMS: twice the largest budget, within these bounds */
 #define NGX_HTTP_BYTEMARK_MONGO_CONNECT_MS    1000
 #define NGX_HTTP_BYTEMARK_MONGO_SOCKET_MS     1000
+#define NGX_HTTP_BYTEMARK_MONGO_SOCKET_MAX    3600000
+/* bytemark_mongo_timeout's default, when no location uses MongoDB */
+#define NGX_HTTP_BYTEMARK_MONGO_BUDGET        300
+/* a thread that finds no free client looks again after this, at most */
+#define NGX_HTTP_BYTEMARK_MONGO_POP_PAUSE     16
 #define NGX_HTTP_BYTEMARK_MONGO_SELECTION_MS  1000
 #define NGX_HTTP_BYTEMARK_MONGO_HEARTBEAT_MS  2000
 
@@ -30,6 +38,9 @@ bson_t  *ngx_http_bytemark_mongo_write_opts;
 
 static mongoc_uri_t *ngx_http_bytemark_mongo_uri(ngx_str_t *s,
     bson_error_t *error);
+static ngx_msec_t ngx_http_bytemark_mongo_limit(
+    ngx_http_bytemark_main_conf_t *bmcf);
+static int64_t ngx_http_bytemark_mongo_clock(void);
 static void ngx_http_bytemark_mongo_default(mongoc_uri_t *uri,
     const char *option, int32_t value);
 static void ngx_http_bytemark_mongo_log(mongoc_log_level_t level,
@@ -108,9 +119,10 @@ ngx_http_bytemark_mongo_init_process(ngx_cycle_t *cycle,
 
     ngx_http_bytemark_mongo_default(mongo->uri, MONGOC_URI_CONNECTTIMEOUTMS,
                                     NGX_HTTP_BYTEMARK_MONGO_CONNECT_MS);
+    bmcf->mongo_limit = ngx_http_bytemark_mongo_limit(bmcf);
+
     ngx_http_bytemark_mongo_default(mongo->uri, MONGOC_URI_SOCKETTIMEOUTMS,
-                      (int32_t) ngx_max(NGX_HTTP_BYTEMARK_MONGO_SOCKET_MS,
-                             2 * ngx_http_bytemark_http_conf(cycle)->mongo_timeout));
+                                    (int32_t) bmcf->mongo_limit);
     ngx_http_bytemark_mongo_default(mongo->uri,
                                     MONGOC_URI_SERVERSELECTIONTIMEOUTMS,
                                     NGX_HTTP_BYTEMARK_MONGO_SELECTION_MS);
@@ -168,6 +180,26 @@ ngx_http_bytemark_mongo_init_process(ngx_cycle_t *cycle,
 }
 
 
+/*
+ * socketTimeoutMS unless the URI sets it: twice the largest budget a
+ * MongoDB call gets in any location, clamped before the cast to int32_t
+ * (the driver takes 0 and negative values as "no timeout").
+ */
+
+static ngx_msec_t
+ngx_http_bytemark_mongo_limit(ngx_http_bytemark_main_conf_t *bmcf)
+{
+    ngx_msec_t  budget;
+
+    budget = bmcf->mongo_budget ? bmcf->mongo_budget
+                                : NGX_HTTP_BYTEMARK_MONGO_BUDGET;
+
+    budget = ngx_min(budget, NGX_HTTP_BYTEMARK_MONGO_SOCKET_MAX / 2);
+
+    return ngx_max(NGX_HTTP_BYTEMARK_MONGO_SOCKET_MS, 2 * budget);
+}
+
+
 static void
 ngx_http_bytemark_mongo_default(mongoc_uri_t *uri, const char *option,
     int32_t value)
@@ -207,19 +239,58 @@ ngx_http_bytemark_mongo_exit_process(ngx_http_bytemark_main_conf_t *bmcf)
 
 
 /*
- * thread: a client from the worker's pool and the cache collection.  The
- * pool blocks when maxPoolSize clients are out; with fewer pool threads
- * than that (the default 100) it never does.
+ * thread: a client from the worker's pool and the cache collection.  With
+ * maxPoolSize clients out (a URI may set it below the thread count), the
+ * thread waits for one no longer than "wait" (its call's budget), then the
+ * call fails as any MongoDB error does: mongoc_client_pool_pop() would
+ * wait until a client came back, however long its holder is stuck.
  */
 
 mongoc_collection_t *
 ngx_http_bytemark_mongo_acquire(ngx_http_bytemark_mongo_t *mongo,
-    mongoc_client_t **client)
+    mongoc_client_t **client, ngx_msec_t wait, bson_error_t *error)
 {
-    *client = mongoc_client_pool_pop(mongo->pool);
+    int64_t     deadline;
+    ngx_msec_t  pause;
+
+    deadline = ngx_http_bytemark_mongo_clock() + (int64_t) wait;
+    pause = 1;
+
+    for ( ;; ) {
+        *client = mongoc_client_pool_try_pop(mongo->pool);
+
+        if (*client != NULL) {
+            break;
+        }
+
+        if (ngx_http_bytemark_mongo_clock() >= deadline) {
+            bson_set_error(error, MONGOC_ERROR_CLIENT,
+                           MONGOC_ERROR_CLIENT_NOT_READY,
+                           "no MongoDB client free in the pool within %u ms "
+                           "(maxPoolSize)", (unsigned) wait);
+            return NULL;
+        }
+
+        ngx_msleep(pause);
+        pause = ngx_min(2 * pause, NGX_HTTP_BYTEMARK_MONGO_POP_PAUSE);
+    }
+
     ngx_http_bytemark_metrics_mongo_pop();
 
     return mongoc_client_get_collection(*client, mongo->db, mongo->coll);
+}
+
+
+/* thread: a monotonic clock, ms */
+
+static int64_t
+ngx_http_bytemark_mongo_clock(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 
@@ -339,7 +410,14 @@ ngx_http_bytemark_mongo_write_entry(ngx_http_bytemark_call_t *call)
     BSON_APPEND_UTF8(&unset, "bytemark_incomplete", "");
     bson_append_document_end(&update, &unset);
 
-    coll = ngx_http_bytemark_mongo_acquire(mongo, &client);
+    coll = ngx_http_bytemark_mongo_acquire(mongo, &client, call->timeout,
+                                           &error);
+    if (coll == NULL) {
+        ngx_http_bytemark_mongo_error(call, &error);
+        bson_destroy(&update);
+        bson_destroy(&filter);
+        return;
+    }
 
     if (!mongoc_collection_update_one(coll, &filter, &update,
                                       ngx_http_bytemark_mongo_upsert_opts, NULL,
@@ -482,7 +560,12 @@ ngx_http_bytemark_mongo_delete(ngx_http_bytemark_call_t *call, bson_t *filter)
 
     mongo = call->bmcf->mongo;
 
-    coll = ngx_http_bytemark_mongo_acquire(mongo, &client);
+    coll = ngx_http_bytemark_mongo_acquire(mongo, &client, call->timeout,
+                                           &error);
+    if (coll == NULL) {
+        ngx_http_bytemark_mongo_error(call, &error);
+        return;
+    }
 
     if (mongoc_collection_delete_many(coll, filter, NULL, &reply, &error)) {
         call->answer.result = NGX_HTTP_BYTEMARK_FOUND;

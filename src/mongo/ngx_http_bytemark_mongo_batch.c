@@ -373,7 +373,16 @@ ngx_http_bytemark_batch_run(ngx_http_bytemark_call_t *task)
         opts = mongo->batch_opts;
     }
 
-    coll = ngx_http_bytemark_mongo_acquire(mongo, &client);
+    coll = ngx_http_bytemark_mongo_acquire(mongo, &client, task->timeout,
+                                           &error);
+    if (coll == NULL) {
+        for (i = 0; i < n; i++) {
+            ngx_http_bytemark_mongo_error(m[i], &error);
+        }
+
+        bson_destroy(&filter);
+        return;
+    }
 
     cursor = mongoc_collection_find_with_opts(coll, &filter, opts, NULL);
 

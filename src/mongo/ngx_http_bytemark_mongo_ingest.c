@@ -66,6 +66,7 @@ ngx_http_bytemark_mongo_ingest(ngx_http_bytemark_call_t *call)
     char                            server_time[NGX_HTTP_BYTEMARK_ISO_LEN];
     ngx_int_t                       rc;
     ngx_uint_t                      attempt;
+    bson_error_t                    error;
     mongoc_client_t                *client;
     ngx_http_bytemark_mongo_t      *mongo;
     ngx_http_bytemark_mongo_plan_t  plan;
@@ -86,7 +87,15 @@ ngx_http_bytemark_mongo_ingest(ngx_http_bytemark_call_t *call)
         return;
     }
 
-    plan.coll = ngx_http_bytemark_mongo_acquire(mongo, &client);
+    plan.coll = ngx_http_bytemark_mongo_acquire(mongo, &client, call->timeout,
+                                                &error);
+    if (plan.coll == NULL) {
+        free(plan.places);
+        call->cache_failed = 1;
+        ngx_http_bytemark_mongo_cause(call->cache_error,
+                                      sizeof(call->cache_error), &error);
+        return;
+    }
 
     rc = NGX_AGAIN;
 

@@ -25,7 +25,8 @@ struct ngx_http_bytemark_mongo_s {
 
 
 mongoc_collection_t *ngx_http_bytemark_mongo_acquire(
-    ngx_http_bytemark_mongo_t *mongo, mongoc_client_t **client);
+    ngx_http_bytemark_mongo_t *mongo, mongoc_client_t **client,
+    ngx_msec_t wait, bson_error_t *error);
 void ngx_http_bytemark_mongo_release(ngx_http_bytemark_mongo_t *mongo,
     mongoc_client_t *client, mongoc_collection_t *coll);
 void ngx_http_bytemark_mongo_error(ngx_http_bytemark_call_t *call,

@@ -16,6 +16,11 @@
 #include "ngx_http_bytemark_mysql_private.h"
 
 
+/* bytemark_mysql_timeout's default, when no location uses MySQL */
+#define NGX_HTTP_BYTEMARK_MYSQL_BUDGET     1000
+/* the drivers' limits, at most: seconds */
+#define NGX_HTTP_BYTEMARK_MYSQL_LIMIT_MAX  3600
+
 #define NGX_HTTP_BYTEMARK_SELECT                                              \
     "SELECT pass_uuid, version, status, free_ticket_status, payload, "       \
     "payload_hash, timestamp FROM "
@@ -96,13 +101,23 @@ ngx_http_bytemark_mysql_init_process(ngx_cycle_t *cycle,
     }
 
     /*
-     * The library counts its own timeouts in whole seconds; a call's budget
-     * ends it earlier.  They bound a call whose client went away.
+     * The library counts its own timeouts in whole seconds and, driven
+     * without blocking, hands each wait's limit to the event loop
+     * (MYSQL_WAIT_TIMEOUT): a statement that waits longer than the read
+     * timeout (on a row lock, say) fails.  So the limits follow the largest
+     * budget of any location that uses MySQL; a call's own budget ends its
+     * request earlier, these bound a call whose request has gone.
      */
-    budget = ngx_http_bytemark_http_conf(cycle)->mysql_timeout;
+    budget = bmcf->mysql_budget ? bmcf->mysql_budget
+                                : NGX_HTTP_BYTEMARK_MYSQL_BUDGET;
+    budget = ngx_min(budget, NGX_HTTP_BYTEMARK_MYSQL_LIMIT_MAX * 1000);
 
     pool->connect_timeout = (unsigned int) ((budget + 999) / 1000);
     pool->io_timeout = pool->connect_timeout + 1;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, cycle->log, 0,
+                   "bytemark: mysql connect timeout %ud s, read/write %ud s",
+                   pool->connect_timeout, pool->io_timeout);
 
     pool->sql[NGX_HTTP_BYTEMARK_SQL_TICKETS] =
         ngx_http_bytemark_mysql_sql(cycle, &bmcf->mysql_table,

@@ -446,48 +446,73 @@ ngx_http_bytemark_shm_breakers(ngx_http_bytemark_main_conf_t *bmcf)
 
 /*
  * The cleanup runs when nobody else runs it and the last run started at
- * least an interval ago.  A holder that died (a crashed worker) is replaced.
+ * least an interval ago.  A holder that died (a crashed worker) is replaced,
+ * and so is one whose run has lasted longer than "lease": a run stuck in
+ * the driver must not stop every later one.  The run is known by the time
+ * it started (*stamp), so that a stuck run that ends after it was replaced
+ * does not release its successor's lock.
  */
 
 ngx_int_t
 ngx_http_bytemark_cleanup_lock(ngx_http_bytemark_main_conf_t *bmcf,
-    ngx_msec_t interval)
+    ngx_msec_t interval, ngx_msec_t lease, int64_t *stamp)
 {
-    int64_t                   now;
+    int64_t                   now, last;
     ngx_atomic_uint_t         holder;
     ngx_http_bytemark_shm_t  *shm;
 
     shm = bmcf->shm_zone->data;
     now = ngx_http_bytemark_now_ms();
+    last = (int64_t) shm->cleanup_last;
 
-    if (now - (int64_t) shm->cleanup_last < (int64_t) interval) {
+    if (now - last < (int64_t) interval) {
         return NGX_DECLINED;
     }
 
     holder = shm->cleanup_pid;
 
-    if (holder != 0 && kill((ngx_pid_t) holder, 0) == 0) {
+    if (holder != 0 && kill((ngx_pid_t) holder, 0) == 0
+        && now - last < (int64_t) lease)
+    {
         return NGX_DECLINED;
     }
 
-    if (!ngx_atomic_cmp_set(&shm->cleanup_pid, holder, (ngx_atomic_uint_t) ngx_pid)) {
+    if (!ngx_atomic_cmp_set(&shm->cleanup_pid, holder,
+                            (ngx_atomic_uint_t) ngx_pid))
+    {
         return NGX_DECLINED;
+    }
+
+    if (holder != 0) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "bytemark: cache cleanup lock taken over from process "
+                      "%P, whose run started %L ms ago",
+                      (ngx_pid_t) holder, now - last);
     }
 
     shm->cleanup_last = (ngx_atomic_uint_t) now;
+    *stamp = now;
 
     return NGX_OK;
 }
 
 
+/* the run that started at "stamp" is over, unless it was replaced */
+
 void
-ngx_http_bytemark_cleanup_unlock(ngx_http_bytemark_main_conf_t *bmcf)
+ngx_http_bytemark_cleanup_unlock(ngx_http_bytemark_main_conf_t *bmcf,
+    int64_t stamp)
 {
     ngx_http_bytemark_shm_t  *shm;
 
     shm = bmcf->shm_zone->data;
 
-    (void) ngx_atomic_cmp_set(&shm->cleanup_pid, (ngx_atomic_uint_t) ngx_pid, 0);
+    if ((int64_t) shm->cleanup_last != stamp) {
+        return;
+    }
+
+    (void) ngx_atomic_cmp_set(&shm->cleanup_pid, (ngx_atomic_uint_t) ngx_pid,
+                              0);
 }
 
 

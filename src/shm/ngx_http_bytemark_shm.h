@@ -70,8 +70,9 @@ void ngx_http_bytemark_notes_stats(ngx_http_bytemark_main_conf_t *bmcf,
 char *ngx_http_bytemark_set_notes_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_http_bytemark_cleanup_lock(ngx_http_bytemark_main_conf_t *bmcf,
-    ngx_msec_t interval);
-void ngx_http_bytemark_cleanup_unlock(ngx_http_bytemark_main_conf_t *bmcf);
+    ngx_msec_t interval, ngx_msec_t lease, int64_t *stamp);
+void ngx_http_bytemark_cleanup_unlock(ngx_http_bytemark_main_conf_t *bmcf,
+    int64_t stamp);
 
 ngx_http_bytemark_breaker_t *ngx_http_bytemark_shm_breakers(
     ngx_http_bytemark_main_conf_t *bmcf);
