@@ -142,8 +142,13 @@ ngx_http_bytemark_breaker_result(ngx_http_bytemark_main_conf_t *bmcf,
     now = ngx_http_bytemark_now_ms();
 
     if (open_until) {
-        /* a failed probe: open for another interval (logged once, at open) */
-        if (b->probe_at
+        /*
+         * A failed probe, or a failure once the interval is over of work
+         * that only skips an open breaker and claims no probe (fills,
+         * ingest cache updates): open for another interval (logged once,
+         * at open).
+         */
+        if ((b->probe_at || now >= (int64_t) open_until)
             && ngx_atomic_cmp_set(&b->open_until, open_until,
                           (ngx_atomic_uint_t) (now
                                                + bmcf->breaker_open)))
