@@ -33,6 +33,8 @@ void ngx_http_bytemark_mongo_error(ngx_http_bytemark_call_t *call,
 void ngx_http_bytemark_mongo_cause(char *buf, size_t size,
     bson_error_t *error);
 void ngx_http_bytemark_mongo_batch_init(void);
+void ngx_http_bytemark_mongo_secrets(ngx_str_t *uri);
+void ngx_http_bytemark_mongo_scrub(char *buf, size_t size);
 
 /* read-only after init_process (ngx_http_bytemark_mongo.c) */
 extern bson_t  *ngx_http_bytemark_mongo_upsert_opts;
