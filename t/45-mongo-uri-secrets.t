@@ -70,6 +70,13 @@ no_secret($out, 'nginx -t');
 isnt $rc, 0, 'nginx -t refuses a second malformed userinfo';
 no_secret($out, 'nginx -t, second URI');
 
+# a password longer than the driver's message: the piece left at its end too
+my $LONG = 'Lq' . ('z' x 600) . ':9';
+($rc, $out) = $t->nginx_test(body("mongodb://app:$LONG\@127.0.0.1:$port/"));
+isnt $rc, 0, 'nginx -t refuses a URI with a long malformed password';
+like $out, qr/Password "\*\*\*/, 'the message is cut short where the password was';
+unlike $out, qr/Lqzzz/, 'no piece of the long password';
+
 # --- a running nginx: refused credentials, then an unreachable host ----------------
 
 $t->start_nginx(body("mongodb://app:$PW_ENC\@127.0.0.1:$port/?authSource=admin"));

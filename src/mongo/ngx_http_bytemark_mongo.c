@@ -53,8 +53,9 @@ ngx_http_bytemark_mongo_check_uri(ngx_str_t *uri, char *err, size_t size)
 
     u = ngx_http_bytemark_mongo_uri(uri, &error);
     if (u == NULL) {
+        /* scrubbed before it is cut short: no piece of a secret is left */
+        ngx_http_bytemark_mongo_scrub(error.message, sizeof(error.message));
         ngx_cpystrn((u_char *) err, (u_char *) error.message, size);
-        ngx_http_bytemark_mongo_scrub(err, size);
     }
 
     ngx_http_bytemark_mongo_secrets(NULL);

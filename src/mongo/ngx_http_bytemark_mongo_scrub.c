@@ -35,7 +35,7 @@ static void ngx_http_bytemark_scrub_add(ngx_http_bytemark_scrub_t *sc,
 static void ngx_http_bytemark_scrub_userinfo(ngx_http_bytemark_scrub_t *sc,
     ngx_str_t *uri);
 static ngx_uint_t ngx_http_bytemark_scrub_match(ngx_http_bytemark_scrub_t *sc,
-    u_char *p, u_char *end);
+    u_char *p, u_char *end, size_t *n);
 static size_t ngx_http_bytemark_scrub_generic(u_char *p, u_char *end);
 
 
@@ -78,11 +78,10 @@ ngx_http_bytemark_mongo_scrub(char *buf, size_t size)
 
     while (p < end && o < oend) {
 
-        i = ngx_http_bytemark_scrub_match(&sc, p, end);
+        i = ngx_http_bytemark_scrub_match(&sc, p, end, &n);
 
         if (i < sc.n) {
             text = NGX_HTTP_BYTEMARK_SCRUB_TEXT;
-            n = sc.secret[i].len;
 
         } else {
             /* "//user:pass@": the slashes and the "@" stay */
@@ -205,18 +204,25 @@ ngx_http_bytemark_scrub_add(ngx_http_bytemark_scrub_t *sc, u_char *p,
 }
 
 
-/* the first secret found at p, the longest of those added first */
+/*
+ * The first secret found at p, the longest of those added first; at the
+ * end of a message cut short, the beginning of one counts too.
+ */
 
 static ngx_uint_t
 ngx_http_bytemark_scrub_match(ngx_http_bytemark_scrub_t *sc, u_char *p,
-    u_char *end)
+    u_char *end, size_t *n)
 {
+    size_t      len;
     ngx_uint_t  i;
 
     for (i = 0; i < sc->n; i++) {
-        if ((size_t) (end - p) >= sc->secret[i].len
-            && ngx_memcmp(p, sc->secret[i].data, sc->secret[i].len) == 0)
+        len = ngx_min(sc->secret[i].len, (size_t) (end - p));
+
+        if ((len == sc->secret[i].len || len >= NGX_HTTP_BYTEMARK_SCRUB_MIN)
+            && ngx_memcmp(p, sc->secret[i].data, len) == 0)
         {
+            *n = len;
             return i;
         }
     }
