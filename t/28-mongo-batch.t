@@ -6,8 +6,10 @@
 # own. MongoDB is frozen (SIGSTOP) for a few seconds to hold the first two
 # tasks in flight while the others queue. Find commands are counted by the
 # server (serverStatus opcounters.query; the stand-in keeps it, FerretDB
-# does not) and, everywhere, by the module's own histogram of MongoDB calls
-# (one per task).
+# does not) and, everywhere, by the module's own histogram of batch sizes
+# (one observation per task, its size the lookups it carried), while the
+# duration histogram counts once per lookup (SPEC 3.5: once per request a
+# backend operation answered), however the lookups were batched.
 
 use strict;
 use warnings;
@@ -91,11 +93,11 @@ sub got {
     return src($r) . ' ' . ($p->{status} // 'none');
 }
 
-# MongoDB tasks completed (one per find task, see the top)
-sub tasks {
-    my $r = http_raw($port, '/status');
-    return body($r)->{bytemark_backend_duration_seconds}{mongo}{count} // 0;
-}
+# MongoDB tasks completed (one per find task, see the top), the lookups
+# they carried, and the duration histogram's count (one per lookup)
+sub tasks   { body(http_raw($port, '/status'))->{bytemark_mongo_batch_size}{count} // 0 }
+sub carried { body(http_raw($port, '/status'))->{bytemark_mongo_batch_size}{sum} // 0 }
+sub lookups { body(http_raw($port, '/status'))->{bytemark_backend_duration_seconds}{mongo}{count} // 0 }
 
 sub finds { $t->mongo_finds }
 my $counted = defined finds();
@@ -124,20 +126,22 @@ is got($r, 1), 'mongo u1', 'warm-up: user 1 from MongoDB';
 # --- (d) a lone lookup is not delayed --------------------------------------------
 
 {
-    my ($f0, $k0) = (finds(), tasks());
+    my ($f0, $k0, $l0, $c0) = (finds(), tasks(), lookups(), carried());
     my $t0 = time;
     $r = http_raw($port, '/t?user_id=2');
     my $took = time - $t0;
     is got($r, 2), 'mongo u2', 'a lone lookup: its own document';
     ok $took < 1, sprintf('a lone lookup is answered at once (%.0f ms)', $took * 1000);
     is tasks() - $k0, 1, 'a lone lookup: one task';
+    is carried() - $c0, 1, '... of size 1';
+    is lookups() - $l0, 1, '... one duration observed';
     is finds() - $f0, 1, 'a lone lookup: one find' if $counted;
 }
 
 # --- (a) distinct users, queued while two tasks are in flight -----------------------
 
 {
-    my ($f0, $k0) = (finds(), tasks());
+    my ($f0, $k0, $l0, $c0) = (finds(), tasks(), lookups(), carried());
     my @s = frozen_burst(paths => [ map { "/t?user_id=$_" } @users ]);
     my @bad;
     for my $i (0 .. $#s) {
@@ -147,6 +151,8 @@ is got($r, 1), 'mongo u1', 'warm-up: user 1 from MongoDB';
     is "@bad", '', scalar(@users) . ' concurrent lookups of distinct users: each got its own document from MongoDB';
     my $k = tasks() - $k0;
     ok $k >= 2 && $k <= 4, "... carried by $k tasks, not " . scalar(@users);
+    is carried() - $c0, scalar(@users), '... the batch sizes add up to the lookups';
+    is lookups() - $l0, scalar(@users), '... and the duration histogram counts each lookup once';
     if ($counted) {
         my $f = finds() - $f0;
         ok $f < @users && $f <= 4, "... the server saw $f find commands for " . scalar(@users) . ' lookups';
@@ -156,12 +162,21 @@ is got($r, 1), 'mongo u1', 'warm-up: user 1 from MongoDB';
 # --- (b) one user, many lookups: one key ------------------------------------------
 
 {
-    my ($f0, $k0) = (finds(), tasks());
+    my ($f0, $k0, $l0, $c0) = (finds(), tasks(), lookups(), carried());
     my @s = frozen_burst(paths => [ ('/t?user_id=7') x 10 ]);
     my @bad = grep { $_ ne 'mongo u7' } map { got(read_raw($_), 7) } @s;
     is "@bad", '', '10 concurrent lookups of one user: all answered from MongoDB';
     my $k = tasks() - $k0;
     ok $k <= 3, "... by $k tasks (the two in flight, then one for the 8 queued)";
+    is lookups() - $l0, 10, '... 10 durations observed, one per request';
+    is carried() - $c0, 10, '... batch sizes summing to 10';
+    my $prom = http_raw($port, '/status?format=prometheus')->{body};
+    like $prom, qr/^# TYPE bytemark_mongo_batch_size histogram$/m, 'Prometheus: the batch size histogram';
+    my ($pc) = $prom =~ /^bytemark_mongo_batch_size_count (\d+)$/m;
+    my ($pi) = $prom =~ /^bytemark_mongo_batch_size_bucket\{le="\+Inf"\} (\d+)$/m;
+    my ($p1) = $prom =~ /^bytemark_mongo_batch_size_bucket\{le="1"\} (\d+)$/m;
+    is_deeply [$pc, $pi], [tasks(), tasks()], '... its count and +Inf bucket are the tasks';
+    ok defined $p1 && $p1 < $pc, "... some of them carried more than one lookup ($p1 of $pc carried one)";
     ok((!$counted || finds() - $f0 <= 3), '... and as many find commands');
 }
 
@@ -265,7 +280,7 @@ is_deeply [$t->worker_pids], [$worker], 'the same worker throughout: nothing cra
     # the new worker's own connections first: a frozen server takes no new one
     ok wait_until(sub { got(http_raw($port, '/t?user_id=1'), 1) eq 'mongo u1' }, 15),
         'the new worker answers from MongoDB';
-    my ($f0, $k0) = (finds(), tasks());
+    my ($f0, $k0, $c0) = (finds(), tasks(), carried());
     my @s = frozen_burst(paths => [ map { "/t?user_id=$_" } 1 .. 6 ]);
     my @bad;
     for my $i (0 .. $#s) {
@@ -274,6 +289,7 @@ is_deeply [$t->worker_pids], [$worker], 'the same worker throughout: nothing cra
     }
     is "@bad", '', 'bytemark_mongo_batch 1: every lookup answered from MongoDB';
     is tasks() - $k0, 6, '... one task per lookup';
+    is carried() - $c0, 6, '... each of size 1';
     is finds() - $f0, 6, '... one find per lookup' if $counted;
 }
 

@@ -73,6 +73,7 @@ my @FAMILIES = (
     [bytemark_answers_total               => 'counter'],
     [bytemark_backend_errors_total        => 'counter'],
     [bytemark_backend_duration_seconds    => 'histogram'],
+    [bytemark_mongo_batch_size            => 'histogram'],
     [bytemark_pool_connections            => 'gauge'],
     [bytemark_thread_pool_queue           => 'gauge'],
     [bytemark_microcache_events_total     => 'counter'],
@@ -215,6 +216,8 @@ my %want = (
     'backend_duration_seconds.mysql.count' => 2,
 );
 $want{"backend_duration_seconds.$_->[0].buckets.+Inf"} = $_->[1] for [mongo => 18], [mysql => 2];
+# one request at a time: each find is a task of its own, of size 1
+$want{"mongo_batch_size.$_"} = 17 for 'count', 'buckets.+Inf';
 
 # the log phase (and the fill) finish just after the client has its answer
 my ($d, $now);

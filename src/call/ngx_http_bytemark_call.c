@@ -343,6 +343,7 @@ ngx_http_bytemark_call_timeout(ngx_event_t *ev)
         timed_out.run = call->run;
         timed_out.answer.timestamp = call->answer.timestamp;
         timed_out.answer.count = call->answer.count;
+        timed_out.commit_sent = call->commit_sent;
         timed_out.backend = call->backend;
         timed_out.slot = call->slot;
         timed_out.bmcf = call->bmcf;

@@ -82,6 +82,7 @@ struct ngx_http_bytemark_call_s {
     char                          error[640];  /* cause, for the log */
     char                          refused[128];  /* REFUSED: for the client */
     unsigned                      cache_failed:1;
+    unsigned                      commit_sent:1;  /* ingest: COMMIT sent */
     char                          cache_error[640];
 };
 

@@ -227,7 +227,7 @@ ngx_http_bytemark_set_mongo_uri(ngx_conf_t *cf, ngx_command_t *cmd,
 
     value = cf->args->elts;
 
-    /* the driver's message never repeats the URI, so no secret leaks here */
+    /* the driver's message may repeat the password: err comes scrubbed */
     if (ngx_http_bytemark_mongo_check_uri(&value[1], err, sizeof(err))
         != NGX_OK)
     {

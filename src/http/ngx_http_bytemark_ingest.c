@@ -32,6 +32,8 @@ static void ngx_http_bytemark_ingest_committed(ngx_http_request_t *r,
 static void ngx_http_bytemark_ingest_cache(ngx_http_bytemark_call_t *call);
 static void ngx_http_bytemark_ingest_done(ngx_http_request_t *r,
     ngx_http_bytemark_call_t *call);
+static ngx_int_t ngx_http_bytemark_ingest_unavailable(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *call);
 
 
 ngx_int_t
@@ -414,9 +416,33 @@ ngx_http_bytemark_ingest_done(ngx_http_request_t *r,
                       "%s",
                       call->user_id, call->elapsed,
                       call->error[0] ? call->error : "unknown error");
-        rc = ngx_http_bytemark_unavailable(r);
+        rc = ngx_http_bytemark_ingest_unavailable(r, call);
         break;
     }
 
     ngx_http_finalize_request(r, rc);
+}
+
+
+/*
+ * A failed ingest: before its COMMIT was sent nothing was written (a
+ * transaction whose budget ran out is rolled back, never committed late);
+ * once it was sent, the outcome is unknown, and the upsert is idempotent.
+ */
+
+static ngx_int_t
+ngx_http_bytemark_ingest_unavailable(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *call)
+{
+    if (!call->commit_sent) {
+        return ngx_http_bytemark_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                   "unavailable",
+                   "the pass service is temporarily unavailable; nothing "
+                   "was written, retry later");
+    }
+
+    return ngx_http_bytemark_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+               "unavailable",
+               "the pass service did not confirm the commit in time: the "
+               "outcome is unknown; the write is idempotent, retry it");
 }

@@ -58,9 +58,20 @@ ngx_http_bytemark_mongo_check_uri(ngx_str_t *uri, char *err, size_t size)
     mongoc_uri_t  *u;
     bson_error_t   error;
 
+    /* the driver's warnings while parsing, scrubbed as well */
+    mongoc_log_set_handler(ngx_http_bytemark_mongo_log, NULL);
+    ngx_http_bytemark_mongo_secrets(uri);
+
     u = ngx_http_bytemark_mongo_uri(uri, &error);
     if (u == NULL) {
+        /* scrubbed before it is cut short: no piece of a secret is left */
+        ngx_http_bytemark_mongo_scrub(error.message, sizeof(error.message));
         ngx_cpystrn((u_char *) err, (u_char *) error.message, size);
+    }
+
+    ngx_http_bytemark_mongo_secrets(NULL);
+
+    if (u == NULL) {
         return NGX_ERROR;
     }
 
@@ -103,6 +114,7 @@ ngx_http_bytemark_mongo_init_process(ngx_cycle_t *cycle,
     ngx_http_bytemark_mongo_t  *mongo;
 
     mongoc_init();
+    ngx_http_bytemark_mongo_secrets(&bmcf->mongo_uri);
     mongoc_log_set_handler(ngx_http_bytemark_mongo_log, NULL);
 
     mongo = ngx_pcalloc(cycle->pool, sizeof(ngx_http_bytemark_mongo_t));
@@ -112,6 +124,7 @@ ngx_http_bytemark_mongo_init_process(ngx_cycle_t *cycle,
 
     mongo->uri = ngx_http_bytemark_mongo_uri(&bmcf->mongo_uri, &error);
     if (mongo->uri == NULL) {
+        ngx_http_bytemark_mongo_scrub(error.message, sizeof(error.message));
         ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
                       "bytemark: invalid MongoDB URI: %s", error.message);
         return NGX_ERROR;
@@ -235,6 +248,9 @@ ngx_http_bytemark_mongo_exit_process(ngx_http_bytemark_main_conf_t *bmcf)
     ngx_http_bytemark_mongo_write_opts = NULL;
 
     mongoc_cleanup();
+
+    /* the driver's threads are gone: nothing logs through it any more */
+    ngx_http_bytemark_mongo_secrets(NULL);
 }
 
 
@@ -466,6 +482,8 @@ ngx_http_bytemark_mongo_cause(char *buf, size_t size, bson_error_t *error)
     snprintf(buf, size, "%s (domain %u, code %u)", error->message,
              error->domain, error->code);
 
+    ngx_http_bytemark_mongo_scrub(buf, size);
+
     for (p = (u_char *) buf; *p; p++) {
         if (*p < 0x20 || *p == 0x7f) {
             *p = ' ';
@@ -505,6 +523,8 @@ ngx_http_bytemark_mongo_log(mongoc_log_level_t level, const char *domain,
     }
 
     *p = '\0';
+
+    ngx_http_bytemark_mongo_scrub(buf, sizeof(buf));
 
     ngx_log_error(nlevel, ngx_cycle->log, 0, "bytemark: mongoc %s: %s",
                   domain, buf);

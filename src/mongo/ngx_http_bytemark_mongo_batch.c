@@ -20,8 +20,10 @@
  * the task owns it until the thread returns, and frees it then.
  *
  * Accounting:
- *   - the thread pool gauge and the duration histogram count tasks, not
- *     lookups (a member skips the metrics in call.c; its task is a call);
+ *   - the thread pool gauge counts tasks, not lookups (a member skips the
+ *     metrics in call.c; its task is a call); the task's completion
+ *     observes its duration once per member, and its size in
+ *     bytemark_mongo_batch_size (metrics.c);
  *   - a task is stuck, one thread for bytemark_stuck_calls, once one of
  *     its lookups outlives its budget;
  *   - failures stay per lookup, as before batching: each member of a

@@ -35,6 +35,8 @@ void ngx_http_bytemark_mongo_cause(char *buf, size_t size,
     bson_error_t *error);
 void ngx_http_bytemark_mongo_batch_init(void);
 void ngx_http_bytemark_mongo_batch_exit(void);
+void ngx_http_bytemark_mongo_secrets(ngx_str_t *uri);
+void ngx_http_bytemark_mongo_scrub(char *buf, size_t size);
 
 /*
  * An ingest's cache update (ngx_http_bytemark_mongo_ingest.c, _write.c):

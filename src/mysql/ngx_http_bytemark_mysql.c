@@ -411,7 +411,9 @@ ngx_http_bytemark_mysql_read_end(ngx_http_bytemark_mysql_conn_t *conn,
             call->error[0] = '\0';
 
         } else {
+            /* not the server's failure: no failover, no breaker failure */
             call->answer.result = NGX_HTTP_BYTEMARK_FAILED;
+            call->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_QUERY;
         }
 
     } else {

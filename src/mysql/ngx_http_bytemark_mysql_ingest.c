@@ -149,6 +149,18 @@ ngx_http_bytemark_mysql_ingest_next(ngx_http_bytemark_mysql_conn_t *conn)
     call = conn->call;
 
     if (conn->pass == call->npasses) {
+
+        if (call->budget.timedout) {
+            /* the client was told nothing was written: roll back */
+            snprintf(call->error, sizeof(call->error),
+                     "the budget was spent before the commit");
+            conn->end(conn, NGX_ERROR);
+            return;
+        }
+
+        /* from here on, a failure leaves the outcome unknown */
+        call->commit_sent = 1;
+
         ngx_http_bytemark_mysql_run(conn, ngx_http_bytemark_mysql_op_commit,
                                     ngx_http_bytemark_mysql_ingest_committed);
         return;
@@ -321,10 +333,25 @@ ngx_http_bytemark_mysql_ingest_end(ngx_http_bytemark_mysql_conn_t *conn,
 }
 
 
+/*
+ * A failed ROLLBACK may leave the transaction open, and SET autocommit=1
+ * would commit it: the connection is closed instead (the server rolls an
+ * open transaction back when its connection ends).
+ */
+
 static void
 ngx_http_bytemark_mysql_ingest_rolled_back(
     ngx_http_bytemark_mysql_conn_t *conn)
 {
+    if (conn->ret_bool || conn->cancelled) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "bytemark: mysql rollback on server #%ui failed: %s; "
+                      "the connection is closed",
+                      conn->node->index + 1, mysql_error(conn->mysql));
+        ngx_http_bytemark_mysql_ingest_done(conn, conn->rc, 1);
+        return;
+    }
+
     ngx_http_bytemark_mysql_run(conn, ngx_http_bytemark_mysql_op_autocommit_on,
                                 ngx_http_bytemark_mysql_ingest_reset);
 }
@@ -387,6 +414,13 @@ ngx_http_bytemark_mysql_ingest_done(ngx_http_bytemark_mysql_conn_t *conn,
 
     default:
         call->answer.result = NGX_HTTP_BYTEMARK_FAILED;
+
+        if (call->answer.error_kind == NGX_HTTP_BYTEMARK_ERR_NONE) {
+            call->answer.error_kind = (rc == NGX_DECLINED)
+                                      ? NGX_HTTP_BYTEMARK_ERR_CONNECT
+                                      : NGX_HTTP_BYTEMARK_ERR_QUERY;
+        }
+
         break;
     }
 

@@ -372,7 +372,7 @@ void
 ngx_http_bytemark_metrics_call_completed(ngx_http_bytemark_call_t *call)
 {
     int64_t                           us;
-    ngx_uint_t                        b, i, kind;
+    ngx_uint_t                        b, i, n, kind;
     ngx_http_bytemark_metrics_shm_t  *m;
 
     m = ngx_http_bytemark_metrics_shm;
@@ -401,8 +401,22 @@ ngx_http_bytemark_metrics_call_completed(ngx_http_bytemark_call_t *call)
         }
     }
 
-    (void) ngx_atomic_fetch_add(&m->buckets[b][i], 1);
-    (void) ngx_atomic_fetch_add(&m->sum_us[b], (ngx_atomic_int_t) us);
+    /* a MongoDB find task: one observation per lookup it carried */
+    n = call->nmembers ? call->nmembers : 1;
+
+    (void) ngx_atomic_fetch_add(&m->buckets[b][i], n);
+    (void) ngx_atomic_fetch_add(&m->sum_us[b], (ngx_atomic_int_t) (n * us));
+
+    if (call->nmembers) {
+        for (i = 0; i < NGX_HTTP_BYTEMARK_BATCH_BUCKETS - 1; i++) {
+            if (n <= (ngx_uint_t) 1 << i) {
+                break;
+            }
+        }
+
+        (void) ngx_atomic_fetch_add(&m->batch[i], 1);
+        (void) ngx_atomic_fetch_add(&m->batch_sum, n);
+    }
 
     if (call->answer.result != NGX_HTTP_BYTEMARK_FAILED
         || call->budget.timedout)

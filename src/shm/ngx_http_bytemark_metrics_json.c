@@ -111,7 +111,17 @@ ngx_http_bytemark_metrics_json_histogram(ngx_http_bytemark_out_t *o,
     }
 
     o->pos[-1] = '}';
-    ngx_http_bytemark_out(o, ",");
+    ngx_http_bytemark_out(o, ",\"bytemark_mongo_batch_size\":{\"buckets\":{");
+
+    for (i = 0, n = 0; i < NGX_HTTP_BYTEMARK_BATCH_BUCKETS - 1; i++) {
+        n += m->batch[i];
+        ngx_http_bytemark_out(o, "\"%ui\":%uA,", (ngx_uint_t) 1 << i, n);
+    }
+
+    n += m->batch[i];
+
+    ngx_http_bytemark_out(o, "\"+Inf\":%uA},\"sum\":%uA,\"count\":%uA},",
+                          n, m->batch_sum, n);
 }
 
 

@@ -24,6 +24,8 @@
 #define NGX_HTTP_BYTEMARK_BACKENDS         2
 #define NGX_HTTP_BYTEMARK_KINDS            4
 #define NGX_HTTP_BYTEMARK_BUCKETS          13     /* the last one is +Inf */
+/* bytemark_mongo_batch_size: le 1, 2, 4 ... 64, +Inf */
+#define NGX_HTTP_BYTEMARK_BATCH_BUCKETS    8
 
 /* room that one formatted line or JSON member never exceeds */
 #define NGX_HTTP_BYTEMARK_OUT_LINE         512
@@ -53,6 +55,8 @@ typedef struct {
                                          [NGX_HTTP_BYTEMARK_BUCKETS];
     ngx_atomic_t                  sum_us[NGX_HTTP_BYTEMARK_BACKENDS];
     ngx_atomic_t                  counters[NGX_HTTP_BYTEMARK_M_N];
+    ngx_atomic_t                  batch[NGX_HTTP_BYTEMARK_BATCH_BUCKETS];
+    ngx_atomic_t                  batch_sum;
     ngx_http_bytemark_metrics_slot_t  slots[NGX_HTTP_BYTEMARK_METRICS_SLOTS];
 } ngx_http_bytemark_metrics_shm_t;
 

@@ -112,6 +112,25 @@ ngx_http_bytemark_metrics_prom_histogram(ngx_http_bytemark_out_t *o,
                               sum / 1000000, sum % 1000000,
                               ngx_http_bytemark_backends[b], n);
     }
+
+    ngx_http_bytemark_prom_header(o, "bytemark_mongo_batch_size", "histogram",
+        "MongoDB lookups carried by one find task.");
+
+    for (i = 0, n = 0; i < NGX_HTTP_BYTEMARK_BATCH_BUCKETS; i++) {
+        n += m->batch[i];
+
+        if (i < NGX_HTTP_BYTEMARK_BATCH_BUCKETS - 1) {
+            ngx_http_bytemark_out(o, "bytemark_mongo_batch_size_bucket"
+                                  "{le=\"%ui\"} %uA\n", (ngx_uint_t) 1 << i, n);
+        } else {
+            ngx_http_bytemark_out(o, "bytemark_mongo_batch_size_bucket"
+                                  "{le=\"+Inf\"} %uA\n", n);
+        }
+    }
+
+    ngx_http_bytemark_out(o, "bytemark_mongo_batch_size_sum %uA\n"
+                          "bytemark_mongo_batch_size_count %uA\n",
+                          m->batch_sum, n);
 }
 
 

@@ -14,6 +14,9 @@ package Bytemark::MysqlFault;
 #   half-result     relay the execute and the first 24 bytes of the answer,
 #                   withhold the rest (a half-read result)
 #   kill-fetch      as half-result, then close both sides
+#   fail-rollback   answer a ROLLBACK query with an error without relaying
+#                   it: the server's transaction stays open
+#   stall-commit    relay a COMMIT query, withhold every byte of the answer
 #
 # A mode ending in "!" stays; any other is used once, then the next one
 # given applies ("pass" after the last). Each event is a line of the events file: "accept N",
@@ -187,18 +190,38 @@ sub _loop {
                 next if $st->{stalled};
                 # find a COM_STMT_EXECUTE among the client's packets
                 $st->{cbuf} .= $data;
-                my $fault;
+                my ($fault, $fake);
                 while (length $st->{cbuf} >= 4) {
                     my ($len, $seq) = (unpack('V', substr($st->{cbuf}, 0, 3) . "\0"),
                                        ord substr($st->{cbuf}, 3, 1));
                     last if length $st->{cbuf} < 4 + $len;
                     my $cmd = $len ? ord substr($st->{cbuf}, 4, 1) : -1;
+                    my $sql = $cmd == 0x03 ? substr($st->{cbuf}, 5, $len - 1) : '';
                     substr($st->{cbuf}, 0, 4 + $len) = '';
                     if ($seq == 0 && $cmd == 0x17) {
                         my $mode = $self->_take_mode(qw(kill-execute stall-execute
                                                         half-result kill-fetch));
                         $fault = $mode unless $mode eq 'pass';
                     }
+                    if ($seq == 0 && $sql =~ /^\s*(ROLLBACK|COMMIT)\b/i) {
+                        my $mode = $self->_take_mode(uc $1 eq 'COMMIT' ? 'stall-commit'
+                                                                       : 'fail-rollback');
+                        $fault = $mode unless $mode eq 'pass';
+                    }
+                }
+                if (defined $fault && $fault eq 'fail-rollback') {
+                    # an ERR packet (1105 ER_UNKNOWN_ERROR), sequence 1
+                    my $err = "\xff" . pack('v', 1105) . '#HY000' . 'rollback refused by the fault relay';
+                    $self->_event('fault', $st->{n}, $fault);
+                    syswrite($st->{client}, substr(pack('V', length $err), 0, 3) . "\x01" . $err);
+                    next;
+                }
+                if (defined $fault && $fault eq 'stall-commit') {
+                    $self->_event('fault', $st->{n}, $fault);
+                    $st->{withhold} = 0;
+                    $st->{limited} = 1;
+                    syswrite($st->{server}, $data) if $st->{server};
+                    next;
                 }
                 if (defined $fault) {
                     $self->_event('fault', $st->{n}, $fault);
