@@ -12,7 +12,9 @@
 # Without arguments: every test in t/ except those that do not run the
 # module's code in nginx or that the plain suite covers already:
 #   t/60-fuzz-regressions.t   (its drivers are ASan+UBSan builds themselves)
-#   t/80-t/83                 (packaging, upstream build, manual: no new code paths)
+#   t/80-t/83, t/87-t/89     (packaging, upstream build, manual, config
+#                             checks, alert rules, install paths: no
+#                             module code in nginx)
 # The sanitized module is about 2x slower, so the default is one test at a
 # time: timing-sensitive tests (budgets, breakers, pools) keep their margins.
 # BYTEMARK_ASAN_JOBS=2 runs two at a time; BYTEMARK_ASAN_ALL=1 runs every test.
@@ -48,7 +50,7 @@ if [ $# -eq 0 ]; then
     tests=()
     for f in t/*.t; do
         case $f in
-            t/60-fuzz-regressions.t|t/8[0-3]-*.t)
+            t/60-fuzz-regressions.t|t/8[0-3]-*.t|t/8[7-9]-*.t)
                 [ -n "${BYTEMARK_ASAN_ALL:-}" ] || continue ;;
         esac
         tests+=("$f")
