@@ -144,6 +144,7 @@ ok $r->{status} == 503 && ($j->{error} // '') eq 'unavailable' && $r->{t1} - $r-
     'both down: 503 unavailable within the budget' or diag "$r->{status} $r->{body}";
 $replica->start_mysql;
 ok wait_until(sub { who() eq 'replica' }, 10), 'replica back: reads from it again';
+is $replica->slave_status->{Slave_SQL_Running}, 'No', 'its SQL thread stays paused across the restart';
 
 # --- primary back: reads return to it -------------------------------------------------------------
 
@@ -151,6 +152,8 @@ $t->start_mysql;
 is who(), 'primary', 'primary back: the very next read comes from the primary';
 is_deeply [map { who() } 1 .. 10], [('primary') x 10], 'and every read after it';
 is who_pass(), 'primary', 'a pass lookup reads the primary again';
+is status_on($replica, 1), 'replica',
+    'the replica, restarted meanwhile, still has the old state (SQL thread still paused): the answers tell the servers apart';
 is count_rows($t, 3), 0, 'the refused ingest left nothing on the primary either';
 $r = ingest(4, 'written');
 is $r->{status}, 200, 'primary back: ingest 200';
