@@ -1,13 +1,19 @@
 #!/usr/bin/perl
-# MySQL read replicas (SPEC 4 bytemark_mysql, issue 3): two MariaDB servers,
-# the same pass with status 'primary' on the first and 'replica' on the
-# second, so every answer says which server gave it. Reads come from the
-# primary; primary stopped -> from the replica; primary back -> from the
-# primary again, at once. Writes (bytemark_ingest) never go to the replica:
-# with the primary down an ingest is 503 and the replica gets nothing.
-# A primary that hangs (frozen with SIGSTOP: it accepts connections, then
-# says nothing) has failed too: after at most a few budgets, reads go to the
-# replica and stay there, none paying the hung primary's budget and failing.
+# MySQL read replicas (SPEC 4 bytemark_mysql, issue 3), with real MariaDB
+# replication: a primary with a binary log and a replica that starts empty
+# and gets users, schema and rows from it (GTID, CHANGE MASTER TO).
+# A write through the module (bytemark_ingest) reaches the replica through
+# replication. To tell which server answered, the replica's SQL thread is
+# then paused and the pass rewritten through the module: the primary says
+# 'primary', the replica still has the replicated 'replica'.
+# Reads come from the primary; primary stopped -> from the replica (its
+# replicated data); primary back -> from the primary again, at once. Writes
+# (bytemark_ingest) never go to the replica: with the primary down an
+# ingest is 503 and the replica gets nothing. A primary that hangs (frozen
+# with SIGSTOP: it accepts connections, then says nothing) has failed too:
+# after at most a few budgets, reads go to the replica and stay there, none
+# paying the hung primary's budget and failing. Once replication resumes,
+# the replica has every write the primary acknowledged, and nothing else.
 
 use strict;
 use warnings;
@@ -17,16 +23,16 @@ use JSON::PP;
 use Time::HiRes qw(time sleep);
 use lib 't/lib';
 use Bytemark::Test;
-use Bytemark::Data qw(uuid add_pass wait_until);
+use Bytemark::Data qw(uuid wait_until);
 use Bytemark::Load qw(http_raw freeze);
 
 my $JSON = JSON::PP->new->utf8->canonical;
 
-my $t = Bytemark::Test->new(mysql => 1);          # the primary
-my $replica = Bytemark::Test->new(mysql => 1);    # a read replica (same schema)
+my $t = Bytemark::Test->new(mysql => 1, binlog => 1);          # the primary
+my $replica = Bytemark::Test->new(mysql => 1, replica_of => $t);  # replicates from it
 
-add_pass($t,       user => 1, uuid => uuid(1), status => 'primary');
-add_pass($replica, user => 1, uuid => uuid(1), status => 'replica');
+is_deeply $replica->sql('SHOW TABLES'), $t->sql('SHOW TABLES'),
+    'the replica started empty and has the schema through replication';
 
 my $primary_dir = $t->mysql_directive;
 my $replica_dir = $replica->mysql_directive;
@@ -72,13 +78,35 @@ sub count_rows {
     return $db->sql("SELECT COUNT(*) FROM bytemark_pass WHERE pass_uuid = '" . uuid($n) . "'")->[0][0];
 }
 
+sub status_on {
+    my ($db, $n) = @_;
+    my $rows = $db->sql("SELECT status FROM bytemark_pass WHERE pass_uuid = '" . uuid($n) . "'");
+    return @$rows ? $rows->[0][0] : 'none';
+}
+
+# --- a write through the module reaches the replica -----------------------------------------
+
+my $r = ingest(1, 'replica');
+is $r->{status}, 200, 'ingest 200';
+$replica->wait_replicated;
+is status_on($replica, 1), 'replica', 'the ingested pass reached the replica through replication';
+
+# --- a difference only the primary has tells who answered ---------------------------------------
+
+$replica->pause_replication;
+$r = ingest(1, 'primary');
+is $r->{status}, 200, 'ingest 200 (replication paused)';
+is_deeply [status_on($t, 1), status_on($replica, 1)], ['primary', 'replica'],
+    'primary has the new state, the replica (SQL thread stopped) the replicated old one';
+
 # --- both up: the primary reads and writes --------------------------------------------------
 
 is_deeply [map { who() } 1 .. 10], [('primary') x 10], 'both up: every read comes from the primary';
 is who_pass(), 'primary', 'both up: a pass lookup reads the primary';
-my $r = ingest(2, 'written');
+$r = ingest(2, 'written');
 is $r->{status}, 200, 'both up: ingest 200';
-is_deeply [count_rows($t, 2), count_rows($replica, 2)], [1, 0], 'the row went to the primary only';
+is_deeply [count_rows($t, 2), count_rows($replica, 2)], [1, 0],
+    'the row went to the primary only (the replica applies nothing while paused)';
 
 # --- primary hung: reads end up on the replica, and stay there ----------------------------------
 
@@ -116,6 +144,7 @@ ok $r->{status} == 503 && ($j->{error} // '') eq 'unavailable' && $r->{t1} - $r-
     'both down: 503 unavailable within the budget' or diag "$r->{status} $r->{body}";
 $replica->start_mysql;
 ok wait_until(sub { who() eq 'replica' }, 10), 'replica back: reads from it again';
+is $replica->slave_status->{Slave_SQL_Running}, 'No', 'its SQL thread stays paused across the restart';
 
 # --- primary back: reads return to it -------------------------------------------------------------
 
@@ -123,10 +152,21 @@ $t->start_mysql;
 is who(), 'primary', 'primary back: the very next read comes from the primary';
 is_deeply [map { who() } 1 .. 10], [('primary') x 10], 'and every read after it';
 is who_pass(), 'primary', 'a pass lookup reads the primary again';
+is status_on($replica, 1), 'replica',
+    'the replica, restarted meanwhile, still has the old state (SQL thread still paused): the answers tell the servers apart';
 is count_rows($t, 3), 0, 'the refused ingest left nothing on the primary either';
 $r = ingest(4, 'written');
 is $r->{status}, 200, 'primary back: ingest 200';
 is_deeply [count_rows($t, 4), count_rows($replica, 4)], [1, 0], 'the row went to the primary only';
+
+# --- replication resumed: the replica converges on what the primary acknowledged ---------------
+
+$replica->resume_replication;
+$replica->wait_replicated;
+is_deeply [map { count_rows($replica, $_) } 2, 3, 4], [1, 0, 1],
+    'replication resumed: the acknowledged ingests reached the replica, the refused one did not';
+is status_on($replica, 1), 'primary', 'and the pass rewritten on the primary';
+is who(), 'primary', 'reads still come from the primary';
 
 is_deeply [sort $t->worker_pids], \@workers, 'the same workers: nothing crashed';
 $t->stop_nginx;

@@ -5,7 +5,10 @@
 # failing over; it counts as bytemark_backend_errors_total{kind="query"},
 # never as "connect", and the circuit breaker does not open however many
 # such errors come in a row: once the table is back, the primary answers at
-# once. Two MariaDB servers: the pass says which one answered.
+# once. A primary and a real replica (MariaDB replication): the pass is
+# written on the primary and replicated, then the replica's SQL thread is
+# paused and the pass rewritten on the primary, so the status says which
+# server answered.
 
 use strict;
 use warnings;
@@ -15,11 +18,13 @@ use lib 't/lib';
 use Bytemark::Test;
 use Bytemark::Data qw(uuid add_pass wait_until);
 
-my $t = Bytemark::Test->new(mysql => 1);          # the primary
-my $replica = Bytemark::Test->new(mysql => 1);    # a read replica (same schema)
+my $t = Bytemark::Test->new(mysql => 1, binlog => 1);             # the primary
+my $replica = Bytemark::Test->new(mysql => 1, replica_of => $t);  # replicates from it
 
-add_pass($t,       user => 1, uuid => uuid(1), status => 'primary');
-add_pass($replica, user => 1, uuid => uuid(1), status => 'replica');
+add_pass($t, user => 1, uuid => uuid(1), status => 'replica');
+$replica->wait_replicated;
+$replica->pause_replication;
+$t->sql("UPDATE bytemark_pass SET status = 'primary' WHERE pass_uuid = '" . uuid(1) . "'");
 
 my $primary_dir = $t->mysql_directive;
 my $replica_dir = $replica->mysql_directive;
@@ -55,7 +60,11 @@ is who_pass(), 'primary', 'the pass too';
 
 # --- the primary's table is gone: an SQL error, not a failed server ------------------
 
-$t->sql('RENAME TABLE bytemark_pass TO bytemark_pass_away');
+# sql_log_bin=0: the RENAME stays off the binary log (it would replicate),
+# so the replica keeps its table, as a replica whose copy is fine would.
+$t->sql('SET sql_log_bin = 0; RENAME TABLE bytemark_pass TO bytemark_pass_away');
+is_deeply $replica->sql("SHOW TABLES LIKE 'bytemark_pass'"), [['bytemark_pass']],
+    'the replica still has its table';
 
 my @got = map { who() } 1 .. 7;
 is_deeply \@got, [('503') x 7], 'tickets: 503 each time, never the replica\'s answer';
@@ -71,7 +80,7 @@ like $t->error_log, qr/\[error\] .*bytemark: mysql tickets query for user 1 fail
 
 # --- the table back: the primary answers at once ------------------------------------
 
-$t->sql('RENAME TABLE bytemark_pass_away TO bytemark_pass');
+$t->sql('SET sql_log_bin = 0; RENAME TABLE bytemark_pass_away TO bytemark_pass');
 is who(), 'primary', 'table back: the primary answers at once (no breaker, no failover)';
 is who_pass(), 'primary', 'the pass too';
 
@@ -80,6 +89,13 @@ $t->stop_mysql;
 is who(), 'replica', 'primary stopped: the replica answers';
 $s = status();
 ok $s->{bytemark_backend_errors_total}{mysql}{connect} >= 1, 'that one is a connect error';
+
+# replication resumes cleanly: the renames never reached the replica
+$replica->resume_replication;
+$t->start_mysql;
+$replica->wait_replicated;
+is_deeply $replica->sql("SELECT status FROM bytemark_pass WHERE pass_uuid = '" . uuid(1) . "'"),
+    [['primary']], 'replication resumed: the replica has the primary\'s update, no SQL error';
 
 $t->stop_nginx;
 done_testing;

@@ -32,6 +32,14 @@ package Bytemark::Test;
 #   BYTEMARK_NGINX=/path/nginx    nginx binary (default /usr/sbin/nginx)
 #   BYTEMARK_MODULE=/path/x.so    module (default <repo>/build/ngx_http_bytemark_module.so)
 #   BYTEMARK_MODULE=static        the module is compiled into nginx (--add-module): no load_module line
+#
+# MySQL replication (a primary and its read replicas, as operators run them):
+#   my $t = Bytemark::Test->new(mysql => 1, binlog => 1);          # the primary
+#   my $r = Bytemark::Test->new(mysql => 1, replica_of => $t);     # starts empty,
+#       # gets users, schema and rows from the primary's binary log (GTID)
+#   $r->wait_replicated;        # the replica has applied all the primary has logged
+#   $r->pause_replication;      # STOP SLAVE SQL_THREAD (kept across its restarts)
+#   $r->resume_replication;     # START SLAVE SQL_THREAD
 
 use strict;
 use warnings;
@@ -57,6 +65,7 @@ my %LIVE;          # refaddr => weak ref, for the END block
 my %USED_PORT;     # ports handed out by this process
 my $DIAG_DONE;     # "# mongo: kind" printed once per test file
 my $DB_SEQ = 0;    # per-process counter for external database names
+my $SERVER_ID = 0; # per-process counter: MariaDB server ids, unique per test
 
 my $JSON = JSON::PP->new->utf8->canonical->allow_nonref;
 
@@ -101,6 +110,17 @@ sub new {
         }
     }
 
+    if ($a{binlog} || $a{replica_of}) {
+        croak 'binlog / replica_of need mysql => 1' unless $a{mysql};
+        $self->{mysql_server_id} = ++$SERVER_ID;
+        $self->{mysql_binlog} = 1 if $a{binlog};
+    }
+    if (my $p = $a{replica_of}) {
+        croak 'replica_of: the primary was not started with binlog => 1'
+            unless $p->{mysql_binlog} && $p->{mysql_port};
+        $self->{mysql_replica} = 1;    # set up by replicate_from below
+    }
+
     $self->_start_watchdog;
 
     # Both servers boot at the same time: spawn, then wait for each (mongo
@@ -109,6 +129,7 @@ sub new {
     $self->_mysql_spawn if $a{mysql};
     $self->_mysql_ready if $a{mysql};
     $self->_mongo_ready if $a{mongo};
+    $self->replicate_from($a{replica_of}) if $a{replica_of};
 
     if ($a{mongo} && !$DIAG_DONE++) {
         Test::More::diag("mongo: $self->{mongo_kind}");
@@ -462,7 +483,7 @@ sub _mysql_spawn {
         "--tmpdir=$dir/mysql-tmp",
         '--innodb-buffer-pool-size=32M',
         '--innodb-log-file-size=8M',
-        '--skip-log-bin',
+        '--skip-log-bin',    # mariadb-install-db's bootstrap; a primary's server logs (below)
         '--skip-name-resolve',
         '--character-set-server=utf8mb4',
         '--collation-server=utf8mb4_general_ci',
@@ -490,7 +511,25 @@ sub _mysql_spawn {
         '--innodb-buffer-pool-load-at-startup=0',
         '--performance-schema=OFF',
         '--max-connections=500',
+        $self->_mysql_repl_opts,
     ], "$dir/mariadb.out");
+}
+
+# Server options of a primary (binary log, row format: what replicas need;
+# MariaDB always has GTIDs, domain 0) and of a replica (its slave threads
+# are started by the harness, not by the server: a paused SQL thread stays
+# paused across a restart).
+sub _mysql_repl_opts {
+    my $self = shift;
+    my $id = $self->{mysql_server_id} or return;
+    my @o = ("--server-id=$id");
+    if ($self->{mysql_binlog}) {
+        push @o, '--log-bin=mysql-bin', '--binlog-format=ROW', '--gtid-strict-mode=ON',
+                 '--sync-binlog=0';
+    }
+    push @o, '--relay-log=relay-bin', '--skip-slave-start', '--slave-net-timeout=10'
+        if $self->{mysql_replica};
+    return @o;
 }
 
 sub _mysql_ready {
@@ -512,17 +551,115 @@ sub _mysql_ready {
             if time > $end;
         sleep 0.03;
     }
-    if (delete $self->{mysql_fresh}) {
+    my $fresh = delete $self->{mysql_fresh};
+    if ($self->{mysql_replica}) {
+        # Empty when fresh: replicate_from() gets it all from the primary.
+        $self->_start_slave unless $fresh;
+    } elsif ($fresh) {
         my ($u, $pw, $db) = ($self->mysql_user, $self->mysql_password, $self->mysql_db);
-        $self->sql(<<"SQL", db => undef);
+        my ($ru, $rpw) = ($self->mysql_repl_user, $self->mysql_repl_password);
+        # On a primary all of this goes to the binary log, and so to its
+        # replicas: they start empty.
+        $self->sql(<<"SQL" . ($self->{mysql_binlog} ? <<"REPL" : ''), db => undef);
 CREATE DATABASE IF NOT EXISTS `$db` CHARACTER SET utf8mb4;
 CREATE USER IF NOT EXISTS '$u'\@'127.0.0.1' IDENTIFIED BY '$pw';
 CREATE USER IF NOT EXISTS '$u'\@'localhost' IDENTIFIED BY '$pw';
 GRANT ALL PRIVILEGES ON `$db`.* TO '$u'\@'127.0.0.1';
 GRANT ALL PRIVILEGES ON `$db`.* TO '$u'\@'localhost';
 SQL
+CREATE USER IF NOT EXISTS '$ru'\@'127.0.0.1' IDENTIFIED BY '$rpw';
+GRANT REPLICATION SLAVE ON *.* TO '$ru'\@'127.0.0.1';
+REPL
         $self->sql(_slurp("$REPO/sql/schema.sql"));
     }
+}
+
+# ---------------------------------------------------------------------------
+# MariaDB replication
+
+sub mysql_repl_user     { 'bytemark_repl' }
+sub mysql_repl_password { 'r3pl-pw' }
+sub mysql_server_id     { $_[0]{mysql_server_id} }
+sub is_replica          { $_[0]{mysql_replica} ? 1 : 0 }
+
+# Makes this (empty, replica_of) server a replica of $primary: CHANGE MASTER
+# TO with GTIDs from the start of the primary's binary log, which holds
+# everything since its first start (users, schema, rows), then waits until
+# it has caught up.
+sub replicate_from {
+    my ($self, $primary) = @_;
+    croak 'replicate_from: this server was not started with replica_of'
+        unless $self->{mysql_replica} && $self->{mysql_pid};
+    croak 'replicate_from: the primary has no binary log (binlog => 1)'
+        unless $primary->{mysql_binlog} && $primary->{mysql_pid};
+    $self->{primary} = $primary;
+    weaken $self->{primary};
+    my ($port, $u, $pw) = ($primary->mysql_port, $primary->mysql_repl_user,
+                           $primary->mysql_repl_password);
+    # A short connect retry: a test stops and restarts the primary and
+    # expects the replica to follow within seconds (default 60 s).
+    $self->sql(<<"SQL", db => undef);
+CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=$port,
+    MASTER_USER='$u', MASTER_PASSWORD='$pw',
+    MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1;
+SQL
+    $self->_start_slave;
+    $self->wait_replicated;
+}
+
+sub _start_slave {
+    my $self = shift;
+    $self->sql($self->{repl_paused} ? 'START SLAVE IO_THREAD' : 'START SLAVE', db => undef);
+}
+
+# wait_replicated([$timeout]): until the replica has applied every GTID the
+# primary has logged so far (MASTER_GTID_WAIT on the primary's
+# gtid_binlog_pos). Dies with the replica's slave status on a timeout.
+sub wait_replicated {
+    my ($self, $timeout) = @_;
+    $timeout //= 30;
+    my $p = $self->{primary} or croak 'wait_replicated: not a replica';
+    croak 'wait_replicated: replication is paused' if $self->{repl_paused};
+    my $pos = $p->sql('SELECT @@GLOBAL.gtid_binlog_pos', db => undef)->[0][0];
+    return 1 if $pos eq '';
+    my $r = $self->sql("SELECT MASTER_GTID_WAIT('$pos', $timeout)", db => undef)->[0][0];
+    return 1 if $r eq '0';
+    my $st = $self->slave_status;
+    $st->{gtid_slave_pos} = $self->sql('SELECT @@GLOBAL.gtid_slave_pos', db => undef)->[0][0];
+    croak "replica did not reach the primary's $pos in ${timeout}s: "
+        . join(', ', map { "$_=" . ($st->{$_} // '?') }
+               qw(Slave_IO_Running Slave_SQL_Running gtid_slave_pos Gtid_IO_Pos
+                  Last_IO_Error Last_SQL_Error));
+}
+
+# SHOW SLAVE STATUS as a hashref (column => value).
+sub slave_status {
+    my $self = shift;
+    my ($rc, $out, $err) = $self->_run([
+        _which('mariadb') // 'mariadb', '--no-defaults', '--protocol=SOCKET',
+        '--socket=' . $self->mysql_socket, '--user=root', '--vertical',
+        '--connect-timeout=10', '-e', 'SHOW SLAVE STATUS',
+    ]);
+    croak "SHOW SLAVE STATUS failed ($rc): $err" if $rc;
+    return { $out =~ /^\s*(\w+): ?(.*)$/mg };
+}
+
+# The SQL thread stops applying what the primary logs (the IO thread still
+# fetches it): until resume_replication, the replica keeps the state it had,
+# a difference that tells which server answered. Kept across a restart of
+# the replica.
+sub pause_replication {
+    my $self = shift;
+    croak 'pause_replication: not a replica' unless $self->{mysql_replica};
+    $self->sql('STOP SLAVE SQL_THREAD', db => undef);
+    $self->{repl_paused} = 1;
+}
+
+sub resume_replication {
+    my $self = shift;
+    croak 'resume_replication: not a replica' unless $self->{mysql_replica};
+    $self->sql('START SLAVE SQL_THREAD', db => undef);
+    delete $self->{repl_paused};
 }
 
 # stop_mysql(fast => 1) kills it (SIGKILL; InnoDB recovers on the next start,
