@@ -42,8 +42,9 @@
 #include <ngx_http.h>
 /*
  * ngx_thread_task_t and ngx_thread_pool_t, with or without --with-threads:
- * the module must compile against an nginx without threads so that it can
- * refuse it by name (ngx_http_bytemark_check_threads()).
+ * the module must compile against an nginx without threads, which runs a
+ * MySQL-only configuration and refuses a MongoDB backend by name
+ * (ngx_http_bytemark_check_threads()).
  */
 #include <ngx_thread_pool.h>
 
@@ -199,7 +200,10 @@ typedef struct {
 } ngx_http_bytemark_filter_t;
 
 
-/* what a backend call produced; filled in a thread, read on the event loop */
+/*
+ * what a backend call produced; filled in a MongoDB thread or by MySQL on
+ * the event loop, read on the event loop
+ */
 typedef enum {
     NGX_HTTP_BYTEMARK_FOUND = 0,
     NGX_HTTP_BYTEMARK_NOT_FOUND,
@@ -233,8 +237,9 @@ typedef struct {
 
 
 /*
- * A pass array rendered once, in the pool thread, as the canonical JSON
- * the response carries: "[{...},{...}]".  Handlers only pick items.
+ * A pass array rendered once (MongoDB: in the pool thread; MySQL: on the
+ * event loop) as the canonical JSON the response carries:
+ * "[{...},{...}]".  Handlers only pick items.
  */
 typedef struct {
     ngx_http_bytemark_jbuf_t      text;

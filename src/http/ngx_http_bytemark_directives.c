@@ -220,6 +220,11 @@ ngx_http_bytemark_set_mongo_uri(ngx_conf_t *cf, ngx_command_t *cmd,
     char       *rv;
     ngx_str_t  *value;
 
+    /* its calls run on a thread pool */
+    if (ngx_http_bytemark_check_threads(cf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     rv = ngx_conf_set_str_slot(cf, cmd, conf);
     if (rv != NGX_CONF_OK) {
         return rv;

@@ -10,7 +10,6 @@
 
 
 static ngx_int_t ngx_http_bytemark_preconfiguration(ngx_conf_t *cf);
-static ngx_int_t ngx_http_bytemark_check_threads(ngx_conf_t *cf);
 static ngx_int_t ngx_http_bytemark_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_bytemark_init_process(ngx_cycle_t *cycle);
 static void ngx_http_bytemark_exit_process(ngx_cycle_t *cycle);
@@ -237,10 +236,6 @@ ngx_module_t  ngx_http_bytemark_module = {
 static ngx_int_t
 ngx_http_bytemark_preconfiguration(ngx_conf_t *cf)
 {
-    if (ngx_http_bytemark_check_threads(cf) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
     /* the response writer keeps 200s in, and drops errors from, the cache */
     ngx_http_bytemark_response_cache(ngx_http_bytemark_microcache_store,
                                      ngx_http_bytemark_microcache_release);
@@ -250,28 +245,35 @@ ngx_http_bytemark_preconfiguration(ngx_conf_t *cf)
 
 
 /*
- * Every backend call runs on an nginx thread pool: an nginx built without
- * --with-threads is refused at the http{} block, whatever it configures,
- * with a message that names the cause, never left to fail later. Either the
- * module was built against such a tree (NGX_THREADS unset), or it was built
- * with threads and is loaded by an nginx without them: its weak references
- * to the thread pool functions are then NULL (ngx_http_bytemark_core.h).
+ * MongoDB calls run on an nginx thread pool (mongo-c-driver has no
+ * non-blocking API); MySQL runs on the event loop and needs none.  So only
+ * the directives that need a pool (bytemark_mongo_uri, bytemark_thread_pool)
+ * refuse an nginx built without --with-threads, by name, where they are
+ * written.  Either the module was built against such a tree (NGX_THREADS
+ * unset), or it was built with threads and is loaded by an nginx without
+ * them: its weak references to the thread pool functions are then NULL
+ * (ngx_http_bytemark_core.h).
  */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_bytemark_check_threads(ngx_conf_t *cf)
 {
+    ngx_str_t  *value;
+
 #if (NGX_THREADS)
     if (ngx_thread_pool_add != NULL && ngx_thread_task_post != NULL) {
         return NGX_OK;
     }
 #endif
 
+    value = cf->args->elts;
+
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "ngx_http_bytemark_module needs nginx built with "
-                       "--with-threads (its MongoDB and MySQL calls run on "
-                       "thread pools), and this nginx was built without "
-                       "threads");
+                       "\"%V\" needs nginx built with --with-threads "
+                       "(ngx_http_bytemark_module runs MongoDB calls on a "
+                       "thread pool; a configuration with MySQL only needs "
+                       "none), and this nginx was built without threads",
+                       &value[0]);
 
     return NGX_ERROR;
 }
