@@ -336,6 +336,49 @@ ngx_int_t ngx_http_bytemark_parse_uuid(ngx_str_t *s, u_char *out);
 
 
 /*
+ * Directive parameters (ngx_http_bytemark_params.c).  A "name=value" table
+ * fills the fields of a struct by offset, each name at most once; what went
+ * wrong is returned, and the directive's parser says it in its own words.
+ */
+typedef enum {
+    NGX_HTTP_BYTEMARK_PARAM_STR = 0,     /* ngx_str_t, as written */
+    NGX_HTTP_BYTEMARK_PARAM_NUM,         /* ngx_uint_t, min .. max */
+    NGX_HTTP_BYTEMARK_PARAM_MSEC,        /* ngx_msec_t, at least min */
+    NGX_HTTP_BYTEMARK_PARAM_SIZE,        /* size_t, at least min */
+    NGX_HTTP_BYTEMARK_PARAM_FLAG         /* ngx_flag_t, on | off */
+} ngx_http_bytemark_param_type_e;
+
+typedef struct {
+    ngx_str_t                     name;         /* without the "=" */
+    ngx_uint_t                    type;
+    size_t                        offset;
+    ngx_int_t                     min;
+    ngx_int_t                     max;
+} ngx_http_bytemark_param_t;
+
+typedef enum {
+    NGX_HTTP_BYTEMARK_PARAM_UNKNOWN = 1, /* no such name, or no "=" */
+    NGX_HTTP_BYTEMARK_PARAM_REPEATED,
+    NGX_HTTP_BYTEMARK_PARAM_INVALID      /* unparsable or out of bounds */
+} ngx_http_bytemark_param_problem_e;
+
+typedef struct {
+    ngx_uint_t                    problem;
+    ngx_uint_t                    arg;          /* index in cf->args */
+    ngx_str_t                     value;        /* the part after "=" */
+    ngx_http_bytemark_param_t    *param;        /* NULL when unknown */
+} ngx_http_bytemark_param_err_t;
+
+ngx_int_t ngx_http_bytemark_parse_params(ngx_conf_t *cf, ngx_uint_t first,
+    ngx_http_bytemark_param_t *params, void *base,
+    ngx_http_bytemark_param_err_t *err);
+char *ngx_http_bytemark_conf_set_num_slot(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_bytemark_conf_check_bounds(ngx_conf_t *cf, void *post,
+    void *data);
+
+
+/*
  * The metrics interface: what the layers report.  The store behind it is
  * the shm layer's (shm/ngx_http_bytemark_metrics.c), which nothing below
  * it includes.

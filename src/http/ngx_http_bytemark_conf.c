@@ -207,13 +207,6 @@ ngx_http_bytemark_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->microcache_ttl = prev->microcache_ttl;
     }
 
-    if (conf->ingest_max_passes < 1) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"bytemark_ingest_max_passes\" must be at "
-                           "least 1");
-        return NGX_CONF_ERROR;
-    }
-
     if (conf->mongo_timeout == 0 || conf->mysql_timeout == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"bytemark_mongo_timeout\" and "

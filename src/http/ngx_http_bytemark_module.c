@@ -20,6 +20,21 @@ static char *ngx_http_bytemark_header_value(ngx_conf_t *cf, void *post,
 static ngx_conf_post_handler_pt  ngx_http_bytemark_header_value_p =
     ngx_http_bytemark_header_value;
 
+/*
+ * bytemark_mongo_batch: lookups one MongoDB find task carries (1: one per
+ * task); 1000 keeps a find's $in, and a thread's work, modest.
+ * bytemark_stuck_calls: abandoned calls per server and worker before new
+ * calls skip it; at least one, or a hung server would be skipped before it
+ * ever hung a call.
+ */
+static ngx_conf_num_bounds_t  ngx_http_bytemark_1_to_1000 = {
+    ngx_http_bytemark_conf_check_bounds, 1, 1000
+};
+
+static ngx_conf_num_bounds_t  ngx_http_bytemark_at_least_1 = {
+    ngx_http_bytemark_conf_check_bounds, 1, -1
+};
+
 
 static ngx_command_t  ngx_http_bytemark_commands[] = {
 
@@ -144,10 +159,10 @@ static ngx_command_t  ngx_http_bytemark_commands[] = {
 
     { ngx_string("bytemark_ingest_max_passes"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_num_slot,
+      ngx_http_bytemark_conf_set_num_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_bytemark_loc_conf_t, ingest_max_passes),
-      NULL },
+      &ngx_http_bytemark_at_least_1 },
 
     { ngx_string("bytemark_microcache"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
@@ -165,17 +180,17 @@ static ngx_command_t  ngx_http_bytemark_commands[] = {
 
     { ngx_string("bytemark_mongo_batch"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_http_bytemark_set_mongo_batch,
+      ngx_http_bytemark_conf_set_num_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      0,
-      NULL },
+      offsetof(ngx_http_bytemark_main_conf_t, mongo_batch),
+      &ngx_http_bytemark_1_to_1000 },
 
     { ngx_string("bytemark_stuck_calls"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_http_bytemark_set_stuck_calls,
+      ngx_http_bytemark_conf_set_num_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      0,
-      NULL },
+      offsetof(ngx_http_bytemark_main_conf_t, stuck_calls),
+      &ngx_http_bytemark_1_to_1000 },
 
     { ngx_string("bytemark_cache_cleanup"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
