@@ -23,8 +23,9 @@
  *              budget, resume, abandon
  *   render/    JSON in and out, no nginx request state: BSON values and rows
  *              to canonical JSON, filters, ingest bodies, JSON to BSON
- *   core/      this header: the types every layer shares, clocks, ids, and
- *              the small metrics interface the layers report through
+ *   core/      this header: the types every layer shares, clocks, ids,
+ *              directive parameters, and the small metrics interface the
+ *              layers report through
  *
  * A request flows down: http -> flow -> call -> mongo or mysql, and the
  * answer comes back up through done() handlers into response.  A lower
