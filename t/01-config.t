@@ -72,6 +72,9 @@ rejected(conf("$mysql bytemark_cache_ttl soon;"), qr/"bytemark_cache_ttl" direct
          'unparsable ttl');
 rejected(conf("$mysql bytemark_mysql_timeout 0;"), qr/"bytemark_mysql_timeout" must be greater than zero/,
          'zero budget');
+rejected(conf($mongo, 'bytemark_user_id $1; bytemark_mongo_timeout 0s; bytemark_tickets;'),
+         qr/"bytemark_mongo_timeout" must be greater than zero, not "0s" in \S+:\d+/,
+         'zero budget in a location: named where it is written');
 rejected(conf("$mysql bytemark_thread_pool nope;"), qr/unknown thread pool "nope"/,
          'a thread pool that does not exist');
 {

@@ -377,6 +377,8 @@ char *ngx_http_bytemark_conf_set_num_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_bytemark_conf_check_bounds(ngx_conf_t *cf, void *post,
     void *data);
+char *ngx_http_bytemark_conf_check_budget(ngx_conf_t *cf, void *post,
+    void *data);
 
 
 /*

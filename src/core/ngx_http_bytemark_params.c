@@ -184,6 +184,29 @@ ngx_http_bytemark_conf_check_bounds(ngx_conf_t *cf, void *post, void *data)
 }
 
 
+/* the post of a time budget (ngx_conf_set_msec_slot): 0 would never wait */
+
+char *
+ngx_http_bytemark_conf_check_budget(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_msec_t  *ms = data;
+
+    ngx_str_t  *value;
+
+    if (*ms > 0) {
+        return NGX_CONF_OK;
+    }
+
+    value = cf->args->elts;
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"%V\" must be greater than zero, not \"%V\"",
+                       &value[0], &value[1]);
+
+    return NGX_CONF_ERROR;
+}
+
+
 static char *
 ngx_http_bytemark_bounds_error(ngx_conf_t *cf, ngx_conf_num_bounds_t *b)
 {

@@ -207,14 +207,6 @@ ngx_http_bytemark_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->microcache_ttl = prev->microcache_ttl;
     }
 
-    if (conf->mongo_timeout == 0 || conf->mysql_timeout == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"bytemark_mongo_timeout\" and "
-                           "\"bytemark_mysql_timeout\" must be greater "
-                           "than zero");
-        return NGX_CONF_ERROR;
-    }
-
     if (conf->handler) {
         bmcf = ngx_http_conf_get_module_main_conf(cf,
                                                   ngx_http_bytemark_module);

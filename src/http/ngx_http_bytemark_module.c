@@ -35,6 +35,10 @@ static ngx_conf_num_bounds_t  ngx_http_bytemark_at_least_1 = {
     ngx_http_bytemark_conf_check_bounds, 1, -1
 };
 
+static ngx_conf_post_t  ngx_http_bytemark_budget = {
+    ngx_http_bytemark_conf_check_budget
+};
+
 
 static ngx_command_t  ngx_http_bytemark_commands[] = {
 
@@ -57,7 +61,7 @@ static ngx_command_t  ngx_http_bytemark_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_bytemark_loc_conf_t, mongo_timeout),
-      NULL },
+      &ngx_http_bytemark_budget },
 
     { ngx_string("bytemark_mysql"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
@@ -78,7 +82,7 @@ static ngx_command_t  ngx_http_bytemark_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_bytemark_loc_conf_t, mysql_timeout),
-      NULL },
+      &ngx_http_bytemark_budget },
 
     { ngx_string("bytemark_thread_pool"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
