@@ -2,8 +2,9 @@
 /*
  * The parsers of the directives that take more than nginx's own slot
  * functions: breakers, cleanup, the MongoDB URI and collection, the MySQL
- * servers and table (name=value lists through ngx_http_bytemark_params.c).  What a parser cannot know alone (the other
- * directives, the locations) is checked at merge (ngx_http_bytemark_conf.c).
+ * servers and table (name=value lists through ngx_http_bytemark_params.c).
+ * What a parser cannot know alone (the other directives, the locations) is
+ * checked at merge (ngx_http_bytemark_conf.c).
  */
 
 
@@ -253,7 +254,6 @@ ngx_http_bytemark_set_mysql(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
           offsetof(ngx_http_bytemark_mysql_server_t, pool_size), 1, 1024 },
         { ngx_null_string, 0, 0, 0, 0 }
     };
-
 
     if (bmcf->mysql_servers
         && bmcf->mysql_servers->nelts
