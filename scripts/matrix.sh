@@ -13,7 +13,8 @@
 # Once per run, on the newest selected release, also:
 #   <version>-static     the module compiled in (--add-module), same tests
 #   <version>-nothreads  nginx without --with-threads: t/85-no-threads.t
-#                        checks that the module refuses it with a clear message
+#                        checks that a MySQL-only configuration runs on it and
+#                        that a MongoDB backend is refused with a clear message
 #   <version>-nginxorg   the recipe of doc/manual.md ("Building against your
 #                        own nginx"): nginx built with the configure flags of
 #                        nginx.org's Debian/Ubuntu packages (--with-compat and

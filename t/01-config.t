@@ -72,6 +72,9 @@ rejected(conf("$mysql bytemark_cache_ttl soon;"), qr/"bytemark_cache_ttl" direct
          'unparsable ttl');
 rejected(conf("$mysql bytemark_mysql_timeout 0;"), qr/"bytemark_mysql_timeout" must be greater than zero/,
          'zero budget');
+rejected(conf($mongo, 'bytemark_user_id $1; bytemark_mongo_timeout 0s; bytemark_tickets;'),
+         qr/"bytemark_mongo_timeout" must be greater than zero, not "0s" in \S+:\d+/,
+         'zero budget in a location: named where it is written');
 rejected(conf("$mysql bytemark_thread_pool nope;"), qr/unknown thread pool "nope"/,
          'a thread pool that does not exist');
 {
@@ -143,11 +146,43 @@ rejected(conf("$mongo $mysql", 'bytemark_purge;'),
 rejected(conf("$mongo $mysql", 'bytemark_user_id $1; bytemark_ingest_max_passes 0; bytemark_ingest;'),
          qr/"bytemark_ingest_max_passes" must be at least 1/, 'a batch limit of 0');
 rejected(conf("$mongo $mysql bytemark_ingest_max_passes many;"),
-         qr/"bytemark_ingest_max_passes" directive invalid number/, 'an unparsable batch limit');
+         qr/"bytemark_ingest_max_passes" must be at least 1, not "many"/, 'an unparsable batch limit');
 accepted(conf("$mongo $mysql bytemark_ingest_max_passes 10; bytemark_cache_cleanup interval=10m max_age=30d;",
               'bytemark_user_id $1; bytemark_ingest;'), 'ingest, cleanup and batch limit');
 accepted(conf($mongo, 'bytemark_user_id $1; bytemark_purge;'), 'purge with MongoDB alone');
 rejected("server { listen 127.0.0.1:%%PORT%%; location /t { bytemark_mysql host=localhost user=u database=d; } }",
          qr/"bytemark_mysql" directive is not allowed here/, 'bytemark_mysql is http-level only');
+
+# name=value parameters (one parser): each name once, every value checked,
+# the message names the directive and the parameter (never a MySQL value)
+rejected(conf('bytemark_mysql host=localhost user=u user=TopSecret-1 database=d;'),
+         qr/"bytemark_mysql" has an invalid parameter #3 \(.*each once\)/, 'bytemark_mysql: a name twice');
+rejected(conf('bytemark_mysql host=localhost user=u database=d TopSecret-1;'),
+         qr/"bytemark_mysql" has an invalid parameter #4/, 'bytemark_mysql: a value without a name');
+rejected(conf('bytemark_mysql host=localhost user=u database=d port=33x6;'),
+         qr/"bytemark_mysql" has an invalid parameter #4/, 'bytemark_mysql: a port that is not a number');
+rejected(conf("$mongo bytemark_cache_cleanup interval=1m interval=2m;"),
+         qr/"bytemark_cache_cleanup" has an invalid parameter "interval=2m"/, 'bytemark_cache_cleanup: a name twice');
+rejected(conf("$mongo bytemark_cache_cleanup interval=1m max_age=0;"),
+         qr/"bytemark_cache_cleanup" has an invalid parameter "max_age=0"/, 'bytemark_cache_cleanup: max_age=0');
+rejected(conf("$mongo bytemark_cache_cleanup interval=1m;"),
+         qr/"bytemark_cache_cleanup" directive needs both "interval=" and "max_age=", or "off"/,
+         'bytemark_cache_cleanup: max_age missing');
+for my $bad ('ttl=1s ttl=2s', 'ttl=1s zone=mc', 'zone=:1m ttl=1s', 'ttl=1s zone=mc:lots', 'zone=mc:1m size=2') {
+    my ($param) = $bad =~ /(\S+)$/;
+    $param = 'zone=mc' if $bad eq 'ttl=1s zone=mc';
+    $param = 'zone=:1m' if $bad eq 'zone=:1m ttl=1s';
+    rejected(conf($mysql, "bytemark_user_id \$1; bytemark_microcache $bad; bytemark_tickets;"),
+             qr/"bytemark_microcache" has an invalid parameter "\Q$param\E"/, "bytemark_microcache $bad");
+}
+rejected(conf($mysql, 'bytemark_user_id $1; bytemark_microcache zone=mc:1m; bytemark_tickets;'),
+         qr/"bytemark_microcache" directive needs "zone=<name>:<size>" and "ttl=<time>", or "off"/,
+         'bytemark_microcache without ttl');
+accepted(conf($mysql, 'bytemark_user_id $1; bytemark_microcache ttl=1s zone=mc:1m; bytemark_tickets;'),
+         'bytemark_microcache, parameters in any order');
+rejected(conf("$mongo $mysql bytemark_notes_zone size=1m;", 'bytemark_user_id $1; bytemark_notes_zone size=2m; bytemark_tickets;'),
+         qr/"bytemark_notes_zone" directive is not allowed here/, 'bytemark_notes_zone is http-level only');
+rejected(conf("$mongo $mysql bytemark_notes_zone size=1m; bytemark_notes_zone size=2m;"),
+         qr/"bytemark_notes_zone" directive is duplicate/, 'bytemark_notes_zone twice');
 
 done_testing;

@@ -12,11 +12,15 @@
 #   - a private header (*_private.h) included from outside its folder,
 #   - a cycle, among files or in the table itself,
 #   - a folder that is not a layer, a layer without its one header,
-#   - a source file over 900 lines.
+#   - a source file over 900 lines,
+#   - after a build: a call (an ngx_http_bytemark_* symbol an object file
+#     uses, nm -u) to a function or variable defined in a layer that src/LAYERS
+#     does not allow, unless t/lib/layer-exceptions.txt lists it.
 # On failure it prints the graph.  BYTEMARK_LAYERS_SRC=dir checks another
 # tree (to see the check fail on a copy with a bad include).
 #
-# Core Perl only: no nginx, no backends.
+# Core Perl only (and nm, from binutils, for the objects): no nginx, no
+# backends.
 
 use strict;
 use warnings;
@@ -215,6 +219,106 @@ SKIP: {
     }
     ok !@differ, 'cc -MM agrees with the #include lines'
         or diag join "\n", @differ;
+}
+
+# --- the linker's view: calls go down too ---------------------------------
+#
+# Includes are not the whole story: a file can declare a function itself,
+# or a lower layer's header can declare what an upper layer defines. So,
+# after a build, every ngx_http_bytemark_* symbol that a layer's objects use
+# (nm -u) must be defined (nm --defined-only) in that layer or in one it may
+# include. The calls that do not yet are listed in t/lib/layer-exceptions.txt
+# ("symbol from-layer to-layer", each with a comment); an entry that no longer
+# matches fails as well, so the list only shrinks. BYTEMARK_LAYERS_OBJS=dir
+# checks the objects of another build (dir/<layer>/*.o).
+
+my $objs = $ENV{BYTEMARK_LAYERS_OBJS} || "$REPO/build/nginx-src/objs/addon";
+my $EXCEPTIONS = "$REPO/t/lib/layer-exceptions.txt";
+
+# ngx_http_bytemark_module, the ngx_module_t (defined in http/, declared in
+# core.h), is the module's identity: every layer finds its request context
+# and configuration through it, as every nginx module does
+my %IDENTITY = (ngx_http_bytemark_module => 1);
+
+SKIP: {
+    my @have = grep { my @o = glob "$objs/$_/*.o"; @o } @order;
+    skip "no build objects in $objs (scripts/build.sh): calls not checked", 3
+        unless @have && system('nm --version >/dev/null 2>&1') == 0;
+
+    # the objects of the sources there are now (a deleted file's .o stays)
+    my (%objs_of, @stale);
+    for my $l (@order) {
+        for my $c (grep { /\.c$/ && $layer_of{$_} eq $l } @files) {
+            (my $o = "$objs/$l/$c") =~ s/\.c$/.o/;
+            if (!-f $o) {
+                push @stale, "$o is missing";
+                next;
+            }
+            push @stale, "$o is older than src/$l/$c"
+                if -M $o > -M $path_of{$c};
+            push @{ $objs_of{$l} }, $o;
+        }
+    }
+    diag "the objects may not match the sources (rebuild): @stale" if @stale;
+
+    my (%defined_in, %uses);     # symbol -> layer; layer -> [file, symbol]
+    for my $l (@order) {
+        for my $o (@{ $objs_of{$l} || [] }) {
+            for (split /\n/, `nm --defined-only $o`) {
+                my ($type, $sym) = (split)[1, 2];
+                next unless defined $sym && $sym =~ /^ngx_http_bytemark_/;
+                # local (static) symbols are no layer's interface
+                next if $type =~ /^[a-z]$/;
+                $defined_in{$sym} = $l;
+            }
+            for (split /\n/, `nm -u $o`) {
+                my $sym = (split)[-1];
+                next unless defined $sym && $sym =~ /^ngx_http_bytemark_/;
+                (my $c = basename($o)) =~ s/\.o$/.c/;
+                push @{ $uses{$l} }, [ $c, $sym ];
+            }
+        }
+    }
+
+    my (%allowed, @bad_lines);
+    if (open my $fh, '<', $EXCEPTIONS) {
+        while (<$fh>) {
+            s/#.*//;
+            next unless /\S/;
+            my ($sym, $from, $to, @rest) = split;
+            if (!defined $to || @rest || !exists $rank{$from} || !exists $rank{$to}) {
+                push @bad_lines, "t/lib/layer-exceptions.txt:$.: want \"symbol from-layer to-layer\"";
+                next;
+            }
+            $allowed{"$sym $from $to"} = 0;
+        }
+    }
+    ok !@bad_lines, 'every line of t/lib/layer-exceptions.txt is "symbol from to"'
+        or diag join "\n", @bad_lines;
+
+    my @up;
+    for my $l (@order) {
+        for my $u (@{ $uses{$l} || [] }) {
+            my ($file, $sym) = @$u;
+            my $to = $defined_in{$sym};
+            next if !defined $to || $to eq $l || $allow{$l}{$to} || $IDENTITY{$sym};
+            my $key = "$sym $l $to";
+            if (exists $allowed{$key}) {
+                $allowed{$key}++;
+                next;
+            }
+            my $dir = $rank{$to} > $rank{$l} ? 'up' : 'sideways';
+            push @up, "src/$l/$file calls $sym, defined in $to/: $l -> $to goes $dir";
+        }
+    }
+    ok !@up, 'no call goes up or sideways (objects of ' . join(' ', @have) . ')'
+        or diag join "\n", @up,
+            '(an edge that must stay for now goes into t/lib/layer-exceptions.txt, with a comment)';
+
+    my @gone = map { "t/lib/layer-exceptions.txt: \"$_\" is no longer called: remove it" }
+               grep { !$allowed{$_} } sort keys %allowed;
+    ok !@gone, 'every exception in t/lib/layer-exceptions.txt is still used'
+        or diag join "\n", @gone;
 }
 
 # --- on failure, the graph ------------------------------------------------

@@ -103,12 +103,15 @@ sub render {
 }
 
 # the fields a directive sets: its offsetof(), else what its handler assigns
+# or names in its table of name=value parameters
 sub fields_of {
     my $c = shift;
     return ($c->{field}) if $c->{field};
     my ($body) = $vars =~ /\n\Q$c->{set}\E\([^)]*\)\s*\n\{(.*?)\n\}/s;
     return () unless defined $body;
-    my %f = map { $_ => 1 } $body =~ /\b\w+->(\w+)(?:\.\w+)?\s*=(?!=)/g;
+    my %f = map { $_ => 1 } $body =~ /\b\w+->(\w+)(?:\.\w+)?\s*=(?!=)/g,
+                            # a name=value table (ngx_http_bytemark_param_t)
+                            $body =~ /offsetof\(\s*\w+\s*,\s*(\w+)\s*\)/g;
     return sort keys %f;
 }
 

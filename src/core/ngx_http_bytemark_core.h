@@ -23,8 +23,9 @@
  *              budget, resume, abandon
  *   render/    JSON in and out, no nginx request state: BSON values and rows
  *              to canonical JSON, filters, ingest bodies, JSON to BSON
- *   core/      this header: the types every layer shares, clocks, ids, and
- *              the small metrics interface the layers report through
+ *   core/      this header: the types every layer shares, clocks, ids,
+ *              directive parameters, and the small metrics interface the
+ *              layers report through
  *
  * A request flows down: http -> flow -> call -> mongo or mysql, and the
  * answer comes back up through done() handlers into response.  A lower
@@ -42,8 +43,9 @@
 #include <ngx_http.h>
 /*
  * ngx_thread_task_t and ngx_thread_pool_t, with or without --with-threads:
- * the module must compile against an nginx without threads so that it can
- * refuse it by name (ngx_http_bytemark_check_threads()).
+ * the module must compile against an nginx without threads, which runs a
+ * MySQL-only configuration and refuses a MongoDB backend by name
+ * (ngx_http_bytemark_check_threads()).
  */
 #include <ngx_thread_pool.h>
 
@@ -199,7 +201,10 @@ typedef struct {
 } ngx_http_bytemark_filter_t;
 
 
-/* what a backend call produced; filled in a thread, read on the event loop */
+/*
+ * what a backend call produced; filled in a MongoDB thread or by MySQL on
+ * the event loop, read on the event loop
+ */
 typedef enum {
     NGX_HTTP_BYTEMARK_FOUND = 0,
     NGX_HTTP_BYTEMARK_NOT_FOUND,
@@ -233,8 +238,9 @@ typedef struct {
 
 
 /*
- * A pass array rendered once, in the pool thread, as the canonical JSON
- * the response carries: "[{...},{...}]".  Handlers only pick items.
+ * A pass array rendered once (MongoDB: in the pool thread; MySQL: on the
+ * event loop) as the canonical JSON the response carries:
+ * "[{...},{...}]".  Handlers only pick items.
  */
 typedef struct {
     ngx_http_bytemark_jbuf_t      text;
@@ -328,6 +334,51 @@ extern ngx_http_bytemark_versions_t  ngx_http_bytemark_versions;
 int64_t ngx_http_bytemark_now_ms(void);
 void ngx_http_bytemark_iso_time(int64_t ms, char *buf);
 ngx_int_t ngx_http_bytemark_parse_uuid(ngx_str_t *s, u_char *out);
+
+
+/*
+ * Directive parameters (ngx_http_bytemark_params.c).  A "name=value" table
+ * fills the fields of a struct by offset, each name at most once; what went
+ * wrong is returned, and the directive's parser says it in its own words.
+ */
+typedef enum {
+    NGX_HTTP_BYTEMARK_PARAM_STR = 0,     /* ngx_str_t, as written */
+    NGX_HTTP_BYTEMARK_PARAM_NUM,         /* ngx_uint_t, min .. max */
+    NGX_HTTP_BYTEMARK_PARAM_MSEC,        /* ngx_msec_t, at least min */
+    NGX_HTTP_BYTEMARK_PARAM_SIZE,        /* size_t, at least min */
+    NGX_HTTP_BYTEMARK_PARAM_FLAG         /* ngx_flag_t, on | off */
+} ngx_http_bytemark_param_type_e;
+
+typedef struct {
+    ngx_str_t                     name;         /* without the "=" */
+    ngx_uint_t                    type;
+    size_t                        offset;
+    ngx_int_t                     min;
+    ngx_int_t                     max;
+} ngx_http_bytemark_param_t;
+
+typedef enum {
+    NGX_HTTP_BYTEMARK_PARAM_UNKNOWN = 1, /* no such name, or no "=" */
+    NGX_HTTP_BYTEMARK_PARAM_REPEATED,
+    NGX_HTTP_BYTEMARK_PARAM_INVALID      /* unparsable or out of bounds */
+} ngx_http_bytemark_param_problem_e;
+
+typedef struct {
+    ngx_uint_t                    problem;
+    ngx_uint_t                    arg;          /* index in cf->args */
+    ngx_str_t                     value;        /* the part after "=" */
+    ngx_http_bytemark_param_t    *param;        /* NULL when unknown */
+} ngx_http_bytemark_param_err_t;
+
+ngx_int_t ngx_http_bytemark_parse_params(ngx_conf_t *cf, ngx_uint_t first,
+    ngx_http_bytemark_param_t *params, void *base,
+    ngx_http_bytemark_param_err_t *err);
+char *ngx_http_bytemark_conf_set_num_slot(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_bytemark_conf_check_bounds(ngx_conf_t *cf, void *post,
+    void *data);
+char *ngx_http_bytemark_conf_check_budget(ngx_conf_t *cf, void *post,
+    void *data);
 
 
 /*

@@ -90,8 +90,12 @@ ngx_http_bytemark_init_main_conf(ngx_conf_t *cf, void *conf)
     }
 
 #if (NGX_THREADS)
-    /* no bytemark_thread_pool: nginx's "default" pool */
-    if (bmcf->thread_pool == NULL) {
+    /*
+     * MongoDB calls only: without bytemark_mongo_uri no pool is looked up,
+     * so that a MySQL-only configuration starts no threads; with it and no
+     * bytemark_thread_pool, nginx's "default" pool
+     */
+    if (bmcf->mongo_uri.len && bmcf->thread_pool == NULL) {
         bmcf->thread_pool = ngx_thread_pool_add(cf, &bmcf->thread_pool_name);
         if (bmcf->thread_pool == NULL) {
             return NGX_CONF_ERROR;
@@ -106,7 +110,8 @@ ngx_http_bytemark_init_main_conf(ngx_conf_t *cf, void *conf)
 /*
  * bytemark_thread_pool <name>: the pool is referenced while the directive
  * is parsed, so that nginx's own check of undefined pools ("unknown thread
- * pool") names this file and line, not the end of the http block.
+ * pool") names this file and line, not the end of the http block.  A pool
+ * named explicitly is checked even when no MongoDB backend would use it.
  */
 
 char *
@@ -121,6 +126,10 @@ ngx_http_bytemark_set_thread_pool(ngx_conf_t *cf, ngx_command_t *cmd,
         return "is duplicate";
     }
 
+    if (ngx_http_bytemark_check_threads(cf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     value = cf->args->elts;
     bmcf->thread_pool_name = value[1];
 
@@ -129,11 +138,9 @@ ngx_http_bytemark_set_thread_pool(ngx_conf_t *cf, ngx_command_t *cmd,
     if (bmcf->thread_pool == NULL) {
         return NGX_CONF_ERROR;
     }
+#endif
 
     return NGX_CONF_OK;
-#else
-    return "needs nginx built with --with-threads";
-#endif
 }
 
 
@@ -198,21 +205,6 @@ ngx_http_bytemark_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->microcache = (prev->microcache == NGX_CONF_UNSET_PTR)
                            ? NULL : prev->microcache;
         conf->microcache_ttl = prev->microcache_ttl;
-    }
-
-    if (conf->ingest_max_passes < 1) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"bytemark_ingest_max_passes\" must be at "
-                           "least 1");
-        return NGX_CONF_ERROR;
-    }
-
-    if (conf->mongo_timeout == 0 || conf->mysql_timeout == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"bytemark_mongo_timeout\" and "
-                           "\"bytemark_mysql_timeout\" must be greater "
-                           "than zero");
-        return NGX_CONF_ERROR;
     }
 
     if (conf->handler) {
@@ -340,7 +332,6 @@ ngx_http_bytemark_check_location(ngx_conf_t *cf,
 char *
 ngx_http_bytemark_set_handler(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-#if (NGX_THREADS)
     ngx_http_bytemark_loc_conf_t *blcf = conf;
 
     ngx_http_core_loc_conf_t  *clcf;
@@ -363,7 +354,4 @@ ngx_http_bytemark_set_handler(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     clcf->handler = handlers[blcf->handler];
 
     return NGX_CONF_OK;
-#else
-    return "needs nginx built with threads (--with-threads)";
-#endif
 }

@@ -1,9 +1,10 @@
 
 /*
  * The parsers of the directives that take more than nginx's own slot
- * functions: breakers, batches, cleanup, the MongoDB URI and collection,
- * the MySQL servers and table.  What a parser cannot know alone (the other
- * directives, the locations) is checked at merge (ngx_http_bytemark_conf.c).
+ * functions: breakers, cleanup, the MongoDB URI and collection, the MySQL
+ * servers and table (name=value lists through ngx_http_bytemark_params.c).
+ * What a parser cannot know alone (the other directives, the locations) is
+ * checked at merge (ngx_http_bytemark_conf.c).
  */
 
 
@@ -24,10 +25,16 @@ ngx_http_bytemark_set_breaker(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_bytemark_main_conf_t *bmcf = conf;
 
-    ngx_int_t    n;
-    ngx_str_t   *value, v;
-    ngx_msec_t   t;
-    ngx_uint_t   i;
+    ngx_str_t                      *value;
+    ngx_http_bytemark_param_err_t   err;
+
+    static ngx_http_bytemark_param_t  params[] = {
+        { ngx_string("failures"), NGX_HTTP_BYTEMARK_PARAM_NUM,
+          offsetof(ngx_http_bytemark_main_conf_t, breaker_failures), 1, 1000 },
+        { ngx_string("open"), NGX_HTTP_BYTEMARK_PARAM_MSEC,
+          offsetof(ngx_http_bytemark_main_conf_t, breaker_open), 1, 0 },
+        { ngx_null_string, 0, 0, 0, 0 }
+    };
 
     if (bmcf->breaker_failures != NGX_CONF_UNSET_UINT
         || bmcf->breaker_open != NGX_CONF_UNSET_MSEC)
@@ -35,119 +42,17 @@ ngx_http_bytemark_set_breaker(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "is duplicate";
     }
 
-    value = cf->args->elts;
-
-    for (i = 1; i < cf->args->nelts; i++) {
-
-        if (ngx_strncmp(value[i].data, "failures=", 9) == 0) {
-            v.data = value[i].data + 9;
-            v.len = value[i].len - 9;
-
-            n = ngx_atoi(v.data, v.len);
-            if (n < 1 || n > 1000 || bmcf->breaker_failures
-                                     != NGX_CONF_UNSET_UINT)
-            {
-                goto invalid;
-            }
-
-            bmcf->breaker_failures = (ngx_uint_t) n;
-
-        } else if (ngx_strncmp(value[i].data, "open=", 5) == 0) {
-            v.data = value[i].data + 5;
-            v.len = value[i].len - 5;
-
-            t = ngx_parse_time(&v, 0);
-            if (t == (ngx_msec_t) NGX_ERROR || t == 0
-                || bmcf->breaker_open != NGX_CONF_UNSET_MSEC)
-            {
-                goto invalid;
-            }
-
-            bmcf->breaker_open = t;
-
-        } else {
-            goto invalid;
-        }
+    if (ngx_http_bytemark_parse_params(cf, 1, params, bmcf, &err) == NGX_OK) {
+        return NGX_CONF_OK;
     }
 
-    return NGX_CONF_OK;
-
-invalid:
+    value = cf->args->elts;
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "\"bytemark_breaker\" has an invalid parameter "
                        "\"%V\" (expected failures=<1..1000> and/or "
-                       "open=<time>, each once)", &value[i]);
+                       "open=<time>, each once)", &value[err.arg]);
     return NGX_CONF_ERROR;
-}
-
-
-/*
- * bytemark_mongo_batch <n>: lookups one MongoDB find task carries (1: one
- * lookup per task); 1000 keeps a find's $in, and a thread's work, modest
- */
-
-char *
-ngx_http_bytemark_set_mongo_batch(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf)
-{
-    ngx_http_bytemark_main_conf_t *bmcf = conf;
-
-    ngx_int_t   n;
-    ngx_str_t  *value;
-
-    if (bmcf->mongo_batch != NGX_CONF_UNSET_UINT) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-    n = ngx_atoi(value[1].data, value[1].len);
-
-    if (n < 1 || n > 1000) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"bytemark_mongo_batch\" must be a number "
-                           "from 1 to 1000, not \"%V\"", &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    bmcf->mongo_batch = (ngx_uint_t) n;
-
-    return NGX_CONF_OK;
-}
-
-
-/*
- * bytemark_stuck_calls <n>: abandoned calls per server and worker before
- * new calls skip it; at least one, or a hung server would be skipped
- * before it ever hung a call
- */
-
-char *
-ngx_http_bytemark_set_stuck_calls(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf)
-{
-    ngx_http_bytemark_main_conf_t *bmcf = conf;
-
-    ngx_int_t   n;
-    ngx_str_t  *value;
-
-    if (bmcf->stuck_calls != NGX_CONF_UNSET_UINT) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-    n = ngx_atoi(value[1].data, value[1].len);
-
-    if (n < 1 || n > 1000) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"bytemark_stuck_calls\" must be a number "
-                           "from 1 to 1000, not \"%V\"", &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    bmcf->stuck_calls = (ngx_uint_t) n;
-
-    return NGX_CONF_OK;
 }
 
 
@@ -158,9 +63,16 @@ ngx_http_bytemark_set_cleanup(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_bytemark_main_conf_t *bmcf = conf;
 
-    ngx_str_t   *value, v;
-    ngx_msec_t   t, *field;
-    ngx_uint_t   i;
+    ngx_str_t                      *value;
+    ngx_http_bytemark_param_err_t   err;
+
+    static ngx_http_bytemark_param_t  params[] = {
+        { ngx_string("interval"), NGX_HTTP_BYTEMARK_PARAM_MSEC,
+          offsetof(ngx_http_bytemark_main_conf_t, cleanup_interval), 1, 0 },
+        { ngx_string("max_age"), NGX_HTTP_BYTEMARK_PARAM_MSEC,
+          offsetof(ngx_http_bytemark_main_conf_t, cleanup_max_age), 1, 0 },
+        { ngx_null_string, 0, 0, 0, 0 }
+    };
 
     if (bmcf->cleanup_interval || bmcf->cleanup_max_age) {
         return "is duplicate";
@@ -172,28 +84,12 @@ ngx_http_bytemark_set_cleanup(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_OK;
     }
 
-    for (i = 1; i < cf->args->nelts; i++) {
-
-        if (ngx_strncmp(value[i].data, "interval=", 9) == 0) {
-            field = &bmcf->cleanup_interval;
-            v.data = value[i].data + 9;
-
-        } else if (ngx_strncmp(value[i].data, "max_age=", 8) == 0) {
-            field = &bmcf->cleanup_max_age;
-            v.data = value[i].data + 8;
-
-        } else {
-            goto invalid;
-        }
-
-        v.len = value[i].data + value[i].len - v.data;
-
-        t = ngx_parse_time(&v, 0);
-        if (t == (ngx_msec_t) NGX_ERROR || t == 0) {
-            goto invalid;
-        }
-
-        *field = t;
+    if (ngx_http_bytemark_parse_params(cf, 1, params, bmcf, &err) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"bytemark_cache_cleanup\" has an invalid "
+                           "parameter \"%V\" (expected interval=<time> "
+                           "max_age=<time> or off)", &value[err.arg]);
+        return NGX_CONF_ERROR;
     }
 
     if (bmcf->cleanup_interval == 0 || bmcf->cleanup_max_age == 0) {
@@ -201,14 +97,6 @@ ngx_http_bytemark_set_cleanup(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     return NGX_CONF_OK;
-
-invalid:
-
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "\"bytemark_cache_cleanup\" has an invalid parameter "
-                       "\"%V\" (expected interval=<time> max_age=<time> or "
-                       "off)", &value[i]);
-    return NGX_CONF_ERROR;
 }
 
 
@@ -219,6 +107,11 @@ ngx_http_bytemark_set_mongo_uri(ngx_conf_t *cf, ngx_command_t *cmd,
     char        err[256];
     char       *rv;
     ngx_str_t  *value;
+
+    /* its calls run on a thread pool */
+    if (ngx_http_bytemark_check_threads(cf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
 
     rv = ngx_conf_set_str_slot(cf, cmd, conf);
     if (rv != NGX_CONF_OK) {
@@ -340,10 +233,27 @@ ngx_http_bytemark_set_mysql(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_bytemark_main_conf_t *bmcf = conf;
 
-    ngx_int_t                          n;
-    ngx_str_t                         *value, *field, v;
-    ngx_uint_t                         i;
+    ngx_http_bytemark_param_err_t      err;
     ngx_http_bytemark_mysql_server_t  *srv;
+
+    /* cf->args values are NUL-terminated, as the client library wants */
+    static ngx_http_bytemark_param_t  params[] = {
+        { ngx_string("host"), NGX_HTTP_BYTEMARK_PARAM_STR,
+          offsetof(ngx_http_bytemark_mysql_server_t, host), 0, 0 },
+        { ngx_string("socket"), NGX_HTTP_BYTEMARK_PARAM_STR,
+          offsetof(ngx_http_bytemark_mysql_server_t, socket), 0, 0 },
+        { ngx_string("port"), NGX_HTTP_BYTEMARK_PARAM_NUM,
+          offsetof(ngx_http_bytemark_mysql_server_t, port), 1, 65535 },
+        { ngx_string("user"), NGX_HTTP_BYTEMARK_PARAM_STR,
+          offsetof(ngx_http_bytemark_mysql_server_t, user), 0, 0 },
+        { ngx_string("password"), NGX_HTTP_BYTEMARK_PARAM_STR,
+          offsetof(ngx_http_bytemark_mysql_server_t, password), 0, 0 },
+        { ngx_string("database"), NGX_HTTP_BYTEMARK_PARAM_STR,
+          offsetof(ngx_http_bytemark_mysql_server_t, database), 0, 0 },
+        { ngx_string("pool_size"), NGX_HTTP_BYTEMARK_PARAM_NUM,
+          offsetof(ngx_http_bytemark_mysql_server_t, pool_size), 1, 1024 },
+        { ngx_null_string, 0, 0, 0, 0 }
+    };
 
     if (bmcf->mysql_servers
         && bmcf->mysql_servers->nelts
@@ -369,55 +279,14 @@ ngx_http_bytemark_set_mysql(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     srv->port = 3306;
     srv->pool_size = NGX_HTTP_BYTEMARK_MYSQL_POOL_SIZE;
 
-    value = cf->args->elts;
-
-    for (i = 1; i < cf->args->nelts; i++) {
-
-        field = NULL;
-
-        if (ngx_strncmp(value[i].data, "host=", 5) == 0) {
-            field = &srv->host;
-            v.data = value[i].data + 5;
-
-        } else if (ngx_strncmp(value[i].data, "socket=", 7) == 0) {
-            field = &srv->socket;
-            v.data = value[i].data + 7;
-
-        } else if (ngx_strncmp(value[i].data, "user=", 5) == 0) {
-            field = &srv->user;
-            v.data = value[i].data + 5;
-
-        } else if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
-            field = &srv->password;
-            v.data = value[i].data + 9;
-
-        } else if (ngx_strncmp(value[i].data, "database=", 9) == 0) {
-            field = &srv->database;
-            v.data = value[i].data + 9;
-
-        } else if (ngx_strncmp(value[i].data, "port=", 5) == 0) {
-            n = ngx_atoi(value[i].data + 5, value[i].len - 5);
-            if (n < 1 || n > 65535) {
-                goto invalid;
-            }
-            srv->port = n;
-            continue;
-
-        } else if (ngx_strncmp(value[i].data, "pool_size=", 10) == 0) {
-            n = ngx_atoi(value[i].data + 10, value[i].len - 10);
-            if (n < 1 || n > 1024) {
-                goto invalid;
-            }
-            srv->pool_size = n;
-            continue;
-
-        } else {
-            goto invalid;
-        }
-
-        /* cf->args values are NUL-terminated, as the client library wants */
-        v.len = value[i].data + value[i].len - v.data;
-        *field = v;
+    if (ngx_http_bytemark_parse_params(cf, 1, params, srv, &err) != NGX_OK) {
+        /* never echo the argument: it may be the password */
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"bytemark_mysql\" has an invalid parameter #%ui "
+                           "(expected host=, socket=, port=1..65535, user=, "
+                           "password=, database= or pool_size=1..1024, "
+                           "each once)", err.arg);
+        return NGX_CONF_ERROR;
     }
 
     if ((srv->host.len == 0) == (srv->socket.len == 0)) {
@@ -437,15 +306,6 @@ ngx_http_bytemark_set_mysql(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     return NGX_CONF_OK;
-
-invalid:
-
-    /* never echo the argument: it may be the password */
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "\"bytemark_mysql\" has an invalid parameter #%ui "
-                       "(expected host=, socket=, port=1..65535, user=, "
-                       "password=, database= or pool_size=1..1024)", i);
-    return NGX_CONF_ERROR;
 }
 
 

@@ -22,10 +22,6 @@ char *ngx_http_bytemark_set_thread_pool(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_bytemark_set_breaker(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-char *ngx_http_bytemark_set_stuck_calls(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-char *ngx_http_bytemark_set_mongo_batch(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
 char *ngx_http_bytemark_set_collection(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_bytemark_set_table(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -34,6 +30,7 @@ char *ngx_http_bytemark_set_handler(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_bytemark_set_cleanup(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+ngx_int_t ngx_http_bytemark_check_threads(ngx_conf_t *cf);
 void *ngx_http_bytemark_create_main_conf(ngx_conf_t *cf);
 char *ngx_http_bytemark_init_main_conf(ngx_conf_t *cf, void *conf);
 void *ngx_http_bytemark_create_loc_conf(ngx_conf_t *cf);

@@ -3,9 +3,10 @@
  * bytemark_ingest: POST one pass or an array of them for a user (SPEC 3.3).
  *
  * The body is read the nginx way (client_max_body_size, temp files), every
- * field is checked before anything is written, then one backend call does
- * both writes in its thread: the MySQL transaction, and after the commit the
- * cache update.  Doing both in one call means that even when the budget
+ * field is checked before anything is written, then the MySQL transaction
+ * runs on the event loop and, once it committed, a second call updates the
+ * cache on the MongoDB thread pool.  The second call is posted from the
+ * first one's completion, not from the request: even when the budget
  * answers the client first, the cache update still follows the commit.
  *
  * A 200 means the rows are committed.  If the cache update failed after the

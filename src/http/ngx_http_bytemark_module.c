@@ -10,7 +10,6 @@
 
 
 static ngx_int_t ngx_http_bytemark_preconfiguration(ngx_conf_t *cf);
-static ngx_int_t ngx_http_bytemark_check_threads(ngx_conf_t *cf);
 static ngx_int_t ngx_http_bytemark_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_bytemark_init_process(ngx_cycle_t *cycle);
 static void ngx_http_bytemark_exit_process(ngx_cycle_t *cycle);
@@ -20,6 +19,25 @@ static char *ngx_http_bytemark_header_value(ngx_conf_t *cf, void *post,
 
 static ngx_conf_post_handler_pt  ngx_http_bytemark_header_value_p =
     ngx_http_bytemark_header_value;
+
+/*
+ * bytemark_mongo_batch: lookups one MongoDB find task carries (1: one per
+ * task); 1000 keeps a find's $in, and a thread's work, modest.
+ * bytemark_stuck_calls: abandoned calls per server and worker before new
+ * calls skip it; at least one, or a hung server would be skipped before it
+ * ever hung a call.
+ */
+static ngx_conf_num_bounds_t  ngx_http_bytemark_1_to_1000 = {
+    ngx_http_bytemark_conf_check_bounds, 1, 1000
+};
+
+static ngx_conf_num_bounds_t  ngx_http_bytemark_at_least_1 = {
+    ngx_http_bytemark_conf_check_bounds, 1, -1
+};
+
+static ngx_conf_post_t  ngx_http_bytemark_budget = {
+    ngx_http_bytemark_conf_check_budget
+};
 
 
 static ngx_command_t  ngx_http_bytemark_commands[] = {
@@ -43,7 +61,7 @@ static ngx_command_t  ngx_http_bytemark_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_bytemark_loc_conf_t, mongo_timeout),
-      NULL },
+      &ngx_http_bytemark_budget },
 
     { ngx_string("bytemark_mysql"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
@@ -64,7 +82,7 @@ static ngx_command_t  ngx_http_bytemark_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_bytemark_loc_conf_t, mysql_timeout),
-      NULL },
+      &ngx_http_bytemark_budget },
 
     { ngx_string("bytemark_thread_pool"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -145,10 +163,10 @@ static ngx_command_t  ngx_http_bytemark_commands[] = {
 
     { ngx_string("bytemark_ingest_max_passes"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_num_slot,
+      ngx_http_bytemark_conf_set_num_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_bytemark_loc_conf_t, ingest_max_passes),
-      NULL },
+      &ngx_http_bytemark_at_least_1 },
 
     { ngx_string("bytemark_microcache"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
@@ -166,17 +184,17 @@ static ngx_command_t  ngx_http_bytemark_commands[] = {
 
     { ngx_string("bytemark_mongo_batch"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_http_bytemark_set_mongo_batch,
+      ngx_http_bytemark_conf_set_num_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      0,
-      NULL },
+      offsetof(ngx_http_bytemark_main_conf_t, mongo_batch),
+      &ngx_http_bytemark_1_to_1000 },
 
     { ngx_string("bytemark_stuck_calls"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_http_bytemark_set_stuck_calls,
+      ngx_http_bytemark_conf_set_num_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      0,
-      NULL },
+      offsetof(ngx_http_bytemark_main_conf_t, stuck_calls),
+      &ngx_http_bytemark_1_to_1000 },
 
     { ngx_string("bytemark_cache_cleanup"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
@@ -237,10 +255,6 @@ ngx_module_t  ngx_http_bytemark_module = {
 static ngx_int_t
 ngx_http_bytemark_preconfiguration(ngx_conf_t *cf)
 {
-    if (ngx_http_bytemark_check_threads(cf) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
     /* the response writer keeps 200s in, and drops errors from, the cache */
     ngx_http_bytemark_response_cache(ngx_http_bytemark_microcache_store,
                                      ngx_http_bytemark_microcache_release);
@@ -250,28 +264,35 @@ ngx_http_bytemark_preconfiguration(ngx_conf_t *cf)
 
 
 /*
- * Every backend call runs on an nginx thread pool: an nginx built without
- * --with-threads is refused at the http{} block, whatever it configures,
- * with a message that names the cause, never left to fail later. Either the
- * module was built against such a tree (NGX_THREADS unset), or it was built
- * with threads and is loaded by an nginx without them: its weak references
- * to the thread pool functions are then NULL (ngx_http_bytemark_core.h).
+ * MongoDB calls run on an nginx thread pool (mongo-c-driver has no
+ * non-blocking API); MySQL runs on the event loop and needs none.  So only
+ * the directives that need a pool (bytemark_mongo_uri, bytemark_thread_pool)
+ * refuse an nginx built without --with-threads, by name, where they are
+ * written.  Either the module was built against such a tree (NGX_THREADS
+ * unset), or it was built with threads and is loaded by an nginx without
+ * them: its weak references to the thread pool functions are then NULL
+ * (ngx_http_bytemark_core.h).
  */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_bytemark_check_threads(ngx_conf_t *cf)
 {
+    ngx_str_t  *value;
+
 #if (NGX_THREADS)
     if (ngx_thread_pool_add != NULL && ngx_thread_task_post != NULL) {
         return NGX_OK;
     }
 #endif
 
+    value = cf->args->elts;
+
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "ngx_http_bytemark_module needs nginx built with "
-                       "--with-threads (its MongoDB and MySQL calls run on "
-                       "thread pools), and this nginx was built without "
-                       "threads");
+                       "\"%V\" needs nginx built with --with-threads "
+                       "(ngx_http_bytemark_module runs MongoDB calls on a "
+                       "thread pool; a configuration with MySQL only needs "
+                       "none), and this nginx was built without threads",
+                       &value[0]);
 
     return NGX_ERROR;
 }

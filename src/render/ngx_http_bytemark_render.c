@@ -1,9 +1,9 @@
 
 /*
  * The canonical JSON writer: the text a response carries, written once,
- * in the pool thread, straight from the cache document's BSON or from a
- * MySQL row.  No jansson tree is built on the read path and nothing is
- * serialized on the event loop.
+ * straight from the cache document's BSON (in MongoDB's pool thread) or
+ * from MySQL rows (on the event loop, as they are fetched).  No jansson
+ * tree is built on the read path and nothing is serialized twice.
  *
  * Canonical means byte for byte what jansson's json_dumps() with
  * JSON_COMPACT | JSON_SORT_KEYS writes for the same value after the
@@ -21,7 +21,7 @@
 static ssize_t ngx_http_bytemark_string_len(const u_char *s, size_t len);
 
 
-/* growable malloc()ed text: pool threads have no nginx pool */
+/* growable malloc()ed text: MongoDB's pool threads have no nginx pool */
 
 ngx_int_t
 ngx_http_bytemark_jbuf_reserve(ngx_http_bytemark_jbuf_t *b, size_t n)

@@ -1,7 +1,8 @@
 
 /*
  * The render layer: JSON in and out, with no nginx request state, so that
- * it runs in pool threads and under the fuzzers as it is.  BSON values and
+ * it runs in MongoDB's pool threads, on the event loop (MySQL rows) and
+ * under the fuzzers as it is.  BSON values and
  * MySQL rows become the canonical JSON the responses carry (render.c),
  * pass arrays are filtered and searched (json.c), ingest bodies are parsed
  * and checked (body.c), JSON becomes BSON for the cache writes.

@@ -2,7 +2,7 @@
 /*
  * A circuit breaker per backend (MongoDB, and each MySQL server): after
  * "bytemark_breaker failures=" (5) consecutive failures that cost time
- * (budgets spent, connections that hang, calls stuck in a thread) the
+ * (budgets spent, connections that hang, calls stuck in a driver) the
  * backend is skipped for "open=" (2s), so the fallback answers at once instead
  * of every request paying the backend's timeout.  Then one call at a time is
  * let through as a probe: its success closes the breaker, its failure opens
@@ -13,8 +13,8 @@
  * save, and an open breaker would only delay the recovery.
  *
  * The state lives in the shared zone, so all workers agree and each change
- * of state is logged once, by whoever made it.  Everything is atomics: the
- * pool threads update it too.
+ * of state is logged once, by whoever made it.  Everything is atomics:
+ * MongoDB's pool threads update it too.
  */
 
 

@@ -26,6 +26,13 @@
 #include "ngx_http_bytemark_shm.h"
 
 
+/* the parameters of bytemark_microcache, as written */
+typedef struct {
+    ngx_str_t                      zone;        /* <name>:<size> */
+    ngx_msec_t                     ttl;
+} ngx_http_bytemark_mc_args_t;
+
+
 /* an entry takes at most this part of the zone's pages */
 #define NGX_HTTP_BYTEMARK_MC_MAX_SHARE  8
 
@@ -48,10 +55,18 @@ ngx_http_bytemark_set_microcache(ngx_conf_t *cf, ngx_command_t *cmd,
     u_char                          *p;
     ssize_t                          size;
     ngx_str_t                       *value, name, s;
-    ngx_uint_t                       i;
-    ngx_msec_t                       ttl;
     ngx_shm_zone_t                 **slot;
+    ngx_http_bytemark_param_err_t    err;
     ngx_http_bytemark_main_conf_t   *bmcf;
+    ngx_http_bytemark_mc_args_t      args;
+
+    static ngx_http_bytemark_param_t  params[] = {
+        { ngx_string("zone"), NGX_HTTP_BYTEMARK_PARAM_STR,
+          offsetof(ngx_http_bytemark_mc_args_t, zone), 0, 0 },
+        { ngx_string("ttl"), NGX_HTTP_BYTEMARK_PARAM_MSEC,
+          offsetof(ngx_http_bytemark_mc_args_t, ttl), 1, 0 },
+        { ngx_null_string, 0, 0, 0, 0 }
+    };
 
     if (blcf->microcache != NGX_CONF_UNSET_PTR) {
         return "is duplicate";
@@ -64,56 +79,38 @@ ngx_http_bytemark_set_microcache(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_OK;
     }
 
-    ngx_str_null(&name);
-    size = 0;
-    ttl = 0;
+    ngx_memzero(&args, sizeof(ngx_http_bytemark_mc_args_t));
 
-    for (i = 1; i < cf->args->nelts; i++) {
-
-        if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
-            name.data = value[i].data + 5;
-            p = (u_char *) ngx_strchr(name.data, ':');
-
-            if (p == NULL) {
-                goto invalid;
-            }
-
-            name.len = p - name.data;
-            s.data = p + 1;
-            s.len = value[i].data + value[i].len - s.data;
-
-            size = ngx_parse_size(&s);
-            if (name.len == 0 || size == NGX_ERROR) {
-                goto invalid;
-            }
-
-            if (size < (ssize_t) (8 * ngx_pagesize)) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "\"bytemark_microcache\" zone \"%V\" is "
-                                   "too small", &name);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "ttl=", 4) == 0) {
-            s.data = value[i].data + 4;
-            s.len = value[i].len - 4;
-
-            ttl = ngx_parse_time(&s, 0);
-            if (ttl == (ngx_msec_t) NGX_ERROR || ttl == 0) {
-                goto invalid;
-            }
-
-            continue;
-        }
-
+    if (ngx_http_bytemark_parse_params(cf, 1, params, &args, &err) != NGX_OK) {
         goto invalid;
     }
 
-    if (name.len == 0 || ttl == 0) {
+    if (args.zone.len == 0 || args.ttl == 0) {
         return "needs \"zone=<name>:<size>\" and \"ttl=<time>\", or \"off\"";
+    }
+
+    /* zone=<name>:<size> */
+    name.data = args.zone.data;
+    p = ngx_strlchr(name.data, name.data + args.zone.len, ':');
+
+    if (p == NULL) {
+        goto invalid_zone;
+    }
+
+    name.len = p - name.data;
+    s.data = p + 1;
+    s.len = args.zone.data + args.zone.len - s.data;
+
+    size = ngx_parse_size(&s);
+    if (name.len == 0 || size == NGX_ERROR) {
+        goto invalid_zone;
+    }
+
+    if (size < (ssize_t) (8 * ngx_pagesize)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"bytemark_microcache\" zone \"%V\" is "
+                           "too small", &name);
+        return NGX_CONF_ERROR;
     }
 
     /* the tag tells our zones from any other module's of the same name */
@@ -123,7 +120,7 @@ ngx_http_bytemark_set_microcache(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-    blcf->microcache_ttl = ttl;
+    blcf->microcache_ttl = args.ttl;
 
     if (blcf->microcache->init == NULL) {
         /* the zone's context lives as long as this configuration */
@@ -161,7 +158,15 @@ invalid:
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "\"bytemark_microcache\" has an invalid parameter "
                        "\"%V\" (expected zone=<name>:<size> ttl=<time> or "
-                       "off)", &value[i]);
+                       "off)", &value[err.arg]);
+    return NGX_CONF_ERROR;
+
+invalid_zone:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"bytemark_microcache\" has an invalid parameter "
+                       "\"zone=%V\" (expected zone=<name>:<size> "
+                       "ttl=<time> or off)", &args.zone);
     return NGX_CONF_ERROR;
 }
 

@@ -7,9 +7,9 @@
  * metrics_json.c and metrics_prom.c).
  *
  * Counters and histograms are ngx_atomic_t updated with
- * ngx_atomic_fetch_add(): workers and their pool threads add to the same
- * numbers without a lock.  nginx hands a zone with the same name, size and
- * tag to the new cycle on reload, so they survive reloads and restarted
+ * ngx_atomic_fetch_add(): workers and their MongoDB pool threads add to the
+ * same numbers without a lock.  nginx hands a zone with the same name, size
+ * and tag to the new cycle on reload, so they survive reloads and restarted
  * workers; they start from zero when nginx starts.
  *
  * Gauges describe one worker's own resources (its connection pools, its
@@ -363,7 +363,8 @@ ngx_http_bytemark_metrics_call_timed_out(ngx_http_bytemark_call_t *call)
 
 
 /*
- * Event loop: the thread is done with the call, abandoned or not.  The
+ * Event loop: the backend is done with the call (a MongoDB thread, or MySQL
+ * on the event loop), abandoned or not.  The
  * duration is the backend's own, from posting to completion, even when
  * the request stopped waiting for it earlier.
  */

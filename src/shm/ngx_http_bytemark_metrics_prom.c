@@ -87,7 +87,8 @@ ngx_http_bytemark_metrics_prom_histogram(ngx_http_bytemark_out_t *o,
 
     ngx_http_bytemark_prom_header(o, "bytemark_backend_duration_seconds",
         "histogram",
-        "Duration of backend calls, from posting to the thread pool to "
+        "Duration of backend calls, from posting (MongoDB: to the thread "
+        "pool; MySQL: to its connection pool, on the event loop) to "
         "completion.");
 
     for (b = 0; b < NGX_HTTP_BYTEMARK_BACKENDS; b++) {

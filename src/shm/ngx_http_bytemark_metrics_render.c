@@ -70,8 +70,8 @@ static ngx_http_bytemark_family_t  ngx_http_bytemark_families[] = {
       { ngx_http_bytemark_backends, ngx_http_bytemark_states }, { 2, 2 } },
 
     { "bytemark_thread_pool_queue", "gauge",
-      "Backend calls posted to the thread pool and not completed yet "
-      "(queued or running).",
+      "MongoDB calls posted to the thread pool and not completed yet "
+      "(queued or running); MySQL calls run on the event loop.",
       { NULL, NULL }, { ngx_http_bytemark_none, NULL }, { 1, 1 } },
 
     { "bytemark_microcache_events_total", "counter",

@@ -524,8 +524,14 @@ ngx_http_bytemark_set_notes_zone(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_bytemark_main_conf_t *bmcf = conf;
 
-    ssize_t     size;
-    ngx_str_t  *value, s;
+    ngx_str_t                      *value;
+    ngx_http_bytemark_param_err_t   err;
+
+    static ngx_http_bytemark_param_t  params[] = {
+        { ngx_string("size"), NGX_HTTP_BYTEMARK_PARAM_SIZE,
+          offsetof(ngx_http_bytemark_main_conf_t, notes_size), 0, 0 },
+        { ngx_null_string, 0, 0, 0, 0 }
+    };
 
     if (bmcf->notes_size != NGX_CONF_UNSET_SIZE) {
         return "is duplicate";
@@ -533,35 +539,29 @@ ngx_http_bytemark_set_notes_zone(ngx_conf_t *cf, ngx_command_t *cmd,
 
     value = cf->args->elts;
 
-    if (ngx_strncmp(value[1].data, "size=", 5) != 0) {
+    if (ngx_http_bytemark_parse_params(cf, 1, params, bmcf, &err) != NGX_OK) {
+
+        if (err.problem == NGX_HTTP_BYTEMARK_PARAM_INVALID) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"bytemark_notes_zone\" has an invalid "
+                               "size \"%V\"", &err.value);
+            return NGX_CONF_ERROR;
+        }
+
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"bytemark_notes_zone\" has an invalid "
                            "parameter \"%V\": write size=<size>",
-                           &value[1]);
+                           &value[err.arg]);
         return NGX_CONF_ERROR;
     }
 
-    s.data = value[1].data + 5;
-    s.len = value[1].len - 5;
-
-    size = ngx_parse_size(&s);
-
-    if (size == NGX_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"bytemark_notes_zone\" has an invalid "
-                           "size \"%V\"", &s);
-        return NGX_CONF_ERROR;
-    }
-
-    if (size < (ssize_t) NGX_HTTP_BYTEMARK_SHM_MIN) {
+    if (bmcf->notes_size < NGX_HTTP_BYTEMARK_SHM_MIN) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"bytemark_notes_zone\" size \"%V\" is too "
-                           "small: at least %uzk", &s,
+                           "small: at least %uzk", &err.value,
                            (size_t) NGX_HTTP_BYTEMARK_SHM_MIN / 1024);
         return NGX_CONF_ERROR;
     }
-
-    bmcf->notes_size = (size_t) size;
 
     return NGX_CONF_OK;
 }

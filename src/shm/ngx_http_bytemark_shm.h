@@ -87,7 +87,7 @@ ngx_int_t ngx_http_bytemark_breaker_closed(
 void ngx_http_bytemark_breaker_result(ngx_http_bytemark_main_conf_t *bmcf,
     ngx_uint_t backend, ngx_uint_t ok, int64_t cost);
 
-/* the cost of a failure that is a call stuck in a thread */
+/* the cost of a failure that is a call stuck in a driver past its budget */
 #define NGX_HTTP_BYTEMARK_BREAKER_STUCK  NGX_MAX_INT32_VALUE
 
 /*

@@ -972,7 +972,9 @@ sub module_static { ($ENV{BYTEMARK_MODULE} // '') eq 'static' }
 # (db.coll) %%MYSQL%% (mysql_directive()) %%MYSQL_PORT%% %%MYSQL_SOCKET%%.
 # %opt: workers => N, main => "main-context lines", thread_pool =>
 # "threads=4 max_queue=65536" (parameters of the default pool) or
-# "name threads=..." (an extra pool; an arrayref for several), no_module => 1,
+# "name threads=..." (an extra pool; an arrayref for several), or "none" (no
+# thread_pool line at all: an nginx without threads has no such directive, and
+# nginx then creates only the pools a module asks for), no_module => 1,
 # error_log_level => 'debug' (default info), events => "lines in events{}".
 sub nginx_conf {
     my ($self, $body, %o) = @_;
@@ -983,8 +985,9 @@ sub nginx_conf {
     my $default_pool = 'threads=4 max_queue=65536';
     my @pools;
     for my $tp (ref $o{thread_pool} ? @{ $o{thread_pool} } : grep { defined } $o{thread_pool}) {
-        if ($tp =~ /^\s*threads=/) { $default_pool = $tp }
-        else                       { push @pools, $tp }
+        if ($tp eq 'none')            { $default_pool = undef }
+        elsif ($tp =~ /^\s*threads=/) { $default_pool = $tp }
+        else                          { push @pools, $tp }
     }
 
     my $conf = '';
@@ -999,8 +1002,8 @@ worker_processes $workers;
 pid $dir/nginx.pid;
 lock_file $dir/nginx.lock;
 error_log $dir/error.log $level;
-thread_pool default $default_pool;
 EOF
+    $conf .= "thread_pool default $default_pool;\n" if defined $default_pool;
     $conf .= "thread_pool $_;\n" for @pools;
     $conf .= "$o{main}\n" if defined $o{main};
     $conf .= "events {\n    worker_connections 1024;\n" . ($o{events} // '') . "}\n";
