@@ -79,7 +79,11 @@ ok $s->{bytemark_microcache_events_total}{hit} >= 4, 'and as hit events';
 sleep 2.2;
 my ($re) = get('/t?user_id=1');
 is cs($re), 'EXPIRED', 'after ttl: EXPIRED';
-is cs((get('/t?user_id=1'))[0]), 'HIT', 'then HIT again';
+# the refresh runs in the background: UPDATING until it has stored the answer
+my @after;
+ok wait_until(sub { push @after, cs((get('/t?user_id=1'))[0]); $after[-1] eq 'HIT' }, 5)
+   && !grep({ $_ ne 'UPDATING' && $_ ne 'HIT' } @after),
+   'then UPDATING while it is refreshed, and HIT again (' . join(' ', @after) . ')';
 ok status()->{bytemark_microcache_events_total}{expired} >= 1, 'counted as expired, not miss';
 
 # --- invalidation by ingest and purge, across two workers ------------------------------------
