@@ -39,8 +39,6 @@
     NGX_HTTP_BYTEMARK_KEEP("timestamp")
 
 
-static char *ngx_http_bytemark_mysql_sql(ngx_cycle_t *cycle, ngx_str_t *table,
-    const char *head, const char *tail);
 static void ngx_http_bytemark_mysql_read(ngx_http_bytemark_call_t *call,
     ngx_uint_t sql);
 static void ngx_http_bytemark_mysql_read_try(
@@ -55,8 +53,6 @@ static void ngx_http_bytemark_mysql_read_rows(
     ngx_http_bytemark_mysql_conn_t *conn);
 static void ngx_http_bytemark_mysql_read_end(
     ngx_http_bytemark_mysql_conn_t *conn, ngx_int_t rc);
-static ngx_int_t ngx_http_bytemark_mysql_pass_object(
-    ngx_http_bytemark_mysql_row_t *row, ngx_http_bytemark_answer_t *a);
 
 
 ngx_int_t
@@ -117,6 +113,10 @@ ngx_http_bytemark_mysql_init_process(ngx_cycle_t *cycle,
         }
     }
 
+    if (ngx_http_bytemark_mysql_batch_init(cycle, bmcf, pool) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     bmcf->mysql = pool;
 
     return NGX_OK;
@@ -126,7 +126,7 @@ ngx_http_bytemark_mysql_init_process(ngx_cycle_t *cycle,
 /* head `table` tail; the table name was checked to be a plain identifier
  * ("db.table" allowed) */
 
-static char *
+char *
 ngx_http_bytemark_mysql_sql(ngx_cycle_t *cycle, ngx_str_t *table,
     const char *head, const char *tail)
 {
@@ -411,7 +411,7 @@ ngx_http_bytemark_mysql_read_end(ngx_http_bytemark_mysql_conn_t *conn,
 
 /* a row becomes a pass in the array of its version (SPEC 2) */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_bytemark_mysql_pass_object(ngx_http_bytemark_mysql_row_t *row,
     ngx_http_bytemark_answer_t *a)
 {
