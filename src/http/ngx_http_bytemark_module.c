@@ -15,12 +15,6 @@ static ngx_int_t ngx_http_bytemark_init_process(ngx_cycle_t *cycle);
 static void ngx_http_bytemark_exit_process(ngx_cycle_t *cycle);
 
 
-/* bytemark_mysql_batch: the largest prepared IN list (mysql_private.h) */
-static ngx_conf_num_bounds_t  ngx_http_bytemark_mysql_batch_bounds = {
-    ngx_conf_check_num_bounds, 1, 256
-};
-
-
 static ngx_command_t  ngx_http_bytemark_commands[] = {
 
     { ngx_string("bytemark_mongo_uri"),
@@ -165,10 +159,10 @@ static ngx_command_t  ngx_http_bytemark_commands[] = {
 
     { ngx_string("bytemark_mysql_batch"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_num_slot,
+      ngx_http_bytemark_set_mysql_batch,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      offsetof(ngx_http_bytemark_main_conf_t, mysql_batch),
-      &ngx_http_bytemark_mysql_batch_bounds },
+      0,
+      NULL },
 
     { ngx_string("bytemark_stuck_calls"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,

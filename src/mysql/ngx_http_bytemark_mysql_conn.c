@@ -462,9 +462,18 @@ ngx_http_bytemark_mysql_cancel(ngx_http_bytemark_call_t *call)
         node->nwaiting--;
     }
 
-    ngx_snprintf((u_char *) call->error, sizeof(call->error),
-                 "all %ui connections to mysql server #%ui are busy%Z",
-                 node->conf->pool_size, node->index + 1);
+    if (ngx_http_bytemark_mysql_free_conn(node)) {
+        /* a connection was free: the reads in flight held it back */
+        ngx_snprintf((u_char *) call->error, sizeof(call->error),
+                     "queued behind %ui reads in flight to mysql "
+                     "server #%ui%Z", node->reading, node->index + 1);
+
+    } else {
+        ngx_snprintf((u_char *) call->error, sizeof(call->error),
+                     "all %ui connections to mysql server #%ui are busy%Z",
+                     node->conf->pool_size, node->index + 1);
+    }
+
     call->answer.result = NGX_HTTP_BYTEMARK_FAILED;
     call->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_TIMEOUT;
 
