@@ -4,11 +4,13 @@
  * wait queues here, the non-blocking driver in ngx_http_bytemark_mysql_loop.c,
  * the statements in ngx_http_bytemark_mysql_stmt.c.
  *
- * Each worker has, per configured server, pool_size connection slots and a
- * queue of calls waiting for one.  A call is given a free slot by the
- * server's "wake" event (posted, so that a call never starts, or ends,
- * inside the handler that posted it), and keeps it until its statements are
- * over.  Every library call is a Connector/C non-blocking call
+ * Each worker has, per configured server, pool_size connection slots and
+ * two queues of calls waiting for one: ingests, and lookups (at most
+ * pool->inflight connections read at a time; the next takes the lookups
+ * that queued meanwhile as one batch: ngx_http_bytemark_mysql_batch.c).  A
+ * call is given a free slot by the server's "wake" event (posted, so that a
+ * call never starts, or ends, inside the handler that posted it), and keeps
+ * it until its statements are over.  Every library call is a Connector/C non-blocking call
  * (MYSQL_OPT_NONBLOCK): its _start() runs until the library would wait,
  * then the library's socket, registered as an nginx connection, and a timer
  * for MYSQL_WAIT_TIMEOUT resume it with _cont().  No MySQL call blocks the
