@@ -84,8 +84,8 @@ ngx_http_bytemark_mysql_batch_init(ngx_cycle_t *cycle,
 
     for (kind = 0; kind < 2; kind++) {
         for (s = 0; s < pool->sizes; s++) {
-            i = NGX_HTTP_BYTEMARK_SQL_BATCH + kind * NGX_HTTP_BYTEMARK_MYSQL_SIZES
-                + s;
+            i = NGX_HTTP_BYTEMARK_SQL_BATCH
+                + kind * NGX_HTTP_BYTEMARK_MYSQL_SIZES + s;
 
             pool->sql[i] = ngx_http_bytemark_mysql_batch_sql(cycle,
                                &bmcf->mysql_table, kind, 2u << s);
@@ -207,8 +207,8 @@ ngx_http_bytemark_mysql_batch_read(ngx_http_bytemark_mysql_conn_t *conn)
 
     b->size = 2u << s;
 
-    conn->sql = NGX_HTTP_BYTEMARK_SQL_BATCH + kind * NGX_HTTP_BYTEMARK_MYSQL_SIZES
-                + s;
+    conn->sql = NGX_HTTP_BYTEMARK_SQL_BATCH
+                + kind * NGX_HTTP_BYTEMARK_MYSQL_SIZES + s;
     conn->end = ngx_http_bytemark_mysql_batch_end;
 
     ngx_log_debug4(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,

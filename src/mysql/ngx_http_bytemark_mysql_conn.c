@@ -10,11 +10,11 @@
  * that queued meanwhile as one batch: ngx_http_bytemark_mysql_batch.c).  A
  * call is given a free slot by the server's "wake" event (posted, so that a
  * call never starts, or ends, inside the handler that posted it), and keeps
- * it until its statements are over.  Every library call is a Connector/C non-blocking call
- * (MYSQL_OPT_NONBLOCK): its _start() runs until the library would wait,
- * then the library's socket, registered as an nginx connection, and a timer
- * for MYSQL_WAIT_TIMEOUT resume it with _cont().  No MySQL call blocks the
- * loop and none goes to a thread.
+ * it until its statements are over.  Every library call is a Connector/C
+ * non-blocking call (MYSQL_OPT_NONBLOCK): its _start() runs until the
+ * library would wait, then the library's socket, registered as an nginx
+ * connection, and a timer for MYSQL_WAIT_TIMEOUT resume it with _cont().
+ * No MySQL call blocks the loop and none goes to a thread.
  *
  * A call whose budget is spent, or whose client went away, is not
  * interrupted: its statement ends on the loop, late, and its connection

@@ -31,7 +31,8 @@
  * SQL_BATCH + kind * SIZES + s has 2 << s parameters.
  */
 #define NGX_HTTP_BYTEMARK_MYSQL_SIZES  8
-#define NGX_HTTP_BYTEMARK_MYSQL_BATCH_MAX  (2 << (NGX_HTTP_BYTEMARK_MYSQL_SIZES - 1))
+#define NGX_HTTP_BYTEMARK_MYSQL_BATCH_MAX                                     \
+    (2 << (NGX_HTTP_BYTEMARK_MYSQL_SIZES - 1))
 #define NGX_HTTP_BYTEMARK_SQL_BATCH    NGX_HTTP_BYTEMARK_SQL_N
 #define NGX_HTTP_BYTEMARK_SQL_ALL                                             \
     (NGX_HTTP_BYTEMARK_SQL_N + 2 * NGX_HTTP_BYTEMARK_MYSQL_SIZES)
