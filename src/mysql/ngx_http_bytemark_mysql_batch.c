@@ -29,8 +29,13 @@
 #include "ngx_http_bytemark_mysql_private.h"
 
 
-/* connections of a server reading at a time before lookups queue */
+/*
+ * Connections of a server reading at a time before lookups queue (the
+ * manual says why two); a build may set another to measure it.
+ */
+#ifndef NGX_HTTP_BYTEMARK_MYSQL_INFLIGHT
 #define NGX_HTTP_BYTEMARK_MYSQL_INFLIGHT  2
+#endif
 
 #define NGX_HTTP_BYTEMARK_BATCH_SELECT                                        \
     "SELECT pass_uuid, version, status, free_ticket_status, payload, "       \
