@@ -335,15 +335,29 @@ $t->reload_nginx(conf());
 }
 
 # without a replica: each request of the failed batch is a 503
+$t->start_mysql;
 $t->reload_nginx(conf(no_replica => 1));
 {
-    my @s = map { send_raw($port, "/t?user_id=$_") } 1 .. 6;
+    my @s = map { send_raw($port, "/t?user_id=$_") } 1 .. 4;
+    my @g = map { got(read_raw($s[$_]), $_ + 1) } 0 .. 3;
+    is_deeply \@g, [ map { want($_) } 1 .. 4 ], 'the primary restarted: its rows again';
+    my $log_at = length $t->error_log;
+    @s = frozen_burst(paths => [ map { "/t?user_id=$_" } 1 .. 8 ], together => 1,
+                      while_frozen => sub {
+                          kill 'KILL', $t->mysql_pid;
+                          sleep 0.3;
+                          $t->stop_mysql(fast => 1);
+                      });
     my @bad;
     for my $i (0 .. $#s) {
         my $r = read_raw($s[$i]);
-        push @bad, "user " . ($i + 1) . ": $r->{status}" unless $r->{status} == 503;
+        push @bad, "user " . ($i + 1) . ": $r->{status}"
+            unless $r->{status} == 503 && $r->{body} =~ /"error":"unavailable"/;
     }
-    is "@bad", '', 'primary gone, no replica: each lookup is 503';
+    is "@bad", '', 'primary killed under a batch, no replica: each request is 503';
+    like substr($t->error_log, $log_at),
+        qr/mysql tickets query for user \d+ failed after \d+ ms: (cannot connect|execute|store result|fetch)/,
+        '... each logged as a failed query';
 }
 
 my $log = $t->error_log;
