@@ -5,7 +5,8 @@
  * queues (mysql_conn.c), the driver that runs Connector/C's non-blocking
  * calls on nginx's event loop (mysql_loop.c), prepared statements
  * (mysql_stmt.c), the statements of a read and rows into answers
- * (mysql.c), the ingest transaction (mysql_ingest.c).
+ * (mysql.c), lookups batched into one query (mysql_batch.c), the ingest
+ * transaction (mysql_ingest.c).
  */
 
 
