@@ -24,13 +24,13 @@ char *ngx_http_bytemark_set_breaker(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_bytemark_set_stuck_calls(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-char *ngx_http_bytemark_set_mysql_batch(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
 char *ngx_http_bytemark_set_mongo_batch(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_bytemark_set_collection(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_bytemark_set_table(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_bytemark_set_mysql_batch(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_bytemark_set_handler(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
