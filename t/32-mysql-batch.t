@@ -259,6 +259,28 @@ sub frozen_burst {
     is "@bad", '', 'clients gone while their batch runs: the others of the batch are answered';
 }
 
+# --- a batch the server answers with an error: each request fails as one ------
+
+{
+    # on both servers: a replica would say the same
+    $_->sql('RENAME TABLE bytemark_pass TO bytemark_pass_away') for $t, $replica;
+    my $log_at = length $t->error_log;
+    my @s = frozen_burst(paths => [ map { "/t?user_id=$_" } 1 .. 8 ], together => 1);
+    my @bad;
+    for my $i (0 .. $#s) {
+        my $r = read_raw($s[$i]);
+        push @bad, "user " . ($i + 1) . ": $r->{status} $r->{body}"
+            unless $r->{status} == 503 && $r->{body} =~ /^\{"error":"unavailable","message":"[^"]+"\}$/;
+    }
+    $_->sql('RENAME TABLE bytemark_pass_away TO bytemark_pass') for $t, $replica;
+    is "@bad", '', 'a batch that fails with an SQL error: each of its requests is 503';
+    my @failed = substr($t->error_log, $log_at) =~ /mysql tickets query for user (\d+) failed/g;
+    my %u = map { $_ => 1 } @failed;
+    is scalar(keys %u), 8, '... each request logged its own failure';
+    ok wait_until(sub { got(http_raw($port, '/t?user_id=3'), 3) eq want(3) }, 10),
+        'the table back: the statements answer again';
+}
+
 is_deeply [$t->worker_pids], [$worker], 'the same worker throughout: nothing crashed';
 
 # --- statements stay prepared: Com_stmt_prepare does not grow with traffic ------
