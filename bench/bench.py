@@ -67,6 +67,8 @@ import tempfile
 import threading
 import time
 
+import mysql_batch          # bench/mysql_batch.py: issue 27's side-by-side section
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = '/usr/bin/python3'
 FERRETDB = os.path.join(ROOT, 'build', 'ferretdb', 'ferretdb')
@@ -867,6 +869,8 @@ http {
                 self.port_b0), module=bm), self.port_b0, self.a.workers)
             log('baseline (%s): nginx A0 on %d, nginx B0 on %d' % (self.a.baseline_label or bm, self.port_a0,
                                                                     self.port_b0))
+        mysql_batch.start(self, body)
+        log('nginx A1 on %d, nginx B1 on %d: A and B with bytemark_mysql_batch 1' % (self.port_a1, self.port_b1))
 
     def check(self, port, path, want_source, want_cache=None):
         conn = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
@@ -1101,6 +1105,7 @@ http {
                                         duration=self.c1_duration, warm=False)
 
         self.connection_sweep()
+        mysql_batch.sweep(self)
 
         # The same hits and misses against FerretDB, a real MongoDB-wire server. Its hits
         # only over the users it holds; its misses over the stand-in's miss range (no cache
@@ -1687,6 +1692,9 @@ http {
         if r.get('connections'):
             w(self.connections_md())
             w('')
+        if r.get('mysql_batch'):
+            w(mysql_batch.md(self))
+            w('')
         w('## Goals (issue 6%s)' % (' and issue 13' if r.get('connections') else ''))
         w('')
         for g in r['goals']:
@@ -1956,6 +1964,10 @@ def main():
                     '(bench/run.sh --baseline REV builds one)')
     ap.add_argument('--baseline-label', help='what to call the baseline in the report (e.g. its commit)')
     ap.add_argument('--baseline-rounds', type=int, default=3)
+    ap.add_argument('--batch-rounds', type=int,
+                    help='alternating rounds of the "MySQL coalescing (issue 27)" runs (default 3, --quick 2)')
+    ap.add_argument('--only', choices=['mysql-batch'],
+                    help='run one section alone and print it (a smoke test of that section)')
     ap.add_argument('--results-dir', default=os.path.join(ROOT, 'bench', 'results'))
     ap.add_argument('--out', help='result file (default: <results-dir>/<date>-<host>[-quick].md)')
     a = ap.parse_args()
@@ -2022,6 +2034,18 @@ def main():
                 json.dump(serving, fh)
             while True:
                 time.sleep(3600)
+        if a.only == 'mysql-batch':
+            mysql_batch.sweep(b)
+            text = mysql_batch.md(b)
+            b.res['md_path'] = b.res['md_path'][:-3] + '-mysql-batch.md'
+            with open(b.res['md_path'], 'w') as fh:
+                fh.write(text + '\n')
+            with open(b.res['md_path'][:-3] + '.json', 'w') as fh:
+                json.dump(b.res, fh, indent=1, default=str)
+            print()
+            print(text)
+            log('results written to %s' % os.path.relpath(b.res['md_path'], os.getcwd()))
+            return
         b.scenarios()
         if not a.no_profile:
             b.profile()

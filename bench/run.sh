@@ -27,6 +27,9 @@
 # --connections N, --wrk-threads N, --duration S, --no-profile, --rows N,
 # --conn-levels 1,32,256, --results-dir DIR,
 # --mongo-users N, --ferretdb-docs N, --quiet-cores C, --quiet-wait S.
+# --batch-rounds N: alternating rounds of the section "MySQL coalescing (issue
+# 27)" (MySQL and the fallback with coalescing against bytemark_mysql_batch 1,
+# at --conn-levels); --only mysql-batch: that section alone, printed.
 # BYTEMARK_BUILD_DIR: build (and benchmark) the module in another directory.
 # --baseline REV (default 97dec3d, before issue 13) / --no-baseline: the module
 # of an earlier commit, built here and measured side by side at c=1.

@@ -157,6 +157,9 @@ typedef struct {
     /* bytemark_mongo_batch: lookups one MongoDB task carries */
     ngx_uint_t                    mongo_batch;
 
+    /* bytemark_mysql_batch: lookups one MySQL query answers */
+    ngx_int_t                     mysql_batch;
+
     /* bytemark_notes_zone size= */
     size_t                        notes_size;
 

@@ -44,6 +44,7 @@ ngx_http_bytemark_create_main_conf(ngx_conf_t *cf)
     bmcf->breaker_open = NGX_CONF_UNSET_MSEC;
     bmcf->stuck_calls = NGX_CONF_UNSET_UINT;
     bmcf->mongo_batch = NGX_CONF_UNSET_UINT;
+    bmcf->mysql_batch = NGX_CONF_UNSET;
     bmcf->notes_size = NGX_CONF_UNSET_SIZE;
 
     return bmcf;
@@ -73,6 +74,7 @@ ngx_http_bytemark_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(bmcf->breaker_open, 2000);
     ngx_conf_init_uint_value(bmcf->stuck_calls, 2);
     ngx_conf_init_uint_value(bmcf->mongo_batch, 64);
+    ngx_conf_init_value(bmcf->mysql_batch, 32);
 
     if (bmcf->mongo_uri.len == 0 && bmcf->mysql_servers == NULL) {
         return NGX_CONF_OK;

@@ -189,6 +189,13 @@ static ngx_command_t  ngx_http_bytemark_commands[] = {
       offsetof(ngx_http_bytemark_main_conf_t, mongo_batch),
       &ngx_http_bytemark_1_to_1000 },
 
+    { ngx_string("bytemark_mysql_batch"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_bytemark_set_mysql_batch,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("bytemark_stuck_calls"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_bytemark_conf_set_num_slot,

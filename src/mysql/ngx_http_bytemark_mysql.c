@@ -44,8 +44,6 @@
     NGX_HTTP_BYTEMARK_KEEP("timestamp")
 
 
-static char *ngx_http_bytemark_mysql_sql(ngx_cycle_t *cycle, ngx_str_t *table,
-    const char *head, const char *tail);
 static void ngx_http_bytemark_mysql_read(ngx_http_bytemark_call_t *call,
     ngx_uint_t sql);
 static void ngx_http_bytemark_mysql_read_try(
@@ -60,8 +58,6 @@ static void ngx_http_bytemark_mysql_read_rows(
     ngx_http_bytemark_mysql_conn_t *conn);
 static void ngx_http_bytemark_mysql_read_end(
     ngx_http_bytemark_mysql_conn_t *conn, ngx_int_t rc);
-static ngx_int_t ngx_http_bytemark_mysql_pass_object(
-    ngx_http_bytemark_mysql_row_t *row, ngx_http_bytemark_answer_t *a);
 
 
 /* the Connector/C loaded ("3.3.20"), not the one built against */
@@ -141,6 +137,10 @@ ngx_http_bytemark_mysql_init_process(ngx_cycle_t *cycle,
         }
     }
 
+    if (ngx_http_bytemark_mysql_batch_init(cycle, bmcf, pool) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     bmcf->mysql = pool;
 
     return NGX_OK;
@@ -150,7 +150,7 @@ ngx_http_bytemark_mysql_init_process(ngx_cycle_t *cycle,
 /* head `table` tail; the table name was checked to be a plain identifier
  * ("db.table" allowed) */
 
-static char *
+char *
 ngx_http_bytemark_mysql_sql(ngx_cycle_t *cycle, ngx_str_t *table,
     const char *head, const char *tail)
 {
@@ -437,7 +437,7 @@ ngx_http_bytemark_mysql_read_end(ngx_http_bytemark_mysql_conn_t *conn,
 
 /* a row becomes a pass in the array of its version (SPEC 2) */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_bytemark_mysql_pass_object(ngx_http_bytemark_mysql_row_t *row,
     ngx_http_bytemark_answer_t *a)
 {

@@ -4,15 +4,17 @@
  * wait queues here, the non-blocking driver in ngx_http_bytemark_mysql_loop.c,
  * the statements in ngx_http_bytemark_mysql_stmt.c.
  *
- * Each worker has, per configured server, pool_size connection slots and a
- * queue of calls waiting for one.  A call is given a free slot by the
- * server's "wake" event (posted, so that a call never starts, or ends,
- * inside the handler that posted it), and keeps it until its statements are
- * over.  Every library call is a Connector/C non-blocking call
- * (MYSQL_OPT_NONBLOCK): its _start() runs until the library would wait,
- * then the library's socket, registered as an nginx connection, and a timer
- * for MYSQL_WAIT_TIMEOUT resume it with _cont().  No MySQL call blocks the
- * loop and none goes to a thread.
+ * Each worker has, per configured server, pool_size connection slots and
+ * two queues of calls waiting for one: ingests, and lookups (at most
+ * pool->inflight connections read at a time; the next takes the lookups
+ * that queued meanwhile as one batch: ngx_http_bytemark_mysql_batch.c).  A
+ * call is given a free slot by the server's "wake" event (posted, so that a
+ * call never starts, or ends, inside the handler that posted it), and keeps
+ * it until its statements are over.  Every library call is a Connector/C
+ * non-blocking call (MYSQL_OPT_NONBLOCK): its _start() runs until the
+ * library would wait, then the library's socket, registered as an nginx
+ * connection, and a timer for MYSQL_WAIT_TIMEOUT resume it with _cont().
+ * No MySQL call blocks the loop and none goes to a thread.
  *
  * A call whose budget is spent, or whose client went away, is not
  * interrupted: its statement ends on the loop, late, and its connection
@@ -43,8 +45,12 @@
 
 
 static void ngx_http_bytemark_mysql_wake(ngx_event_t *ev);
+static ngx_http_bytemark_mysql_conn_t *ngx_http_bytemark_mysql_free_conn(
+    ngx_http_bytemark_mysql_node_t *node);
+static ngx_uint_t ngx_http_bytemark_mysql_take(
+    ngx_http_bytemark_mysql_node_t *node, ngx_http_bytemark_call_t **members);
 static void ngx_http_bytemark_mysql_begin(ngx_http_bytemark_mysql_conn_t *conn,
-    ngx_http_bytemark_call_t *call);
+    ngx_uint_t n);
 static ngx_int_t ngx_http_bytemark_mysql_cancel(ngx_http_bytemark_call_t *call);
 
 
@@ -72,6 +78,7 @@ ngx_http_bytemark_mysql_pool_init(ngx_cycle_t *cycle,
         node->pool = pool;
         node->index = i;
         ngx_queue_init(&node->waiting);
+        ngx_queue_init(&node->reads);
 
         node->wake.handler = ngx_http_bytemark_mysql_wake;
         node->wake.data = node;
@@ -116,11 +123,11 @@ ngx_http_bytemark_mysql_pool_done(ngx_http_bytemark_mysql_pool_t *pool)
 
             ngx_http_bytemark_mysql_close(conn);
 
-            for (n = 0; n < NGX_HTTP_BYTEMARK_SQL_UPSERT * NGX_HTTP_BYTEMARK_COLS;
-                 n++)
-            {
-                free(conn->row[n / NGX_HTTP_BYTEMARK_COLS]
-                         .buf[n % NGX_HTTP_BYTEMARK_COLS]);
+            for (n = 0; n < NGX_HTTP_BYTEMARK_BCOLS; n++) {
+                free(conn->row[NGX_HTTP_BYTEMARK_SQL_TICKETS].buf[n]);
+                free(conn->row[NGX_HTTP_BYTEMARK_SQL_PASS].buf[n]);
+                free(conn->brow[0].buf[n]);
+                free(conn->brow[1].buf[n]);
             }
         }
     }
@@ -135,26 +142,36 @@ ngx_http_bytemark_mysql_pool_done(ngx_http_bytemark_mysql_pool_t *pool)
 ngx_int_t
 ngx_http_bytemark_mysql_post(ngx_http_bytemark_call_t *call)
 {
+    ngx_uint_t                       read, *nwaiting;
+    ngx_queue_t                     *waiting;
     ngx_http_bytemark_mysql_node_t  *node;
     ngx_http_bytemark_mysql_pool_t  *pool;
 
     pool = call->bmcf->mysql;
     node = &pool->nodes[call->slot - NGX_HTTP_BYTEMARK_BREAKER_MYSQL];
 
-    if (node->nwaiting
-        >= node->conf->pool_size * NGX_HTTP_BYTEMARK_MYSQL_WAITING)
-    {
+    /* lookups queue apart: they may wait for a batch while a connection
+     * is free, ingests never do */
+    read = ngx_http_bytemark_mysql_is_read(call);
+    waiting = read ? &node->reads : &node->waiting;
+    nwaiting = read ? &node->nreads : &node->nwaiting;
+
+    if (*nwaiting >= node->conf->pool_size * NGX_HTTP_BYTEMARK_MYSQL_WAITING) {
         ngx_snprintf((u_char *) call->error, sizeof(call->error),
                      "%ui requests already wait for mysql server #%ui%Z",
-                     node->nwaiting, node->index + 1);
+                     *nwaiting, node->index + 1);
         return NGX_ERROR;
     }
 
     call->cancel = ngx_http_bytemark_mysql_cancel;
     call->conn = NULL;
 
-    ngx_queue_insert_tail(&node->waiting, &call->queue);
-    node->nwaiting++;
+    ngx_queue_insert_tail(waiting, &call->queue);
+    (*nwaiting)++;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, call->log, 0,
+                   "bytemark: mysql %s queued for server #%ui, %ui waiting",
+                   call->name, node->index + 1, *nwaiting);
 
     if (!node->wake.posted) {
         ngx_post_event(&node->wake, &ngx_posted_events);
@@ -164,44 +181,27 @@ ngx_http_bytemark_mysql_post(ngx_http_bytemark_call_t *call)
 }
 
 
-/* posted event: free connections go to the calls that wait, oldest first */
+/*
+ * Posted event: free connections go to the calls that wait, oldest first;
+ * ingests, then lookups, at most "inflight" connections of the server
+ * reading at a time, each taking the lookups that queued meanwhile as one
+ * batch (ngx_http_bytemark_mysql_batch.c).
+ */
 
 static void
 ngx_http_bytemark_mysql_wake(ngx_event_t *ev)
 {
-    ngx_uint_t                       i;
+    ngx_uint_t                       n, inflight;
     ngx_queue_t                     *q;
     ngx_http_bytemark_call_t        *call;
-    ngx_http_bytemark_mysql_conn_t  *conn, *fresh;
+    ngx_http_bytemark_mysql_conn_t  *conn;
     ngx_http_bytemark_mysql_node_t  *node;
 
     node = ev->data;
 
     while (!ngx_queue_empty(&node->waiting)) {
 
-        conn = NULL;
-        fresh = NULL;
-
-        /* an open connection first: a new one costs a handshake */
-        for (i = 0; i < node->conf->pool_size; i++) {
-            if (node->conns[i].busy) {
-                continue;
-            }
-
-            if (node->conns[i].mysql) {
-                conn = &node->conns[i];
-                break;
-            }
-
-            if (fresh == NULL) {
-                fresh = &node->conns[i];
-            }
-        }
-
-        if (conn == NULL) {
-            conn = fresh;
-        }
-
+        conn = ngx_http_bytemark_mysql_free_conn(node);
         if (conn == NULL) {
             return;
         }
@@ -218,19 +218,117 @@ ngx_http_bytemark_mysql_wake(ngx_event_t *ev)
             continue;
         }
 
-        ngx_http_bytemark_mysql_begin(conn, call);
+        conn->batch.members[0] = call;
+        ngx_http_bytemark_mysql_begin(conn, 1);
     }
+
+    inflight = ngx_min(node->pool->inflight, node->conf->pool_size);
+
+    while (!ngx_queue_empty(&node->reads) && node->reading < inflight) {
+
+        conn = ngx_http_bytemark_mysql_free_conn(node);
+        if (conn == NULL) {
+            return;
+        }
+
+        n = ngx_http_bytemark_mysql_take(node, conn->batch.members);
+
+        if (n) {
+            ngx_http_bytemark_mysql_begin(conn, n);
+        }
+    }
+}
+
+
+/* an open connection first: a new one costs a handshake */
+
+static ngx_http_bytemark_mysql_conn_t *
+ngx_http_bytemark_mysql_free_conn(ngx_http_bytemark_mysql_node_t *node)
+{
+    ngx_uint_t                       i;
+    ngx_http_bytemark_mysql_conn_t  *fresh;
+
+    fresh = NULL;
+
+    for (i = 0; i < node->conf->pool_size; i++) {
+        if (node->conns[i].busy) {
+            continue;
+        }
+
+        if (node->conns[i].mysql) {
+            return &node->conns[i];
+        }
+
+        if (fresh == NULL) {
+            fresh = &node->conns[i];
+        }
+    }
+
+    return fresh;
+}
+
+
+/*
+ * The oldest lookup and, up to bytemark_mysql_batch, the queued lookups of
+ * its kind (tickets or pass), oldest first; lookups whose client went away
+ * end here.
+ */
+
+static ngx_uint_t
+ngx_http_bytemark_mysql_take(ngx_http_bytemark_mysql_node_t *node,
+    ngx_http_bytemark_call_t **members)
+{
+    ngx_uint_t                      n;
+    ngx_queue_t                    *q, *next;
+    ngx_http_bytemark_call_t       *call;
+    ngx_http_bytemark_call_run_pt   run;
+
+    n = 0;
+    run = NULL;
+
+    for (q = ngx_queue_head(&node->reads);
+         q != ngx_queue_sentinel(&node->reads) && n < node->pool->batch;
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        call = ngx_queue_data(q, ngx_http_bytemark_call_t, queue);
+
+        if (call->request == NULL && !call->always_done) {
+            ngx_queue_remove(q);
+            node->nreads--;
+            ngx_http_bytemark_call_finish(call);
+            continue;
+        }
+
+        if (run && call->run != run) {
+            continue;
+        }
+
+        run = call->run;
+
+        ngx_queue_remove(q);
+        node->nreads--;
+        members[n++] = call;
+    }
+
+    return n;
 }
 
 
 static void
 ngx_http_bytemark_mysql_begin(ngx_http_bytemark_mysql_conn_t *conn,
-    ngx_http_bytemark_call_t *call)
+    ngx_uint_t n)
 {
+    ngx_uint_t                 i;
+    ngx_msec_t                 deadline;
+    ngx_http_bytemark_call_t  *call;
+
+    call = conn->batch.members[0];
+
     conn->busy = 1;
     conn->cancelled = 0;
     conn->call = call;
-    call->conn = conn;
+    conn->batch.nmembers = n;
 
     ngx_http_bytemark_metrics_mysql_acquire(conn->mysql != NULL);
 
@@ -245,10 +343,33 @@ ngx_http_bytemark_mysql_begin(ngx_http_bytemark_mysql_conn_t *conn,
     conn->start = ngx_current_msec;
     conn->deadline = call->started + call->timeout;
 
-    /* a failure from here on is the call's, not an earlier server's */
-    call->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_NONE;
+    for (i = 0; i < n; i++) {
+        call = conn->batch.members[i];
+        call->conn = conn;
 
-    call->run(call);
+        /* a failure from here on is the call's, not an earlier server's */
+        call->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_NONE;
+
+        deadline = call->started + call->timeout;
+
+        if ((ngx_msec_int_t) (deadline - conn->deadline) > 0) {
+            conn->deadline = deadline;
+        }
+    }
+
+    call = conn->call;
+
+    if (ngx_http_bytemark_mysql_is_read(call)) {
+        conn->reading = 1;
+        conn->node->reading++;
+    }
+
+    if (n == 1) {
+        call->run(call);
+        return;
+    }
+
+    ngx_http_bytemark_mysql_batch_read(conn);
 }
 
 
@@ -263,6 +384,7 @@ void
 ngx_http_bytemark_mysql_release(ngx_http_bytemark_mysql_conn_t *conn,
     ngx_uint_t broken)
 {
+    ngx_uint_t                       i;
     ngx_http_bytemark_mysql_node_t  *node;
 
     node = conn->node;
@@ -283,12 +405,21 @@ ngx_http_bytemark_mysql_release(ngx_http_bytemark_mysql_conn_t *conn,
     conn->next = NULL;
     conn->end = NULL;
 
-    if (conn->call) {
-        conn->call->conn = NULL;
-        conn->call = NULL;
+    for (i = 0; i < conn->batch.nmembers; i++) {
+        conn->batch.members[i]->conn = NULL;
     }
 
-    if (!ngx_queue_empty(&node->waiting) && !node->wake.posted) {
+    conn->batch.nmembers = 0;
+    conn->call = NULL;
+
+    if (conn->reading) {
+        conn->reading = 0;
+        node->reading--;
+    }
+
+    if ((!ngx_queue_empty(&node->waiting) || !ngx_queue_empty(&node->reads))
+        && !node->wake.posted)
+    {
         ngx_post_event(&node->wake, &ngx_posted_events);
     }
 }
@@ -307,20 +438,44 @@ ngx_http_bytemark_mysql_release(ngx_http_bytemark_mysql_conn_t *conn,
 static ngx_int_t
 ngx_http_bytemark_mysql_cancel(ngx_http_bytemark_call_t *call)
 {
+    ngx_http_bytemark_mysql_conn_t  *conn;
     ngx_http_bytemark_mysql_node_t  *node;
 
-    if (call->conn) {
+    conn = call->conn;
+
+    if (conn) {
+        if (conn->batch.nmembers > 1) {
+            /* one connection held, however many of its lookups time out */
+            ngx_http_bytemark_call_stuck(conn->call);
+            return NGX_DONE;
+        }
+
         return NGX_DECLINED;
     }
 
     node = &call->bmcf->mysql->nodes[call->slot
                                      - NGX_HTTP_BYTEMARK_BREAKER_MYSQL];
     ngx_queue_remove(&call->queue);
-    node->nwaiting--;
 
-    ngx_snprintf((u_char *) call->error, sizeof(call->error),
-                 "all %ui connections to mysql server #%ui are busy%Z",
-                 node->conf->pool_size, node->index + 1);
+    if (ngx_http_bytemark_mysql_is_read(call)) {
+        node->nreads--;
+
+    } else {
+        node->nwaiting--;
+    }
+
+    if (ngx_http_bytemark_mysql_free_conn(node)) {
+        /* a connection was free: the reads in flight held it back */
+        ngx_snprintf((u_char *) call->error, sizeof(call->error),
+                     "queued behind %ui reads in flight to mysql "
+                     "server #%ui%Z", node->reading, node->index + 1);
+
+    } else {
+        ngx_snprintf((u_char *) call->error, sizeof(call->error),
+                     "all %ui connections to mysql server #%ui are busy%Z",
+                     node->conf->pool_size, node->index + 1);
+    }
+
     call->answer.result = NGX_HTTP_BYTEMARK_FAILED;
     call->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_TIMEOUT;
 
@@ -425,7 +580,7 @@ ngx_http_bytemark_mysql_close(ngx_http_bytemark_mysql_conn_t *conn)
     }
 
     /* after their connection: no COM_STMT_CLOSE, memory only */
-    for (i = 0; i < NGX_HTTP_BYTEMARK_SQL_N; i++) {
+    for (i = 0; i < NGX_HTTP_BYTEMARK_SQL_ALL; i++) {
         if (conn->stmt[i]) {
             mysql_stmt_close(conn->stmt[i]);
             conn->stmt[i] = NULL;

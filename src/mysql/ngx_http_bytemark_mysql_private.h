@@ -5,7 +5,8 @@
  * queues (mysql_conn.c), the driver that runs Connector/C's non-blocking
  * calls on nginx's event loop (mysql_loop.c), prepared statements
  * (mysql_stmt.c), the statements of a read and rows into answers
- * (mysql.c), the ingest transaction (mysql_ingest.c).
+ * (mysql.c), lookups batched into one query (mysql_batch.c), the ingest
+ * transaction (mysql_ingest.c).
  */
 
 
@@ -25,6 +26,18 @@
 #define NGX_HTTP_BYTEMARK_SQL_OWNER    3
 #define NGX_HTTP_BYTEMARK_SQL_N        4
 
+/*
+ * Batched reads (ngx_http_bytemark_mysql_batch.c): one statement per kind
+ * (tickets, pass) and size, sizes 2, 4, ... 256; statement number
+ * SQL_BATCH + kind * SIZES + s has 2 << s parameters.
+ */
+#define NGX_HTTP_BYTEMARK_MYSQL_SIZES  8
+#define NGX_HTTP_BYTEMARK_MYSQL_BATCH_MAX                                     \
+    (2 << (NGX_HTTP_BYTEMARK_MYSQL_SIZES - 1))
+#define NGX_HTTP_BYTEMARK_SQL_BATCH    NGX_HTTP_BYTEMARK_SQL_N
+#define NGX_HTTP_BYTEMARK_SQL_ALL                                             \
+    (NGX_HTTP_BYTEMARK_SQL_N + 2 * NGX_HTTP_BYTEMARK_MYSQL_SIZES)
+
 /* the columns the two SELECTs of passes return, in this order */
 #define NGX_HTTP_BYTEMARK_COL_UUID     0
 #define NGX_HTTP_BYTEMARK_COL_VERSION  1
@@ -34,6 +47,9 @@
 #define NGX_HTTP_BYTEMARK_COL_HASH     5
 #define NGX_HTTP_BYTEMARK_COL_TS       6
 #define NGX_HTTP_BYTEMARK_COLS         7
+/* a batched SELECT returns the row's user too */
+#define NGX_HTTP_BYTEMARK_COL_USER     7
+#define NGX_HTTP_BYTEMARK_BCOLS        8
 
 #define NGX_HTTP_BYTEMARK_MYSQL_PARAMS 8
 
@@ -69,18 +85,35 @@ typedef void (*ngx_http_bytemark_mysql_end_pt)(
  * and bound once; a value longer than its buffer grows the buffer.
  */
 typedef struct {
-    MYSQL_BIND                        bind[NGX_HTTP_BYTEMARK_COLS];
-    unsigned long                     length[NGX_HTTP_BYTEMARK_COLS];
-    my_bool                           is_null[NGX_HTTP_BYTEMARK_COLS];
-    char                             *buf[NGX_HTTP_BYTEMARK_COLS];
-    size_t                            size[NGX_HTTP_BYTEMARK_COLS];
+    MYSQL_BIND                        bind[NGX_HTTP_BYTEMARK_BCOLS];
+    unsigned long                     length[NGX_HTTP_BYTEMARK_BCOLS];
+    my_bool                           is_null[NGX_HTTP_BYTEMARK_BCOLS];
+    char                             *buf[NGX_HTTP_BYTEMARK_BCOLS];
+    size_t                            size[NGX_HTTP_BYTEMARK_BCOLS];
+    ngx_uint_t                        ncols;
 } ngx_http_bytemark_mysql_row_t;
+
+
+/*
+ * The parameters of a batched read, allocated per connection slot for the
+ * largest size in use: the ids (or uuids) must outlive the execute op.
+ */
+typedef struct {
+    MYSQL_BIND                       *bind;
+    unsigned long                    *len;
+    unsigned long long               *ids;
+    ngx_http_bytemark_call_t        **members;   /* the calls it answers */
+    ngx_uint_t                        nmembers;
+    ngx_uint_t                        size;      /* parameters bound */
+} ngx_http_bytemark_mysql_batch_t;
 
 
 struct ngx_http_bytemark_mysql_conn_s {
     MYSQL                            *mysql;
-    MYSQL_STMT                       *stmt[NGX_HTTP_BYTEMARK_SQL_N];
+    MYSQL_STMT                       *stmt[NGX_HTTP_BYTEMARK_SQL_ALL];
     ngx_http_bytemark_mysql_row_t     row[NGX_HTTP_BYTEMARK_SQL_UPSERT];
+    ngx_http_bytemark_mysql_row_t     brow[2];   /* batched: all sizes */
+    ngx_http_bytemark_mysql_batch_t   batch;
     ngx_connection_t                 *c;        /* the library's socket */
     ngx_http_bytemark_mysql_node_t   *node;
     ngx_http_bytemark_call_t         *call;     /* NULL while idle */
@@ -120,6 +153,7 @@ struct ngx_http_bytemark_mysql_conn_s {
 
     unsigned                          busy:1;
     unsigned                          cancelled:1;  /* socket shut down */
+    unsigned                          reading:1;    /* counted in "reading" */
 };
 
 
@@ -137,6 +171,9 @@ struct ngx_http_bytemark_mysql_node_s {
     ngx_uint_t                        generation;
     ngx_queue_t                       waiting;   /* of calls */
     ngx_uint_t                        nwaiting;
+    ngx_queue_t                       reads;     /* lookups, to batch */
+    ngx_uint_t                        nreads;
+    ngx_uint_t                        reading;   /* connections reading */
     ngx_event_t                       wake;      /* hands connections out */
 };
 
@@ -146,13 +183,28 @@ struct ngx_http_bytemark_mysql_pool_s {
     ngx_uint_t                        nnodes;
     unsigned int                      connect_timeout;   /* seconds */
     unsigned int                      io_timeout;        /* seconds */
-    char                             *sql[NGX_HTTP_BYTEMARK_SQL_N];
+    char                             *sql[NGX_HTTP_BYTEMARK_SQL_ALL];
+    ngx_uint_t                        batch;     /* bytemark_mysql_batch */
+    ngx_uint_t                        sizes;     /* batch sizes in use */
+    ngx_uint_t                        inflight;  /* reads before queueing */
 };
 
 
 /* the reads (ngx_http_bytemark_mysql.c) */
 ngx_uint_t ngx_http_bytemark_mysql_breaker(ngx_http_bytemark_call_t *call,
     ngx_uint_t i);
+char *ngx_http_bytemark_mysql_sql(ngx_cycle_t *cycle, ngx_str_t *table,
+    const char *head, const char *tail);
+ngx_int_t ngx_http_bytemark_mysql_pass_object(
+    ngx_http_bytemark_mysql_row_t *row, ngx_http_bytemark_answer_t *a);
+
+/* batched reads (ngx_http_bytemark_mysql_batch.c) */
+ngx_int_t ngx_http_bytemark_mysql_batch_init(ngx_cycle_t *cycle,
+    ngx_http_bytemark_main_conf_t *bmcf, ngx_http_bytemark_mysql_pool_t *pool);
+ngx_int_t ngx_http_bytemark_mysql_batch_slot(ngx_cycle_t *cycle,
+    ngx_http_bytemark_mysql_pool_t *pool, ngx_http_bytemark_mysql_conn_t *conn);
+ngx_uint_t ngx_http_bytemark_mysql_is_read(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_mysql_batch_read(ngx_http_bytemark_mysql_conn_t *conn);
 
 /* the pool (ngx_http_bytemark_mysql_conn.c) */
 ngx_int_t ngx_http_bytemark_mysql_pool_init(ngx_cycle_t *cycle,
@@ -178,6 +230,8 @@ void ngx_http_bytemark_mysql_execute(ngx_http_bytemark_mysql_conn_t *conn,
     MYSQL_STMT *stmt, ngx_http_bytemark_mysql_step_pt next);
 void ngx_http_bytemark_mysql_store(ngx_http_bytemark_mysql_conn_t *conn,
     MYSQL_STMT *stmt, ngx_http_bytemark_mysql_step_pt next);
+ngx_int_t ngx_http_bytemark_mysql_bind_row(
+    ngx_http_bytemark_mysql_conn_t *conn, ngx_uint_t sql);
 int ngx_http_bytemark_mysql_fetch(ngx_http_bytemark_mysql_conn_t *conn,
     ngx_uint_t sql);
 ngx_int_t ngx_http_bytemark_mysql_stmt_error(MYSQL_STMT *stmt,

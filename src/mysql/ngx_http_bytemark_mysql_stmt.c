@@ -15,7 +15,7 @@ static int ngx_http_bytemark_mysql_op_prepare(
     ngx_http_bytemark_mysql_conn_t *conn, int ready);
 static void ngx_http_bytemark_mysql_prepared(
     ngx_http_bytemark_mysql_conn_t *conn);
-static ngx_int_t ngx_http_bytemark_mysql_bind_row(
+static ngx_http_bytemark_mysql_row_t *ngx_http_bytemark_mysql_row(
     ngx_http_bytemark_mysql_conn_t *conn, ngx_uint_t sql);
 static int ngx_http_bytemark_mysql_op_execute(
     ngx_http_bytemark_mysql_conn_t *conn, int ready);
@@ -103,9 +103,13 @@ ngx_http_bytemark_mysql_prepared(ngx_http_bytemark_mysql_conn_t *conn)
 }
 
 
-/* the result buffers of a SELECT, kept with the connection slot */
+/*
+ * The result buffers of a SELECT, kept with the connection slot.  The
+ * batched SELECTs of a kind share theirs (one more column, the user): a
+ * batch binds them again before it runs, as a buffer may have grown.
+ */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_bytemark_mysql_bind_row(ngx_http_bytemark_mysql_conn_t *conn,
     ngx_uint_t sql)
 {
@@ -114,8 +118,8 @@ ngx_http_bytemark_mysql_bind_row(ngx_http_bytemark_mysql_conn_t *conn,
     MYSQL_STMT                     *stmt;
     ngx_http_bytemark_mysql_row_t  *row;
 
-    static const size_t  initial[NGX_HTTP_BYTEMARK_COLS] = {
-        64, 32, 64, 32, 1024, 80, 32
+    static const size_t  initial[NGX_HTTP_BYTEMARK_BCOLS] = {
+        64, 32, 64, 32, 1024, 80, 32, 32
     };
 
     stmt = conn->stmt[sql];
@@ -138,15 +142,17 @@ ngx_http_bytemark_mysql_bind_row(ngx_http_bytemark_mysql_conn_t *conn,
         return NGX_OK;
     }
 
-    if (mysql_stmt_field_count(stmt) != NGX_HTTP_BYTEMARK_COLS) {
+    row = ngx_http_bytemark_mysql_row(conn, sql);
+    row->ncols = (sql >= NGX_HTTP_BYTEMARK_SQL_BATCH)
+                 ? NGX_HTTP_BYTEMARK_BCOLS : NGX_HTTP_BYTEMARK_COLS;
+
+    if (mysql_stmt_field_count(stmt) != row->ncols) {
         snprintf(conn->call->error, sizeof(conn->call->error),
                  "unexpected result shape from the pass table");
         return NGX_ERROR;
     }
 
-    row = &conn->row[sql];
-
-    for (i = 0; i < NGX_HTTP_BYTEMARK_COLS; i++) {
+    for (i = 0; i < row->ncols; i++) {
 
         if (row->buf[i] == NULL) {
             size = initial[i];
@@ -197,7 +203,7 @@ ngx_http_bytemark_mysql_fetch(ngx_http_bytemark_mysql_conn_t *conn,
     ngx_http_bytemark_mysql_row_t  *row;
 
     stmt = conn->stmt[sql];
-    row = &conn->row[sql];
+    row = ngx_http_bytemark_mysql_row(conn, sql);
 
     rc = mysql_stmt_fetch(stmt);
 
@@ -207,7 +213,7 @@ ngx_http_bytemark_mysql_fetch(ngx_http_bytemark_mysql_conn_t *conn,
 
     grown = 0;
 
-    for (i = 0; i < NGX_HTTP_BYTEMARK_COLS; i++) {
+    for (i = 0; i < row->ncols; i++) {
 
         if (row->is_null[i] || row->length[i] < row->size[i]) {
             continue;
@@ -239,6 +245,19 @@ ngx_http_bytemark_mysql_fetch(ngx_http_bytemark_mysql_conn_t *conn,
     }
 
     return 0;
+}
+
+
+static ngx_http_bytemark_mysql_row_t *
+ngx_http_bytemark_mysql_row(ngx_http_bytemark_mysql_conn_t *conn,
+    ngx_uint_t sql)
+{
+    if (sql >= NGX_HTTP_BYTEMARK_SQL_BATCH) {
+        return &conn->brow[(sql - NGX_HTTP_BYTEMARK_SQL_BATCH)
+                           / NGX_HTTP_BYTEMARK_MYSQL_SIZES];
+    }
+
+    return &conn->row[sql];
 }
 
 
