@@ -26,8 +26,6 @@ char *ngx_http_bytemark_set_collection(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_bytemark_set_table(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-char *ngx_http_bytemark_set_mysql_batch(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
 char *ngx_http_bytemark_set_handler(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_bytemark_set_cleanup(ngx_conf_t *cf, ngx_command_t *cmd,

@@ -31,6 +31,14 @@ static ngx_conf_num_bounds_t  ngx_http_bytemark_1_to_1000 = {
     ngx_http_bytemark_conf_check_bounds, 1, 1000
 };
 
+/*
+ * bytemark_mysql_batch: lookups one MySQL query answers (1: one query per
+ * lookup); 256, the largest IN list a connection keeps prepared.
+ */
+static ngx_conf_num_bounds_t  ngx_http_bytemark_1_to_256 = {
+    ngx_http_bytemark_conf_check_bounds, 1, 256
+};
+
 static ngx_conf_num_bounds_t  ngx_http_bytemark_at_least_1 = {
     ngx_http_bytemark_conf_check_bounds, 1, -1
 };
@@ -191,10 +199,10 @@ static ngx_command_t  ngx_http_bytemark_commands[] = {
 
     { ngx_string("bytemark_mysql_batch"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_http_bytemark_set_mysql_batch,
+      ngx_http_bytemark_conf_set_num_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      0,
-      NULL },
+      offsetof(ngx_http_bytemark_main_conf_t, mysql_batch),
+      &ngx_http_bytemark_1_to_256 },
 
     { ngx_string("bytemark_stuck_calls"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
