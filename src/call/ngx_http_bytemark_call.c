@@ -30,9 +30,9 @@
  * before it posts a call.
  *
  * This layer knows neither backend nor handler: a call's run, done and
- * cancel are set by the layers above, the MySQL side hands over its poster
- * (ngx_http_bytemark_call_loop_backend()), and what a request's end does
- * to its call is the flow layer's (ngx_http_bytemark_request.c).
+ * cancel are set by the layers above, each backend hands over its
+ * operations (ngx_http_bytemark_call_register()), and what a request's end
+ * does to its call is the flow layer's (ngx_http_bytemark_request.c).
  */
 
 
@@ -46,8 +46,9 @@
 /* per worker: abandoned calls still running, by breaker slot */
 static ngx_uint_t  ngx_http_bytemark_stuck[NGX_HTTP_BYTEMARK_BREAKERS];
 
-/* per worker: the MySQL side's poster (ngx_http_bytemark_call_loop_backend) */
-static ngx_http_bytemark_call_post_pt  ngx_http_bytemark_call_loop;
+/* per worker: the backends' operations (ngx_http_bytemark_call_register) */
+static const ngx_http_bytemark_call_ops_t
+    *ngx_http_bytemark_call_ops[NGX_HTTP_BYTEMARK_BACKENDS];
 
 
 static void ngx_http_bytemark_call_thread(void *data, ngx_log_t *log);
@@ -56,7 +57,8 @@ static void ngx_http_bytemark_call_timeout(ngx_event_t *ev);
 
 
 ngx_http_bytemark_call_t *
-ngx_http_bytemark_call_create(ngx_http_request_t *r, const char *name,
+ngx_http_bytemark_call_create(ngx_http_request_t *r,
+    ngx_http_bytemark_backend_e backend, const char *name,
     ngx_http_bytemark_call_run_pt run, ngx_http_bytemark_call_done_pt done,
     ngx_msec_t timeout)
 {
@@ -81,13 +83,11 @@ ngx_http_bytemark_call_create(ngx_http_request_t *r, const char *name,
     call->run = run;
     call->done = done;
     call->name = name;
-    call->backend = (ngx_strncmp(name, "mysql", 5) == 0)
-                    ? NGX_HTTP_BYTEMARK_BACKEND_MYSQL
-                    : NGX_HTTP_BYTEMARK_BACKEND_MONGO;
+    call->backend = backend;
 
     /* the primary, unless the caller picks another server */
-    call->slot = (call->backend == NGX_HTTP_BYTEMARK_BACKEND_MYSQL)
-                 ? NGX_HTTP_BYTEMARK_BREAKER_MYSQL
+    call->slot = ngx_http_bytemark_call_ops[backend]
+                 ? ngx_http_bytemark_call_ops[backend]->slot
                  : NGX_HTTP_BYTEMARK_BREAKER_MONGO;
     call->timeout = timeout;
     call->log = r ? r->connection->log : ngx_cycle->log;
@@ -99,51 +99,51 @@ ngx_http_bytemark_call_create(ngx_http_request_t *r, const char *name,
 
 
 /*
- * The MySQL side drives its calls on the event loop: it queues them itself,
- * and says so at init_process, so that this layer never includes it.
+ * Each backend hands over its operations at init_process, so that this
+ * layer never includes it.
  */
 
 void
-ngx_http_bytemark_call_loop_backend(ngx_uint_t backend,
-    ngx_http_bytemark_call_post_pt post)
+ngx_http_bytemark_call_register(ngx_http_bytemark_backend_e backend,
+    const ngx_http_bytemark_call_ops_t *ops)
 {
-    if (backend == NGX_HTTP_BYTEMARK_BACKEND_MYSQL) {
-        ngx_http_bytemark_call_loop = post;
-    }
+    ngx_http_bytemark_call_ops[backend] = ops;
 }
 
 
 /*
- * NGX_ERROR: the thread pool queue is full (or threads are missing); the
+ * NGX_ERROR: the backend cannot take the call now (the thread pool queue
+ * is full, too many calls wait for a connection, threads are missing); the
  * caller still owns the call and answers 503 at once, never waits.
  */
 
 ngx_int_t
 ngx_http_bytemark_call_post(ngx_http_bytemark_call_t *call)
 {
-    if (call->backend == NGX_HTTP_BYTEMARK_BACKEND_MYSQL) {
-        /* on the event loop: it waits for a connection of its server */
-        if (ngx_http_bytemark_call_loop == NULL
-            || ngx_http_bytemark_call_loop(call) != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
+    const ngx_http_bytemark_call_ops_t  *ops;
 
-        ngx_http_bytemark_call_started(call);
-        return NGX_OK;
-    }
+    ops = ngx_http_bytemark_call_ops[call->backend];
 
-#if (NGX_THREADS)
-    if (ngx_thread_task_post(call->bmcf->thread_pool, &call->task) != NGX_OK) {
+    if (ops == NULL || ops->post(call) != NGX_OK) {
         return NGX_ERROR;
     }
-#else
-    return NGX_ERROR;
-#endif
 
     ngx_http_bytemark_call_started(call);
 
     return NGX_OK;
+}
+
+
+/* a backend whose calls block posts them to the thread pool with this */
+
+ngx_int_t
+ngx_http_bytemark_call_thread_post(ngx_http_bytemark_call_t *call)
+{
+#if (NGX_THREADS)
+    return ngx_thread_task_post(call->bmcf->thread_pool, &call->task);
+#else
+    return NGX_ERROR;
+#endif
 }
 
 
@@ -285,6 +285,27 @@ ngx_http_bytemark_call_finish(ngx_http_bytemark_call_t *call)
     ngx_http_bytemark_call_free(call);
 
     ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * The request has gone (its client, or its cleanup): it forgets the call.
+ * A call still queued in its backend never started, and ends here; the
+ * budget timer of any other stays: it tells when the call is stuck.
+ */
+
+void
+ngx_http_bytemark_call_abandon(ngx_http_bytemark_call_t *call)
+{
+    const ngx_http_bytemark_call_ops_t  *ops;
+
+    call->request = NULL;
+
+    ops = ngx_http_bytemark_call_ops[call->backend];
+
+    if (ops && ops->leave && ops->leave(call) == NGX_OK) {
+        ngx_http_bytemark_call_finish(call);
+    }
 }
 
 

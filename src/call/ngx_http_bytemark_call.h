@@ -1,10 +1,11 @@
 
 /*
  * The backend-call layer: a call, its time budget on the event loop, and
- * how it ends (resumed, abandoned, stuck).  It runs a call on the thread
- * pool, or hands it to the backend that drives it on the event loop; it
- * knows neither backend, nor the request's handler: both are pointers in
- * the call (run, done, cancel) set by the layers above.
+ * how it ends (resumed, abandoned, stuck).  A call names its backend; the
+ * backend's operations table (registered at init_process) posts it: to the
+ * thread pool (MongoDB, whose lookups are batched first) or onto the event
+ * loop (MySQL).  It knows neither backend nor the request's handler: they
+ * are pointers (ops, run, done, cancel) set by the layers above.
  */
 
 #ifndef _NGX_HTTP_BYTEMARK_CALL_H_INCLUDED_
@@ -32,7 +33,7 @@ struct ngx_http_bytemark_call_s {
     ngx_http_bytemark_call_run_pt run;
     ngx_http_bytemark_call_done_pt done;
     const char                   *name;      /* "mongo find", ... */
-    ngx_uint_t                    backend;   /* from the name's first word */
+    ngx_http_bytemark_backend_e   backend;
     ngx_uint_t                    slot;      /* breaker: mongo, mysql #n */
     unsigned                      stuck:1;   /* abandoned, thread still busy */
 
@@ -72,6 +73,7 @@ struct ngx_http_bytemark_call_s {
      * A member is neither posted nor counted by the metrics itself: its
      * task is.
      */
+    unsigned                      batched:1;    /* lookup: may be batched */
     unsigned                      member:1;
     ngx_http_bytemark_call_t     *batch;
     ngx_http_bytemark_call_t    **members;      /* task: ngx_alloc()ed */
@@ -86,29 +88,42 @@ struct ngx_http_bytemark_call_s {
     char                          cache_error[640];
 };
 
+/*
+ * What a backend does with its calls, registered at init_process
+ * (ngx_http_bytemark_call_register()): post() takes the call (NGX_OK) or
+ * leaves it to the caller (NGX_ERROR, with call->error set where it can
+ * say why); a call it queues gets a cancel() of its own, for a spent
+ * budget.  leave(), when the client goes away, takes a call that has not
+ * started out of the backend's queue (NGX_OK).  Its breaker slots start at
+ * "slot" (MySQL: one per server, the caller picks it).
+ */
+typedef ngx_int_t (*ngx_http_bytemark_call_post_pt)(
+    ngx_http_bytemark_call_t *call);
+
+typedef struct {
+    ngx_http_bytemark_call_post_pt  post;
+    ngx_http_bytemark_call_post_pt  leave;    /* may be NULL */
+    ngx_uint_t                      slot;
+} ngx_http_bytemark_call_ops_t;
+
 /* call layer */
+void ngx_http_bytemark_call_register(ngx_http_bytemark_backend_e backend,
+    const ngx_http_bytemark_call_ops_t *ops);
 ngx_http_bytemark_call_t *ngx_http_bytemark_call_create(ngx_http_request_t *r,
-    const char *name, ngx_http_bytemark_call_run_pt run,
-    ngx_http_bytemark_call_done_pt done, ngx_msec_t timeout);
+    ngx_http_bytemark_backend_e backend, const char *name,
+    ngx_http_bytemark_call_run_pt run, ngx_http_bytemark_call_done_pt done,
+    ngx_msec_t timeout);
 ngx_int_t ngx_http_bytemark_call_post(ngx_http_bytemark_call_t *call);
+ngx_int_t ngx_http_bytemark_call_thread_post(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_call_started(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_call_finish(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_call_abandon(ngx_http_bytemark_call_t *call);
 ngx_int_t ngx_http_bytemark_call_hold(ngx_http_request_t *r);
 ngx_int_t ngx_http_bytemark_call_blocked(ngx_http_bytemark_main_conf_t *bmcf,
     ngx_uint_t slot);
 void ngx_http_bytemark_call_free(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_call_stuck(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_answer_release(ngx_http_bytemark_answer_t *a);
-
-/*
- * A backend whose calls run on the event loop (MySQL) queues them itself:
- * it hands the call layer its poster at init_process.
- */
-typedef ngx_int_t (*ngx_http_bytemark_call_post_pt)(
-    ngx_http_bytemark_call_t *call);
-
-void ngx_http_bytemark_call_loop_backend(ngx_uint_t backend,
-    ngx_http_bytemark_call_post_pt post);
 
 
 #endif /* _NGX_HTTP_BYTEMARK_CALL_H_INCLUDED_ */

@@ -343,8 +343,12 @@ ngx_int_t ngx_http_bytemark_parse_uuid(ngx_str_t *s, u_char *out);
 #define NGX_HTTP_BYTEMARK_ERR_QUERY         3
 #define NGX_HTTP_BYTEMARK_ERR_BREAKER_OPEN  4
 
-#define NGX_HTTP_BYTEMARK_BACKEND_MONGO     0
-#define NGX_HTTP_BYTEMARK_BACKEND_MYSQL     1
+/* the backends a call goes to, and the metrics' backend label */
+typedef enum {
+    NGX_HTTP_BYTEMARK_BACKEND_MONGO = 0,
+    NGX_HTTP_BYTEMARK_BACKEND_MYSQL,
+    NGX_HTTP_BYTEMARK_BACKENDS
+} ngx_http_bytemark_backend_e;
 
 /* counters without a home in the call layer, for metrics_inc()/_add() */
 typedef enum {

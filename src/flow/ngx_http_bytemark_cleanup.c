@@ -89,7 +89,8 @@ ngx_http_bytemark_cleanup_tick(ngx_event_t *ev)
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ev->log, 0,
                    "bytemark: cache cleanup run %L starts", stamp);
 
-    call = ngx_http_bytemark_call_create(NULL, "mongo cache cleanup",
+    call = ngx_http_bytemark_call_create(NULL, NGX_HTTP_BYTEMARK_BACKEND_MONGO,
+                                         "mongo cache cleanup",
                                          ngx_http_bytemark_mongo_cleanup,
                                          ngx_http_bytemark_cleanup_done,
                                          bmcf->mongo_limit);

@@ -44,7 +44,8 @@ ngx_http_bytemark_fill(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx,
         return;
     }
 
-    call = ngx_http_bytemark_call_create(NULL, "mongo cache fill",
+    call = ngx_http_bytemark_call_create(NULL, NGX_HTTP_BYTEMARK_BACKEND_MONGO,
+                                         "mongo cache fill",
                                          ngx_http_bytemark_mongo_fill,
                                          NULL, blcf->mongo_timeout);
     if (call == NULL) {
@@ -84,7 +85,8 @@ ngx_http_bytemark_repair(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx)
         return;
     }
 
-    call = ngx_http_bytemark_call_create(NULL, "mongo delete of a noted entry",
+    call = ngx_http_bytemark_call_create(NULL, NGX_HTTP_BYTEMARK_BACKEND_MONGO,
+                                         "mongo delete of a noted entry",
                                          ngx_http_bytemark_mongo_purge,
                                          ngx_http_bytemark_repair_done,
                                          blcf->mongo_timeout);

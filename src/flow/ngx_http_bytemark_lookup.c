@@ -78,7 +78,7 @@ ngx_http_bytemark_mongo_stage(ngx_http_request_t *r,
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
     bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
 
-    if (ngx_http_bytemark_call_blocked(bmcf, NGX_HTTP_BYTEMARK_BACKEND_MONGO)) {
+    if (ngx_http_bytemark_call_blocked(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO)) {
         /* calls that hang are failures too: they open the breaker */
         ngx_http_bytemark_breaker_result(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO,
                                          0, NGX_HTTP_BYTEMARK_BREAKER_STUCK);
@@ -98,8 +98,9 @@ ngx_http_bytemark_mongo_stage(ngx_http_request_t *r,
         return ngx_http_bytemark_mongo_only(r, ctx, NGX_HTTP_BYTEMARK_FAILED);
     }
 
-    /* no run of its own: the task that carries it runs the find */
-    call = ngx_http_bytemark_call_create(r, "mongo find", NULL,
+    /* no run of its own: MongoDB's post() batches it in a task */
+    call = ngx_http_bytemark_call_create(r, NGX_HTTP_BYTEMARK_BACKEND_MONGO,
+                                         "mongo find", NULL,
                                          ngx_http_bytemark_mongo_done,
                                          blcf->mongo_timeout);
     if (call == NULL) {
@@ -107,8 +108,9 @@ ngx_http_bytemark_mongo_stage(ngx_http_request_t *r,
     }
 
     call->user_id = ctx->user_id;
+    call->batched = 1;
 
-    if (ngx_http_bytemark_mongo_lookup(call) != NGX_OK) {
+    if (ngx_http_bytemark_call_post(call) != NGX_OK) {
         ngx_http_bytemark_call_free(call);
 
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -273,7 +275,7 @@ static ngx_int_t
 ngx_http_bytemark_mysql_stage(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx)
 {
-    ngx_uint_t                      i, n, slot;
+    ngx_uint_t                      i, n, slot, tickets;
     ngx_msec_t                      left;
     ngx_http_bytemark_call_t       *call;
     ngx_http_bytemark_loc_conf_t   *blcf;
@@ -313,17 +315,16 @@ ngx_http_bytemark_mysql_stage(ngx_http_request_t *r,
 
     ctx->mysql_server = i;
 
-    if (ctx->handler == NGX_HTTP_BYTEMARK_TICKETS) {
-        call = ngx_http_bytemark_call_create(r, "mysql tickets query",
-                                             ngx_http_bytemark_mysql_tickets,
-                                             ngx_http_bytemark_mysql_done,
-                                             left / (n - i));
-    } else {
-        call = ngx_http_bytemark_call_create(r, "mysql pass query",
-                                             ngx_http_bytemark_mysql_pass,
-                                             ngx_http_bytemark_mysql_done,
-                                             left / (n - i));
-    }
+    tickets = (ctx->handler == NGX_HTTP_BYTEMARK_TICKETS);
+
+    call = ngx_http_bytemark_call_create(r, NGX_HTTP_BYTEMARK_BACKEND_MYSQL,
+                                         tickets ? "mysql tickets query"
+                                                 : "mysql pass query",
+                                         tickets
+                                         ? ngx_http_bytemark_mysql_tickets
+                                         : ngx_http_bytemark_mysql_pass,
+                                         ngx_http_bytemark_mysql_done,
+                                         left / (n - i));
 
     if (call == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;

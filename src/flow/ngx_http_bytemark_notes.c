@@ -101,7 +101,7 @@ ngx_http_bytemark_notes_take(ngx_http_bytemark_notes_walk_t *w)
 
     bmcf = w->bmcf;
 
-    if (ngx_http_bytemark_call_blocked(bmcf, NGX_HTTP_BYTEMARK_BACKEND_MONGO)
+    if (ngx_http_bytemark_call_blocked(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO)
         || ngx_http_bytemark_breaker_is_open(bmcf,
                                              NGX_HTTP_BYTEMARK_BREAKER_MONGO))
     {
@@ -142,7 +142,8 @@ ngx_http_bytemark_notes_delete(ngx_http_bytemark_notes_walk_t *w)
 {
     ngx_http_bytemark_call_t  *call;
 
-    call = ngx_http_bytemark_call_create(NULL, "mongo delete of a noted entry",
+    call = ngx_http_bytemark_call_create(NULL, NGX_HTTP_BYTEMARK_BACKEND_MONGO,
+                                         "mongo delete of a noted entry",
                                          ngx_http_bytemark_mongo_purge,
                                          ngx_http_bytemark_notes_done, 0);
     if (call == NULL) {

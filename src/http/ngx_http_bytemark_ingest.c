@@ -112,7 +112,8 @@ ngx_http_bytemark_ingest_start(ngx_http_request_t *r,
                                             "invalid_body", err);
     }
 
-    call = ngx_http_bytemark_call_create(r, "mysql ingest",
+    call = ngx_http_bytemark_call_create(r, NGX_HTTP_BYTEMARK_BACKEND_MYSQL,
+                                         "mysql ingest",
                                          ngx_http_bytemark_mysql_ingest,
                                          ngx_http_bytemark_ingest_committed,
                                          blcf->mysql_timeout);
@@ -250,7 +251,8 @@ ngx_http_bytemark_ingest_committed(ngx_http_request_t *r,
         budget = bmcf->mongo_budget;
     }
 
-    cache = ngx_http_bytemark_call_create(r, "mongo ingest cache update",
+    cache = ngx_http_bytemark_call_create(r, NGX_HTTP_BYTEMARK_BACKEND_MONGO,
+                                          "mongo ingest cache update",
                                           ngx_http_bytemark_ingest_cache,
                                           ngx_http_bytemark_ingest_done,
                                           budget);

@@ -54,7 +54,8 @@ ngx_http_bytemark_purge_handler(ngx_http_request_t *r)
         return ngx_http_bytemark_unavailable(r);
     }
 
-    call = ngx_http_bytemark_call_create(r, "mongo purge",
+    call = ngx_http_bytemark_call_create(r, NGX_HTTP_BYTEMARK_BACKEND_MONGO,
+                                         "mongo purge",
                                          ngx_http_bytemark_mongo_purge,
                                          ngx_http_bytemark_purge_done,
                                          blcf->mongo_timeout);

@@ -48,6 +48,8 @@ static ngx_uint_t   ngx_http_bytemark_batch_running;
 static ngx_event_t  ngx_http_bytemark_batch_wake;
 
 
+static ngx_int_t ngx_http_bytemark_mongo_post(ngx_http_bytemark_call_t *call);
+static ngx_int_t ngx_http_bytemark_mongo_leave(ngx_http_bytemark_call_t *call);
 static ngx_int_t ngx_http_bytemark_batch_post(
     ngx_http_bytemark_call_t **members, ngx_uint_t n);
 static void ngx_http_bytemark_batch_next(void);
@@ -67,9 +69,19 @@ static ngx_int_t ngx_http_bytemark_passes_copy(ngx_http_bytemark_passes_t *dst,
     ngx_http_bytemark_passes_t *src);
 
 
+static const ngx_http_bytemark_call_ops_t  ngx_http_bytemark_mongo_ops = {
+    ngx_http_bytemark_mongo_post,
+    ngx_http_bytemark_mongo_leave,
+    NGX_HTTP_BYTEMARK_BREAKER_MONGO
+};
+
+
 void
 ngx_http_bytemark_mongo_batch_init(void)
 {
+    ngx_http_bytemark_call_register(NGX_HTTP_BYTEMARK_BACKEND_MONGO,
+                                    &ngx_http_bytemark_mongo_ops);
+
     ngx_queue_init(&ngx_http_bytemark_batch_queue);
     ngx_http_bytemark_batch_queued = 0;
     ngx_http_bytemark_batch_running = 0;
@@ -90,14 +102,19 @@ ngx_http_bytemark_mongo_batch_exit(void)
 
 
 /*
- * Event loop: a lookup (run ngx_http_bytemark_mongo_find) starts.
- * NGX_ERROR: it could not be posted (thread pool queue full); the caller
- * still owns it, as with ngx_http_bytemark_call_post().
+ * Event loop: MongoDB's post() (ngx_http_bytemark_call_post()).  A lookup
+ * (call->batched) joins a task; any other call is a thread task of its
+ * own.  NGX_ERROR: it could not be posted (thread pool queue full); the
+ * caller still owns it.
  */
 
-ngx_int_t
-ngx_http_bytemark_mongo_lookup(ngx_http_bytemark_call_t *call)
+static ngx_int_t
+ngx_http_bytemark_mongo_post(ngx_http_bytemark_call_t *call)
 {
+    if (!call->batched) {
+        return ngx_http_bytemark_call_thread_post(call);
+    }
+
     call->member = 1;
     call->cancel = ngx_http_bytemark_batch_cancel;
 
@@ -110,15 +127,16 @@ ngx_http_bytemark_mongo_lookup(ngx_http_bytemark_call_t *call)
             return NGX_ERROR;
         }
 
-        ngx_http_bytemark_call_started(call);
         return NGX_OK;
     }
 
+    /* the budget runs from now (call_post() starts it): queueing is part */
     ngx_queue_insert_tail(&ngx_http_bytemark_batch_queue, &call->queue);
     ngx_http_bytemark_batch_queued++;
 
-    /* the budget runs from now: waiting in the queue is part of it */
-    ngx_http_bytemark_call_started(call);
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, call->log, 0,
+                   "bytemark: mongo lookup of user %uL queued, %ui waiting",
+                   call->user_id, ngx_http_bytemark_batch_queued);
 
     if (ngx_http_bytemark_batch_running < NGX_HTTP_BYTEMARK_BATCH_TASKS
         && !ngx_http_bytemark_batch_wake.posted)
@@ -152,10 +170,10 @@ ngx_http_bytemark_batch_wakeup(ngx_event_t *ev)
 
 /* a queued lookup leaves the queue (NGX_OK); one that runs cannot */
 
-ngx_int_t
+static ngx_int_t
 ngx_http_bytemark_mongo_leave(ngx_http_bytemark_call_t *call)
 {
-    if (call->batch) {
+    if (!call->member || call->batch) {
         return NGX_DECLINED;
     }
 
@@ -189,7 +207,8 @@ ngx_http_bytemark_batch_post(ngx_http_bytemark_call_t **members, ngx_uint_t n)
     ngx_uint_t                 i;
     ngx_http_bytemark_call_t  *task;
 
-    task = ngx_http_bytemark_call_create(NULL, "mongo find",
+    task = ngx_http_bytemark_call_create(NULL, NGX_HTTP_BYTEMARK_BACKEND_MONGO,
+                                         "mongo find",
                                          ngx_http_bytemark_batch_run,
                                          ngx_http_bytemark_batch_done,
                                          members[0]->timeout);
