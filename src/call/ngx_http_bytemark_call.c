@@ -26,7 +26,7 @@
  * as stuck once it outlives its budget, not when its client goes away: a
  * client that gives up says nothing about the server.  Calls without a
  * request (fills, repairs, cleanups, lookup tasks) have a budget too, and
- * count the same way; every caller asks ngx_http_bytemark_call_blocked()
+ * count the same way; every caller asks ngx_http_bytemark_call_gate()
  * before it posts a call.
  *
  * This layer knows neither backend nor handler: a call's run, done and
@@ -46,6 +46,9 @@
 /* per worker: abandoned calls still running, by breaker slot */
 static ngx_uint_t  ngx_http_bytemark_stuck[NGX_HTTP_BYTEMARK_BREAKERS];
 
+/* per worker: the breakers and metrics (ngx_http_bytemark_call_observe) */
+static const ngx_http_bytemark_call_observer_t  *ngx_http_bytemark_call_obs;
+
 /* per worker: the backends' operations (ngx_http_bytemark_call_register) */
 static const ngx_http_bytemark_call_ops_t
     *ngx_http_bytemark_call_ops[NGX_HTTP_BYTEMARK_BACKENDS];
@@ -54,6 +57,8 @@ static const ngx_http_bytemark_call_ops_t
 static void ngx_http_bytemark_call_thread(void *data, ngx_log_t *log);
 static void ngx_http_bytemark_call_complete(ngx_event_t *ev);
 static void ngx_http_bytemark_call_timeout(ngx_event_t *ev);
+static ngx_http_bytemark_backend_e ngx_http_bytemark_call_backend(
+    ngx_uint_t slot);
 
 
 ngx_http_bytemark_call_t *
@@ -162,7 +167,9 @@ ngx_http_bytemark_call_started(ngx_http_bytemark_call_t *call)
 
     if (!call->member) {
         /* a MongoDB lookup is counted by the task that carries it */
-        ngx_http_bytemark_metrics_call_posted(call);
+        if (ngx_http_bytemark_call_obs) {
+            ngx_http_bytemark_call_obs->posted(call);
+        }
     }
 
     if (call->request) {
@@ -240,7 +247,9 @@ ngx_http_bytemark_call_finish(ngx_http_bytemark_call_t *call)
     call->elapsed = ngx_current_msec - call->started;
 
     if (!call->member) {
-        ngx_http_bytemark_metrics_call_completed(call);
+        if (ngx_http_bytemark_call_obs) {
+            ngx_http_bytemark_call_obs->completed(call);
+        }
     }
 
     if (call->budget.timer_set) {
@@ -347,7 +356,9 @@ ngx_http_bytemark_call_timeout(ngx_event_t *ev)
 
     if (r) {
         call->request = NULL;
-        ngx_http_bytemark_metrics_call_timed_out(call);
+        if (ngx_http_bytemark_call_obs) {
+            ngx_http_bytemark_call_obs->timed_out(call);
+        }
 
         ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
         ctx->call = NULL;
@@ -417,11 +428,79 @@ ngx_http_bytemark_call_stuck(ngx_http_bytemark_call_t *call)
 }
 
 
-/* too many abandoned calls to this server still hold threads */
+void
+ngx_http_bytemark_call_observe(const ngx_http_bytemark_call_observer_t *observer)
+{
+    ngx_http_bytemark_call_obs = observer;
+}
+
+
+/*
+ * May a call to this breaker slot be posted now?  NGX_OK: yes;
+ * NGX_BUSY: too many abandoned calls to its server still hold threads (or
+ * connections); NGX_DECLINED: its breaker is open.  What a refusal reports
+ * is the caller's policy, the same for every backend.
+ */
 
 ngx_int_t
-ngx_http_bytemark_call_blocked(ngx_http_bytemark_main_conf_t *bmcf,
-    ngx_uint_t slot)
+ngx_http_bytemark_call_gate(ngx_http_bytemark_main_conf_t *bmcf,
+    ngx_uint_t slot, ngx_uint_t policy)
 {
-    return ngx_http_bytemark_stuck[slot] >= bmcf->stuck_calls;
+    ngx_int_t                                 rc;
+    const ngx_http_bytemark_call_observer_t  *obs;
+
+    obs = ngx_http_bytemark_call_obs;
+    rc = NGX_OK;
+
+    if (ngx_http_bytemark_stuck[slot] >= bmcf->stuck_calls) {
+        rc = NGX_BUSY;
+
+        if (obs && (policy & NGX_HTTP_BYTEMARK_GATE_STUCK_FAILS)) {
+            /* calls that hang are failures too: they open the breaker */
+            obs->breaker_result(bmcf, slot, 0,
+                                NGX_HTTP_BYTEMARK_CALL_STUCK_COST);
+        }
+
+    } else if (obs == NULL) {
+        /* no breakers */
+
+    } else if (policy & NGX_HTTP_BYTEMARK_GATE_PROBE) {
+        if (!obs->breaker_allow(bmcf, slot)) {
+            rc = NGX_DECLINED;
+        }
+
+    } else if (policy & NGX_HTTP_BYTEMARK_GATE_SKIP_OPEN) {
+        if (obs->breaker_is_open(bmcf, slot)) {
+            rc = NGX_DECLINED;
+        }
+    }
+
+    if (obs
+        && ((rc == NGX_BUSY && (policy & NGX_HTTP_BYTEMARK_GATE_COUNT_STUCK))
+            || (rc == NGX_DECLINED
+                && (policy & NGX_HTTP_BYTEMARK_GATE_COUNT_OPEN))))
+    {
+        obs->backend_error(ngx_http_bytemark_call_backend(slot),
+                           NGX_HTTP_BYTEMARK_ERR_BREAKER_OPEN);
+    }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "bytemark: call gate of breaker slot %ui: %i "
+                   "(%ui stuck)", slot, rc, ngx_http_bytemark_stuck[slot]);
+
+    return rc;
+}
+
+
+/* the backend of a breaker slot: MongoDB's, or one of the MySQL servers */
+
+static ngx_http_bytemark_backend_e
+ngx_http_bytemark_call_backend(ngx_uint_t slot)
+{
+    const ngx_http_bytemark_call_ops_t  *ops;
+
+    ops = ngx_http_bytemark_call_ops[NGX_HTTP_BYTEMARK_BACKEND_MYSQL];
+
+    return (ops && slot >= ops->slot) ? NGX_HTTP_BYTEMARK_BACKEND_MYSQL
+                                      : NGX_HTTP_BYTEMARK_BACKEND_MONGO;
 }

@@ -106,7 +106,57 @@ typedef struct {
     ngx_uint_t                      slot;
 } ngx_http_bytemark_call_ops_t;
 
+/*
+ * What the call layer reports (its metrics) and the breakers it asks: the
+ * shm layer, above, hands these over at init_process
+ * (ngx_http_bytemark_call_observe()), so that nothing below it calls into
+ * it.  Without them every breaker lets calls through and nothing counts.
+ */
+typedef struct {
+    ngx_int_t  (*breaker_allow)(ngx_http_bytemark_main_conf_t *bmcf,
+                                ngx_uint_t slot);
+    ngx_int_t  (*breaker_is_open)(ngx_http_bytemark_main_conf_t *bmcf,
+                                  ngx_uint_t slot);
+    void       (*breaker_result)(ngx_http_bytemark_main_conf_t *bmcf,
+                                 ngx_uint_t slot, ngx_uint_t ok,
+                                 int64_t cost);
+    void       (*backend_error)(ngx_uint_t backend, ngx_uint_t kind);
+    void       (*posted)(ngx_http_bytemark_call_t *call);
+    void       (*timed_out)(ngx_http_bytemark_call_t *call);
+    void       (*completed)(ngx_http_bytemark_call_t *call);
+} ngx_http_bytemark_call_observer_t;
+
+/*
+ * The gate a call passes before it is created and posted
+ * (ngx_http_bytemark_call_gate()): never past "bytemark_stuck_calls"
+ * abandoned calls to its server, and, by the caller's policy, the breaker:
+ */
+#define NGX_HTTP_BYTEMARK_GATE_STUCK        0x00  /* stuck calls only */
+#define NGX_HTTP_BYTEMARK_GATE_SKIP_OPEN    0x01  /* skip an open breaker, as
+                                                     work that can wait: no
+                                                     probe claimed */
+#define NGX_HTTP_BYTEMARK_GATE_PROBE        0x02  /* ask the breaker: when
+                                                     half open, the call may
+                                                     be its probe */
+#define NGX_HTTP_BYTEMARK_GATE_STUCK_FAILS  0x04  /* stuck calls are a
+                                                     breaker failure */
+#define NGX_HTTP_BYTEMARK_GATE_COUNT_STUCK  0x08  /* backend error
+                                                     "breaker_open" ... */
+#define NGX_HTTP_BYTEMARK_GATE_COUNT_OPEN   0x10  /* ... when stuck / open */
+
+/* the breaker's cost of a failure that is a call stuck in a thread */
+#define NGX_HTTP_BYTEMARK_CALL_STUCK_COST   NGX_MAX_INT32_VALUE
+
+/* a lookup: a request waits, and the fallback answers when it cannot go */
+#define NGX_HTTP_BYTEMARK_GATE_LOOKUP                                         \
+    (NGX_HTTP_BYTEMARK_GATE_PROBE | NGX_HTTP_BYTEMARK_GATE_STUCK_FAILS        \
+     | NGX_HTTP_BYTEMARK_GATE_COUNT_STUCK | NGX_HTTP_BYTEMARK_GATE_COUNT_OPEN)
+
 /* call layer */
+void ngx_http_bytemark_call_observe(
+    const ngx_http_bytemark_call_observer_t *observer);
+ngx_int_t ngx_http_bytemark_call_gate(ngx_http_bytemark_main_conf_t *bmcf,
+    ngx_uint_t slot, ngx_uint_t policy);
 void ngx_http_bytemark_call_register(ngx_http_bytemark_backend_e backend,
     const ngx_http_bytemark_call_ops_t *ops);
 ngx_http_bytemark_call_t *ngx_http_bytemark_call_create(ngx_http_request_t *r,
@@ -119,8 +169,6 @@ void ngx_http_bytemark_call_started(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_call_finish(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_call_abandon(ngx_http_bytemark_call_t *call);
 ngx_int_t ngx_http_bytemark_call_hold(ngx_http_request_t *r);
-ngx_int_t ngx_http_bytemark_call_blocked(ngx_http_bytemark_main_conf_t *bmcf,
-    ngx_uint_t slot);
 void ngx_http_bytemark_call_free(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_call_stuck(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_answer_release(ngx_http_bytemark_answer_t *a);

@@ -67,7 +67,10 @@ ngx_http_bytemark_cleanup_tick(ngx_event_t *ev)
     ngx_add_timer(ev, ngx_min(bmcf->cleanup_interval,
                               NGX_HTTP_BYTEMARK_CLEANUP_TICK));
 
-    if (ngx_http_bytemark_call_blocked(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO)) {
+    if (ngx_http_bytemark_call_gate(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO,
+                                    NGX_HTTP_BYTEMARK_GATE_STUCK)
+        != NGX_OK)
+    {
         /* one more thread stuck in the driver would help nobody */
         return;
     }

@@ -37,9 +37,9 @@ ngx_http_bytemark_fill(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx,
      */
     if (bmcf->mongo == NULL || !blcf->cache_fill || ctx->mongo_failed
         || ctx->noted
-        || ngx_http_bytemark_call_blocked(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO)
-        || ngx_http_bytemark_breaker_is_open(bmcf,
-                                             NGX_HTTP_BYTEMARK_BREAKER_MONGO))
+        || ngx_http_bytemark_call_gate(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO,
+                                       NGX_HTTP_BYTEMARK_GATE_SKIP_OPEN)
+           != NGX_OK)
     {
         return;
     }
@@ -80,7 +80,10 @@ ngx_http_bytemark_repair(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx)
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
     bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
 
-    if (ngx_http_bytemark_call_blocked(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO)) {
+    if (ngx_http_bytemark_call_gate(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO,
+                                    NGX_HTTP_BYTEMARK_GATE_STUCK)
+        != NGX_OK)
+    {
         /* the note stays: a later lookup tries again */
         return;
     }

@@ -78,22 +78,11 @@ ngx_http_bytemark_mongo_stage(ngx_http_request_t *r,
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
     bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
 
-    if (ngx_http_bytemark_call_blocked(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO)) {
-        /* calls that hang are failures too: they open the breaker */
-        ngx_http_bytemark_breaker_result(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO,
-                                         0, NGX_HTTP_BYTEMARK_BREAKER_STUCK);
-        ngx_http_bytemark_metrics_backend_error(NGX_HTTP_BYTEMARK_BACKEND_MONGO,
-                                         NGX_HTTP_BYTEMARK_ERR_BREAKER_OPEN);
-        ctx->mongo_failed = 1;
-        return ngx_http_bytemark_mongo_only(r, ctx, NGX_HTTP_BYTEMARK_FAILED);
-    }
-
-    if (!ngx_http_bytemark_breaker_allow(bmcf,
-                                         NGX_HTTP_BYTEMARK_BREAKER_MONGO))
+    if (ngx_http_bytemark_call_gate(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO,
+                                    NGX_HTTP_BYTEMARK_GATE_LOOKUP)
+        != NGX_OK)
     {
-        /* the breaker is open: the fallback answers at once */
-        ngx_http_bytemark_metrics_backend_error(NGX_HTTP_BYTEMARK_BACKEND_MONGO,
-                                         NGX_HTTP_BYTEMARK_ERR_BREAKER_OPEN);
+        /* stuck calls, or the breaker is open: the fallback answers at once */
         ctx->mongo_failed = 1;
         return ngx_http_bytemark_mongo_only(r, ctx, NGX_HTTP_BYTEMARK_FAILED);
     }
@@ -293,17 +282,12 @@ ngx_http_bytemark_mysql_stage(ngx_http_request_t *r,
     for (i = ctx->mysql_server; i < n; i++) {
         slot = NGX_HTTP_BYTEMARK_BREAKER_MYSQL + i;
 
-        if (ngx_http_bytemark_call_blocked(bmcf, slot)) {
-            /* calls that hang are failures too: they open the breaker */
-            ngx_http_bytemark_breaker_result(bmcf, slot, 0,
-                                             NGX_HTTP_BYTEMARK_BREAKER_STUCK);
-
-        } else if (ngx_http_bytemark_breaker_allow(bmcf, slot)) {
+        if (ngx_http_bytemark_call_gate(bmcf, slot,
+                                        NGX_HTTP_BYTEMARK_GATE_LOOKUP)
+            == NGX_OK)
+        {
             break;
         }
-
-        ngx_http_bytemark_metrics_backend_error(NGX_HTTP_BYTEMARK_BACKEND_MYSQL,
-                                         NGX_HTTP_BYTEMARK_ERR_BREAKER_OPEN);
     }
 
     left = (ngx_msec_int_t) (ctx->mysql_deadline - ngx_current_msec) > 0

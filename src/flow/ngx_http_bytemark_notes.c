@@ -101,9 +101,9 @@ ngx_http_bytemark_notes_take(ngx_http_bytemark_notes_walk_t *w)
 
     bmcf = w->bmcf;
 
-    if (ngx_http_bytemark_call_blocked(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO)
-        || ngx_http_bytemark_breaker_is_open(bmcf,
-                                             NGX_HTTP_BYTEMARK_BREAKER_MONGO))
+    if (ngx_http_bytemark_call_gate(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO,
+                                    NGX_HTTP_BYTEMARK_GATE_SKIP_OPEN)
+        != NGX_OK)
     {
         return;
     }

@@ -216,6 +216,7 @@ static void
 ngx_http_bytemark_ingest_committed(ngx_http_request_t *r,
     ngx_http_bytemark_call_t *call)
 {
+    ngx_int_t                       rc;
     ngx_msec_t                      budget;
     ngx_http_bytemark_ctx_t        *ctx;
     ngx_http_bytemark_call_t       *cache;
@@ -276,14 +277,15 @@ ngx_http_bytemark_ingest_committed(ngx_http_request_t *r,
     call->passes = NULL;
     call->npasses = 0;
 
-    if (ngx_http_bytemark_call_blocked(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO)) {
+    rc = ngx_http_bytemark_call_gate(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO,
+                                     NGX_HTTP_BYTEMARK_GATE_SKIP_OPEN);
+
+    if (rc == NGX_BUSY) {
         cache->cache_failed = 1;
         snprintf(cache->cache_error, sizeof(cache->cache_error),
                  "not tried: too many stuck MongoDB calls");
 
-    } else if (ngx_http_bytemark_breaker_is_open(bmcf,
-                                          NGX_HTTP_BYTEMARK_BREAKER_MONGO))
-    {
+    } else if (rc == NGX_DECLINED) {
         cache->cache_failed = 1;
         snprintf(cache->cache_error, sizeof(cache->cache_error),
                  "circuit breaker open for mongo");

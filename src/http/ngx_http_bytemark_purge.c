@@ -35,22 +35,16 @@ ngx_http_bytemark_purge_handler(ngx_http_request_t *r)
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
     bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
 
-    if (ngx_http_bytemark_call_blocked(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO)) {
+    rc = ngx_http_bytemark_call_gate(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO,
+                                     NGX_HTTP_BYTEMARK_GATE_PROBE
+                                     | NGX_HTTP_BYTEMARK_GATE_COUNT_STUCK);
+    if (rc != NGX_OK) {
         /* a purge would only be one more thread stuck in the driver */
-        ngx_http_bytemark_metrics_backend_error(NGX_HTTP_BYTEMARK_BACKEND_MONGO,
-                                         NGX_HTTP_BYTEMARK_ERR_BREAKER_OPEN);
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "bytemark: mongo purge for user %uL not tried: "
-                      "too many stuck MongoDB calls", ctx->user_id);
-        return ngx_http_bytemark_unavailable(r);
-    }
-
-    if (!ngx_http_bytemark_breaker_allow(bmcf,
-                                         NGX_HTTP_BYTEMARK_BREAKER_MONGO))
-    {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "bytemark: mongo purge for user %uL not tried: "
-                      "circuit breaker open", ctx->user_id);
+                      "bytemark: mongo purge for user %uL not tried: %s",
+                      ctx->user_id,
+                      (rc == NGX_BUSY) ? "too many stuck MongoDB calls"
+                                       : "circuit breaker open");
         return ngx_http_bytemark_unavailable(r);
     }
 
