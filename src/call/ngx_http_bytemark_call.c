@@ -59,6 +59,8 @@ static void ngx_http_bytemark_call_complete(ngx_event_t *ev);
 static void ngx_http_bytemark_call_timeout(ngx_event_t *ev);
 static ngx_http_bytemark_backend_e ngx_http_bytemark_call_backend(
     ngx_uint_t slot);
+static void ngx_http_bytemark_call_report(ngx_http_bytemark_call_t *call,
+    ngx_http_bytemark_result_e result);
 
 
 ngx_http_bytemark_call_t *
@@ -133,9 +135,48 @@ ngx_http_bytemark_call_post(ngx_http_bytemark_call_t *call)
         return NGX_ERROR;
     }
 
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, call->log, 0,
+                   "bytemark: call %p \"%s\" for user %uL posted, "
+                   "budget %M ms", call, call->name, call->user_id,
+                   call->timeout);
+
     ngx_http_bytemark_call_started(call);
 
     return NGX_OK;
+}
+
+
+/*
+ * Post a call its caller has filled in; one that the backend cannot take
+ * is logged at "level" (0: not logged) and freed: NGX_ERROR, it is gone.
+ */
+
+ngx_int_t
+ngx_http_bytemark_call_start(ngx_http_bytemark_call_t *call, ngx_uint_t level)
+{
+    const char  *why;
+
+    if (ngx_http_bytemark_call_post(call) == NGX_OK) {
+        return NGX_OK;
+    }
+
+    if (level) {
+        why = call->error[0] ? call->error : "its backend cannot take it";
+
+        if (call->user_id) {
+            ngx_log_error(level, call->log, 0,
+                          "bytemark: %s for user %uL not started: %s",
+                          call->name, call->user_id, why);
+
+        } else {
+            ngx_log_error(level, call->log, 0,
+                          "bytemark: %s not started: %s", call->name, why);
+        }
+    }
+
+    ngx_http_bytemark_call_free(call);
+
+    return NGX_ERROR;
 }
 
 
@@ -164,6 +205,10 @@ ngx_http_bytemark_call_started(ngx_http_bytemark_call_t *call)
     ngx_http_bytemark_ctx_t  *ctx;
 
     call->started = ngx_current_msec;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, call->log, 0,
+                   "bytemark: call %p \"%s\" started%s", call, call->name,
+                   call->request ? "" : ", no request waits");
 
     if (!call->member) {
         /* a MongoDB lookup is counted by the task that carries it */
@@ -194,6 +239,9 @@ ngx_http_bytemark_call_started(ngx_http_bytemark_call_t *call)
 void
 ngx_http_bytemark_call_free(ngx_http_bytemark_call_t *call)
 {
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "bytemark: call %p \"%s\" freed", call, call->name);
+
     ngx_http_bytemark_answer_release(&call->answer);
 
     ngx_http_bytemark_passes_free(&call->fill_passes[0]);
@@ -246,6 +294,11 @@ ngx_http_bytemark_call_finish(ngx_http_bytemark_call_t *call)
 
     call->elapsed = ngx_current_msec - call->started;
 
+    ngx_log_debug5(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "bytemark: call %p \"%s\" done in %M ms, result %d%s",
+                   call, call->name, call->elapsed, (int) call->answer.result,
+                   call->request ? "" : ", its request has gone");
+
     if (!call->member) {
         if (ngx_http_bytemark_call_obs) {
             ngx_http_bytemark_call_obs->completed(call);
@@ -267,6 +320,7 @@ ngx_http_bytemark_call_finish(ngx_http_bytemark_call_t *call)
 
         if (call->always_done) {
             /* it has work left that does not need the request */
+            ngx_http_bytemark_call_report(call, call->answer.result);
             call->done(NULL, call);
             ngx_http_bytemark_call_free(call);
             return;
@@ -289,6 +343,7 @@ ngx_http_bytemark_call_finish(ngx_http_bytemark_call_t *call)
 
     c = r->connection;
 
+    ngx_http_bytemark_call_report(call, call->answer.result);
     call->done(r, call);
 
     ngx_http_bytemark_call_free(call);
@@ -309,6 +364,10 @@ ngx_http_bytemark_call_abandon(ngx_http_bytemark_call_t *call)
     const ngx_http_bytemark_call_ops_t  *ops;
 
     call->request = NULL;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "bytemark: call %p \"%s\" abandoned: its request has gone",
+                   call, call->name);
 
     ops = ngx_http_bytemark_call_ops[call->backend];
 
@@ -343,13 +402,20 @@ ngx_http_bytemark_call_timeout(ngx_event_t *ev)
     rc = call->cancel ? call->cancel(call) : NGX_DECLINED;
     queued = (rc == NGX_OK);
 
+    ngx_log_debug5(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "bytemark: call %p \"%s\" timed out after %M ms, %s%s",
+                   call, call->name, call->timeout,
+                   queued ? "never started" : (rc == NGX_DONE)
+                                             ? "its task is stuck"
+                                             : "stuck",
+                   r ? "" : ", no request waits");
+
     if (rc == NGX_DECLINED) {
         /*
          * The budget is spent: whoever waited, the call now holds a thread
          * (MongoDB) or a connection (MySQL) until its operation ends.
          */
-        call->stuck = 1;
-        ngx_http_bytemark_stuck[call->slot]++;
+        ngx_http_bytemark_call_stuck(call);
     }
 
     c = NULL;
@@ -378,6 +444,7 @@ ngx_http_bytemark_call_timeout(ngx_event_t *ev)
         timed_out.commit_sent = call->commit_sent;
         timed_out.backend = call->backend;
         timed_out.slot = call->slot;
+        timed_out.report = call->report;
         timed_out.bmcf = call->bmcf;
         timed_out.log = call->log;
         timed_out.timeout = call->timeout;
@@ -387,6 +454,8 @@ ngx_http_bytemark_call_timeout(ngx_event_t *ev)
         ngx_snprintf((u_char *) timed_out.error, sizeof(timed_out.error),
                      "no answer within %M ms%Z", call->timeout);
 
+        ngx_http_bytemark_call_report(&timed_out,
+                                      NGX_HTTP_BYTEMARK_TIMED_OUT);
         call->done(r, &timed_out);
     }
 
@@ -424,6 +493,10 @@ ngx_http_bytemark_call_stuck(ngx_http_bytemark_call_t *call)
     if (!call->stuck) {
         call->stuck = 1;
         ngx_http_bytemark_stuck[call->slot]++;
+
+        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "bytemark: call %p \"%s\" stuck, %ui on its server",
+                       call, call->name, ngx_http_bytemark_stuck[call->slot]);
     }
 }
 
@@ -503,4 +576,55 @@ ngx_http_bytemark_call_backend(ngx_uint_t slot)
 
     return (ops && slot >= ops->slot) ? NGX_HTTP_BYTEMARK_BACKEND_MYSQL
                                       : NGX_HTTP_BYTEMARK_BACKEND_MONGO;
+}
+
+
+/* the breaker hears of the call's outcome, as its policy says (REPORT_*) */
+
+static void
+ngx_http_bytemark_call_report(ngx_http_bytemark_call_t *call,
+    ngx_http_bytemark_result_e result)
+{
+    ngx_uint_t                                ok;
+    const ngx_http_bytemark_call_observer_t  *obs;
+
+    obs = ngx_http_bytemark_call_obs;
+
+    if (obs == NULL) {
+        return;
+    }
+
+    switch (call->report) {
+
+    case NGX_HTTP_BYTEMARK_REPORT_FOUND:
+        ok = (result == NGX_HTTP_BYTEMARK_FOUND);
+        break;
+
+    case NGX_HTTP_BYTEMARK_REPORT_ANSWER:
+        if (result == NGX_HTTP_BYTEMARK_NO_THREAD) {
+            return;
+        }
+
+        ok = (result != NGX_HTTP_BYTEMARK_FAILED
+              && result != NGX_HTTP_BYTEMARK_TIMED_OUT);
+        break;
+
+    case NGX_HTTP_BYTEMARK_REPORT_TIMEOUT:
+        if (result != NGX_HTTP_BYTEMARK_TIMED_OUT) {
+            return;
+        }
+
+        ok = 0;
+        break;
+
+    default:
+        return;
+    }
+
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, call->log, 0,
+                   "bytemark: %s for user %uL: breaker slot %ui hears %s",
+                   call->name, call->user_id, call->slot,
+                   ok ? "a success" : "a failure");
+
+    obs->breaker_result(call->bmcf, call->slot, ok, (int64_t) call->elapsed);
 }

@@ -35,6 +35,7 @@ struct ngx_http_bytemark_call_s {
     const char                   *name;      /* "mongo find", ... */
     ngx_http_bytemark_backend_e   backend;
     ngx_uint_t                    slot;      /* breaker: mongo, mysql #n */
+    ngx_uint_t                    report;    /* to the breaker: REPORT_* */
     unsigned                      stuck:1;   /* abandoned, thread still busy */
 
     /*
@@ -144,6 +145,19 @@ typedef struct {
                                                      "breaker_open" ... */
 #define NGX_HTTP_BYTEMARK_GATE_COUNT_OPEN   0x10  /* ... when stuck / open */
 
+/*
+ * What the call layer tells the breaker of a call's outcome, just before
+ * its done() runs (call->report); a backend that knows better (the MySQL
+ * side, which tells a server's failure from an SQL error) reports itself.
+ */
+#define NGX_HTTP_BYTEMARK_REPORT_NONE     0
+#define NGX_HTTP_BYTEMARK_REPORT_FOUND    1   /* success: FOUND, else failure */
+#define NGX_HTTP_BYTEMARK_REPORT_ANSWER   2   /* success: any answer; a call
+                                                 that found no thread is not
+                                                 reported */
+#define NGX_HTTP_BYTEMARK_REPORT_TIMEOUT  3   /* a spent budget only, as a
+                                                 failure */
+
 /* the breaker's cost of a failure that is a call stuck in a thread */
 #define NGX_HTTP_BYTEMARK_CALL_STUCK_COST   NGX_MAX_INT32_VALUE
 
@@ -164,6 +178,8 @@ ngx_http_bytemark_call_t *ngx_http_bytemark_call_create(ngx_http_request_t *r,
     ngx_http_bytemark_call_run_pt run, ngx_http_bytemark_call_done_pt done,
     ngx_msec_t timeout);
 ngx_int_t ngx_http_bytemark_call_post(ngx_http_bytemark_call_t *call);
+ngx_int_t ngx_http_bytemark_call_start(ngx_http_bytemark_call_t *call,
+    ngx_uint_t level);
 ngx_int_t ngx_http_bytemark_call_thread_post(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_call_started(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_call_finish(ngx_http_bytemark_call_t *call);

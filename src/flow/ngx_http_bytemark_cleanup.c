@@ -106,11 +106,7 @@ ngx_http_bytemark_cleanup_tick(ngx_event_t *ev)
     call->fill_timestamp = stamp;
     call->always_done = 1;
 
-    if (ngx_http_bytemark_call_post(call) != NGX_OK) {
-        ngx_log_error(NGX_LOG_WARN, ev->log, 0,
-                      "bytemark: cache cleanup skipped: thread pool queue "
-                      "is full");
-        ngx_http_bytemark_call_free(call);
+    if (ngx_http_bytemark_call_start(call, NGX_LOG_WARN) != NGX_OK) {
         ngx_http_bytemark_cleanup_unlock(bmcf, stamp);
     }
 }

@@ -59,12 +59,7 @@ ngx_http_bytemark_fill(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx,
     call->fill_passes[1] = a->passes[1];
     ngx_memzero(a->passes, sizeof(a->passes));
 
-    if (ngx_http_bytemark_call_post(call) != NGX_OK) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "bytemark: cache fill for user %uL skipped: "
-                      "thread pool queue is full", ctx->user_id);
-        ngx_http_bytemark_call_free(call);
-    }
+    (void) ngx_http_bytemark_call_start(call, NGX_LOG_WARN);
 }
 
 
@@ -101,9 +96,7 @@ ngx_http_bytemark_repair(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx)
     call->fill_timestamp = ctx->note_stamp;
     call->always_done = 1;
 
-    if (ngx_http_bytemark_call_post(call) != NGX_OK) {
-        ngx_http_bytemark_call_free(call);
-    }
+    (void) ngx_http_bytemark_call_start(call, 0);
 }
 
 

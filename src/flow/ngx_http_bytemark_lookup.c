@@ -98,14 +98,9 @@ ngx_http_bytemark_mongo_stage(ngx_http_request_t *r,
 
     call->user_id = ctx->user_id;
     call->batched = 1;
+    call->report = NGX_HTTP_BYTEMARK_REPORT_ANSWER;
 
-    if (ngx_http_bytemark_call_post(call) != NGX_OK) {
-        ngx_http_bytemark_call_free(call);
-
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "bytemark: mongo find for user %uL not started: "
-                      "thread pool queue is full", ctx->user_id);
-
+    if (ngx_http_bytemark_call_start(call, NGX_LOG_ERR) != NGX_OK) {
         ctx->mongo_failed = 1;
         return ngx_http_bytemark_mongo_only(r, ctx, NGX_HTTP_BYTEMARK_NO_THREAD);
     }
@@ -127,15 +122,6 @@ ngx_http_bytemark_mongo_done(ngx_http_request_t *r,
 
     ctx->mongo_used = 1;
     ctx->mongo_time += call->elapsed;
-
-    if (a->result != NGX_HTTP_BYTEMARK_NO_THREAD) {
-        ngx_http_bytemark_breaker_result(call->bmcf,
-                                         NGX_HTTP_BYTEMARK_BREAKER_MONGO,
-                                         a->result != NGX_HTTP_BYTEMARK_FAILED
-                                         && a->result
-                                            != NGX_HTTP_BYTEMARK_TIMED_OUT,
-                                         (int64_t) call->elapsed);
-    }
 
     switch (a->result) {
 
@@ -315,16 +301,12 @@ ngx_http_bytemark_mysql_stage(ngx_http_request_t *r,
     }
 
     call->slot = NGX_HTTP_BYTEMARK_BREAKER_MYSQL + i;
+    /* the MySQL side reports what the server did; a spent slice is ours */
+    call->report = NGX_HTTP_BYTEMARK_REPORT_TIMEOUT;
     call->user_id = ctx->user_id;
     ngx_memcpy(call->uuid, ctx->uuid, NGX_HTTP_BYTEMARK_UUID_LEN);
 
-    if (ngx_http_bytemark_call_post(call) != NGX_OK) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "bytemark: mysql query for user %uL not started: %s",
-                      ctx->user_id, call->error);
-
-        ngx_http_bytemark_call_free(call);
-
+    if (ngx_http_bytemark_call_start(call, NGX_LOG_ERR) != NGX_OK) {
         return ngx_http_bytemark_serve_stale(r, ctx);
     }
 
@@ -375,12 +357,6 @@ ngx_http_bytemark_mysql_done(ngx_http_request_t *r,
 
     default:
         ngx_http_bytemark_log_failure(r, call);
-
-        if (a->result == NGX_HTTP_BYTEMARK_TIMED_OUT) {
-            /* the slice is spent: a failure that cost time */
-            ngx_http_bytemark_breaker_result(call->bmcf, call->slot, 0,
-                                             (int64_t) call->elapsed);
-        }
 
         if (a->result == NGX_HTTP_BYTEMARK_TIMED_OUT
             || a->error_kind != NGX_HTTP_BYTEMARK_ERR_QUERY)

@@ -154,9 +154,9 @@ ngx_http_bytemark_notes_delete(ngx_http_bytemark_notes_walk_t *w)
     call->user_id = w->users[w->next];
     call->fill_timestamp = w->stamps[w->next];
     call->always_done = 1;
+    call->report = NGX_HTTP_BYTEMARK_REPORT_FOUND;
 
-    if (ngx_http_bytemark_call_post(call) != NGX_OK) {
-        ngx_http_bytemark_call_free(call);
+    if (ngx_http_bytemark_call_start(call, 0) != NGX_OK) {
         w->n = 0;
         return;
     }
@@ -178,10 +178,6 @@ ngx_http_bytemark_notes_done(ngx_http_request_t *r,
     w->busy = 0;
 
     ok = (call->answer.result == NGX_HTTP_BYTEMARK_FOUND);
-
-    ngx_http_bytemark_breaker_result(call->bmcf,
-                                     NGX_HTTP_BYTEMARK_BREAKER_MONGO, ok,
-                                     (int64_t) call->elapsed);
 
     if (!ok) {
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,

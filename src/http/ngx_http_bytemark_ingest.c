@@ -129,13 +129,7 @@ ngx_http_bytemark_ingest_start(ngx_http_request_t *r,
     ctx->passes = NULL;
     ctx->npasses = 0;
 
-    if (ngx_http_bytemark_call_post(call) != NGX_OK) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "bytemark: ingest for user %uL not started: %s",
-                      ctx->user_id, call->error);
-
-        ngx_http_bytemark_call_free(call);
-
+    if (ngx_http_bytemark_call_start(call, NGX_LOG_ERR) != NGX_OK) {
         return ngx_http_bytemark_unavailable(r);
     }
 

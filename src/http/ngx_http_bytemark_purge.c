@@ -58,12 +58,12 @@ ngx_http_bytemark_purge_handler(ngx_http_request_t *r)
     }
 
     call->user_id = ctx->user_id;
+    call->report = NGX_HTTP_BYTEMARK_REPORT_FOUND;
 
     /* a note older than this delete is settled by it */
     ctx->note_stamp = ngx_http_bytemark_now_ms();
 
-    if (ngx_http_bytemark_call_post(call) != NGX_OK) {
-        ngx_http_bytemark_call_free(call);
+    if (ngx_http_bytemark_call_start(call, 0) != NGX_OK) {
         return ngx_http_bytemark_unavailable(r);
     }
 
@@ -84,12 +84,6 @@ ngx_http_bytemark_purge_done(ngx_http_request_t *r,
 
     /* the micro-cached answers go whatever MongoDB said */
     ngx_http_bytemark_microcache_invalidate(call->bmcf, ctx->user_id);
-
-    ngx_http_bytemark_breaker_result(call->bmcf,
-                                     NGX_HTTP_BYTEMARK_BREAKER_MONGO,
-                                     call->answer.result
-                                     == NGX_HTTP_BYTEMARK_FOUND,
-                                     (int64_t) call->elapsed);
 
     if (call->answer.result == NGX_HTTP_BYTEMARK_FOUND) {
         ngx_http_bytemark_note_clear(call->bmcf, ctx->user_id,

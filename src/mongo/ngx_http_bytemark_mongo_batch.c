@@ -111,8 +111,11 @@ ngx_http_bytemark_mongo_batch_exit(void)
 static ngx_int_t
 ngx_http_bytemark_mongo_post(ngx_http_bytemark_call_t *call)
 {
+    ngx_int_t  rc;
+
     if (!call->batched) {
-        return ngx_http_bytemark_call_thread_post(call);
+        rc = ngx_http_bytemark_call_thread_post(call);
+        goto posted;
     }
 
     call->member = 1;
@@ -121,13 +124,14 @@ ngx_http_bytemark_mongo_post(ngx_http_bytemark_call_t *call)
     if (ngx_http_bytemark_batch_running < NGX_HTTP_BYTEMARK_BATCH_TASKS
         && ngx_queue_empty(&ngx_http_bytemark_batch_queue))
     {
-        if (ngx_http_bytemark_batch_post(&call, 1) != NGX_OK) {
+        rc = ngx_http_bytemark_batch_post(&call, 1);
+
+        if (rc != NGX_OK) {
             call->member = 0;
             call->cancel = NULL;
-            return NGX_ERROR;
         }
 
-        return NGX_OK;
+        goto posted;
     }
 
     /* the budget runs from now (call_post() starts it): queueing is part */
@@ -153,6 +157,16 @@ ngx_http_bytemark_mongo_post(ngx_http_bytemark_call_t *call)
     }
 
     return NGX_OK;
+
+posted:
+
+    if (rc != NGX_OK) {
+        ngx_cpystrn((u_char *) call->error,
+                    (u_char *) "thread pool queue is full",
+                    sizeof(call->error));
+    }
+
+    return rc;
 }
 
 
@@ -238,6 +252,10 @@ ngx_http_bytemark_batch_post(ngx_http_bytemark_call_t **members, ngx_uint_t n)
     }
 
     ngx_http_bytemark_batch_running++;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "bytemark: mongo batch task %p of %ui lookups posted, "
+                   "%ui running", task, n, ngx_http_bytemark_batch_running);
 
     return NGX_OK;
 }
