@@ -36,31 +36,21 @@
  */
 
 
-#include "ngx_http_bytemark_call.h"
+#include "ngx_http_bytemark_call_private.h"
 
 #if (NGX_THREADS)
 #include <ngx_thread_pool.h>
 #endif
 
 
-/* per worker: abandoned calls still running, by breaker slot */
-static ngx_uint_t  ngx_http_bytemark_stuck[NGX_HTTP_BYTEMARK_BREAKERS];
-
-/* per worker: the breakers and metrics (ngx_http_bytemark_call_observe) */
-static const ngx_http_bytemark_call_observer_t  *ngx_http_bytemark_call_obs;
-
 /* per worker: the backends' operations (ngx_http_bytemark_call_register) */
-static const ngx_http_bytemark_call_ops_t
+const ngx_http_bytemark_call_ops_t
     *ngx_http_bytemark_call_ops[NGX_HTTP_BYTEMARK_BACKENDS];
 
 
 static void ngx_http_bytemark_call_thread(void *data, ngx_log_t *log);
 static void ngx_http_bytemark_call_complete(ngx_event_t *ev);
 static void ngx_http_bytemark_call_timeout(ngx_event_t *ev);
-static ngx_http_bytemark_backend_e ngx_http_bytemark_call_backend(
-    ngx_uint_t slot);
-static void ngx_http_bytemark_call_report(ngx_http_bytemark_call_t *call,
-    ngx_http_bytemark_result_e result);
 
 
 ngx_http_bytemark_call_t *
@@ -288,11 +278,16 @@ ngx_http_bytemark_call_complete(ngx_event_t *ev)
 void
 ngx_http_bytemark_call_finish(ngx_http_bytemark_call_t *call)
 {
-    ngx_connection_t          *c;
-    ngx_http_request_t        *r;
-    ngx_http_bytemark_ctx_t   *ctx;
+    ngx_connection_t             *c;
+    ngx_http_request_t           *r;
+    ngx_http_bytemark_ctx_t      *ctx;
+    ngx_http_bytemark_outcome_t   o;
 
     call->elapsed = ngx_current_msec - call->started;
+
+    o.result = call->answer.result;
+    o.elapsed = call->elapsed;
+    o.error = call->error;
 
     ngx_log_debug5(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "bytemark: call %p \"%s\" done in %M ms, result %d%s",
@@ -310,7 +305,7 @@ ngx_http_bytemark_call_finish(ngx_http_bytemark_call_t *call)
     }
 
     if (call->stuck) {
-        ngx_http_bytemark_stuck[call->slot]--;
+        ngx_http_bytemark_call_unstuck(call);
     }
 
     r = call->request;
@@ -320,8 +315,8 @@ ngx_http_bytemark_call_finish(ngx_http_bytemark_call_t *call)
 
         if (call->always_done) {
             /* it has work left that does not need the request */
-            ngx_http_bytemark_call_report(call, call->answer.result);
-            call->done(NULL, call);
+            ngx_http_bytemark_call_report(call, &o);
+            call->done(NULL, call, &o);
             ngx_http_bytemark_call_free(call);
             return;
         }
@@ -343,8 +338,8 @@ ngx_http_bytemark_call_finish(ngx_http_bytemark_call_t *call)
 
     c = r->connection;
 
-    ngx_http_bytemark_call_report(call, call->answer.result);
-    call->done(r, call);
+    ngx_http_bytemark_call_report(call, &o);
+    call->done(r, call, &o);
 
     ngx_http_bytemark_call_free(call);
 
@@ -382,12 +377,14 @@ ngx_http_bytemark_call_abandon(ngx_http_bytemark_call_t *call)
 static void
 ngx_http_bytemark_call_timeout(ngx_event_t *ev)
 {
-    ngx_int_t                  rc;
-    ngx_uint_t                 queued;
-    ngx_connection_t          *c;
-    ngx_http_request_t        *r;
-    ngx_http_bytemark_ctx_t   *ctx;
-    ngx_http_bytemark_call_t  *call, timed_out;
+    char                          error[64];
+    ngx_int_t                     rc;
+    ngx_uint_t                    queued;
+    ngx_connection_t             *c;
+    ngx_http_request_t           *r;
+    ngx_http_bytemark_ctx_t      *ctx;
+    ngx_http_bytemark_call_t     *call;
+    ngx_http_bytemark_outcome_t   o;
 
     call = ev->data;
     r = call->request;
@@ -432,31 +429,19 @@ ngx_http_bytemark_call_timeout(ngx_event_t *ev)
         c = r->connection;
 
         /*
-         * done() reads the answer from a copy, because the thread may still
-         * be writing the real one.
+         * done() reads the outcome, not the answer: the thread may still
+         * be writing that.
          */
 
-        ngx_memzero(&timed_out, sizeof(ngx_http_bytemark_call_t));
-        timed_out.name = call->name;
-        timed_out.run = call->run;
-        timed_out.answer.timestamp = call->answer.timestamp;
-        timed_out.answer.count = call->answer.count;
-        timed_out.commit_sent = call->commit_sent;
-        timed_out.backend = call->backend;
-        timed_out.slot = call->slot;
-        timed_out.report = call->report;
-        timed_out.bmcf = call->bmcf;
-        timed_out.log = call->log;
-        timed_out.timeout = call->timeout;
-        timed_out.user_id = call->user_id;
-        timed_out.elapsed = ngx_current_msec - call->started;
-        timed_out.answer.result = NGX_HTTP_BYTEMARK_TIMED_OUT;
-        ngx_snprintf((u_char *) timed_out.error, sizeof(timed_out.error),
+        ngx_snprintf((u_char *) error, sizeof(error),
                      "no answer within %M ms%Z", call->timeout);
 
-        ngx_http_bytemark_call_report(&timed_out,
-                                      NGX_HTTP_BYTEMARK_TIMED_OUT);
-        call->done(r, &timed_out);
+        o.result = NGX_HTTP_BYTEMARK_TIMED_OUT;
+        o.elapsed = ngx_current_msec - call->started;
+        o.error = error;
+
+        ngx_http_bytemark_call_report(call, &o);
+        call->done(r, call, &o);
     }
 
     if (queued) {
@@ -482,149 +467,4 @@ ngx_http_bytemark_call_hold(ngx_http_request_t *r)
     r->read_event_handler = ngx_http_test_reading;
 
     return NGX_DONE;
-}
-
-
-/* the call outlived a budget: it holds its thread (or connection) on */
-
-void
-ngx_http_bytemark_call_stuck(ngx_http_bytemark_call_t *call)
-{
-    if (!call->stuck) {
-        call->stuck = 1;
-        ngx_http_bytemark_stuck[call->slot]++;
-
-        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                       "bytemark: call %p \"%s\" stuck, %ui on its server",
-                       call, call->name, ngx_http_bytemark_stuck[call->slot]);
-    }
-}
-
-
-void
-ngx_http_bytemark_call_observe(const ngx_http_bytemark_call_observer_t *observer)
-{
-    ngx_http_bytemark_call_obs = observer;
-}
-
-
-/*
- * May a call to this breaker slot be posted now?  NGX_OK: yes;
- * NGX_BUSY: too many abandoned calls to its server still hold threads (or
- * connections); NGX_DECLINED: its breaker is open.  What a refusal reports
- * is the caller's policy, the same for every backend.
- */
-
-ngx_int_t
-ngx_http_bytemark_call_gate(ngx_http_bytemark_main_conf_t *bmcf,
-    ngx_uint_t slot, ngx_uint_t policy)
-{
-    ngx_int_t                                 rc;
-    const ngx_http_bytemark_call_observer_t  *obs;
-
-    obs = ngx_http_bytemark_call_obs;
-    rc = NGX_OK;
-
-    if (ngx_http_bytemark_stuck[slot] >= bmcf->stuck_calls) {
-        rc = NGX_BUSY;
-
-        if (obs && (policy & NGX_HTTP_BYTEMARK_GATE_STUCK_FAILS)) {
-            /* calls that hang are failures too: they open the breaker */
-            obs->breaker_result(bmcf, slot, 0,
-                                NGX_HTTP_BYTEMARK_CALL_STUCK_COST);
-        }
-
-    } else if (obs == NULL) {
-        /* no breakers */
-
-    } else if (policy & NGX_HTTP_BYTEMARK_GATE_PROBE) {
-        if (!obs->breaker_allow(bmcf, slot)) {
-            rc = NGX_DECLINED;
-        }
-
-    } else if (policy & NGX_HTTP_BYTEMARK_GATE_SKIP_OPEN) {
-        if (obs->breaker_is_open(bmcf, slot)) {
-            rc = NGX_DECLINED;
-        }
-    }
-
-    if (obs
-        && ((rc == NGX_BUSY && (policy & NGX_HTTP_BYTEMARK_GATE_COUNT_STUCK))
-            || (rc == NGX_DECLINED
-                && (policy & NGX_HTTP_BYTEMARK_GATE_COUNT_OPEN))))
-    {
-        obs->backend_error(ngx_http_bytemark_call_backend(slot),
-                           NGX_HTTP_BYTEMARK_ERR_BREAKER_OPEN);
-    }
-
-    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                   "bytemark: call gate of breaker slot %ui: %i "
-                   "(%ui stuck)", slot, rc, ngx_http_bytemark_stuck[slot]);
-
-    return rc;
-}
-
-
-/* the backend of a breaker slot: MongoDB's, or one of the MySQL servers */
-
-static ngx_http_bytemark_backend_e
-ngx_http_bytemark_call_backend(ngx_uint_t slot)
-{
-    const ngx_http_bytemark_call_ops_t  *ops;
-
-    ops = ngx_http_bytemark_call_ops[NGX_HTTP_BYTEMARK_BACKEND_MYSQL];
-
-    return (ops && slot >= ops->slot) ? NGX_HTTP_BYTEMARK_BACKEND_MYSQL
-                                      : NGX_HTTP_BYTEMARK_BACKEND_MONGO;
-}
-
-
-/* the breaker hears of the call's outcome, as its policy says (REPORT_*) */
-
-static void
-ngx_http_bytemark_call_report(ngx_http_bytemark_call_t *call,
-    ngx_http_bytemark_result_e result)
-{
-    ngx_uint_t                                ok;
-    const ngx_http_bytemark_call_observer_t  *obs;
-
-    obs = ngx_http_bytemark_call_obs;
-
-    if (obs == NULL) {
-        return;
-    }
-
-    switch (call->report) {
-
-    case NGX_HTTP_BYTEMARK_REPORT_FOUND:
-        ok = (result == NGX_HTTP_BYTEMARK_FOUND);
-        break;
-
-    case NGX_HTTP_BYTEMARK_REPORT_ANSWER:
-        if (result == NGX_HTTP_BYTEMARK_NO_THREAD) {
-            return;
-        }
-
-        ok = (result != NGX_HTTP_BYTEMARK_FAILED
-              && result != NGX_HTTP_BYTEMARK_TIMED_OUT);
-        break;
-
-    case NGX_HTTP_BYTEMARK_REPORT_TIMEOUT:
-        if (result != NGX_HTTP_BYTEMARK_TIMED_OUT) {
-            return;
-        }
-
-        ok = 0;
-        break;
-
-    default:
-        return;
-    }
-
-    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, call->log, 0,
-                   "bytemark: %s for user %uL: breaker slot %ui hears %s",
-                   call->name, call->user_id, call->slot,
-                   ok ? "a success" : "a failure");
-
-    obs->breaker_result(call->bmcf, call->slot, ok, (int64_t) call->elapsed);
 }

@@ -15,9 +15,22 @@
 #include "ngx_http_bytemark_render.h"
 
 
+/*
+ * How a call ended, as done() reads it: the call's own result, or, when
+ * its budget was spent first, NGX_HTTP_BYTEMARK_TIMED_OUT while the call
+ * goes on without its request.  Then done() must read of the call only
+ * what the event loop owns (its name, user, budget, arguments), never the
+ * answer or the error that a thread may still be writing.
+ */
+typedef struct {
+    ngx_http_bytemark_result_e    result;
+    ngx_msec_t                    elapsed;
+    const char                   *error;     /* cause, for the log, or "" */
+} ngx_http_bytemark_outcome_t;
+
 typedef void (*ngx_http_bytemark_call_run_pt)(ngx_http_bytemark_call_t *call);
 typedef void (*ngx_http_bytemark_call_done_pt)(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call);
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o);
 
 
 /*

@@ -25,7 +25,7 @@ static ngx_event_t  ngx_http_bytemark_cleanup_ev;
 
 static void ngx_http_bytemark_cleanup_tick(ngx_event_t *ev);
 static void ngx_http_bytemark_cleanup_done(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call);
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o);
 
 
 ngx_int_t
@@ -114,23 +114,23 @@ ngx_http_bytemark_cleanup_tick(ngx_event_t *ev)
 
 static void
 ngx_http_bytemark_cleanup_done(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call)
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o)
 {
     ngx_http_bytemark_metrics_inc(NGX_HTTP_BYTEMARK_M_CLEANUP_RUNS);
 
-    if (call->answer.result == NGX_HTTP_BYTEMARK_FOUND) {
+    if (o->result == NGX_HTTP_BYTEMARK_FOUND) {
         ngx_http_bytemark_metrics_add(NGX_HTTP_BYTEMARK_M_CLEANUP_DELETED,
                                       (ngx_uint_t) call->answer.count);
 
         ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
                       "bytemark: cache cleanup deleted %L entries older "
                       "than %L ms in %M ms", call->answer.count,
-                      call->max_age, call->elapsed);
+                      call->max_age, o->elapsed);
 
     } else {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "bytemark: cache cleanup failed after %M ms: %s",
-                      call->elapsed, call->error);
+                      o->elapsed, o->error);
     }
 
     /* the run's stamp: a run that was taken over releases nothing */

@@ -11,7 +11,7 @@
 
 
 static void ngx_http_bytemark_repair_done(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call);
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o);
 
 
 /*
@@ -102,12 +102,12 @@ ngx_http_bytemark_repair(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx)
 
 static void
 ngx_http_bytemark_repair_done(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call)
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o)
 {
-    if (call->answer.result != NGX_HTTP_BYTEMARK_FOUND) {
+    if (o->result != NGX_HTTP_BYTEMARK_FOUND) {
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                       "bytemark: %s for user %uL failed, will retry: %s",
-                      call->name, call->user_id, call->error);
+                      call->name, call->user_id, o->error);
         return;
     }
 

@@ -26,13 +26,13 @@
 static ngx_int_t ngx_http_bytemark_mongo_stage(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx);
 static void ngx_http_bytemark_mongo_done(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call);
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o);
 static ngx_int_t ngx_http_bytemark_mongo_only(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_result_e result);
 static ngx_int_t ngx_http_bytemark_mysql_stage(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx);
 static void ngx_http_bytemark_mysql_done(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call);
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o);
 static ngx_int_t ngx_http_bytemark_serve_entry(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_answer_t *a,
     const char *source);
@@ -40,7 +40,7 @@ static ngx_int_t ngx_http_bytemark_serve_stale(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx);
 static ngx_int_t ngx_http_bytemark_not_found(ngx_http_request_t *r);
 static void ngx_http_bytemark_log_failure(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call);
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o);
 static ngx_int_t ngx_http_bytemark_is_fresh(ngx_http_request_t *r,
     ngx_http_bytemark_answer_t *a);
 
@@ -111,7 +111,7 @@ ngx_http_bytemark_mongo_stage(ngx_http_request_t *r,
 
 static void
 ngx_http_bytemark_mongo_done(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call)
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o)
 {
     ngx_int_t                   rc;
     ngx_http_bytemark_ctx_t    *ctx;
@@ -121,9 +121,9 @@ ngx_http_bytemark_mongo_done(ngx_http_request_t *r,
     a = &call->answer;
 
     ctx->mongo_used = 1;
-    ctx->mongo_time += call->elapsed;
+    ctx->mongo_time += o->elapsed;
 
-    switch (a->result) {
+    switch (o->result) {
 
     case NGX_HTTP_BYTEMARK_FOUND:
 
@@ -156,16 +156,16 @@ ngx_http_bytemark_mongo_done(ngx_http_request_t *r,
 
     case NGX_HTTP_BYTEMARK_MALFORMED:
         /* a fill after the MySQL answer repairs the entry */
-        ngx_http_bytemark_log_failure(r, call);
+        ngx_http_bytemark_log_failure(r, call, o);
         break;
 
     default:
-        ngx_http_bytemark_log_failure(r, call);
+        ngx_http_bytemark_log_failure(r, call, o);
         ctx->mongo_failed = 1;
         break;
     }
 
-    rc = ngx_http_bytemark_mongo_only(r, ctx, a->result);
+    rc = ngx_http_bytemark_mongo_only(r, ctx, o->result);
 
     if (rc != NGX_DONE) {
         ngx_http_bytemark_lookup_finalize(r, rc);
@@ -316,7 +316,7 @@ ngx_http_bytemark_mysql_stage(ngx_http_request_t *r,
 
 static void
 ngx_http_bytemark_mysql_done(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call)
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o)
 {
     ngx_int_t                    rc;
     ngx_http_bytemark_ctx_t     *ctx;
@@ -326,19 +326,19 @@ ngx_http_bytemark_mysql_done(ngx_http_request_t *r,
     a = &call->answer;
 
     ctx->mysql_used = 1;
-    ctx->mysql_time += call->elapsed;
+    ctx->mysql_time += o->elapsed;
 
     if (ctx->noted) {
         ngx_http_bytemark_repair(r, ctx);
     }
 
-    switch (a->result) {
+    switch (o->result) {
 
     case NGX_HTTP_BYTEMARK_FOUND:
     case NGX_HTTP_BYTEMARK_NOT_FOUND:
 
         if (ctx->handler == NGX_HTTP_BYTEMARK_PASS) {
-            if (a->result == NGX_HTTP_BYTEMARK_NOT_FOUND) {
+            if (o->result == NGX_HTTP_BYTEMARK_NOT_FOUND) {
                 rc = ngx_http_bytemark_not_found(r);
 
             } else {
@@ -356,9 +356,9 @@ ngx_http_bytemark_mysql_done(ngx_http_request_t *r,
         break;
 
     default:
-        ngx_http_bytemark_log_failure(r, call);
+        ngx_http_bytemark_log_failure(r, call, o);
 
-        if (a->result == NGX_HTTP_BYTEMARK_TIMED_OUT
+        if (o->result == NGX_HTTP_BYTEMARK_TIMED_OUT
             || a->error_kind != NGX_HTTP_BYTEMARK_ERR_QUERY)
         {
             /* the server did not answer: the next one may */
@@ -467,10 +467,10 @@ ngx_http_bytemark_not_found(ngx_http_request_t *r)
 
 static void
 ngx_http_bytemark_log_failure(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call)
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o)
 {
     ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                   "bytemark: %s for user %uL failed after %M ms: %s",
-                  call->name, call->user_id, call->elapsed,
-                  call->error[0] ? call->error : "unknown error");
+                  call->name, call->user_id, o->elapsed,
+                  o->error[0] ? o->error : "unknown error");
 }

@@ -45,7 +45,7 @@ static void ngx_http_bytemark_notes_tick(ngx_event_t *ev);
 static void ngx_http_bytemark_notes_take(ngx_http_bytemark_notes_walk_t *w);
 static void ngx_http_bytemark_notes_delete(ngx_http_bytemark_notes_walk_t *w);
 static void ngx_http_bytemark_notes_done(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call);
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o);
 
 
 ngx_int_t
@@ -169,7 +169,7 @@ ngx_http_bytemark_notes_delete(ngx_http_bytemark_notes_walk_t *w)
 
 static void
 ngx_http_bytemark_notes_done(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call)
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o)
 {
     ngx_uint_t                       ok;
     ngx_http_bytemark_notes_walk_t  *w;
@@ -177,12 +177,12 @@ ngx_http_bytemark_notes_done(ngx_http_request_t *r,
     w = &ngx_http_bytemark_notes_walk;
     w->busy = 0;
 
-    ok = (call->answer.result == NGX_HTTP_BYTEMARK_FOUND);
+    ok = (o->result == NGX_HTTP_BYTEMARK_FOUND);
 
     if (!ok) {
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                       "bytemark: %s for user %uL failed, will retry: %s",
-                      call->name, call->user_id, call->error);
+                      call->name, call->user_id, o->error);
         w->n = 0;
         return;
     }

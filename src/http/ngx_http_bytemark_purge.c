@@ -9,7 +9,7 @@
 
 
 static void ngx_http_bytemark_purge_done(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call);
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o);
 
 
 ngx_int_t
@@ -73,19 +73,19 @@ ngx_http_bytemark_purge_handler(ngx_http_request_t *r)
 
 static void
 ngx_http_bytemark_purge_done(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call)
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o)
 {
     ngx_int_t                 rc;
     ngx_http_bytemark_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
     ctx->mongo_used = 1;
-    ctx->mongo_time = call->elapsed;
+    ctx->mongo_time = o->elapsed;
 
     /* the micro-cached answers go whatever MongoDB said */
     ngx_http_bytemark_microcache_invalidate(call->bmcf, ctx->user_id);
 
-    if (call->answer.result == NGX_HTTP_BYTEMARK_FOUND) {
+    if (o->result == NGX_HTTP_BYTEMARK_FOUND) {
         ngx_http_bytemark_note_clear(call->bmcf, ctx->user_id,
                                      ctx->note_stamp);
         rc = ngx_http_bytemark_send_no_content(r);
@@ -95,8 +95,8 @@ ngx_http_bytemark_purge_done(ngx_http_request_t *r,
 
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "bytemark: mongo purge for user %uL failed after "
-                      "%M ms: %s", call->user_id, call->elapsed,
-                      call->error[0] ? call->error : "unknown error");
+                      "%M ms: %s", call->user_id, o->elapsed,
+                      o->error[0] ? o->error : "unknown error");
         rc = ngx_http_bytemark_unavailable(r);
     }
 

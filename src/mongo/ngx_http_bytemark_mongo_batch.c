@@ -57,16 +57,10 @@ static void ngx_http_bytemark_batch_wakeup(ngx_event_t *ev);
 static ngx_int_t ngx_http_bytemark_batch_cancel(ngx_http_bytemark_call_t *call);
 static void ngx_http_bytemark_batch_run(ngx_http_bytemark_call_t *task);
 static void ngx_http_bytemark_batch_done(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *task);
+    ngx_http_bytemark_call_t *task, ngx_http_bytemark_outcome_t *o);
 static void ngx_http_bytemark_batch_found(ngx_http_bytemark_call_t **m,
     ngx_uint_t n, const bson_t *doc);
 static int ngx_http_bytemark_batch_cmp(const void *a, const void *b);
-static ngx_int_t ngx_http_bytemark_batch_user(const bson_t *doc,
-    uint64_t *id);
-static ngx_int_t ngx_http_bytemark_answer_copy(ngx_http_bytemark_answer_t *dst,
-    ngx_http_bytemark_answer_t *src);
-static ngx_int_t ngx_http_bytemark_passes_copy(ngx_http_bytemark_passes_t *dst,
-    ngx_http_bytemark_passes_t *src);
 
 
 static const ngx_http_bytemark_call_ops_t  ngx_http_bytemark_mongo_ops = {
@@ -318,7 +312,7 @@ ngx_http_bytemark_batch_next(void)
 
 static void
 ngx_http_bytemark_batch_done(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *task)
+    ngx_http_bytemark_call_t *task, ngx_http_bytemark_outcome_t *o)
 {
     ngx_uint_t                  i, n;
     ngx_http_bytemark_call_t  **members, *call;
@@ -427,7 +421,7 @@ ngx_http_bytemark_batch_run(ngx_http_bytemark_call_t *task)
 
     while (mongoc_cursor_next(cursor, &doc)) {
 
-        if (ngx_http_bytemark_batch_user(doc, &id) != NGX_OK) {
+        if (ngx_http_bytemark_mongo_doc_user(doc, &id) != NGX_OK) {
             /* $in matched it, yet no number: an array holding the id */
             continue;
         }
@@ -497,7 +491,7 @@ ngx_http_bytemark_batch_found(ngx_http_bytemark_call_t **m, ngx_uint_t n,
     for (i = 1; i < n; i++) {
         ngx_memcpy(m[i]->error, m[0]->error, sizeof(m[0]->error));
 
-        if (ngx_http_bytemark_answer_copy(&m[i]->answer, &m[0]->answer)
+        if (ngx_http_bytemark_mongo_answer_copy(&m[i]->answer, &m[0]->answer)
             != NGX_OK)
         {
             m[i]->answer.result = NGX_HTTP_BYTEMARK_FAILED;
@@ -519,111 +513,4 @@ ngx_http_bytemark_batch_cmp(const void *a, const void *b)
     y = (*(ngx_http_bytemark_call_t **) b)->user_id;
 
     return (x > y) - (x < y);
-}
-
-
-/* the user a document belongs to: an integral number (SPEC 2) */
-
-static ngx_int_t
-ngx_http_bytemark_batch_user(const bson_t *doc, uint64_t *id)
-{
-    double       d;
-    int64_t      v;
-    bson_iter_t  it;
-
-    if (!bson_iter_init_find(&it, doc, "user_id")) {
-        return NGX_ERROR;
-    }
-
-    switch (bson_iter_type(&it)) {
-
-    case BSON_TYPE_INT32:
-        v = bson_iter_int32(&it);
-        break;
-
-    case BSON_TYPE_INT64:
-        v = bson_iter_int64(&it);
-        break;
-
-    case BSON_TYPE_DOUBLE:
-        d = bson_iter_double(&it);
-
-        /* the ids asked for are below 2^53: anything else is not ours */
-        if (!(d >= 1 && d <= 9007199254740991.0)) {
-            return NGX_ERROR;
-        }
-
-        v = (int64_t) d;
-
-        if ((double) v != d) {
-            return NGX_ERROR;
-        }
-
-        break;
-
-    default:
-        return NGX_ERROR;
-    }
-
-    if (v < 1) {
-        return NGX_ERROR;
-    }
-
-    *id = (uint64_t) v;
-
-    return NGX_OK;
-}
-
-
-/* thread: a deep copy, so that each request frees its own */
-
-static ngx_int_t
-ngx_http_bytemark_answer_copy(ngx_http_bytemark_answer_t *dst,
-    ngx_http_bytemark_answer_t *src)
-{
-    *dst = *src;
-    ngx_memzero(dst->passes, sizeof(dst->passes));
-
-    if (ngx_http_bytemark_passes_copy(&dst->passes[0], &src->passes[0])
-        != NGX_OK
-        || ngx_http_bytemark_passes_copy(&dst->passes[1], &src->passes[1])
-           != NGX_OK)
-    {
-        ngx_http_bytemark_answer_release(dst);
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_bytemark_passes_copy(ngx_http_bytemark_passes_t *dst,
-    ngx_http_bytemark_passes_t *src)
-{
-    if (src->text.data) {
-        dst->text.data = malloc(src->text.size);
-        if (dst->text.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(dst->text.data, src->text.data, src->text.len);
-        dst->text.len = src->text.len;
-        dst->text.size = src->text.size;
-    }
-
-    if (src->items && src->n) {
-        dst->items = malloc(src->n * sizeof(ngx_http_bytemark_item_t));
-        if (dst->items == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(dst->items, src->items,
-                   src->n * sizeof(ngx_http_bytemark_item_t));
-        dst->nalloc = src->n;
-    }
-
-    dst->n = src->n;
-
-    return NGX_OK;
 }

@@ -35,6 +35,9 @@ void ngx_http_bytemark_mongo_cause(char *buf, size_t size,
     bson_error_t *error);
 void ngx_http_bytemark_mongo_batch_init(void);
 void ngx_http_bytemark_mongo_batch_exit(void);
+ngx_int_t ngx_http_bytemark_mongo_doc_user(const bson_t *doc, uint64_t *id);
+ngx_int_t ngx_http_bytemark_mongo_answer_copy(ngx_http_bytemark_answer_t *dst,
+    ngx_http_bytemark_answer_t *src);
 void ngx_http_bytemark_mongo_secrets(ngx_str_t *uri);
 void ngx_http_bytemark_mongo_scrub(char *buf, size_t size);
 
