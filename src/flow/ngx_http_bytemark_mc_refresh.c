@@ -17,7 +17,7 @@ static u_char *ngx_http_bytemark_mc_log_error(ngx_log_t *log, u_char *buf,
  * The refresh of an expired answer, on its own: a request without a client,
  * on a connection without a socket (as ngx_lua's timers do), that runs the
  * usual lookup.  Its answer is stored and never sent (see
- * ngx_http_bytemark_send()); it ends in ngx_http_bytemark_lookup_finalize()
+ * ngx_http_bytemark_answer.c); it ends in ngx_http_bytemark_lookup_finalize()
  * instead of nginx's finalization, which would log it and close a socket.
  * Budgets, backend failures and stale answers are the lookup's, and any end
  * without an answer releases the key (the request's cleanup) for the next

@@ -241,10 +241,6 @@ ngx_http_bytemark_preconfiguration(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
-    /* the response writer keeps 200s in, and drops errors from, the cache */
-    ngx_http_bytemark_response_cache(ngx_http_bytemark_microcache_store,
-                                     ngx_http_bytemark_microcache_release);
-
     return ngx_http_bytemark_add_variables(cf);
 }
 
