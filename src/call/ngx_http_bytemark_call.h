@@ -157,6 +157,9 @@ typedef struct {
 #define NGX_HTTP_BYTEMARK_GATE_COUNT_STUCK  0x08  /* backend error
                                                      "breaker_open" ... */
 #define NGX_HTTP_BYTEMARK_GATE_COUNT_OPEN   0x10  /* ... when stuck / open */
+#define NGX_HTTP_BYTEMARK_GATE_NO_STUCK     0x20  /* the breaker only: the
+                                                     call holds a connection
+                                                     already (MySQL ingest) */
 
 /*
  * What the call layer tells the breaker of a call's outcome, just before

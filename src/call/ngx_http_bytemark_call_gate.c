@@ -78,7 +78,9 @@ ngx_http_bytemark_call_gate(ngx_http_bytemark_main_conf_t *bmcf,
     obs = ngx_http_bytemark_call_obs;
     rc = NGX_OK;
 
-    if (ngx_http_bytemark_stuck[slot] >= bmcf->stuck_calls) {
+    if (!(policy & NGX_HTTP_BYTEMARK_GATE_NO_STUCK)
+        && ngx_http_bytemark_stuck[slot] >= bmcf->stuck_calls)
+    {
         rc = NGX_BUSY;
 
         if (obs && (policy & NGX_HTTP_BYTEMARK_GATE_STUCK_FAILS)) {

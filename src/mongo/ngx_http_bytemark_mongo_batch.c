@@ -355,11 +355,9 @@ ngx_http_bytemark_batch_done(ngx_http_request_t *r,
 static void
 ngx_http_bytemark_batch_run(ngx_http_bytemark_call_t *task)
 {
-    char                        key[16];
-    bson_t                      filter, cond, in;
-    const char                 *k;
+    bson_t                      filter;
     uint64_t                    id;
-    ngx_uint_t                  i, lo, hi, mid, n, keys;
+    ngx_uint_t                  i, lo, hi, mid, n;
     const bson_t               *doc, *opts;
     bson_error_t                error;
     mongoc_client_t            *client;
@@ -380,31 +378,7 @@ ngx_http_bytemark_batch_run(ngx_http_bytemark_call_t *task)
         m[i]->answer.result = NGX_HTTP_BYTEMARK_NOT_FOUND;
     }
 
-    /* MongoDB compares numbers across types: int64 finds int32 and double */
-    bson_init(&filter);
-
-    if (m[0]->user_id == m[n - 1]->user_id) {
-        /* one user: the findOne of a lone lookup */
-        BSON_APPEND_INT64(&filter, "user_id", (int64_t) m[0]->user_id);
-        opts = mongo->find_opts;
-
-    } else {
-        BSON_APPEND_DOCUMENT_BEGIN(&filter, "user_id", &cond);
-        BSON_APPEND_ARRAY_BEGIN(&cond, "$in", &in);
-
-        for (i = 0, keys = 0; i < n; i++) {
-            if (i > 0 && m[i]->user_id == m[i - 1]->user_id) {
-                continue;
-            }
-
-            bson_uint32_to_string((uint32_t) keys++, &k, key, sizeof(key));
-            BSON_APPEND_INT64(&in, k, (int64_t) m[i]->user_id);
-        }
-
-        bson_append_array_end(&cond, &in);
-        bson_append_document_end(&filter, &cond);
-        opts = mongo->batch_opts;
-    }
+    opts = ngx_http_bytemark_mongo_batch_filter(mongo, m, n, &filter);
 
     coll = ngx_http_bytemark_mongo_acquire(mongo, &client, task->timeout,
                                            &error);

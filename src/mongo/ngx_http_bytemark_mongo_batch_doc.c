@@ -1,8 +1,8 @@
 
 /*
- * What a batch's documents give its lookups (mongo_batch.c): the user a
- * document belongs to, and a copy of one decoded answer for each lookup of
- * that user.  Runs in the task's thread.
+ * A batch's find and what its documents give its lookups (mongo_batch.c):
+ * the filter, the user a document belongs to, and a copy of one decoded
+ * answer for each lookup of that user.  Runs in the task's thread.
  */
 
 
@@ -11,6 +11,47 @@
 
 static ngx_int_t ngx_http_bytemark_passes_copy(ngx_http_bytemark_passes_t *dst,
     ngx_http_bytemark_passes_t *src);
+
+
+/*
+ * The find of lookups sorted by user: the findOne of a lone user, or one
+ * $in of their users.  MongoDB compares numbers across types: int64 finds
+ * int32 and double.  Returns the find's options.
+ */
+
+const bson_t *
+ngx_http_bytemark_mongo_batch_filter(ngx_http_bytemark_mongo_t *mongo,
+    ngx_http_bytemark_call_t **m, ngx_uint_t n, bson_t *filter)
+{
+    char         key[16];
+    bson_t       cond, in;
+    const char  *k;
+    ngx_uint_t   i, keys;
+
+    bson_init(filter);
+
+    if (m[0]->user_id == m[n - 1]->user_id) {
+        BSON_APPEND_INT64(filter, "user_id", (int64_t) m[0]->user_id);
+        return mongo->find_opts;
+    }
+
+    BSON_APPEND_DOCUMENT_BEGIN(filter, "user_id", &cond);
+    BSON_APPEND_ARRAY_BEGIN(&cond, "$in", &in);
+
+    for (i = 0, keys = 0; i < n; i++) {
+        if (i > 0 && m[i]->user_id == m[i - 1]->user_id) {
+            continue;
+        }
+
+        bson_uint32_to_string((uint32_t) keys++, &k, key, sizeof(key));
+        BSON_APPEND_INT64(&in, k, (int64_t) m[i]->user_id);
+    }
+
+    bson_append_array_end(&cond, &in);
+    bson_append_document_end(filter, &cond);
+
+    return mongo->batch_opts;
+}
 
 
 /* the user a document belongs to: an integral number (SPEC 2) */

@@ -487,8 +487,11 @@ ngx_http_bytemark_mysql_pass_object(ngx_http_bytemark_mysql_row_t *row,
 ngx_uint_t
 ngx_http_bytemark_mysql_breaker(ngx_http_bytemark_call_t *call, ngx_uint_t i)
 {
-    if (ngx_http_bytemark_breaker_allow(call->bmcf,
-                                        NGX_HTTP_BYTEMARK_BREAKER_MYSQL + i))
+    if (ngx_http_bytemark_call_gate(call->bmcf,
+                                    NGX_HTTP_BYTEMARK_BREAKER_MYSQL + i,
+                                    NGX_HTTP_BYTEMARK_GATE_PROBE
+                                    | NGX_HTTP_BYTEMARK_GATE_NO_STUCK)
+        == NGX_OK)
     {
         return 1;
     }
