@@ -43,6 +43,8 @@ ngx_int_t ngx_http_bytemark_mongo_answer_copy(ngx_http_bytemark_answer_t *dst,
     ngx_http_bytemark_answer_t *src);
 void ngx_http_bytemark_mongo_secrets(ngx_str_t *uri);
 void ngx_http_bytemark_mongo_scrub(char *buf, size_t size);
+void ngx_http_bytemark_mongo_log(mongoc_log_level_t level, const char *domain,
+    const char *message, void *data);
 
 /*
  * An ingest's cache update (ngx_http_bytemark_mongo_ingest.c, _write.c):
