@@ -26,28 +26,26 @@
  * as stuck once it outlives its budget, not when its client goes away: a
  * client that gives up says nothing about the server.  Calls without a
  * request (fills, repairs, cleanups, lookup tasks) have a budget too, and
- * count the same way; every caller asks ngx_http_bytemark_call_blocked()
+ * count the same way; every caller asks ngx_http_bytemark_call_gate()
  * before it posts a call.
  *
  * This layer knows neither backend nor handler: a call's run, done and
- * cancel are set by the layers above, the MySQL side hands over its poster
- * (ngx_http_bytemark_call_loop_backend()), and what a request's end does
- * to its call is the flow layer's (ngx_http_bytemark_request.c).
+ * cancel are set by the layers above, each backend hands over its
+ * operations (ngx_http_bytemark_call_register()), and what a request's end
+ * does to its call is the flow layer's (ngx_http_bytemark_request.c).
  */
 
 
-#include "ngx_http_bytemark_call.h"
+#include "ngx_http_bytemark_call_private.h"
 
 #if (NGX_THREADS)
 #include <ngx_thread_pool.h>
 #endif
 
 
-/* per worker: abandoned calls still running, by breaker slot */
-static ngx_uint_t  ngx_http_bytemark_stuck[NGX_HTTP_BYTEMARK_BREAKERS];
-
-/* per worker: the MySQL side's poster (ngx_http_bytemark_call_loop_backend) */
-static ngx_http_bytemark_call_post_pt  ngx_http_bytemark_call_loop;
+/* per worker: the backends' operations (ngx_http_bytemark_call_register) */
+const ngx_http_bytemark_call_ops_t
+    *ngx_http_bytemark_call_ops[NGX_HTTP_BYTEMARK_BACKENDS];
 
 
 static void ngx_http_bytemark_call_thread(void *data, ngx_log_t *log);
@@ -56,7 +54,8 @@ static void ngx_http_bytemark_call_timeout(ngx_event_t *ev);
 
 
 ngx_http_bytemark_call_t *
-ngx_http_bytemark_call_create(ngx_http_request_t *r, const char *name,
+ngx_http_bytemark_call_create(ngx_http_request_t *r,
+    ngx_http_bytemark_backend_e backend, const char *name,
     ngx_http_bytemark_call_run_pt run, ngx_http_bytemark_call_done_pt done,
     ngx_msec_t timeout)
 {
@@ -81,13 +80,11 @@ ngx_http_bytemark_call_create(ngx_http_request_t *r, const char *name,
     call->run = run;
     call->done = done;
     call->name = name;
-    call->backend = (ngx_strncmp(name, "mysql", 5) == 0)
-                    ? NGX_HTTP_BYTEMARK_BACKEND_MYSQL
-                    : NGX_HTTP_BYTEMARK_BACKEND_MONGO;
+    call->backend = backend;
 
     /* the primary, unless the caller picks another server */
-    call->slot = (call->backend == NGX_HTTP_BYTEMARK_BACKEND_MYSQL)
-                 ? NGX_HTTP_BYTEMARK_BREAKER_MYSQL
+    call->slot = ngx_http_bytemark_call_ops[backend]
+                 ? ngx_http_bytemark_call_ops[backend]->slot
                  : NGX_HTTP_BYTEMARK_BREAKER_MONGO;
     call->timeout = timeout;
     call->log = r ? r->connection->log : ngx_cycle->log;
@@ -99,51 +96,90 @@ ngx_http_bytemark_call_create(ngx_http_request_t *r, const char *name,
 
 
 /*
- * The MySQL side drives its calls on the event loop: it queues them itself,
- * and says so at init_process, so that this layer never includes it.
+ * Each backend hands over its operations at init_process, so that this
+ * layer never includes it.
  */
 
 void
-ngx_http_bytemark_call_loop_backend(ngx_uint_t backend,
-    ngx_http_bytemark_call_post_pt post)
+ngx_http_bytemark_call_register(ngx_http_bytemark_backend_e backend,
+    const ngx_http_bytemark_call_ops_t *ops)
 {
-    if (backend == NGX_HTTP_BYTEMARK_BACKEND_MYSQL) {
-        ngx_http_bytemark_call_loop = post;
-    }
+    ngx_http_bytemark_call_ops[backend] = ops;
 }
 
 
 /*
- * NGX_ERROR: the thread pool queue is full (or threads are missing); the
+ * NGX_ERROR: the backend cannot take the call now (the thread pool queue
+ * is full, too many calls wait for a connection, threads are missing); the
  * caller still owns the call and answers 503 at once, never waits.
  */
 
 ngx_int_t
 ngx_http_bytemark_call_post(ngx_http_bytemark_call_t *call)
 {
-    if (call->backend == NGX_HTTP_BYTEMARK_BACKEND_MYSQL) {
-        /* on the event loop: it waits for a connection of its server */
-        if (ngx_http_bytemark_call_loop == NULL
-            || ngx_http_bytemark_call_loop(call) != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
+    const ngx_http_bytemark_call_ops_t  *ops;
 
-        ngx_http_bytemark_call_started(call);
-        return NGX_OK;
-    }
+    ops = ngx_http_bytemark_call_ops[call->backend];
 
-#if (NGX_THREADS)
-    if (ngx_thread_task_post(call->bmcf->thread_pool, &call->task) != NGX_OK) {
+    if (ops == NULL || ops->post(call) != NGX_OK) {
         return NGX_ERROR;
     }
-#else
-    return NGX_ERROR;
-#endif
+
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, call->log, 0,
+                   "bytemark: call %p \"%s\" for user %uL posted, "
+                   "budget %M ms", call, call->name, call->user_id,
+                   call->timeout);
 
     ngx_http_bytemark_call_started(call);
 
     return NGX_OK;
+}
+
+
+/*
+ * Post a call its caller has filled in; one that the backend cannot take
+ * is logged at "level" (0: not logged) and freed: NGX_ERROR, it is gone.
+ */
+
+ngx_int_t
+ngx_http_bytemark_call_start(ngx_http_bytemark_call_t *call, ngx_uint_t level)
+{
+    const char  *why;
+
+    if (ngx_http_bytemark_call_post(call) == NGX_OK) {
+        return NGX_OK;
+    }
+
+    if (level) {
+        why = call->error[0] ? call->error : "its backend cannot take it";
+
+        if (call->user_id) {
+            ngx_log_error(level, call->log, 0,
+                          "bytemark: %s for user %uL not started: %s",
+                          call->name, call->user_id, why);
+
+        } else {
+            ngx_log_error(level, call->log, 0,
+                          "bytemark: %s not started: %s", call->name, why);
+        }
+    }
+
+    ngx_http_bytemark_call_free(call);
+
+    return NGX_ERROR;
+}
+
+
+/* a backend whose calls block posts them to the thread pool with this */
+
+ngx_int_t
+ngx_http_bytemark_call_thread_post(ngx_http_bytemark_call_t *call)
+{
+#if (NGX_THREADS)
+    return ngx_thread_task_post(call->bmcf->thread_pool, &call->task);
+#else
+    return NGX_ERROR;
+#endif
 }
 
 
@@ -160,9 +196,15 @@ ngx_http_bytemark_call_started(ngx_http_bytemark_call_t *call)
 
     call->started = ngx_current_msec;
 
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, call->log, 0,
+                   "bytemark: call %p \"%s\" started%s", call, call->name,
+                   call->request ? "" : ", no request waits");
+
     if (!call->member) {
         /* a MongoDB lookup is counted by the task that carries it */
-        ngx_http_bytemark_metrics_call_posted(call);
+        if (ngx_http_bytemark_call_obs) {
+            ngx_http_bytemark_call_obs->posted(call);
+        }
     }
 
     if (call->request) {
@@ -187,6 +229,9 @@ ngx_http_bytemark_call_started(ngx_http_bytemark_call_t *call)
 void
 ngx_http_bytemark_call_free(ngx_http_bytemark_call_t *call)
 {
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "bytemark: call %p \"%s\" freed", call, call->name);
+
     ngx_http_bytemark_answer_release(&call->answer);
 
     ngx_http_bytemark_passes_free(&call->fill_passes[0]);
@@ -233,14 +278,26 @@ ngx_http_bytemark_call_complete(ngx_event_t *ev)
 void
 ngx_http_bytemark_call_finish(ngx_http_bytemark_call_t *call)
 {
-    ngx_connection_t          *c;
-    ngx_http_request_t        *r;
-    ngx_http_bytemark_ctx_t   *ctx;
+    ngx_connection_t             *c;
+    ngx_http_request_t           *r;
+    ngx_http_bytemark_ctx_t      *ctx;
+    ngx_http_bytemark_outcome_t   o;
 
     call->elapsed = ngx_current_msec - call->started;
 
+    o.result = call->answer.result;
+    o.elapsed = call->elapsed;
+    o.error = call->error;
+
+    ngx_log_debug5(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "bytemark: call %p \"%s\" done in %M ms, result %d%s",
+                   call, call->name, call->elapsed, (int) call->answer.result,
+                   call->request ? "" : ", its request has gone");
+
     if (!call->member) {
-        ngx_http_bytemark_metrics_call_completed(call);
+        if (ngx_http_bytemark_call_obs) {
+            ngx_http_bytemark_call_obs->completed(call);
+        }
     }
 
     if (call->budget.timer_set) {
@@ -248,7 +305,7 @@ ngx_http_bytemark_call_finish(ngx_http_bytemark_call_t *call)
     }
 
     if (call->stuck) {
-        ngx_http_bytemark_stuck[call->slot]--;
+        ngx_http_bytemark_call_unstuck(call);
     }
 
     r = call->request;
@@ -258,7 +315,8 @@ ngx_http_bytemark_call_finish(ngx_http_bytemark_call_t *call)
 
         if (call->always_done) {
             /* it has work left that does not need the request */
-            call->done(NULL, call);
+            ngx_http_bytemark_call_report(call, &o);
+            call->done(NULL, call, &o);
             ngx_http_bytemark_call_free(call);
             return;
         }
@@ -280,11 +338,37 @@ ngx_http_bytemark_call_finish(ngx_http_bytemark_call_t *call)
 
     c = r->connection;
 
-    call->done(r, call);
+    ngx_http_bytemark_call_report(call, &o);
+    call->done(r, call, &o);
 
     ngx_http_bytemark_call_free(call);
 
     ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * The request has gone (its client, or its cleanup): it forgets the call.
+ * A call still queued in its backend never started, and ends here; the
+ * budget timer of any other stays: it tells when the call is stuck.
+ */
+
+void
+ngx_http_bytemark_call_abandon(ngx_http_bytemark_call_t *call)
+{
+    const ngx_http_bytemark_call_ops_t  *ops;
+
+    call->request = NULL;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "bytemark: call %p \"%s\" abandoned: its request has gone",
+                   call, call->name);
+
+    ops = ngx_http_bytemark_call_ops[call->backend];
+
+    if (ops && ops->leave && ops->leave(call) == NGX_OK) {
+        ngx_http_bytemark_call_finish(call);
+    }
 }
 
 
@@ -293,12 +377,14 @@ ngx_http_bytemark_call_finish(ngx_http_bytemark_call_t *call)
 static void
 ngx_http_bytemark_call_timeout(ngx_event_t *ev)
 {
-    ngx_int_t                  rc;
-    ngx_uint_t                 queued;
-    ngx_connection_t          *c;
-    ngx_http_request_t        *r;
-    ngx_http_bytemark_ctx_t   *ctx;
-    ngx_http_bytemark_call_t  *call, timed_out;
+    char                          error[64];
+    ngx_int_t                     rc;
+    ngx_uint_t                    queued;
+    ngx_connection_t             *c;
+    ngx_http_request_t           *r;
+    ngx_http_bytemark_ctx_t      *ctx;
+    ngx_http_bytemark_call_t     *call;
+    ngx_http_bytemark_outcome_t   o;
 
     call = ev->data;
     r = call->request;
@@ -313,20 +399,29 @@ ngx_http_bytemark_call_timeout(ngx_event_t *ev)
     rc = call->cancel ? call->cancel(call) : NGX_DECLINED;
     queued = (rc == NGX_OK);
 
+    ngx_log_debug5(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "bytemark: call %p \"%s\" timed out after %M ms, %s%s",
+                   call, call->name, call->timeout,
+                   queued ? "never started" : (rc == NGX_DONE)
+                                             ? "its task is stuck"
+                                             : "stuck",
+                   r ? "" : ", no request waits");
+
     if (rc == NGX_DECLINED) {
         /*
          * The budget is spent: whoever waited, the call now holds a thread
          * (MongoDB) or a connection (MySQL) until its operation ends.
          */
-        call->stuck = 1;
-        ngx_http_bytemark_stuck[call->slot]++;
+        ngx_http_bytemark_call_stuck(call);
     }
 
     c = NULL;
 
     if (r) {
         call->request = NULL;
-        ngx_http_bytemark_metrics_call_timed_out(call);
+        if (ngx_http_bytemark_call_obs) {
+            ngx_http_bytemark_call_obs->timed_out(call);
+        }
 
         ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
         ctx->call = NULL;
@@ -334,28 +429,19 @@ ngx_http_bytemark_call_timeout(ngx_event_t *ev)
         c = r->connection;
 
         /*
-         * done() reads the answer from a copy, because the thread may still
-         * be writing the real one.
+         * done() reads the outcome, not the answer: the thread may still
+         * be writing that.
          */
 
-        ngx_memzero(&timed_out, sizeof(ngx_http_bytemark_call_t));
-        timed_out.name = call->name;
-        timed_out.run = call->run;
-        timed_out.answer.timestamp = call->answer.timestamp;
-        timed_out.answer.count = call->answer.count;
-        timed_out.commit_sent = call->commit_sent;
-        timed_out.backend = call->backend;
-        timed_out.slot = call->slot;
-        timed_out.bmcf = call->bmcf;
-        timed_out.log = call->log;
-        timed_out.timeout = call->timeout;
-        timed_out.user_id = call->user_id;
-        timed_out.elapsed = ngx_current_msec - call->started;
-        timed_out.answer.result = NGX_HTTP_BYTEMARK_TIMED_OUT;
-        ngx_snprintf((u_char *) timed_out.error, sizeof(timed_out.error),
+        ngx_snprintf((u_char *) error, sizeof(error),
                      "no answer within %M ms%Z", call->timeout);
 
-        call->done(r, &timed_out);
+        o.result = NGX_HTTP_BYTEMARK_TIMED_OUT;
+        o.elapsed = ngx_current_msec - call->started;
+        o.error = error;
+
+        ngx_http_bytemark_call_report(call, &o);
+        call->done(r, call, &o);
     }
 
     if (queued) {
@@ -381,26 +467,4 @@ ngx_http_bytemark_call_hold(ngx_http_request_t *r)
     r->read_event_handler = ngx_http_test_reading;
 
     return NGX_DONE;
-}
-
-
-/* the call outlived a budget: it holds its thread (or connection) on */
-
-void
-ngx_http_bytemark_call_stuck(ngx_http_bytemark_call_t *call)
-{
-    if (!call->stuck) {
-        call->stuck = 1;
-        ngx_http_bytemark_stuck[call->slot]++;
-    }
-}
-
-
-/* too many abandoned calls to this server still hold threads */
-
-ngx_int_t
-ngx_http_bytemark_call_blocked(ngx_http_bytemark_main_conf_t *bmcf,
-    ngx_uint_t slot)
-{
-    return ngx_http_bytemark_stuck[slot] >= bmcf->stuck_calls;
 }

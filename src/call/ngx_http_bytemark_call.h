@@ -1,10 +1,11 @@
 
 /*
  * The backend-call layer: a call, its time budget on the event loop, and
- * how it ends (resumed, abandoned, stuck).  It runs a call on the thread
- * pool, or hands it to the backend that drives it on the event loop; it
- * knows neither backend, nor the request's handler: both are pointers in
- * the call (run, done, cancel) set by the layers above.
+ * how it ends (resumed, abandoned, stuck).  A call names its backend; the
+ * backend's operations table (registered at init_process) posts it: to the
+ * thread pool (MongoDB, whose lookups are batched first) or onto the event
+ * loop (MySQL).  It knows neither backend nor the request's handler: they
+ * are pointers (ops, run, done, cancel) set by the layers above.
  */
 
 #ifndef _NGX_HTTP_BYTEMARK_CALL_H_INCLUDED_
@@ -14,9 +15,22 @@
 #include "ngx_http_bytemark_render.h"
 
 
+/*
+ * How a call ended, as done() reads it: the call's own result, or, when
+ * its budget was spent first, NGX_HTTP_BYTEMARK_TIMED_OUT while the call
+ * goes on without its request.  Then done() must read of the call only
+ * what the event loop owns (its name, user, budget, arguments), never the
+ * answer or the error that a thread may still be writing.
+ */
+typedef struct {
+    ngx_http_bytemark_result_e    result;
+    ngx_msec_t                    elapsed;
+    const char                   *error;     /* cause, for the log, or "" */
+} ngx_http_bytemark_outcome_t;
+
 typedef void (*ngx_http_bytemark_call_run_pt)(ngx_http_bytemark_call_t *call);
 typedef void (*ngx_http_bytemark_call_done_pt)(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call);
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o);
 
 
 /*
@@ -32,8 +46,9 @@ struct ngx_http_bytemark_call_s {
     ngx_http_bytemark_call_run_pt run;
     ngx_http_bytemark_call_done_pt done;
     const char                   *name;      /* "mongo find", ... */
-    ngx_uint_t                    backend;   /* from the name's first word */
+    ngx_http_bytemark_backend_e   backend;
     ngx_uint_t                    slot;      /* breaker: mongo, mysql #n */
+    ngx_uint_t                    report;    /* to the breaker: REPORT_* */
     unsigned                      stuck:1;   /* abandoned, thread still busy */
 
     /*
@@ -72,6 +87,7 @@ struct ngx_http_bytemark_call_s {
      * A member is neither posted nor counted by the metrics itself: its
      * task is.
      */
+    unsigned                      batched:1;    /* lookup: may be batched */
     unsigned                      member:1;
     ngx_http_bytemark_call_t     *batch;
     ngx_http_bytemark_call_t    **members;      /* task: ngx_alloc()ed */
@@ -86,29 +102,108 @@ struct ngx_http_bytemark_call_s {
     char                          cache_error[640];
 };
 
-/* call layer */
-ngx_http_bytemark_call_t *ngx_http_bytemark_call_create(ngx_http_request_t *r,
-    const char *name, ngx_http_bytemark_call_run_pt run,
-    ngx_http_bytemark_call_done_pt done, ngx_msec_t timeout);
-ngx_int_t ngx_http_bytemark_call_post(ngx_http_bytemark_call_t *call);
-void ngx_http_bytemark_call_started(ngx_http_bytemark_call_t *call);
-void ngx_http_bytemark_call_finish(ngx_http_bytemark_call_t *call);
-ngx_int_t ngx_http_bytemark_call_hold(ngx_http_request_t *r);
-ngx_int_t ngx_http_bytemark_call_blocked(ngx_http_bytemark_main_conf_t *bmcf,
-    ngx_uint_t slot);
-void ngx_http_bytemark_call_free(ngx_http_bytemark_call_t *call);
-void ngx_http_bytemark_call_stuck(ngx_http_bytemark_call_t *call);
-void ngx_http_bytemark_answer_release(ngx_http_bytemark_answer_t *a);
-
 /*
- * A backend whose calls run on the event loop (MySQL) queues them itself:
- * it hands the call layer its poster at init_process.
+ * What a backend does with its calls, registered at init_process
+ * (ngx_http_bytemark_call_register()): post() takes the call (NGX_OK) or
+ * leaves it to the caller (NGX_ERROR, with call->error set where it can
+ * say why); a call it queues gets a cancel() of its own, for a spent
+ * budget.  leave(), when the client goes away, takes a call that has not
+ * started out of the backend's queue (NGX_OK).  Its breaker slots start at
+ * "slot" (MySQL: one per server, the caller picks it).
  */
 typedef ngx_int_t (*ngx_http_bytemark_call_post_pt)(
     ngx_http_bytemark_call_t *call);
 
-void ngx_http_bytemark_call_loop_backend(ngx_uint_t backend,
-    ngx_http_bytemark_call_post_pt post);
+typedef struct {
+    ngx_http_bytemark_call_post_pt  post;
+    ngx_http_bytemark_call_post_pt  leave;    /* may be NULL */
+    ngx_uint_t                      slot;
+} ngx_http_bytemark_call_ops_t;
+
+/*
+ * What the call layer reports (its metrics) and the breakers it asks: the
+ * shm layer, above, hands these over at init_process
+ * (ngx_http_bytemark_call_observe()), so that nothing below it calls into
+ * it.  Without them every breaker lets calls through and nothing counts.
+ */
+typedef struct {
+    ngx_int_t  (*breaker_allow)(ngx_http_bytemark_main_conf_t *bmcf,
+                                ngx_uint_t slot);
+    ngx_int_t  (*breaker_is_open)(ngx_http_bytemark_main_conf_t *bmcf,
+                                  ngx_uint_t slot);
+    void       (*breaker_result)(ngx_http_bytemark_main_conf_t *bmcf,
+                                 ngx_uint_t slot, ngx_uint_t ok,
+                                 int64_t cost);
+    void       (*backend_error)(ngx_uint_t backend, ngx_uint_t kind);
+    void       (*posted)(ngx_http_bytemark_call_t *call);
+    void       (*timed_out)(ngx_http_bytemark_call_t *call);
+    void       (*completed)(ngx_http_bytemark_call_t *call);
+} ngx_http_bytemark_call_observer_t;
+
+/*
+ * The gate a call passes before it is created and posted
+ * (ngx_http_bytemark_call_gate()): never past "bytemark_stuck_calls"
+ * abandoned calls to its server, and, by the caller's policy, the breaker:
+ */
+#define NGX_HTTP_BYTEMARK_GATE_STUCK        0x00  /* stuck calls only */
+#define NGX_HTTP_BYTEMARK_GATE_SKIP_OPEN    0x01  /* skip an open breaker, as
+                                                     work that can wait: no
+                                                     probe claimed */
+#define NGX_HTTP_BYTEMARK_GATE_PROBE        0x02  /* ask the breaker: when
+                                                     half open, the call may
+                                                     be its probe */
+#define NGX_HTTP_BYTEMARK_GATE_STUCK_FAILS  0x04  /* stuck calls are a
+                                                     breaker failure */
+#define NGX_HTTP_BYTEMARK_GATE_COUNT_STUCK  0x08  /* backend error
+                                                     "breaker_open" ... */
+#define NGX_HTTP_BYTEMARK_GATE_COUNT_OPEN   0x10  /* ... when stuck / open */
+#define NGX_HTTP_BYTEMARK_GATE_NO_STUCK     0x20  /* the breaker only: the
+                                                     call holds a connection
+                                                     already (MySQL ingest) */
+
+/*
+ * What the call layer tells the breaker of a call's outcome, just before
+ * its done() runs (call->report); a backend that knows better (the MySQL
+ * side, which tells a server's failure from an SQL error) reports itself.
+ */
+#define NGX_HTTP_BYTEMARK_REPORT_NONE     0
+#define NGX_HTTP_BYTEMARK_REPORT_FOUND    1   /* success: FOUND, else failure */
+#define NGX_HTTP_BYTEMARK_REPORT_ANSWER   2   /* success: any answer; a call
+                                                 that found no thread is not
+                                                 reported */
+#define NGX_HTTP_BYTEMARK_REPORT_TIMEOUT  3   /* a spent budget only, as a
+                                                 failure */
+
+/* the breaker's cost of a failure that is a call stuck in a thread */
+#define NGX_HTTP_BYTEMARK_CALL_STUCK_COST   NGX_MAX_INT32_VALUE
+
+/* a lookup: a request waits, and the fallback answers when it cannot go */
+#define NGX_HTTP_BYTEMARK_GATE_LOOKUP                                         \
+    (NGX_HTTP_BYTEMARK_GATE_PROBE | NGX_HTTP_BYTEMARK_GATE_STUCK_FAILS        \
+     | NGX_HTTP_BYTEMARK_GATE_COUNT_STUCK | NGX_HTTP_BYTEMARK_GATE_COUNT_OPEN)
+
+/* call layer */
+void ngx_http_bytemark_call_observe(
+    const ngx_http_bytemark_call_observer_t *observer);
+ngx_int_t ngx_http_bytemark_call_gate(ngx_http_bytemark_main_conf_t *bmcf,
+    ngx_uint_t slot, ngx_uint_t policy);
+void ngx_http_bytemark_call_register(ngx_http_bytemark_backend_e backend,
+    const ngx_http_bytemark_call_ops_t *ops);
+ngx_http_bytemark_call_t *ngx_http_bytemark_call_create(ngx_http_request_t *r,
+    ngx_http_bytemark_backend_e backend, const char *name,
+    ngx_http_bytemark_call_run_pt run, ngx_http_bytemark_call_done_pt done,
+    ngx_msec_t timeout);
+ngx_int_t ngx_http_bytemark_call_post(ngx_http_bytemark_call_t *call);
+ngx_int_t ngx_http_bytemark_call_start(ngx_http_bytemark_call_t *call,
+    ngx_uint_t level);
+ngx_int_t ngx_http_bytemark_call_thread_post(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_call_started(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_call_finish(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_call_abandon(ngx_http_bytemark_call_t *call);
+ngx_int_t ngx_http_bytemark_call_hold(ngx_http_request_t *r);
+void ngx_http_bytemark_call_free(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_call_stuck(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_answer_release(ngx_http_bytemark_answer_t *a);
 
 
 #endif /* _NGX_HTTP_BYTEMARK_CALL_H_INCLUDED_ */

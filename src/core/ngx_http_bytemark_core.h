@@ -385,9 +385,9 @@ char *ngx_http_bytemark_conf_check_budget(ngx_conf_t *cf, void *post,
 
 
 /*
- * The metrics interface: what the layers report.  The store behind it is
- * the shm layer's (shm/ngx_http_bytemark_metrics.c), which nothing below
- * it includes.
+ * The metrics' labels, which every layer reports with.  The store and its
+ * functions are the shm layer's (shm/ngx_http_bytemark_shm.h); the call
+ * layer, below it, reports through its observer (call.h).
  */
 
 /* why a backend call failed: bytemark_backend_errors_total{kind} */
@@ -397,8 +397,12 @@ char *ngx_http_bytemark_conf_check_budget(ngx_conf_t *cf, void *post,
 #define NGX_HTTP_BYTEMARK_ERR_QUERY         3
 #define NGX_HTTP_BYTEMARK_ERR_BREAKER_OPEN  4
 
-#define NGX_HTTP_BYTEMARK_BACKEND_MONGO     0
-#define NGX_HTTP_BYTEMARK_BACKEND_MYSQL     1
+/* the backends a call goes to, and the metrics' backend label */
+typedef enum {
+    NGX_HTTP_BYTEMARK_BACKEND_MONGO = 0,
+    NGX_HTTP_BYTEMARK_BACKEND_MYSQL,
+    NGX_HTTP_BYTEMARK_BACKENDS
+} ngx_http_bytemark_backend_e;
 
 /* counters without a home in the call layer, for metrics_inc()/_add() */
 typedef enum {
@@ -415,19 +419,6 @@ typedef enum {
     NGX_HTTP_BYTEMARK_M_N
 } ngx_http_bytemark_metric_e;
 
-#define ngx_http_bytemark_metrics_inc(metric)                                 \
-    ngx_http_bytemark_metrics_add(metric, 1)
-
-void ngx_http_bytemark_metrics_add(ngx_uint_t metric, ngx_uint_t n);
-void ngx_http_bytemark_metrics_backend_error(ngx_uint_t backend,
-    ngx_uint_t kind);
-void ngx_http_bytemark_metrics_call_posted(ngx_http_bytemark_call_t *call);
-void ngx_http_bytemark_metrics_call_timed_out(ngx_http_bytemark_call_t *call);
-void ngx_http_bytemark_metrics_call_completed(ngx_http_bytemark_call_t *call);
-void ngx_http_bytemark_metrics_mongo_pop(void);
-void ngx_http_bytemark_metrics_mongo_push(void);
-void ngx_http_bytemark_metrics_mysql_acquire(ngx_uint_t open);
-void ngx_http_bytemark_metrics_mysql_release(ngx_uint_t open);
 
 
 #endif /* _NGX_HTTP_BYTEMARK_CORE_H_INCLUDED_ */

@@ -25,7 +25,7 @@ static ngx_event_t  ngx_http_bytemark_cleanup_ev;
 
 static void ngx_http_bytemark_cleanup_tick(ngx_event_t *ev);
 static void ngx_http_bytemark_cleanup_done(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call);
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o);
 
 
 ngx_int_t
@@ -67,7 +67,10 @@ ngx_http_bytemark_cleanup_tick(ngx_event_t *ev)
     ngx_add_timer(ev, ngx_min(bmcf->cleanup_interval,
                               NGX_HTTP_BYTEMARK_CLEANUP_TICK));
 
-    if (ngx_http_bytemark_call_blocked(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO)) {
+    if (ngx_http_bytemark_call_gate(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO,
+                                    NGX_HTTP_BYTEMARK_GATE_STUCK)
+        != NGX_OK)
+    {
         /* one more thread stuck in the driver would help nobody */
         return;
     }
@@ -89,7 +92,8 @@ ngx_http_bytemark_cleanup_tick(ngx_event_t *ev)
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ev->log, 0,
                    "bytemark: cache cleanup run %L starts", stamp);
 
-    call = ngx_http_bytemark_call_create(NULL, "mongo cache cleanup",
+    call = ngx_http_bytemark_call_create(NULL, NGX_HTTP_BYTEMARK_BACKEND_MONGO,
+                                         "mongo cache cleanup",
                                          ngx_http_bytemark_mongo_cleanup,
                                          ngx_http_bytemark_cleanup_done,
                                          bmcf->mongo_limit);
@@ -102,11 +106,7 @@ ngx_http_bytemark_cleanup_tick(ngx_event_t *ev)
     call->fill_timestamp = stamp;
     call->always_done = 1;
 
-    if (ngx_http_bytemark_call_post(call) != NGX_OK) {
-        ngx_log_error(NGX_LOG_WARN, ev->log, 0,
-                      "bytemark: cache cleanup skipped: thread pool queue "
-                      "is full");
-        ngx_http_bytemark_call_free(call);
+    if (ngx_http_bytemark_call_start(call, NGX_LOG_WARN) != NGX_OK) {
         ngx_http_bytemark_cleanup_unlock(bmcf, stamp);
     }
 }
@@ -114,23 +114,23 @@ ngx_http_bytemark_cleanup_tick(ngx_event_t *ev)
 
 static void
 ngx_http_bytemark_cleanup_done(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call)
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o)
 {
     ngx_http_bytemark_metrics_inc(NGX_HTTP_BYTEMARK_M_CLEANUP_RUNS);
 
-    if (call->answer.result == NGX_HTTP_BYTEMARK_FOUND) {
+    if (o->result == NGX_HTTP_BYTEMARK_FOUND) {
         ngx_http_bytemark_metrics_add(NGX_HTTP_BYTEMARK_M_CLEANUP_DELETED,
                                       (ngx_uint_t) call->answer.count);
 
         ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
                       "bytemark: cache cleanup deleted %L entries older "
                       "than %L ms in %M ms", call->answer.count,
-                      call->max_age, call->elapsed);
+                      call->max_age, o->elapsed);
 
     } else {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "bytemark: cache cleanup failed after %M ms: %s",
-                      call->elapsed, call->error);
+                      o->elapsed, o->error);
     }
 
     /* the run's stamp: a run that was taken over releases nothing */

@@ -11,7 +11,7 @@
 
 
 static void ngx_http_bytemark_repair_done(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call);
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o);
 
 
 /*
@@ -37,14 +37,15 @@ ngx_http_bytemark_fill(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx,
      */
     if (bmcf->mongo == NULL || !blcf->cache_fill || ctx->mongo_failed
         || ctx->noted
-        || ngx_http_bytemark_call_blocked(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO)
-        || ngx_http_bytemark_breaker_is_open(bmcf,
-                                             NGX_HTTP_BYTEMARK_BREAKER_MONGO))
+        || ngx_http_bytemark_call_gate(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO,
+                                       NGX_HTTP_BYTEMARK_GATE_SKIP_OPEN)
+           != NGX_OK)
     {
         return;
     }
 
-    call = ngx_http_bytemark_call_create(NULL, "mongo cache fill",
+    call = ngx_http_bytemark_call_create(NULL, NGX_HTTP_BYTEMARK_BACKEND_MONGO,
+                                         "mongo cache fill",
                                          ngx_http_bytemark_mongo_fill,
                                          NULL, blcf->mongo_timeout);
     if (call == NULL) {
@@ -58,12 +59,7 @@ ngx_http_bytemark_fill(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx,
     call->fill_passes[1] = a->passes[1];
     ngx_memzero(a->passes, sizeof(a->passes));
 
-    if (ngx_http_bytemark_call_post(call) != NGX_OK) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "bytemark: cache fill for user %uL skipped: "
-                      "thread pool queue is full", ctx->user_id);
-        ngx_http_bytemark_call_free(call);
-    }
+    (void) ngx_http_bytemark_call_start(call, NGX_LOG_WARN);
 }
 
 
@@ -79,12 +75,16 @@ ngx_http_bytemark_repair(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx)
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
     bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
 
-    if (ngx_http_bytemark_call_blocked(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO)) {
+    if (ngx_http_bytemark_call_gate(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO,
+                                    NGX_HTTP_BYTEMARK_GATE_STUCK)
+        != NGX_OK)
+    {
         /* the note stays: a later lookup tries again */
         return;
     }
 
-    call = ngx_http_bytemark_call_create(NULL, "mongo delete of a noted entry",
+    call = ngx_http_bytemark_call_create(NULL, NGX_HTTP_BYTEMARK_BACKEND_MONGO,
+                                         "mongo delete of a noted entry",
                                          ngx_http_bytemark_mongo_purge,
                                          ngx_http_bytemark_repair_done,
                                          blcf->mongo_timeout);
@@ -96,20 +96,18 @@ ngx_http_bytemark_repair(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx)
     call->fill_timestamp = ctx->note_stamp;
     call->always_done = 1;
 
-    if (ngx_http_bytemark_call_post(call) != NGX_OK) {
-        ngx_http_bytemark_call_free(call);
-    }
+    (void) ngx_http_bytemark_call_start(call, 0);
 }
 
 
 static void
 ngx_http_bytemark_repair_done(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call)
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o)
 {
-    if (call->answer.result != NGX_HTTP_BYTEMARK_FOUND) {
+    if (o->result != NGX_HTTP_BYTEMARK_FOUND) {
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                       "bytemark: %s for user %uL failed, will retry: %s",
-                      call->name, call->user_id, call->error);
+                      call->name, call->user_id, o->error);
         return;
     }
 

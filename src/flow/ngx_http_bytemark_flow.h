@@ -1,10 +1,11 @@
 
 /*
  * The flow layer: what a request does with the backends.  The resolution
- * order of the reads (lookup.c), the cache writes a read leaves behind
- * (fill.c), the micro-cache's policy in front of it (microcache.c, with its
- * background refresh in mc_refresh.c and its waiters in mc_wait.c), the
- * request's cleanup (request.c), the periodic cache cleanup (cleanup.c).
+ * order of the reads (lookup.c), their answers (answer.c: built, stored,
+ * sent), the cache writes a read leaves behind (fill.c), the micro-cache's
+ * policy in front of it (microcache.c, with its background refresh in
+ * mc_refresh.c and its waiters in mc_wait.c), the request's cleanup
+ * (request.c), the periodic cache cleanup (cleanup.c).
  */
 
 #ifndef _NGX_HTTP_BYTEMARK_FLOW_H_INCLUDED_
@@ -15,6 +16,16 @@
 #include "ngx_http_bytemark_mysql.h"
 #include "ngx_http_bytemark_response.h"
 
+
+/* answers: built by response/, stored in the micro-cache, sent (answer.c) */
+ngx_int_t ngx_http_bytemark_send_tickets(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_passes_t *passes,
+    int64_t timestamp);
+ngx_int_t ngx_http_bytemark_send_pass(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_answer_t *a);
+ngx_int_t ngx_http_bytemark_send_error(ngx_http_request_t *r,
+    ngx_uint_t status, const char *code, const char *message);
+ngx_int_t ngx_http_bytemark_unavailable(ngx_http_request_t *r);
 
 /* lookup (resolution order of SPEC 3.1 / 3.2) */
 ngx_int_t ngx_http_bytemark_lookup_start(ngx_http_request_t *r,

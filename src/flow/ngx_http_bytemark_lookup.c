@@ -26,13 +26,13 @@
 static ngx_int_t ngx_http_bytemark_mongo_stage(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx);
 static void ngx_http_bytemark_mongo_done(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call);
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o);
 static ngx_int_t ngx_http_bytemark_mongo_only(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_result_e result);
 static ngx_int_t ngx_http_bytemark_mysql_stage(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx);
 static void ngx_http_bytemark_mysql_done(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call);
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o);
 static ngx_int_t ngx_http_bytemark_serve_entry(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_answer_t *a,
     const char *source);
@@ -40,7 +40,7 @@ static ngx_int_t ngx_http_bytemark_serve_stale(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx);
 static ngx_int_t ngx_http_bytemark_not_found(ngx_http_request_t *r);
 static void ngx_http_bytemark_log_failure(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call);
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o);
 static ngx_int_t ngx_http_bytemark_is_fresh(ngx_http_request_t *r,
     ngx_http_bytemark_answer_t *a);
 
@@ -78,28 +78,18 @@ ngx_http_bytemark_mongo_stage(ngx_http_request_t *r,
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
     bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
 
-    if (ngx_http_bytemark_call_blocked(bmcf, NGX_HTTP_BYTEMARK_BACKEND_MONGO)) {
-        /* calls that hang are failures too: they open the breaker */
-        ngx_http_bytemark_breaker_result(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO,
-                                         0, NGX_HTTP_BYTEMARK_BREAKER_STUCK);
-        ngx_http_bytemark_metrics_backend_error(NGX_HTTP_BYTEMARK_BACKEND_MONGO,
-                                         NGX_HTTP_BYTEMARK_ERR_BREAKER_OPEN);
-        ctx->mongo_failed = 1;
-        return ngx_http_bytemark_mongo_only(r, ctx, NGX_HTTP_BYTEMARK_FAILED);
-    }
-
-    if (!ngx_http_bytemark_breaker_allow(bmcf,
-                                         NGX_HTTP_BYTEMARK_BREAKER_MONGO))
+    if (ngx_http_bytemark_call_gate(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO,
+                                    NGX_HTTP_BYTEMARK_GATE_LOOKUP)
+        != NGX_OK)
     {
-        /* the breaker is open: the fallback answers at once */
-        ngx_http_bytemark_metrics_backend_error(NGX_HTTP_BYTEMARK_BACKEND_MONGO,
-                                         NGX_HTTP_BYTEMARK_ERR_BREAKER_OPEN);
+        /* stuck calls, or the breaker is open: the fallback answers at once */
         ctx->mongo_failed = 1;
         return ngx_http_bytemark_mongo_only(r, ctx, NGX_HTTP_BYTEMARK_FAILED);
     }
 
-    /* no run of its own: the task that carries it runs the find */
-    call = ngx_http_bytemark_call_create(r, "mongo find", NULL,
+    /* no run of its own: MongoDB's post() batches it in a task */
+    call = ngx_http_bytemark_call_create(r, NGX_HTTP_BYTEMARK_BACKEND_MONGO,
+                                         "mongo find", NULL,
                                          ngx_http_bytemark_mongo_done,
                                          blcf->mongo_timeout);
     if (call == NULL) {
@@ -107,14 +97,10 @@ ngx_http_bytemark_mongo_stage(ngx_http_request_t *r,
     }
 
     call->user_id = ctx->user_id;
+    call->batched = 1;
+    call->report = NGX_HTTP_BYTEMARK_REPORT_ANSWER;
 
-    if (ngx_http_bytemark_mongo_lookup(call) != NGX_OK) {
-        ngx_http_bytemark_call_free(call);
-
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "bytemark: mongo find for user %uL not started: "
-                      "thread pool queue is full", ctx->user_id);
-
+    if (ngx_http_bytemark_call_start(call, NGX_LOG_ERR) != NGX_OK) {
         ctx->mongo_failed = 1;
         return ngx_http_bytemark_mongo_only(r, ctx, NGX_HTTP_BYTEMARK_NO_THREAD);
     }
@@ -125,7 +111,7 @@ ngx_http_bytemark_mongo_stage(ngx_http_request_t *r,
 
 static void
 ngx_http_bytemark_mongo_done(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call)
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o)
 {
     ngx_int_t                   rc;
     ngx_http_bytemark_ctx_t    *ctx;
@@ -135,18 +121,9 @@ ngx_http_bytemark_mongo_done(ngx_http_request_t *r,
     a = &call->answer;
 
     ctx->mongo_used = 1;
-    ctx->mongo_time += call->elapsed;
+    ctx->mongo_time += o->elapsed;
 
-    if (a->result != NGX_HTTP_BYTEMARK_NO_THREAD) {
-        ngx_http_bytemark_breaker_result(call->bmcf,
-                                         NGX_HTTP_BYTEMARK_BREAKER_MONGO,
-                                         a->result != NGX_HTTP_BYTEMARK_FAILED
-                                         && a->result
-                                            != NGX_HTTP_BYTEMARK_TIMED_OUT,
-                                         (int64_t) call->elapsed);
-    }
-
-    switch (a->result) {
+    switch (o->result) {
 
     case NGX_HTTP_BYTEMARK_FOUND:
 
@@ -179,16 +156,16 @@ ngx_http_bytemark_mongo_done(ngx_http_request_t *r,
 
     case NGX_HTTP_BYTEMARK_MALFORMED:
         /* a fill after the MySQL answer repairs the entry */
-        ngx_http_bytemark_log_failure(r, call);
+        ngx_http_bytemark_log_failure(r, call, o);
         break;
 
     default:
-        ngx_http_bytemark_log_failure(r, call);
+        ngx_http_bytemark_log_failure(r, call, o);
         ctx->mongo_failed = 1;
         break;
     }
 
-    rc = ngx_http_bytemark_mongo_only(r, ctx, a->result);
+    rc = ngx_http_bytemark_mongo_only(r, ctx, o->result);
 
     if (rc != NGX_DONE) {
         ngx_http_bytemark_lookup_finalize(r, rc);
@@ -273,7 +250,7 @@ static ngx_int_t
 ngx_http_bytemark_mysql_stage(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx)
 {
-    ngx_uint_t                      i, n, slot;
+    ngx_uint_t                      i, n, slot, tickets;
     ngx_msec_t                      left;
     ngx_http_bytemark_call_t       *call;
     ngx_http_bytemark_loc_conf_t   *blcf;
@@ -291,17 +268,12 @@ ngx_http_bytemark_mysql_stage(ngx_http_request_t *r,
     for (i = ctx->mysql_server; i < n; i++) {
         slot = NGX_HTTP_BYTEMARK_BREAKER_MYSQL + i;
 
-        if (ngx_http_bytemark_call_blocked(bmcf, slot)) {
-            /* calls that hang are failures too: they open the breaker */
-            ngx_http_bytemark_breaker_result(bmcf, slot, 0,
-                                             NGX_HTTP_BYTEMARK_BREAKER_STUCK);
-
-        } else if (ngx_http_bytemark_breaker_allow(bmcf, slot)) {
+        if (ngx_http_bytemark_call_gate(bmcf, slot,
+                                        NGX_HTTP_BYTEMARK_GATE_LOOKUP)
+            == NGX_OK)
+        {
             break;
         }
-
-        ngx_http_bytemark_metrics_backend_error(NGX_HTTP_BYTEMARK_BACKEND_MYSQL,
-                                         NGX_HTTP_BYTEMARK_ERR_BREAKER_OPEN);
     }
 
     left = (ngx_msec_int_t) (ctx->mysql_deadline - ngx_current_msec) > 0
@@ -313,33 +285,28 @@ ngx_http_bytemark_mysql_stage(ngx_http_request_t *r,
 
     ctx->mysql_server = i;
 
-    if (ctx->handler == NGX_HTTP_BYTEMARK_TICKETS) {
-        call = ngx_http_bytemark_call_create(r, "mysql tickets query",
-                                             ngx_http_bytemark_mysql_tickets,
-                                             ngx_http_bytemark_mysql_done,
-                                             left / (n - i));
-    } else {
-        call = ngx_http_bytemark_call_create(r, "mysql pass query",
-                                             ngx_http_bytemark_mysql_pass,
-                                             ngx_http_bytemark_mysql_done,
-                                             left / (n - i));
-    }
+    tickets = (ctx->handler == NGX_HTTP_BYTEMARK_TICKETS);
+
+    call = ngx_http_bytemark_call_create(r, NGX_HTTP_BYTEMARK_BACKEND_MYSQL,
+                                         tickets ? "mysql tickets query"
+                                                 : "mysql pass query",
+                                         tickets
+                                         ? ngx_http_bytemark_mysql_tickets
+                                         : ngx_http_bytemark_mysql_pass,
+                                         ngx_http_bytemark_mysql_done,
+                                         left / (n - i));
 
     if (call == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     call->slot = NGX_HTTP_BYTEMARK_BREAKER_MYSQL + i;
+    /* the MySQL side reports what the server did; a spent slice is ours */
+    call->report = NGX_HTTP_BYTEMARK_REPORT_TIMEOUT;
     call->user_id = ctx->user_id;
     ngx_memcpy(call->uuid, ctx->uuid, NGX_HTTP_BYTEMARK_UUID_LEN);
 
-    if (ngx_http_bytemark_call_post(call) != NGX_OK) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "bytemark: mysql query for user %uL not started: %s",
-                      ctx->user_id, call->error);
-
-        ngx_http_bytemark_call_free(call);
-
+    if (ngx_http_bytemark_call_start(call, NGX_LOG_ERR) != NGX_OK) {
         return ngx_http_bytemark_serve_stale(r, ctx);
     }
 
@@ -349,7 +316,7 @@ ngx_http_bytemark_mysql_stage(ngx_http_request_t *r,
 
 static void
 ngx_http_bytemark_mysql_done(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call)
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o)
 {
     ngx_int_t                    rc;
     ngx_http_bytemark_ctx_t     *ctx;
@@ -359,19 +326,19 @@ ngx_http_bytemark_mysql_done(ngx_http_request_t *r,
     a = &call->answer;
 
     ctx->mysql_used = 1;
-    ctx->mysql_time += call->elapsed;
+    ctx->mysql_time += o->elapsed;
 
     if (ctx->noted) {
         ngx_http_bytemark_repair(r, ctx);
     }
 
-    switch (a->result) {
+    switch (o->result) {
 
     case NGX_HTTP_BYTEMARK_FOUND:
     case NGX_HTTP_BYTEMARK_NOT_FOUND:
 
         if (ctx->handler == NGX_HTTP_BYTEMARK_PASS) {
-            if (a->result == NGX_HTTP_BYTEMARK_NOT_FOUND) {
+            if (o->result == NGX_HTTP_BYTEMARK_NOT_FOUND) {
                 rc = ngx_http_bytemark_not_found(r);
 
             } else {
@@ -389,15 +356,9 @@ ngx_http_bytemark_mysql_done(ngx_http_request_t *r,
         break;
 
     default:
-        ngx_http_bytemark_log_failure(r, call);
+        ngx_http_bytemark_log_failure(r, call, o);
 
-        if (a->result == NGX_HTTP_BYTEMARK_TIMED_OUT) {
-            /* the slice is spent: a failure that cost time */
-            ngx_http_bytemark_breaker_result(call->bmcf, call->slot, 0,
-                                             (int64_t) call->elapsed);
-        }
-
-        if (a->result == NGX_HTTP_BYTEMARK_TIMED_OUT
+        if (o->result == NGX_HTTP_BYTEMARK_TIMED_OUT
             || a->error_kind != NGX_HTTP_BYTEMARK_ERR_QUERY)
         {
             /* the server did not answer: the next one may */
@@ -506,10 +467,10 @@ ngx_http_bytemark_not_found(ngx_http_request_t *r)
 
 static void
 ngx_http_bytemark_log_failure(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call)
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o)
 {
     ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                   "bytemark: %s for user %uL failed after %M ms: %s",
-                  call->name, call->user_id, call->elapsed,
-                  call->error[0] ? call->error : "unknown error");
+                  call->name, call->user_id, o->elapsed,
+                  o->error[0] ? o->error : "unknown error");
 }

@@ -63,6 +63,9 @@ static ngx_int_t ngx_http_bytemark_mc_key(ngx_http_request_t *r,
 static ngx_int_t ngx_http_bytemark_mc_serve(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_mc_node_t *n,
     ngx_http_bytemark_mc_t *mc, ngx_uint_t how);
+static ngx_int_t ngx_http_bytemark_mc_claim(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_mc_t *mc,
+    ngx_http_bytemark_mc_node_t *n, uint32_t hash, int64_t now);
 static void ngx_http_bytemark_mc_release(ngx_shm_zone_t *zone, ngx_str_t *key,
     uint64_t gen);
 
@@ -149,6 +152,23 @@ ngx_http_bytemark_microcache_lookup(ngx_http_request_t *r,
 
         return rc;
     }
+
+    return ngx_http_bytemark_mc_claim(r, ctx, mc, n, hash, now);
+}
+
+
+/*
+ * The key is this request's to look up: an entry not to be served is
+ * marked updating, or a placeholder that says "updating" is inserted, so
+ * that the others wait for us.  Called with the zone locked; unlocks it.
+ */
+
+static ngx_int_t
+ngx_http_bytemark_mc_claim(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_mc_t *mc,
+    ngx_http_bytemark_mc_node_t *n, uint32_t hash, int64_t now)
+{
+    uint64_t  gen;
 
     gen = ++mc->sh->gen;
 

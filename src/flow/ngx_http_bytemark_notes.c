@@ -45,7 +45,7 @@ static void ngx_http_bytemark_notes_tick(ngx_event_t *ev);
 static void ngx_http_bytemark_notes_take(ngx_http_bytemark_notes_walk_t *w);
 static void ngx_http_bytemark_notes_delete(ngx_http_bytemark_notes_walk_t *w);
 static void ngx_http_bytemark_notes_done(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call);
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o);
 
 
 ngx_int_t
@@ -101,9 +101,9 @@ ngx_http_bytemark_notes_take(ngx_http_bytemark_notes_walk_t *w)
 
     bmcf = w->bmcf;
 
-    if (ngx_http_bytemark_call_blocked(bmcf, NGX_HTTP_BYTEMARK_BACKEND_MONGO)
-        || ngx_http_bytemark_breaker_is_open(bmcf,
-                                             NGX_HTTP_BYTEMARK_BREAKER_MONGO))
+    if (ngx_http_bytemark_call_gate(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO,
+                                    NGX_HTTP_BYTEMARK_GATE_SKIP_OPEN)
+        != NGX_OK)
     {
         return;
     }
@@ -142,7 +142,8 @@ ngx_http_bytemark_notes_delete(ngx_http_bytemark_notes_walk_t *w)
 {
     ngx_http_bytemark_call_t  *call;
 
-    call = ngx_http_bytemark_call_create(NULL, "mongo delete of a noted entry",
+    call = ngx_http_bytemark_call_create(NULL, NGX_HTTP_BYTEMARK_BACKEND_MONGO,
+                                         "mongo delete of a noted entry",
                                          ngx_http_bytemark_mongo_purge,
                                          ngx_http_bytemark_notes_done, 0);
     if (call == NULL) {
@@ -153,9 +154,9 @@ ngx_http_bytemark_notes_delete(ngx_http_bytemark_notes_walk_t *w)
     call->user_id = w->users[w->next];
     call->fill_timestamp = w->stamps[w->next];
     call->always_done = 1;
+    call->report = NGX_HTTP_BYTEMARK_REPORT_FOUND;
 
-    if (ngx_http_bytemark_call_post(call) != NGX_OK) {
-        ngx_http_bytemark_call_free(call);
+    if (ngx_http_bytemark_call_start(call, 0) != NGX_OK) {
         w->n = 0;
         return;
     }
@@ -168,7 +169,7 @@ ngx_http_bytemark_notes_delete(ngx_http_bytemark_notes_walk_t *w)
 
 static void
 ngx_http_bytemark_notes_done(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call)
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o)
 {
     ngx_uint_t                       ok;
     ngx_http_bytemark_notes_walk_t  *w;
@@ -176,16 +177,12 @@ ngx_http_bytemark_notes_done(ngx_http_request_t *r,
     w = &ngx_http_bytemark_notes_walk;
     w->busy = 0;
 
-    ok = (call->answer.result == NGX_HTTP_BYTEMARK_FOUND);
-
-    ngx_http_bytemark_breaker_result(call->bmcf,
-                                     NGX_HTTP_BYTEMARK_BREAKER_MONGO, ok,
-                                     (int64_t) call->elapsed);
+    ok = (o->result == NGX_HTTP_BYTEMARK_FOUND);
 
     if (!ok) {
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                       "bytemark: %s for user %uL failed, will retry: %s",
-                      call->name, call->user_id, call->error);
+                      call->name, call->user_id, o->error);
         w->n = 0;
         return;
     }

@@ -47,14 +47,8 @@ ngx_http_bytemark_request_done(void *data)
     call = ctx->call;
 
     if (call) {
-        /* the budget timer stays: it tells when the call is stuck */
-        call->request = NULL;
         ctx->call = NULL;
-
-        if (call->member && ngx_http_bytemark_mongo_leave(call) == NGX_OK) {
-            /* a lookup still queued: it never started, it ends here */
-            ngx_http_bytemark_call_finish(call);
-        }
+        ngx_http_bytemark_call_abandon(call);
     }
 
     ngx_http_bytemark_answer_release(&ctx->stale);

@@ -29,10 +29,12 @@ static ngx_int_t ngx_http_bytemark_ingest_start(ngx_http_request_t *r,
 static ngx_int_t ngx_http_bytemark_read_body(ngx_http_request_t *r,
     ngx_str_t *body);
 static void ngx_http_bytemark_ingest_committed(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call);
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o);
 static void ngx_http_bytemark_ingest_cache(ngx_http_bytemark_call_t *call);
 static void ngx_http_bytemark_ingest_done(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call);
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o);
+static ngx_uint_t ngx_http_bytemark_ingest_note(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *call, const char *cache_error);
 static ngx_int_t ngx_http_bytemark_ingest_unavailable(ngx_http_request_t *r,
     ngx_http_bytemark_call_t *call);
 
@@ -113,7 +115,8 @@ ngx_http_bytemark_ingest_start(ngx_http_request_t *r,
                                             "invalid_body", err);
     }
 
-    call = ngx_http_bytemark_call_create(r, "mysql ingest",
+    call = ngx_http_bytemark_call_create(r, NGX_HTTP_BYTEMARK_BACKEND_MYSQL,
+                                         "mysql ingest",
                                          ngx_http_bytemark_mysql_ingest,
                                          ngx_http_bytemark_ingest_committed,
                                          blcf->mysql_timeout);
@@ -129,13 +132,7 @@ ngx_http_bytemark_ingest_start(ngx_http_request_t *r,
     ctx->passes = NULL;
     ctx->npasses = 0;
 
-    if (ngx_http_bytemark_call_post(call) != NGX_OK) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "bytemark: ingest for user %uL not started: %s",
-                      ctx->user_id, call->error);
-
-        ngx_http_bytemark_call_free(call);
-
+    if (ngx_http_bytemark_call_start(call, NGX_LOG_ERR) != NGX_OK) {
         return ngx_http_bytemark_unavailable(r);
     }
 
@@ -214,11 +211,13 @@ ngx_http_bytemark_read_body(ngx_http_request_t *r, ngx_str_t *body)
 
 static void
 ngx_http_bytemark_ingest_committed(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call)
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o)
 {
+    ngx_int_t                       rc;
     ngx_msec_t                      budget;
     ngx_http_bytemark_ctx_t        *ctx;
     ngx_http_bytemark_call_t       *cache;
+    ngx_http_bytemark_outcome_t     co;
     ngx_http_bytemark_loc_conf_t   *blcf;
     ngx_http_bytemark_main_conf_t  *bmcf;
 
@@ -227,11 +226,11 @@ ngx_http_bytemark_ingest_committed(ngx_http_request_t *r,
     if (r) {
         ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
         ctx->mysql_used = 1;
-        ctx->mysql_time = call->elapsed;
+        ctx->mysql_time = o->elapsed;
     }
 
-    if (call->answer.result != NGX_HTTP_BYTEMARK_FOUND || bmcf->mongo == NULL) {
-        ngx_http_bytemark_ingest_done(r, call);
+    if (o->result != NGX_HTTP_BYTEMARK_FOUND || bmcf->mongo == NULL) {
+        ngx_http_bytemark_ingest_done(r, call, o);
         return;
     }
 
@@ -251,7 +250,8 @@ ngx_http_bytemark_ingest_committed(ngx_http_request_t *r,
         budget = bmcf->mongo_budget;
     }
 
-    cache = ngx_http_bytemark_call_create(r, "mongo ingest cache update",
+    cache = ngx_http_bytemark_call_create(r, NGX_HTTP_BYTEMARK_BACKEND_MONGO,
+                                          "mongo ingest cache update",
                                           ngx_http_bytemark_ingest_cache,
                                           ngx_http_bytemark_ingest_done,
                                           budget);
@@ -259,7 +259,7 @@ ngx_http_bytemark_ingest_committed(ngx_http_request_t *r,
         call->cache_failed = 1;
         snprintf(call->cache_error, sizeof(call->cache_error),
                  "out of memory");
-        ngx_http_bytemark_ingest_done(r, call);
+        ngx_http_bytemark_ingest_done(r, call, o);
         return;
     }
 
@@ -275,14 +275,15 @@ ngx_http_bytemark_ingest_committed(ngx_http_request_t *r,
     call->passes = NULL;
     call->npasses = 0;
 
-    if (ngx_http_bytemark_call_blocked(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO)) {
+    rc = ngx_http_bytemark_call_gate(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO,
+                                     NGX_HTTP_BYTEMARK_GATE_SKIP_OPEN);
+
+    if (rc == NGX_BUSY) {
         cache->cache_failed = 1;
         snprintf(cache->cache_error, sizeof(cache->cache_error),
                  "not tried: too many stuck MongoDB calls");
 
-    } else if (ngx_http_bytemark_breaker_is_open(bmcf,
-                                          NGX_HTTP_BYTEMARK_BREAKER_MONGO))
-    {
+    } else if (rc == NGX_DECLINED) {
         cache->cache_failed = 1;
         snprintf(cache->cache_error, sizeof(cache->cache_error),
                  "circuit breaker open for mongo");
@@ -296,7 +297,11 @@ ngx_http_bytemark_ingest_committed(ngx_http_request_t *r,
                  "thread pool queue is full");
     }
 
-    ngx_http_bytemark_ingest_done(r, cache);
+    co.result = NGX_HTTP_BYTEMARK_FOUND;
+    co.elapsed = cache->elapsed;
+    co.error = cache->error;
+
+    ngx_http_bytemark_ingest_done(r, cache, &co);
     ngx_http_bytemark_call_free(cache);
 }
 
@@ -326,50 +331,38 @@ ngx_http_bytemark_ingest_cache(ngx_http_bytemark_call_t *call)
 
 static void
 ngx_http_bytemark_ingest_done(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call)
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o)
 {
-    ngx_int_t                       rc;
-    ngx_log_t                      *log;
-    ngx_uint_t                      unprotected;
-    ngx_http_bytemark_ctx_t        *ctx;
-    ngx_http_bytemark_main_conf_t  *bmcf;
+    ngx_int_t                    rc;
+    ngx_uint_t                   unprotected, cache_failed;
+    const char                  *cache_error;
+    ngx_http_bytemark_ctx_t     *ctx;
+    ngx_http_bytemark_result_e   result;
 
-    bmcf = call->bmcf;
-    log = r ? r->connection->log : ngx_cycle->log;
     unprotected = 0;
+    result = o->result;
+    cache_failed = 0;
+    cache_error = "";
 
-    if (call->answer.result == NGX_HTTP_BYTEMARK_TIMED_OUT
+    if (result == NGX_HTTP_BYTEMARK_TIMED_OUT
         && call->run == ngx_http_bytemark_ingest_cache)
     {
         /* committed; the cache update outlived its budget (it goes on) */
-        call->answer.result = NGX_HTTP_BYTEMARK_FOUND;
-        call->cache_failed = 1;
-        ngx_memcpy(call->cache_error, call->error, sizeof(call->error));
+        result = NGX_HTTP_BYTEMARK_FOUND;
+        cache_failed = 1;
+        cache_error = o->error;
+
+    } else if (result == NGX_HTTP_BYTEMARK_FOUND) {
+        cache_failed = call->cache_failed;
+        cache_error = call->cache_error;
     }
 
-    if (call->answer.result == NGX_HTTP_BYTEMARK_FOUND) {
+    if (result == NGX_HTTP_BYTEMARK_FOUND) {
         /* committed: no micro-cached answer may show the state before */
-        ngx_http_bytemark_microcache_invalidate(bmcf, call->user_id);
-    }
+        ngx_http_bytemark_microcache_invalidate(call->bmcf, call->user_id);
 
-    if (call->answer.result == NGX_HTTP_BYTEMARK_FOUND && call->cache_failed) {
-        ngx_http_bytemark_metrics_inc(NGX_HTTP_BYTEMARK_M_WRITE_FAILURES_INGEST);
-
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "bytemark: mongo cache update after the ingest for "
-                      "user %uL failed: %s; lookups skip its cache entry "
-                      "until it is deleted", call->user_id, call->cache_error);
-
-        if (ngx_http_bytemark_note_set(bmcf, call->user_id,
-                                       call->answer.timestamp)
-            != NGX_OK)
-        {
-            ngx_log_error(NGX_LOG_CRIT, log, 0,
-                          "bytemark: no room in \"bytemark_notes_zone\" "
-                          "for a note on user %uL: its cache entry may be "
-                          "stale, the ingest is answered 503",
-                          call->user_id);
-            unprotected = 1;
+        if (cache_failed) {
+            unprotected = ngx_http_bytemark_ingest_note(r, call, cache_error);
         }
     }
 
@@ -379,7 +372,7 @@ ngx_http_bytemark_ingest_done(ngx_http_request_t *r,
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
 
-    switch (call->answer.result) {
+    switch (result) {
 
     case NGX_HTTP_BYTEMARK_FOUND:
         if (unprotected) {
@@ -406,7 +399,7 @@ ngx_http_bytemark_ingest_done(ngx_http_request_t *r,
         /* the client's data, not a backend failure: logged at info */
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "bytemark: mysql refused the ingest for user %uL: %s",
-                      call->user_id, call->error);
+                      call->user_id, o->error);
         rc = ngx_http_bytemark_send_error(r, NGX_HTTP_BAD_REQUEST,
                                           "invalid_body", call->refused);
         break;
@@ -415,13 +408,49 @@ ngx_http_bytemark_ingest_done(ngx_http_request_t *r,
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "bytemark: mysql ingest for user %uL failed after %M ms: "
                       "%s",
-                      call->user_id, call->elapsed,
-                      call->error[0] ? call->error : "unknown error");
+                      call->user_id, o->elapsed,
+                      o->error[0] ? o->error : "unknown error");
         rc = ngx_http_bytemark_ingest_unavailable(r, call);
         break;
     }
 
     ngx_http_finalize_request(r, rc);
+}
+
+
+/*
+ * The cache update of a committed ingest failed: lookups skip the user's
+ * entry until it is deleted.  1: that could not be recorded.
+ */
+
+static ngx_uint_t
+ngx_http_bytemark_ingest_note(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *call, const char *cache_error)
+{
+    ngx_log_t  *log;
+
+    log = r ? r->connection->log : ngx_cycle->log;
+
+    ngx_http_bytemark_metrics_inc(NGX_HTTP_BYTEMARK_M_WRITE_FAILURES_INGEST);
+
+    ngx_log_error(NGX_LOG_ERR, log, 0,
+                  "bytemark: mongo cache update after the ingest for "
+                  "user %uL failed: %s; lookups skip its cache entry "
+                  "until it is deleted", call->user_id, cache_error);
+
+    if (ngx_http_bytemark_note_set(call->bmcf, call->user_id,
+                                   call->answer.timestamp)
+        != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_CRIT, log, 0,
+                      "bytemark: no room in \"bytemark_notes_zone\" "
+                      "for a note on user %uL: its cache entry may be "
+                      "stale, the ingest is answered 503",
+                      call->user_id);
+        return 1;
+    }
+
+    return 0;
 }
 
 

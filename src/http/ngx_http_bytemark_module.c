@@ -270,9 +270,6 @@ ngx_module_t  ngx_http_bytemark_module = {
 static ngx_int_t
 ngx_http_bytemark_preconfiguration(ngx_conf_t *cf)
 {
-    /* the response writer keeps 200s in, and drops errors from, the cache */
-    ngx_http_bytemark_response_cache(ngx_http_bytemark_microcache_store,
-                                     ngx_http_bytemark_microcache_release);
 
     return ngx_http_bytemark_add_variables(cf);
 }

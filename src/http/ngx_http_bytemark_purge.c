@@ -9,7 +9,7 @@
 
 
 static void ngx_http_bytemark_purge_done(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call);
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o);
 
 
 ngx_int_t
@@ -35,26 +35,21 @@ ngx_http_bytemark_purge_handler(ngx_http_request_t *r)
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
     bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
 
-    if (ngx_http_bytemark_call_blocked(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO)) {
+    rc = ngx_http_bytemark_call_gate(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO,
+                                     NGX_HTTP_BYTEMARK_GATE_PROBE
+                                     | NGX_HTTP_BYTEMARK_GATE_COUNT_STUCK);
+    if (rc != NGX_OK) {
         /* a purge would only be one more thread stuck in the driver */
-        ngx_http_bytemark_metrics_backend_error(NGX_HTTP_BYTEMARK_BACKEND_MONGO,
-                                         NGX_HTTP_BYTEMARK_ERR_BREAKER_OPEN);
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "bytemark: mongo purge for user %uL not tried: "
-                      "too many stuck MongoDB calls", ctx->user_id);
+                      "bytemark: mongo purge for user %uL not tried: %s",
+                      ctx->user_id,
+                      (rc == NGX_BUSY) ? "too many stuck MongoDB calls"
+                                       : "circuit breaker open");
         return ngx_http_bytemark_unavailable(r);
     }
 
-    if (!ngx_http_bytemark_breaker_allow(bmcf,
-                                         NGX_HTTP_BYTEMARK_BREAKER_MONGO))
-    {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "bytemark: mongo purge for user %uL not tried: "
-                      "circuit breaker open", ctx->user_id);
-        return ngx_http_bytemark_unavailable(r);
-    }
-
-    call = ngx_http_bytemark_call_create(r, "mongo purge",
+    call = ngx_http_bytemark_call_create(r, NGX_HTTP_BYTEMARK_BACKEND_MONGO,
+                                         "mongo purge",
                                          ngx_http_bytemark_mongo_purge,
                                          ngx_http_bytemark_purge_done,
                                          blcf->mongo_timeout);
@@ -63,12 +58,12 @@ ngx_http_bytemark_purge_handler(ngx_http_request_t *r)
     }
 
     call->user_id = ctx->user_id;
+    call->report = NGX_HTTP_BYTEMARK_REPORT_FOUND;
 
     /* a note older than this delete is settled by it */
     ctx->note_stamp = ngx_http_bytemark_now_ms();
 
-    if (ngx_http_bytemark_call_post(call) != NGX_OK) {
-        ngx_http_bytemark_call_free(call);
+    if (ngx_http_bytemark_call_start(call, 0) != NGX_OK) {
         return ngx_http_bytemark_unavailable(r);
     }
 
@@ -78,25 +73,19 @@ ngx_http_bytemark_purge_handler(ngx_http_request_t *r)
 
 static void
 ngx_http_bytemark_purge_done(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *call)
+    ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o)
 {
     ngx_int_t                 rc;
     ngx_http_bytemark_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
     ctx->mongo_used = 1;
-    ctx->mongo_time = call->elapsed;
+    ctx->mongo_time = o->elapsed;
 
     /* the micro-cached answers go whatever MongoDB said */
     ngx_http_bytemark_microcache_invalidate(call->bmcf, ctx->user_id);
 
-    ngx_http_bytemark_breaker_result(call->bmcf,
-                                     NGX_HTTP_BYTEMARK_BREAKER_MONGO,
-                                     call->answer.result
-                                     == NGX_HTTP_BYTEMARK_FOUND,
-                                     (int64_t) call->elapsed);
-
-    if (call->answer.result == NGX_HTTP_BYTEMARK_FOUND) {
+    if (o->result == NGX_HTTP_BYTEMARK_FOUND) {
         ngx_http_bytemark_note_clear(call->bmcf, ctx->user_id,
                                      ctx->note_stamp);
         rc = ngx_http_bytemark_send_no_content(r);
@@ -106,8 +95,8 @@ ngx_http_bytemark_purge_done(ngx_http_request_t *r,
 
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "bytemark: mongo purge for user %uL failed after "
-                      "%M ms: %s", call->user_id, call->elapsed,
-                      call->error[0] ? call->error : "unknown error");
+                      "%M ms: %s", call->user_id, o->elapsed,
+                      o->error[0] ? o->error : "unknown error");
         rc = ngx_http_bytemark_unavailable(r);
     }
 

@@ -43,8 +43,6 @@ static ngx_msec_t ngx_http_bytemark_mongo_limit(
 static int64_t ngx_http_bytemark_mongo_clock(void);
 static void ngx_http_bytemark_mongo_default(mongoc_uri_t *uri,
     const char *option, int32_t value);
-static void ngx_http_bytemark_mongo_log(mongoc_log_level_t level,
-    const char *domain, const char *message, void *data);
 static void ngx_http_bytemark_mongo_delete(ngx_http_bytemark_call_t *call,
     bson_t *filter);
 static void ngx_http_bytemark_mongo_write_entry(ngx_http_bytemark_call_t *call);
@@ -490,47 +488,6 @@ ngx_http_bytemark_mongo_cause(char *buf, size_t size, bson_error_t *error)
         }
     }
 }
-
-
-/*
- * The driver logs from its monitor threads too; its warnings and errors go
- * to nginx's error log (as nginx's own thread code logs), the chatter below
- * that is dropped.
- */
-
-static void
-ngx_http_bytemark_mongo_log(mongoc_log_level_t level, const char *domain,
-    const char *message, void *data)
-{
-    char        buf[1024], *p;
-    ngx_uint_t  nlevel;
-
-    switch (level) {
-    case MONGOC_LOG_LEVEL_ERROR:
-    case MONGOC_LOG_LEVEL_CRITICAL:
-        nlevel = NGX_LOG_ERR;
-        break;
-    case MONGOC_LOG_LEVEL_WARNING:
-        nlevel = NGX_LOG_WARN;
-        break;
-    default:
-        return;
-    }
-
-    /* one line per message, as in ngx_http_bytemark_mongo_cause() */
-    for (p = buf; *message && p < buf + sizeof(buf) - 1; p++, message++) {
-        *p = ((u_char) *message < 0x20 || *message == 0x7f) ? ' ' : *message;
-    }
-
-    *p = '\0';
-
-    ngx_http_bytemark_mongo_scrub(buf, sizeof(buf));
-
-    ngx_log_error(nlevel, ngx_cycle->log, 0, "bytemark: mongoc %s: %s",
-                  domain, buf);
-}
-
-
 
 
 /* thread: delete the user's entry (purge, or a repair after a failed

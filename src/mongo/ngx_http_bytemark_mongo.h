@@ -20,8 +20,6 @@ void ngx_http_bytemark_mongo_exit_process(ngx_http_bytemark_main_conf_t *bmcf);
 const char *ngx_http_bytemark_mongo_version(void);
 ngx_int_t ngx_http_bytemark_mongo_check_uri(ngx_str_t *uri, char *err,
     size_t size);
-ngx_int_t ngx_http_bytemark_mongo_lookup(ngx_http_bytemark_call_t *call);
-ngx_int_t ngx_http_bytemark_mongo_leave(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_mongo_fill(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_mongo_ingest(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_mongo_purge(ngx_http_bytemark_call_t *call);

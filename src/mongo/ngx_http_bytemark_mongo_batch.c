@@ -48,6 +48,8 @@ static ngx_uint_t   ngx_http_bytemark_batch_running;
 static ngx_event_t  ngx_http_bytemark_batch_wake;
 
 
+static ngx_int_t ngx_http_bytemark_mongo_post(ngx_http_bytemark_call_t *call);
+static ngx_int_t ngx_http_bytemark_mongo_leave(ngx_http_bytemark_call_t *call);
 static ngx_int_t ngx_http_bytemark_batch_post(
     ngx_http_bytemark_call_t **members, ngx_uint_t n);
 static void ngx_http_bytemark_batch_next(void);
@@ -55,21 +57,25 @@ static void ngx_http_bytemark_batch_wakeup(ngx_event_t *ev);
 static ngx_int_t ngx_http_bytemark_batch_cancel(ngx_http_bytemark_call_t *call);
 static void ngx_http_bytemark_batch_run(ngx_http_bytemark_call_t *task);
 static void ngx_http_bytemark_batch_done(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *task);
+    ngx_http_bytemark_call_t *task, ngx_http_bytemark_outcome_t *o);
 static void ngx_http_bytemark_batch_found(ngx_http_bytemark_call_t **m,
     ngx_uint_t n, const bson_t *doc);
 static int ngx_http_bytemark_batch_cmp(const void *a, const void *b);
-static ngx_int_t ngx_http_bytemark_batch_user(const bson_t *doc,
-    uint64_t *id);
-static ngx_int_t ngx_http_bytemark_answer_copy(ngx_http_bytemark_answer_t *dst,
-    ngx_http_bytemark_answer_t *src);
-static ngx_int_t ngx_http_bytemark_passes_copy(ngx_http_bytemark_passes_t *dst,
-    ngx_http_bytemark_passes_t *src);
+
+
+static const ngx_http_bytemark_call_ops_t  ngx_http_bytemark_mongo_ops = {
+    ngx_http_bytemark_mongo_post,
+    ngx_http_bytemark_mongo_leave,
+    NGX_HTTP_BYTEMARK_BREAKER_MONGO
+};
 
 
 void
 ngx_http_bytemark_mongo_batch_init(void)
 {
+    ngx_http_bytemark_call_register(NGX_HTTP_BYTEMARK_BACKEND_MONGO,
+                                    &ngx_http_bytemark_mongo_ops);
+
     ngx_queue_init(&ngx_http_bytemark_batch_queue);
     ngx_http_bytemark_batch_queued = 0;
     ngx_http_bytemark_batch_running = 0;
@@ -90,35 +96,45 @@ ngx_http_bytemark_mongo_batch_exit(void)
 
 
 /*
- * Event loop: a lookup (run ngx_http_bytemark_mongo_find) starts.
- * NGX_ERROR: it could not be posted (thread pool queue full); the caller
- * still owns it, as with ngx_http_bytemark_call_post().
+ * Event loop: MongoDB's post() (ngx_http_bytemark_call_post()).  A lookup
+ * (call->batched) joins a task; any other call is a thread task of its
+ * own.  NGX_ERROR: it could not be posted (thread pool queue full); the
+ * caller still owns it.
  */
 
-ngx_int_t
-ngx_http_bytemark_mongo_lookup(ngx_http_bytemark_call_t *call)
+static ngx_int_t
+ngx_http_bytemark_mongo_post(ngx_http_bytemark_call_t *call)
 {
+    ngx_int_t  rc;
+
+    if (!call->batched) {
+        rc = ngx_http_bytemark_call_thread_post(call);
+        goto posted;
+    }
+
     call->member = 1;
     call->cancel = ngx_http_bytemark_batch_cancel;
 
     if (ngx_http_bytemark_batch_running < NGX_HTTP_BYTEMARK_BATCH_TASKS
         && ngx_queue_empty(&ngx_http_bytemark_batch_queue))
     {
-        if (ngx_http_bytemark_batch_post(&call, 1) != NGX_OK) {
+        rc = ngx_http_bytemark_batch_post(&call, 1);
+
+        if (rc != NGX_OK) {
             call->member = 0;
             call->cancel = NULL;
-            return NGX_ERROR;
         }
 
-        ngx_http_bytemark_call_started(call);
-        return NGX_OK;
+        goto posted;
     }
 
+    /* the budget runs from now (call_post() starts it): queueing is part */
     ngx_queue_insert_tail(&ngx_http_bytemark_batch_queue, &call->queue);
     ngx_http_bytemark_batch_queued++;
 
-    /* the budget runs from now: waiting in the queue is part of it */
-    ngx_http_bytemark_call_started(call);
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, call->log, 0,
+                   "bytemark: mongo lookup of user %uL queued, %ui waiting",
+                   call->user_id, ngx_http_bytemark_batch_queued);
 
     if (ngx_http_bytemark_batch_running < NGX_HTTP_BYTEMARK_BATCH_TASKS
         && !ngx_http_bytemark_batch_wake.posted)
@@ -135,6 +151,16 @@ ngx_http_bytemark_mongo_lookup(ngx_http_bytemark_call_t *call)
     }
 
     return NGX_OK;
+
+posted:
+
+    if (rc != NGX_OK) {
+        ngx_cpystrn((u_char *) call->error,
+                    (u_char *) "thread pool queue is full",
+                    sizeof(call->error));
+    }
+
+    return rc;
 }
 
 
@@ -152,10 +178,10 @@ ngx_http_bytemark_batch_wakeup(ngx_event_t *ev)
 
 /* a queued lookup leaves the queue (NGX_OK); one that runs cannot */
 
-ngx_int_t
+static ngx_int_t
 ngx_http_bytemark_mongo_leave(ngx_http_bytemark_call_t *call)
 {
-    if (call->batch) {
+    if (!call->member || call->batch) {
         return NGX_DECLINED;
     }
 
@@ -189,7 +215,8 @@ ngx_http_bytemark_batch_post(ngx_http_bytemark_call_t **members, ngx_uint_t n)
     ngx_uint_t                 i;
     ngx_http_bytemark_call_t  *task;
 
-    task = ngx_http_bytemark_call_create(NULL, "mongo find",
+    task = ngx_http_bytemark_call_create(NULL, NGX_HTTP_BYTEMARK_BACKEND_MONGO,
+                                         "mongo find",
                                          ngx_http_bytemark_batch_run,
                                          ngx_http_bytemark_batch_done,
                                          members[0]->timeout);
@@ -219,6 +246,10 @@ ngx_http_bytemark_batch_post(ngx_http_bytemark_call_t **members, ngx_uint_t n)
     }
 
     ngx_http_bytemark_batch_running++;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "bytemark: mongo batch task %p of %ui lookups posted, "
+                   "%ui running", task, n, ngx_http_bytemark_batch_running);
 
     return NGX_OK;
 }
@@ -281,7 +312,7 @@ ngx_http_bytemark_batch_next(void)
 
 static void
 ngx_http_bytemark_batch_done(ngx_http_request_t *r,
-    ngx_http_bytemark_call_t *task)
+    ngx_http_bytemark_call_t *task, ngx_http_bytemark_outcome_t *o)
 {
     ngx_uint_t                  i, n;
     ngx_http_bytemark_call_t  **members, *call;
@@ -324,11 +355,9 @@ ngx_http_bytemark_batch_done(ngx_http_request_t *r,
 static void
 ngx_http_bytemark_batch_run(ngx_http_bytemark_call_t *task)
 {
-    char                        key[16];
-    bson_t                      filter, cond, in;
-    const char                 *k;
+    bson_t                      filter;
     uint64_t                    id;
-    ngx_uint_t                  i, lo, hi, mid, n, keys;
+    ngx_uint_t                  i, lo, hi, mid, n;
     const bson_t               *doc, *opts;
     bson_error_t                error;
     mongoc_client_t            *client;
@@ -349,31 +378,7 @@ ngx_http_bytemark_batch_run(ngx_http_bytemark_call_t *task)
         m[i]->answer.result = NGX_HTTP_BYTEMARK_NOT_FOUND;
     }
 
-    /* MongoDB compares numbers across types: int64 finds int32 and double */
-    bson_init(&filter);
-
-    if (m[0]->user_id == m[n - 1]->user_id) {
-        /* one user: the findOne of a lone lookup */
-        BSON_APPEND_INT64(&filter, "user_id", (int64_t) m[0]->user_id);
-        opts = mongo->find_opts;
-
-    } else {
-        BSON_APPEND_DOCUMENT_BEGIN(&filter, "user_id", &cond);
-        BSON_APPEND_ARRAY_BEGIN(&cond, "$in", &in);
-
-        for (i = 0, keys = 0; i < n; i++) {
-            if (i > 0 && m[i]->user_id == m[i - 1]->user_id) {
-                continue;
-            }
-
-            bson_uint32_to_string((uint32_t) keys++, &k, key, sizeof(key));
-            BSON_APPEND_INT64(&in, k, (int64_t) m[i]->user_id);
-        }
-
-        bson_append_array_end(&cond, &in);
-        bson_append_document_end(&filter, &cond);
-        opts = mongo->batch_opts;
-    }
+    opts = ngx_http_bytemark_mongo_batch_filter(mongo, m, n, &filter);
 
     coll = ngx_http_bytemark_mongo_acquire(mongo, &client, task->timeout,
                                            &error);
@@ -390,7 +395,7 @@ ngx_http_bytemark_batch_run(ngx_http_bytemark_call_t *task)
 
     while (mongoc_cursor_next(cursor, &doc)) {
 
-        if (ngx_http_bytemark_batch_user(doc, &id) != NGX_OK) {
+        if (ngx_http_bytemark_mongo_doc_user(doc, &id) != NGX_OK) {
             /* $in matched it, yet no number: an array holding the id */
             continue;
         }
@@ -460,7 +465,7 @@ ngx_http_bytemark_batch_found(ngx_http_bytemark_call_t **m, ngx_uint_t n,
     for (i = 1; i < n; i++) {
         ngx_memcpy(m[i]->error, m[0]->error, sizeof(m[0]->error));
 
-        if (ngx_http_bytemark_answer_copy(&m[i]->answer, &m[0]->answer)
+        if (ngx_http_bytemark_mongo_answer_copy(&m[i]->answer, &m[0]->answer)
             != NGX_OK)
         {
             m[i]->answer.result = NGX_HTTP_BYTEMARK_FAILED;
@@ -482,111 +487,4 @@ ngx_http_bytemark_batch_cmp(const void *a, const void *b)
     y = (*(ngx_http_bytemark_call_t **) b)->user_id;
 
     return (x > y) - (x < y);
-}
-
-
-/* the user a document belongs to: an integral number (SPEC 2) */
-
-static ngx_int_t
-ngx_http_bytemark_batch_user(const bson_t *doc, uint64_t *id)
-{
-    double       d;
-    int64_t      v;
-    bson_iter_t  it;
-
-    if (!bson_iter_init_find(&it, doc, "user_id")) {
-        return NGX_ERROR;
-    }
-
-    switch (bson_iter_type(&it)) {
-
-    case BSON_TYPE_INT32:
-        v = bson_iter_int32(&it);
-        break;
-
-    case BSON_TYPE_INT64:
-        v = bson_iter_int64(&it);
-        break;
-
-    case BSON_TYPE_DOUBLE:
-        d = bson_iter_double(&it);
-
-        /* the ids asked for are below 2^53: anything else is not ours */
-        if (!(d >= 1 && d <= 9007199254740991.0)) {
-            return NGX_ERROR;
-        }
-
-        v = (int64_t) d;
-
-        if ((double) v != d) {
-            return NGX_ERROR;
-        }
-
-        break;
-
-    default:
-        return NGX_ERROR;
-    }
-
-    if (v < 1) {
-        return NGX_ERROR;
-    }
-
-    *id = (uint64_t) v;
-
-    return NGX_OK;
-}
-
-
-/* thread: a deep copy, so that each request frees its own */
-
-static ngx_int_t
-ngx_http_bytemark_answer_copy(ngx_http_bytemark_answer_t *dst,
-    ngx_http_bytemark_answer_t *src)
-{
-    *dst = *src;
-    ngx_memzero(dst->passes, sizeof(dst->passes));
-
-    if (ngx_http_bytemark_passes_copy(&dst->passes[0], &src->passes[0])
-        != NGX_OK
-        || ngx_http_bytemark_passes_copy(&dst->passes[1], &src->passes[1])
-           != NGX_OK)
-    {
-        ngx_http_bytemark_answer_release(dst);
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_bytemark_passes_copy(ngx_http_bytemark_passes_t *dst,
-    ngx_http_bytemark_passes_t *src)
-{
-    if (src->text.data) {
-        dst->text.data = malloc(src->text.size);
-        if (dst->text.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(dst->text.data, src->text.data, src->text.len);
-        dst->text.len = src->text.len;
-        dst->text.size = src->text.size;
-    }
-
-    if (src->items && src->n) {
-        dst->items = malloc(src->n * sizeof(ngx_http_bytemark_item_t));
-        if (dst->items == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(dst->items, src->items,
-                   src->n * sizeof(ngx_http_bytemark_item_t));
-        dst->nalloc = src->n;
-    }
-
-    dst->n = src->n;
-
-    return NGX_OK;
 }

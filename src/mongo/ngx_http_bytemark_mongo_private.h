@@ -35,8 +35,16 @@ void ngx_http_bytemark_mongo_cause(char *buf, size_t size,
     bson_error_t *error);
 void ngx_http_bytemark_mongo_batch_init(void);
 void ngx_http_bytemark_mongo_batch_exit(void);
+const bson_t *ngx_http_bytemark_mongo_batch_filter(
+    ngx_http_bytemark_mongo_t *mongo, ngx_http_bytemark_call_t **m,
+    ngx_uint_t n, bson_t *filter);
+ngx_int_t ngx_http_bytemark_mongo_doc_user(const bson_t *doc, uint64_t *id);
+ngx_int_t ngx_http_bytemark_mongo_answer_copy(ngx_http_bytemark_answer_t *dst,
+    ngx_http_bytemark_answer_t *src);
 void ngx_http_bytemark_mongo_secrets(ngx_str_t *uri);
 void ngx_http_bytemark_mongo_scrub(char *buf, size_t size);
+void ngx_http_bytemark_mongo_log(mongoc_log_level_t level, const char *domain,
+    const char *message, void *data);
 
 /*
  * An ingest's cache update (ngx_http_bytemark_mongo_ingest.c, _write.c):

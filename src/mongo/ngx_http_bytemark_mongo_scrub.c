@@ -254,3 +254,42 @@ ngx_http_bytemark_scrub_generic(u_char *p, u_char *end)
 
     return 0;
 }
+
+
+/*
+ * The driver logs from its monitor threads too; its warnings and errors go
+ * to nginx's error log (as nginx's own thread code logs), the chatter below
+ * that is dropped.
+ */
+
+void
+ngx_http_bytemark_mongo_log(mongoc_log_level_t level, const char *domain,
+    const char *message, void *data)
+{
+    char        buf[1024], *p;
+    ngx_uint_t  nlevel;
+
+    switch (level) {
+    case MONGOC_LOG_LEVEL_ERROR:
+    case MONGOC_LOG_LEVEL_CRITICAL:
+        nlevel = NGX_LOG_ERR;
+        break;
+    case MONGOC_LOG_LEVEL_WARNING:
+        nlevel = NGX_LOG_WARN;
+        break;
+    default:
+        return;
+    }
+
+    /* one line per message, as in ngx_http_bytemark_mongo_cause() */
+    for (p = buf; *message && p < buf + sizeof(buf) - 1; p++, message++) {
+        *p = ((u_char) *message < 0x20 || *message == 0x7f) ? ' ' : *message;
+    }
+
+    *p = '\0';
+
+    ngx_http_bytemark_mongo_scrub(buf, sizeof(buf));
+
+    ngx_log_error(nlevel, ngx_cycle->log, 0, "bytemark: mongoc %s: %s",
+                  domain, buf);
+}

@@ -60,6 +60,14 @@ static void ngx_http_bytemark_mysql_read_end(
     ngx_http_bytemark_mysql_conn_t *conn, ngx_int_t rc);
 
 
+/* a call waits for a connection of its server: the primary's, or call->slot */
+static const ngx_http_bytemark_call_ops_t  ngx_http_bytemark_mysql_ops = {
+    ngx_http_bytemark_mysql_post,
+    NULL,
+    NGX_HTTP_BYTEMARK_BREAKER_MYSQL
+};
+
+
 /* the Connector/C loaded ("3.3.20"), not the one built against */
 
 const char *
@@ -78,8 +86,8 @@ ngx_http_bytemark_mysql_init_process(ngx_cycle_t *cycle,
     ngx_http_bytemark_mysql_pool_t  *pool;
 
     /* the call layer hands MySQL calls to us, to be driven on the loop */
-    ngx_http_bytemark_call_loop_backend(NGX_HTTP_BYTEMARK_BACKEND_MYSQL,
-                                        ngx_http_bytemark_mysql_post);
+    ngx_http_bytemark_call_register(NGX_HTTP_BYTEMARK_BACKEND_MYSQL,
+                                    &ngx_http_bytemark_mysql_ops);
 
     if (mysql_library_init(0, NULL, NULL) != 0) {
         ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
@@ -479,8 +487,11 @@ ngx_http_bytemark_mysql_pass_object(ngx_http_bytemark_mysql_row_t *row,
 ngx_uint_t
 ngx_http_bytemark_mysql_breaker(ngx_http_bytemark_call_t *call, ngx_uint_t i)
 {
-    if (ngx_http_bytemark_breaker_allow(call->bmcf,
-                                        NGX_HTTP_BYTEMARK_BREAKER_MYSQL + i))
+    if (ngx_http_bytemark_call_gate(call->bmcf,
+                                    NGX_HTTP_BYTEMARK_BREAKER_MYSQL + i,
+                                    NGX_HTTP_BYTEMARK_GATE_PROBE
+                                    | NGX_HTTP_BYTEMARK_GATE_NO_STUCK)
+        == NGX_OK)
     {
         return 1;
     }

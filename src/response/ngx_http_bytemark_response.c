@@ -23,40 +23,21 @@ static ngx_int_t ngx_http_bytemark_etag(ngx_http_request_t *r,
     ngx_str_t *etag, ngx_str_t *parts, ngx_uint_t n);
 
 
-/* the micro-cache's, set at configuration (ngx_http_bytemark_response_cache) */
-static ngx_http_bytemark_keep_pt  ngx_http_bytemark_keep;
-static ngx_http_bytemark_drop_pt  ngx_http_bytemark_drop;
-
-
-/*
- * The micro-cache sits above the writer (it answers from the zone with
- * ngx_http_bytemark_send_cached()), so the writer reaches it only through
- * what it was handed here.
- */
-
-void
-ngx_http_bytemark_response_cache(ngx_http_bytemark_keep_pt keep,
-    ngx_http_bytemark_drop_pt drop)
-{
-    ngx_http_bytemark_keep = keep;
-    ngx_http_bytemark_drop = drop;
-}
-
-
 /*
  * {"user_id":...,"timestamp":...,"passes":[...],"passes4":[...]}
  * passes NULL means empty; the filter decides which arrays are present.
  * The arrays' text was written by the pool thread (render.c).
+ * NGX_ERROR: it cannot be rendered.
  */
 
 ngx_int_t
-ngx_http_bytemark_send_tickets(ngx_http_request_t *r,
+ngx_http_bytemark_build_tickets(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_passes_t *passes,
-    int64_t timestamp)
+    int64_t timestamp, ngx_http_bytemark_reply_t *reply)
 {
     u_char     *p;
     size_t      len;
-    ngx_str_t   body, etag, parts[3];
+    ngx_str_t   parts[3];
 
     ngx_str_null(&parts[1]);
     ngx_str_null(&parts[2]);
@@ -66,7 +47,7 @@ ngx_http_bytemark_send_tickets(ngx_http_request_t *r,
                                            &ctx->filter, r->pool, &parts[1])
            != NGX_OK)
     {
-        goto failed;
+        return NGX_ERROR;
     }
 
     if ((ctx->filter.versions & NGX_HTTP_BYTEMARK_V4)
@@ -74,7 +55,7 @@ ngx_http_bytemark_send_tickets(ngx_http_request_t *r,
                                            &ctx->filter, r->pool, &parts[2])
            != NGX_OK)
     {
-        goto failed;
+        return NGX_ERROR;
     }
 
     parts[0] = ctx->user_id_text;
@@ -82,12 +63,12 @@ ngx_http_bytemark_send_tickets(ngx_http_request_t *r,
     len = sizeof("{\"user_id\":,\"timestamp\":,\"passes\":,\"passes4\":}") - 1
           + NGX_INT64_LEN * 2 + parts[1].len + parts[2].len;
 
-    body.data = ngx_pnalloc(r->pool, len);
-    if (body.data == NULL) {
-        goto failed;
+    reply->body.data = ngx_pnalloc(r->pool, len);
+    if (reply->body.data == NULL) {
+        return NGX_ERROR;
     }
 
-    p = ngx_sprintf(body.data, "{\"user_id\":%uL,\"timestamp\":%L",
+    p = ngx_sprintf(reply->body.data, "{\"user_id\":%uL,\"timestamp\":%L",
                     ctx->user_id, timestamp);
 
     if (parts[1].data) {
@@ -101,44 +82,32 @@ ngx_http_bytemark_send_tickets(ngx_http_request_t *r,
     }
 
     *p++ = '}';
-    body.len = p - body.data;
+    reply->body.len = p - reply->body.data;
 
-    if (ngx_http_bytemark_etag(r, &etag, parts, 3) != NGX_OK) {
-        goto failed;
-    }
-
-    if (ngx_http_bytemark_keep) {
-        ngx_http_bytemark_keep(r, ctx, &body, &etag);
-    }
-
-    return ngx_http_bytemark_send(r, NGX_HTTP_OK, &body, &etag, &ctx->source);
-
-failed:
-
-    return ngx_http_bytemark_send_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                        "internal", "the answer cannot be "
-                                        "rendered");
+    return ngx_http_bytemark_etag(r, &reply->etag, parts, 3);
 }
 
 
-/* {"user_id":...,"version":3|4,"pass":{...}}, the pass found in a */
+/*
+ * {"user_id":...,"version":3|4,"pass":{...}}, the pass found in a.
+ * NGX_DECLINED: a has no such pass; NGX_ERROR: no memory.
+ */
 
 ngx_int_t
-ngx_http_bytemark_send_pass(ngx_http_request_t *r,
-    ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_answer_t *a)
+ngx_http_bytemark_build_pass(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_answer_t *a,
+    ngx_http_bytemark_reply_t *reply)
 {
     u_char                    *p;
     size_t                     len;
-    ngx_str_t                  body, etag, parts[3];
+    ngx_str_t                  parts[3];
     ngx_uint_t                 version;
     ngx_http_bytemark_item_t  *item;
 
     item = ngx_http_bytemark_find_pass(a, ctx->uuid, &version);
 
     if (item == NULL) {
-        return ngx_http_bytemark_send_error(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
-                                            "internal", "the answer cannot "
-                                            "be rendered");
+        return NGX_DECLINED;
     }
 
     parts[0] = ctx->user_id_text;
@@ -150,24 +119,28 @@ ngx_http_bytemark_send_pass(ngx_http_request_t *r,
     len = sizeof("{\"user_id\":,\"version\":3,\"pass\":}") - 1
           + NGX_INT64_LEN + parts[2].len;
 
-    body.data = ngx_pnalloc(r->pool, len);
-    if (body.data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    reply->body.data = ngx_pnalloc(r->pool, len);
+    if (reply->body.data == NULL) {
+        return NGX_ERROR;
     }
 
-    p = ngx_sprintf(body.data, "{\"user_id\":%uL,\"version\":%V,\"pass\":%V}",
+    p = ngx_sprintf(reply->body.data,
+                    "{\"user_id\":%uL,\"version\":%V,\"pass\":%V}",
                     ctx->user_id, &parts[1], &parts[2]);
-    body.len = p - body.data;
+    reply->body.len = p - reply->body.data;
 
-    if (ngx_http_bytemark_etag(r, &etag, parts, 3) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    return ngx_http_bytemark_etag(r, &reply->etag, parts, 3);
+}
 
-    if (ngx_http_bytemark_keep) {
-        ngx_http_bytemark_keep(r, ctx, &body, &etag);
-    }
 
-    return ngx_http_bytemark_send(r, NGX_HTTP_OK, &body, &etag, &ctx->source);
+/* a built answer, sent: 200 with its ETag and X-Bytemark-Source */
+
+ngx_int_t
+ngx_http_bytemark_send_reply(ngx_http_request_t *r,
+    ngx_http_bytemark_reply_t *reply, ngx_str_t *source)
+{
+    return ngx_http_bytemark_send(r, NGX_HTTP_OK, &reply->body, &reply->etag,
+                                  source);
 }
 
 
@@ -178,28 +151,12 @@ ngx_http_bytemark_send_pass(ngx_http_request_t *r,
  */
 
 ngx_int_t
-ngx_http_bytemark_send_error(ngx_http_request_t *r, ngx_uint_t status,
+ngx_http_bytemark_response_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *message)
 {
-    char                          *dump;
-    json_t                        *obj;
-    ngx_str_t                      body, retry;
-    ngx_http_bytemark_ctx_t       *ctx;
-    ngx_http_bytemark_loc_conf_t  *blcf;
-
-    /* an error is neither taken from nor kept in the micro-cache */
-    ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
-    blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
-
-    if (ctx) {
-        if (ngx_http_bytemark_drop) {
-            ngx_http_bytemark_drop(ctx);
-        }
-
-        if (blcf->microcache) {
-            ngx_str_set(&ctx->cache_status, "BYPASS");
-        }
-    }
+    char       *dump;
+    json_t     *obj;
+    ngx_str_t   body, retry;
 
     obj = json_pack("{s:s,s:s}", "error", code, "message", message);
     dump = obj ? json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
@@ -243,15 +200,6 @@ ngx_http_bytemark_send_cached(ngx_http_request_t *r, ngx_str_t *body,
     ngx_str_t *etag, ngx_str_t *source)
 {
     return ngx_http_bytemark_send(r, NGX_HTTP_OK, body, etag, source);
-}
-
-
-ngx_int_t
-ngx_http_bytemark_unavailable(ngx_http_request_t *r)
-{
-    return ngx_http_bytemark_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-               "unavailable",
-               "the pass service is temporarily unavailable, retry later");
 }
 
 
@@ -314,9 +262,11 @@ ngx_http_bytemark_send_not_allowed(ngx_http_request_t *r, const char *allow)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_http_bytemark_send_error(r, NGX_HTTP_NOT_ALLOWED,
-                                        "method_not_allowed",
-                                        "this method is not allowed here");
+    /* before the request's context: nothing of the micro-cache to tell */
+    return ngx_http_bytemark_response_error(r, NGX_HTTP_NOT_ALLOWED,
+                                            "method_not_allowed",
+                                            "this method is not allowed "
+                                            "here");
 }
 
 
@@ -355,15 +305,7 @@ ngx_http_bytemark_send(ngx_http_request_t *r, ngx_uint_t status,
     ngx_int_t                      rc;
     ngx_buf_t                     *b;
     ngx_chain_t                    out;
-    ngx_http_bytemark_ctx_t       *ctx;
     ngx_http_bytemark_loc_conf_t  *blcf;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
-
-    if (ctx && ctx->mc_refresh) {
-        /* a micro-cache refresh has no client: its answer is only stored */
-        return NGX_OK;
-    }
 
     r->headers_out.status = status;
     r->headers_out.content_length_n = body->len;

@@ -158,6 +158,18 @@ ngx_http_bytemark_metrics_postconfiguration(ngx_conf_t *cf)
 }
 
 
+/* the call layer reports here, and asks the breakers, through this */
+static const ngx_http_bytemark_call_observer_t  ngx_http_bytemark_observer = {
+    ngx_http_bytemark_breaker_allow,
+    ngx_http_bytemark_breaker_is_open,
+    ngx_http_bytemark_breaker_result,
+    ngx_http_bytemark_metrics_backend_error,
+    ngx_http_bytemark_metrics_call_posted,
+    ngx_http_bytemark_metrics_call_timed_out,
+    ngx_http_bytemark_metrics_call_completed
+};
+
+
 void
 ngx_http_bytemark_metrics_init_process(ngx_cycle_t *cycle,
     ngx_http_bytemark_main_conf_t *bmcf)
@@ -166,6 +178,8 @@ ngx_http_bytemark_metrics_init_process(ngx_cycle_t *cycle,
     ngx_atomic_uint_t                  pid;
     ngx_http_bytemark_metrics_shm_t   *m;
     ngx_http_bytemark_metrics_slot_t  *s;
+
+    ngx_http_bytemark_call_observe(&ngx_http_bytemark_observer);
 
     if (bmcf->metrics_zone == NULL) {
         return;

@@ -21,7 +21,6 @@
 #define NGX_HTTP_BYTEMARK_HANDLERS         6      /* index: handler constant */
 #define NGX_HTTP_BYTEMARK_CODES            600    /* HTTP status 0 .. 599 */
 #define NGX_HTTP_BYTEMARK_SOURCES          4
-#define NGX_HTTP_BYTEMARK_BACKENDS         2
 #define NGX_HTTP_BYTEMARK_KINDS            4
 #define NGX_HTTP_BYTEMARK_BUCKETS          13     /* the last one is +Inf */
 /* bytemark_mongo_batch_size: le 1, 2, 4 ... 64, +Inf */

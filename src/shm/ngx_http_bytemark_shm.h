@@ -87,9 +87,6 @@ ngx_int_t ngx_http_bytemark_breaker_closed(
 void ngx_http_bytemark_breaker_result(ngx_http_bytemark_main_conf_t *bmcf,
     ngx_uint_t backend, ngx_uint_t ok, int64_t cost);
 
-/* the cost of a failure that is a call stuck in a driver past its budget */
-#define NGX_HTTP_BYTEMARK_BREAKER_STUCK  NGX_MAX_INT32_VALUE
-
 /*
  * the micro-cache's zones (mc_zone.c): find, alloc, insert, touch and
  * delete with the zone locked, drop_user() locks it
@@ -109,7 +106,24 @@ void ngx_http_bytemark_mc_delete(ngx_http_bytemark_mc_t *mc,
 ngx_uint_t ngx_http_bytemark_mc_drop_user(ngx_http_bytemark_mc_t *mc,
     uint64_t user_id);
 
-/* the metrics store (metrics.c) and its renderings (metrics_render.c) */
+/*
+ * The metrics store (metrics.c) and its renderings (metrics_render.c).
+ * The call layer, below, reaches the store and the breakers through the
+ * observer that metrics_init_process() registers with it.
+ */
+#define ngx_http_bytemark_metrics_inc(metric)                                 \
+    ngx_http_bytemark_metrics_add(metric, 1)
+
+void ngx_http_bytemark_metrics_add(ngx_uint_t metric, ngx_uint_t n);
+void ngx_http_bytemark_metrics_backend_error(ngx_uint_t backend,
+    ngx_uint_t kind);
+void ngx_http_bytemark_metrics_call_posted(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_metrics_call_timed_out(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_metrics_call_completed(ngx_http_bytemark_call_t *call);
+void ngx_http_bytemark_metrics_mongo_pop(void);
+void ngx_http_bytemark_metrics_mongo_push(void);
+void ngx_http_bytemark_metrics_mysql_acquire(ngx_uint_t open);
+void ngx_http_bytemark_metrics_mysql_release(ngx_uint_t open);
 ngx_int_t ngx_http_bytemark_metrics_add_zone(ngx_conf_t *cf);
 ngx_int_t ngx_http_bytemark_metrics_postconfiguration(ngx_conf_t *cf);
 void ngx_http_bytemark_metrics_init_process(ngx_cycle_t *cycle,
