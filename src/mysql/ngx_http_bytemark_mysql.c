@@ -411,6 +411,24 @@ ngx_http_bytemark_mysql_read_end(ngx_http_bytemark_mysql_conn_t *conn,
         return;
     }
 
+    ngx_http_bytemark_mysql_outcome(conn, call, rc);
+
+    ngx_http_bytemark_mysql_release(conn, rc == NGX_DECLINED);
+    ngx_http_bytemark_call_finish(call);
+}
+
+
+/*
+ * A read's outcome for its call, and for its server's breaker: an answer,
+ * even an SQL error (a replica would say it too), is the server working;
+ * no connection, or one that broke, is its failure.  Shared by a lookup
+ * sent alone and by each lookup of a batch.
+ */
+
+void
+ngx_http_bytemark_mysql_outcome(ngx_http_bytemark_mysql_conn_t *conn,
+    ngx_http_bytemark_call_t *call, ngx_int_t rc)
+{
     if (rc == NGX_OK || rc == NGX_ERROR || rc == NGX_AGAIN) {
         /* the server answered (an SQL error: a replica would say it too) */
         ngx_http_bytemark_breaker_result(call->bmcf, call->slot, 1, 0);
@@ -437,9 +455,6 @@ ngx_http_bytemark_mysql_read_end(ngx_http_bytemark_mysql_conn_t *conn,
             call->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_CONNECT;
         }
     }
-
-    ngx_http_bytemark_mysql_release(conn, rc == NGX_DECLINED);
-    ngx_http_bytemark_call_finish(call);
 }
 
 

@@ -59,9 +59,6 @@ static ngx_int_t ngx_http_bytemark_mysql_batch_row(
     ngx_http_bytemark_mysql_conn_t *conn, ngx_http_bytemark_mysql_row_t *row);
 static void ngx_http_bytemark_mysql_batch_end(
     ngx_http_bytemark_mysql_conn_t *conn, ngx_int_t rc);
-static void ngx_http_bytemark_mysql_batch_result(
-    ngx_http_bytemark_mysql_conn_t *conn, ngx_http_bytemark_call_t *call,
-    ngx_int_t rc);
 
 
 /* init_process, after the pool: the statements and each slot's buffers */
@@ -536,45 +533,12 @@ ngx_http_bytemark_mysql_batch_end(ngx_http_bytemark_mysql_conn_t *conn,
     }
 
     for (i = 0; i < n; i++) {
-        ngx_http_bytemark_mysql_batch_result(conn, m[i], rc);
+        ngx_http_bytemark_mysql_outcome(conn, m[i], rc);
     }
 
     ngx_http_bytemark_mysql_release(conn, rc == NGX_DECLINED);
 
     for (i = 0; i < n; i++) {
         ngx_http_bytemark_call_finish(m[i]);
-    }
-}
-
-
-static void
-ngx_http_bytemark_mysql_batch_result(ngx_http_bytemark_mysql_conn_t *conn,
-    ngx_http_bytemark_call_t *call, ngx_int_t rc)
-{
-    if (rc == NGX_OK || rc == NGX_ERROR || rc == NGX_AGAIN) {
-        /* the server answered (an SQL error: a replica would say it too) */
-        ngx_http_bytemark_breaker_result(call->bmcf, call->slot, 1, 0);
-
-        if (rc == NGX_OK) {
-            call->error[0] = '\0';
-
-        } else {
-            call->answer.result = NGX_HTTP_BYTEMARK_FAILED;
-            call->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_QUERY;
-        }
-
-        return;
-    }
-
-    /* could not connect, or the connection broke: the server's fault */
-    call->answer.result = NGX_HTTP_BYTEMARK_FAILED;
-
-    if (!conn->cancelled) {
-        ngx_http_bytemark_breaker_result(call->bmcf, call->slot, 0,
-                                         ngx_current_msec - conn->start);
-    }
-
-    if (call->answer.error_kind == NGX_HTTP_BYTEMARK_ERR_NONE) {
-        call->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_CONNECT;
     }
 }

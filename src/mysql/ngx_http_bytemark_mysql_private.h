@@ -195,6 +195,8 @@ ngx_uint_t ngx_http_bytemark_mysql_breaker(ngx_http_bytemark_call_t *call,
     ngx_uint_t i);
 char *ngx_http_bytemark_mysql_sql(ngx_cycle_t *cycle, ngx_str_t *table,
     const char *head, const char *tail);
+void ngx_http_bytemark_mysql_outcome(ngx_http_bytemark_mysql_conn_t *conn,
+    ngx_http_bytemark_call_t *call, ngx_int_t rc);
 ngx_int_t ngx_http_bytemark_mysql_pass_object(
     ngx_http_bytemark_mysql_row_t *row, ngx_http_bytemark_answer_t *a);
 
