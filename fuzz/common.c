@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * Checks shared by the targets, differential: src/'s read path (json.c,
  * render.c) against the old one kept in reference.c, a jansson tree dumped
  * with JSON_COMPACT | JSON_SORT_KEYS.

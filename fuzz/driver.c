@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * A plain main() for the fuzz targets, without libFuzzer: runs every file
  * named on the command line (directories: every regular file in them, in
  * name order) through LLVMFuzzerTestOneInput() once. Built with ASan and

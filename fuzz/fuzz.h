@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * Shared by the fuzz targets (fuzz/fuzz_*.c): the module's own sources are
  * compiled as they are (src/ is never touched for fuzzing), with the nginx
  * core files they use and the stubs of fuzz/stubs.c for the rest.

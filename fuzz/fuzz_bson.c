@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * Target fuzz_bson: arbitrary bytes as a cache document.
  *
  * The bytes go to bson_init_static() as they are, except that the length

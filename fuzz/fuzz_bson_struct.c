@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * Target fuzz_bson_struct: valid BSON built from the input, so that the
  * mutations reach the conversion code instead of libbson's checks.
  *

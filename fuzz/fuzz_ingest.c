@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * Target fuzz_ingest: the input is an ingest request body (SPEC 3.3), given
  * to ngx_http_bytemark_parse_ingest() as the handler does.
  *

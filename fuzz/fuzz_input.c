@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * Target fuzz_input: the client input of src/http/ngx_http_bytemark_input.c.
  *
  * Every input goes through all four parsers, each compared with a reference

@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * The reference the fuzz targets compare src/ with: the read path as it was
  * before the canonical writer (render.c), BSON and MySQL rows turned into
  * jansson trees and dumped with JSON_COMPACT | JSON_SORT_KEYS.  The code is

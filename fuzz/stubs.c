@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * What the fuzzed sources need from nginx beyond the core files compiled
  * with them (ngx_string.c, ngx_palloc.c, ngx_array.c, ngx_alloc.c,
  * ngx_http_parse.c), and the functions of the module's other files that

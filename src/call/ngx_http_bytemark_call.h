@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * The backend-call layer: a call, its time budget on the event loop, and
  * how it ends (resumed, abandoned, stuck).  A call names its backend; the
  * backend's operations table (registered at init_process) posts it: to the

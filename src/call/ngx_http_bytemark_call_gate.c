@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * The policy every call of every backend goes through, on the event loop:
  * the gate before a call is posted (too many stuck calls to its server,
  * its breaker), the stuck calls themselves, and what the breaker hears of

@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * What every layer may use: clocks safe in threads, pass uuids (the client
  * sends them, ingest bodies carry them).
  */

@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * ngx_http_bytemark_module: transit tickets and passes served at the edge.
  *
  * The sources are laid out in layers, one folder and one header each, the

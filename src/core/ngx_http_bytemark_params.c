@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * Directive parameters: the "name=value" lists of bytemark_mysql,
  * bytemark_breaker, bytemark_cache_cleanup, bytemark_microcache and
  * bytemark_notes_zone go through one table-driven parser, and the directives

@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * A request's answer: built by the response layer, stored in the
  * micro-cache (a 200 lookup answer), then sent, except by a background
  * refresh, which has no client.  An error is neither taken from nor kept

@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * bytemark_cache_cleanup interval=... max_age=...: delete cache entries whose
  * timestamp is older than max_age.  Every worker looks at a timer; the one
  * that takes the lock in shared memory (ngx_http_bytemark_shm.c) runs the

@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * The cache writes a read leaves behind, off the response's path: the fill
  * of the entry from a MySQL answer, and the deletion of a noted user's
  * entry (the repair, after an ingest whose cache update failed).  Both are

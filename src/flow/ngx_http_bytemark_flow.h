@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * The flow layer: what a request does with the backends.  The resolution
  * order of the reads (lookup.c), their answers (answer.c: built, stored,
  * sent), the cache writes a read leaves behind (fill.c), the micro-cache's

@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * The resolution order of the read handlers (SPEC 3.1, 3.2):
  *
  *   1. MongoDB findOne({user_id}) (carried with other lookups by one

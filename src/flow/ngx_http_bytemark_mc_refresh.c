@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * The micro-cache's background refresh (issue 16): an expired answer is
  * served at once, and this request without a client asks the backends.
  */

@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * Requests waiting for another request's lookup of the same key: queued in
  * this worker and woken when the answer is stored or released; requests of
  * other workers find it at their next poll.

@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * The micro-cache's policy.  Whole 200 answers of the read handlers (body,
  * ETag, source) are kept for every worker in a shared zone, whose store is
  * shm/ngx_http_bytemark_mc_zone.c (the "bytemark_microcache" directive, the

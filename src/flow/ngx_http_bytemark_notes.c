@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * The notes' background repair: a note (an ingest whose cache update failed
  * after the commit, ngx_http_bytemark_shm.c) stays until its user's cache
  * entry is deleted.  A lookup of that user deletes it (fill.c), but a user

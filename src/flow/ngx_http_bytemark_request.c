@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * A request's end, whichever way it comes (answered, or the client gone):
  * a call still in flight is abandoned, never freed under its thread, and
  * what the request holds is given back.  Here rather than in the call

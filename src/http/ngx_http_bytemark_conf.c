@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * Configuration create/merge and the checks that make "nginx -t" reject a
  * configuration that could not work; the handler and thread pool
  * directives.  The other parsers are ngx_http_bytemark_directives.c.

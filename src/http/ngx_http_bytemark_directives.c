@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * The parsers of the directives that take more than nginx's own slot
  * functions: breakers, cleanup, the MongoDB URI and collection, the MySQL
  * servers and table (name=value lists through ngx_http_bytemark_params.c).

@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * The HTTP surface, the top layer: the module and its directives (module.c,
  * conf.c), client input (input.c), one thin handler per endpoint
  * (tickets.c, pass.c, ingest.c, purge.c, status.c), $bytemark_* variables

@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * bytemark_ingest: POST one pass or an array of them for a user (SPEC 3.3).
  *
  * The body is read the nginx way (client_max_body_size, temp files), every

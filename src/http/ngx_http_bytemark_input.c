@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * Client input: user ids, pass uuids and the query arguments of the tickets
  * handler.  Everything is checked here, before any backend sees it.
  */

@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * Module definition: the directives table and the per-worker start and stop
  * of the backend pools.  The pools are created after fork() because the
  * MongoDB driver's monitor threads and MySQL sockets do not survive it.

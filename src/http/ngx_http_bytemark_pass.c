@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * bytemark_pass: GET/HEAD one pass of one user (SPEC 3.2).
  * Input is checked here; the lookup itself is ngx_http_bytemark_lookup.c.
  */

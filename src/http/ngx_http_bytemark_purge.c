@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * bytemark_purge: DELETE a user's cache entry (SPEC 3.4).  Idempotent: 204
  * whether there was an entry or not; 503 when MongoDB cannot answer.
  */

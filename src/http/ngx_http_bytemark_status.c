@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * bytemark_status: GET/HEAD the metrics shared by all workers (SPEC 3.5),
  * as JSON, or with ?format=prometheus in the Prometheus text exposition
  * format 0.0.4.  The numbers and their rendering are

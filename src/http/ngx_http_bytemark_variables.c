@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * $bytemark_source, $bytemark_user_id, $bytemark_mongo_time,
  * $bytemark_mysql_time and $bytemark_cache_status, for log_format,
  * add_header and map.  Each is "not found" (logged as "-") when the request

@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * MongoDB: one mongoc_client_pool_t per worker, created after fork (its
  * monitor threads would not survive fork()), and the operations the pool
  * threads run: the cache fill, the cache side of an ingest, purge and

@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * The MongoDB side, what the layers above call: the per-worker client pool,
  * lookups batched per thread task, the cache fill and the writes.  Each is
  * a call's run() on the thread pool.  The driver's own types stay in

@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * MongoDB lookups: one thread task carries many.
  *
  * A lookup is a call of its own (its request, its budget timer, its

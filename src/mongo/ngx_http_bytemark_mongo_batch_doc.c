@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * A batch's find and what its documents give its lookups (mongo_batch.c):
  * the filter, the user a document belongs to, and a copy of one decoded
  * answer for each lookup of that user.  Runs in the task's thread.

@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * The cache side of an ingest, in a pool thread: the passes the MySQL
  * commit wrote are put into the user's cache entry without rewriting the
  * rest (SPEC 3.3 step 2), a whole batch at a time, never by a blind

@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * The writes of an ingest's cache update (the plan and the reads are
  * ngx_http_bytemark_mongo_ingest.c): one update for the passes it selects,
  * with a filter that matches only while the entry still is as it was read

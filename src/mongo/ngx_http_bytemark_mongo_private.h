@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * The MongoDB side's private header: the driver's types, for the files of
  * src/mongo/ only (t/02-layers.t refuses it anywhere else).
  */

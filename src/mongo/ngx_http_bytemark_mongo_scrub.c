@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * The MongoDB URI's credentials never reach a log (SPEC 5).  The driver
  * repeats them in some of its messages ('Password "..." must not have
  * unescaped chars'), so every driver message that is logged passes through

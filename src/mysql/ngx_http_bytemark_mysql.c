@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * MySQL (MariaDB Connector/C): the statements a call runs, as steps on the
  * event loop (each step starts one non-blocking library call through
  * ngx_http_bytemark_mysql_loop.c, the next step runs when it is over), and

@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * The MySQL side, what the layers above call: the per-worker pools and the
  * statements of a read and of an ingest, driven on the event loop with
  * Connector/C's non-blocking API.  Its own types stay in

@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * MySQL lookups that wait become one query.
  *
  * A worker keeps at most NGX_HTTP_BYTEMARK_MYSQL_INFLIGHT connections of a

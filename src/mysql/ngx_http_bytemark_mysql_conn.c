@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * MySQL connections on nginx's event loop: the per-worker pools and their
  * wait queues here, the non-blocking driver in ngx_http_bytemark_mysql_loop.c,
  * the statements in ngx_http_bytemark_mysql_stmt.c.

@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * The MySQL side of an ingest: one transaction on the primary, each step
  * an event-loop operation of the driver, the upsert of every pass, the
  * owner check of a pass that exists, the commit; a transaction that met a

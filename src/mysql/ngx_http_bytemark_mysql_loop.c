@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * The MySQL side's non-blocking driver: a Connector/C _start() call runs
  * until the library would wait, then the library's socket, registered as
  * an nginx connection, and a timer for MYSQL_WAIT_TIMEOUT resume it with

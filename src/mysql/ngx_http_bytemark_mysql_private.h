@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * The MySQL side's own declarations, for the files of src/mysql/ only
  * (t/02-layers.t refuses it anywhere else): the per-worker pools and wait
  * queues (mysql_conn.c), the driver that runs Connector/C's non-blocking

@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * Prepared statements on a MySQL connection, each step a non-blocking
  * operation of the driver (ngx_http_bytemark_mysql_loop.c): prepared once
  * per connection and kept, executed, their results stored and fetched into

@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * Ingest bodies (SPEC 3.3): one pass object or an array of them, every field
  * checked before anything is written, defaults filled in.  Pure functions of
  * the bytes: no nginx request, no pool, so they are easy to fuzz.

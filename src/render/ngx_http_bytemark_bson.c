@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * BSON to canonical JSON: one value of a cache document (render_bson) and
  * the pass arrays of an entry (render_passes), written straight from the
  * BSON in the pool thread.  Members are sorted the way jansson sorts keys

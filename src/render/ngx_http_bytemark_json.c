@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * Pass arrays: a cache document or MySQL rows become the rendered arrays a
  * lookup answers with (render.c writes the text); status filters and pass
  * lookups pick items of them.  And jansson values to BSON, for writes.

@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * Payload text: a MySQL row's payload column is JSON text that jansson
  * wrote at ingest.  Text already canonical (the usual case) is copied as
  * it is; anything else goes through jansson to become so, so that a pass

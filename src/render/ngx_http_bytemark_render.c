@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * The canonical JSON writer: the text a response carries, written once,
  * straight from the cache document's BSON (in MongoDB's pool thread) or
  * from MySQL rows (on the event loop, as they are fetched).  No jansson

@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * The render layer: JSON in and out, with no nginx request state, so that
  * it runs in MongoDB's pool threads, on the event loop (MySQL rows) and
  * under the fuzzers as it is.  BSON values and

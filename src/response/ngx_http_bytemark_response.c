@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * The one place that writes responses: lookup bodies with their ETag and
  * X-Bytemark-Source, and the SPEC's error bodies.
  *

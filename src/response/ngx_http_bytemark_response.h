@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * The response layer: the one place that builds bodies and ETags and
  * writes them, and the SPEC's errors.  It knows the render layer's pass
  * arrays and nothing of the backends nor of the micro-cache: the flow

@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * A circuit breaker per backend (MongoDB, and each MySQL server): after
  * "bytemark_breaker failures=" (5) consecutive failures that cost time
  * (budgets spent, connections that hang, calls stuck in a driver) the

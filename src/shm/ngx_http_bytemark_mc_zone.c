@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * bytemark_microcache zone=<name>:<size> ttl=<time> | off
  *
  * The store of the micro-cache: whole 200 answers of the read handlers

@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * Metrics (SPEC 3.5), the store: counters, histograms and gauges in one
  * shared-memory zone, behind the core's metrics interface (the layers
  * below report through it without including this layer).  Their JSON and

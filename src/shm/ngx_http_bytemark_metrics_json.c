@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * The metrics in JSON (SPEC 3.5): one object, the members in the order
  * that ngx_http_bytemark_metrics_render() gives them.  Each member ends
  * with a comma, and the brace that closes an object replaces the last

@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * The metrics zone, shared by the store (metrics.c) and its renderings
  * (metrics_render.c, metrics_prom.c, metrics_json.c), and what the
  * renderings share, for the files of src/shm/ only.

@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * The metrics in Prometheus text (SPEC 3.5): the families, the requests
  * and the histogram that ngx_http_bytemark_metrics_render() puts in the
  * order of the SPEC's table, then the breakers.

@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * The renderings of the metrics store (SPEC 3.5) for the status page: JSON
  * (metrics_json.c) and Prometheus text (metrics_prom.c), from the same
  * numbers, put here in the order of the SPEC's table, zeros included.

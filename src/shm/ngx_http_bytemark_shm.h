@@ -1,5 +1,10 @@
 
 /*
+ * Copyright (C) 2026 The ngx_http_bytemark_module authors
+ * SPDX-License-Identifier: BSD-2-Clause (see LICENSE)
+ */
+
+/*
  * The shared-memory layer: what every worker sees at once.  Per-user cache
  * notes, the cleanup lock and the breaker states (shm.c), a circuit breaker
  * per backend (breaker.c), the micro-cache's zones (mc_zone.c), the metrics
