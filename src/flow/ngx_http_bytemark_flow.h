@@ -10,7 +10,7 @@
  * sent), the cache writes a read leaves behind (fill.c), the micro-cache's
  * policy in front of it (microcache.c, with its background refresh in
  * mc_refresh.c and its waiters in mc_wait.c), the request's cleanup
- * (request.c), the periodic cache cleanup (cleanup.c).
+ * (request.c), the periodic sweep of the cache (sweep.c).
  */
 
 #ifndef _NGX_HTTP_BYTEMARK_FLOW_H_INCLUDED_
@@ -55,7 +55,7 @@ ngx_msec_t ngx_http_bytemark_mc_budget(ngx_http_request_t *r);
 void ngx_http_bytemark_microcache_invalidate(
     ngx_http_bytemark_main_conf_t *bmcf, uint64_t user_id);
 
-/* cleanup, and the notes' background repair (notes.c) */
+/* the periodic sweep (sweep.c), and the notes' background repair (notes.c) */
 ngx_int_t ngx_http_bytemark_cleanup_init_process(ngx_cycle_t *cycle,
     ngx_http_bytemark_main_conf_t *bmcf);
 ngx_int_t ngx_http_bytemark_notes_init_process(ngx_cycle_t *cycle,
