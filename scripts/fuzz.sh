@@ -22,7 +22,7 @@
 # also holds src/ to the old behaviour where it departs from it on purpose
 # (reference.c: DIVERGENCE).
 #
-# The module's sources (input.c, json.c, render.c, body.c) are compiled as
+# The module's sources (input.c, json.c, render.c, ingest_body.c) are compiled as
 # they are, with nginx's headers from the configured tree scripts/build.sh
 # prepares (build/nginx-src) and five nginx core files (string, pool, array,
 # alloc, ngx_http_arg) from the upstream tarball of Debian's nginx source

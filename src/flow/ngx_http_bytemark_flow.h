@@ -10,7 +10,8 @@
  * sent), the cache writes a read leaves behind (fill.c), the micro-cache's
  * policy in front of it (microcache.c, with its background refresh in
  * mc_refresh.c and its waiters in mc_wait.c), the request's cleanup
- * (request.c), the periodic cache cleanup (cleanup.c).
+ * (request.c), the periodic sweep of the cache (sweep.c), the writes:
+ * an ingest (ingest_flow.c) and a purge (purge_flow.c).
  */
 
 #ifndef _NGX_HTTP_BYTEMARK_FLOW_H_INCLUDED_
@@ -36,6 +37,14 @@ ngx_int_t ngx_http_bytemark_unavailable(ngx_http_request_t *r);
 ngx_int_t ngx_http_bytemark_lookup_start(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx);
 
+/* an ingest: commit, cache update, note, invalidation (ingest_flow.c) */
+ngx_int_t ngx_http_bytemark_ingest_commit(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx);
+
+/* a purge: the delete, then the micro-cache and the note (purge_flow.c) */
+ngx_int_t ngx_http_bytemark_purge_start(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx);
+
 /* micro-cache: its policy (its zones are shm/'s) */
 ngx_int_t ngx_http_bytemark_microcache_lookup(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx);
@@ -55,7 +64,7 @@ ngx_msec_t ngx_http_bytemark_mc_budget(ngx_http_request_t *r);
 void ngx_http_bytemark_microcache_invalidate(
     ngx_http_bytemark_main_conf_t *bmcf, uint64_t user_id);
 
-/* cleanup, and the notes' background repair (notes.c) */
+/* the periodic sweep (sweep.c), and the notes' background repair (notes.c) */
 ngx_int_t ngx_http_bytemark_cleanup_init_process(ngx_cycle_t *cycle,
     ngx_http_bytemark_main_conf_t *bmcf);
 ngx_int_t ngx_http_bytemark_notes_init_process(ngx_cycle_t *cycle,

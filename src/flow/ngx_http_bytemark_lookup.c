@@ -19,24 +19,25 @@
  * skips the cache altogether, and the entry is deleted in the background;
  * its deletion clears the note.
  *
- * Every step that waits is a call posted to the thread pool; the stage
- * functions return NGX_DONE while one is in flight, or the rc of the
- * response they sent.
+ * Step 1 is lookup_cache(), step 2 lookup_source(), and lookup_miss() goes
+ * on from a cache that could not answer.  Every step that waits is a call
+ * (call/); these functions return NGX_DONE while one is in flight, or the
+ * rc of the response they sent.
  */
 
 
 #include "ngx_http_bytemark_flow.h"
 
 
-static ngx_int_t ngx_http_bytemark_mongo_stage(ngx_http_request_t *r,
+static ngx_int_t ngx_http_bytemark_lookup_cache(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx);
-static void ngx_http_bytemark_mongo_done(ngx_http_request_t *r,
+static void ngx_http_bytemark_lookup_cache_done(ngx_http_request_t *r,
     ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o);
-static ngx_int_t ngx_http_bytemark_mongo_only(ngx_http_request_t *r,
+static ngx_int_t ngx_http_bytemark_lookup_miss(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_result_e result);
-static ngx_int_t ngx_http_bytemark_mysql_stage(ngx_http_request_t *r,
+static ngx_int_t ngx_http_bytemark_lookup_source(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx);
-static void ngx_http_bytemark_mysql_done(ngx_http_request_t *r,
+static void ngx_http_bytemark_lookup_source_done(ngx_http_request_t *r,
     ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o);
 static ngx_int_t ngx_http_bytemark_serve_entry(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_answer_t *a,
@@ -65,15 +66,19 @@ ngx_http_bytemark_lookup_start(ngx_http_request_t *r,
         ctx->noted = 1;
     }
 
-    rc = (bmcf->mongo && !ctx->noted) ? ngx_http_bytemark_mongo_stage(r, ctx)
-                                      : ngx_http_bytemark_mysql_stage(r, ctx);
+    if (bmcf->mongo && !ctx->noted) {
+        rc = ngx_http_bytemark_lookup_cache(r, ctx);
+
+    } else {
+        rc = ngx_http_bytemark_lookup_source(r, ctx);
+    }
 
     return (rc == NGX_DONE) ? ngx_http_bytemark_call_hold(r) : rc;
 }
 
 
 static ngx_int_t
-ngx_http_bytemark_mongo_stage(ngx_http_request_t *r,
+ngx_http_bytemark_lookup_cache(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx)
 {
     ngx_http_bytemark_call_t       *call;
@@ -89,13 +94,13 @@ ngx_http_bytemark_mongo_stage(ngx_http_request_t *r,
     {
         /* stuck calls, or the breaker is open: the fallback answers at once */
         ctx->mongo_failed = 1;
-        return ngx_http_bytemark_mongo_only(r, ctx, NGX_HTTP_BYTEMARK_FAILED);
+        return ngx_http_bytemark_lookup_miss(r, ctx, NGX_HTTP_BYTEMARK_FAILED);
     }
 
     /* no run of its own: MongoDB's post() batches it in a task */
     call = ngx_http_bytemark_call_create(r, NGX_HTTP_BYTEMARK_BACKEND_MONGO,
                                          "mongo find", NULL,
-                                         ngx_http_bytemark_mongo_done,
+                                         ngx_http_bytemark_lookup_cache_done,
                                          blcf->mongo_timeout);
     if (call == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -107,7 +112,8 @@ ngx_http_bytemark_mongo_stage(ngx_http_request_t *r,
 
     if (ngx_http_bytemark_call_start(call, NGX_LOG_ERR) != NGX_OK) {
         ctx->mongo_failed = 1;
-        return ngx_http_bytemark_mongo_only(r, ctx, NGX_HTTP_BYTEMARK_NO_THREAD);
+        return ngx_http_bytemark_lookup_miss(r, ctx,
+                                             NGX_HTTP_BYTEMARK_NO_THREAD);
     }
 
     return NGX_DONE;
@@ -115,7 +121,7 @@ ngx_http_bytemark_mongo_stage(ngx_http_request_t *r,
 
 
 static void
-ngx_http_bytemark_mongo_done(ngx_http_request_t *r,
+ngx_http_bytemark_lookup_cache_done(ngx_http_request_t *r,
     ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o)
 {
     ngx_int_t                   rc;
@@ -170,7 +176,7 @@ ngx_http_bytemark_mongo_done(ngx_http_request_t *r,
         break;
     }
 
-    rc = ngx_http_bytemark_mongo_only(r, ctx, o->result);
+    rc = ngx_http_bytemark_lookup_miss(r, ctx, o->result);
 
     if (rc != NGX_DONE) {
         ngx_http_bytemark_lookup_finalize(r, rc);
@@ -179,12 +185,14 @@ ngx_http_bytemark_mongo_done(ngx_http_request_t *r,
 
 
 /*
- * After a cache miss: MySQL if there is one; without it the cache is all
- * there is (SPEC 3.1 "Either backend may be configured alone").
+ * The cache could not answer (a miss, a stale, incomplete or unreadable
+ * entry, a failure): MySQL if there is one; without it the cache's own
+ * answer is all there is (SPEC 3.1 "Either backend may be configured
+ * alone").
  */
 
 static ngx_int_t
-ngx_http_bytemark_mongo_only(ngx_http_request_t *r,
+ngx_http_bytemark_lookup_miss(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_result_e result)
 {
     ngx_http_bytemark_main_conf_t  *bmcf;
@@ -193,7 +201,7 @@ ngx_http_bytemark_mongo_only(ngx_http_request_t *r,
     bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
 
     if (bmcf->mysql) {
-        return ngx_http_bytemark_mysql_stage(r, ctx);
+        return ngx_http_bytemark_lookup_source(r, ctx);
     }
 
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
@@ -252,7 +260,7 @@ ngx_http_bytemark_mongo_only(ngx_http_request_t *r,
  */
 
 static ngx_int_t
-ngx_http_bytemark_mysql_stage(ngx_http_request_t *r,
+ngx_http_bytemark_lookup_source(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx)
 {
     ngx_uint_t                      i, n, slot, tickets;
@@ -298,7 +306,7 @@ ngx_http_bytemark_mysql_stage(ngx_http_request_t *r,
                                          tickets
                                          ? ngx_http_bytemark_mysql_tickets
                                          : ngx_http_bytemark_mysql_pass,
-                                         ngx_http_bytemark_mysql_done,
+                                         ngx_http_bytemark_lookup_source_done,
                                          left / (n - i));
 
     if (call == NULL) {
@@ -320,7 +328,7 @@ ngx_http_bytemark_mysql_stage(ngx_http_request_t *r,
 
 
 static void
-ngx_http_bytemark_mysql_done(ngx_http_request_t *r,
+ngx_http_bytemark_lookup_source_done(ngx_http_request_t *r,
     ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o)
 {
     ngx_int_t                    rc;
@@ -368,7 +376,7 @@ ngx_http_bytemark_mysql_done(ngx_http_request_t *r,
         {
             /* the server did not answer: the next one may */
             ctx->mysql_server++;
-            rc = ngx_http_bytemark_mysql_stage(r, ctx);
+            rc = ngx_http_bytemark_lookup_source(r, ctx);
 
             if (rc == NGX_DONE) {
                 return;

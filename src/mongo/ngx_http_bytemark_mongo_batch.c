@@ -33,9 +33,8 @@
  *     its lookups outlives its budget;
  *   - failures stay per lookup, as before batching: each member of a
  *     failed task logs its failure, counts in bytemark_backend_errors_total
- *     and reports to the breaker in ngx_http_bytemark_mongo_done(), so a
- *     task of 50 failed lookups weighs on the breaker as 50 concurrent
- *     lookups did.
+ *     and reports to the breaker through its own call, so a task of 50
+ *     failed lookups weighs on the breaker as 50 concurrent lookups did.
  */
 
 

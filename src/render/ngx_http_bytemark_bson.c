@@ -42,6 +42,14 @@ static ngx_int_t ngx_http_bytemark_render_array(ngx_http_bytemark_jbuf_t *b,
     const bson_iter_t *it, ngx_uint_t depth);
 static void ngx_http_bytemark_sort_members(ngx_http_bytemark_member_t *m,
     ngx_uint_t n);
+static ngx_int_t ngx_http_bytemark_render_decimal(
+    ngx_http_bytemark_jbuf_t *b, const bson_iter_t *it);
+static ngx_int_t ngx_http_bytemark_render_timestamp(
+    ngx_http_bytemark_jbuf_t *b, const bson_iter_t *it);
+static ngx_int_t ngx_http_bytemark_render_binary(ngx_http_bytemark_jbuf_t *b,
+    const bson_iter_t *it);
+static ngx_int_t ngx_http_bytemark_render_regex(ngx_http_bytemark_jbuf_t *b,
+    const bson_iter_t *it);
 static int ngx_http_bytemark_member_cmp(const void *one, const void *two);
 static ngx_int_t ngx_http_bytemark_key_cmp(ngx_http_bytemark_member_t *a,
     ngx_http_bytemark_member_t *b);
@@ -55,15 +63,9 @@ ngx_http_bytemark_render_bson(ngx_http_bytemark_jbuf_t *b, const void *iter,
 {
     const bson_iter_t  *it = iter;
 
-    char                 oid[25], iso[NGX_HTTP_BYTEMARK_ISO_LEN];
-    uint32_t             len, ts, inc;
-    ngx_int_t            rc;
-    const char          *s, *opts;
-    ngx_str_t            src, dst;
-    const uint8_t       *bin;
-    bson_subtype_t       subtype;
-    bson_decimal128_t    dec;
-    char                 decstr[BSON_DECIMAL128_STRING];
+    char                oid[25], iso[NGX_HTTP_BYTEMARK_ISO_LEN];
+    uint32_t            len;
+    const char         *s;
 
     switch (bson_iter_type(it)) {
 
@@ -108,77 +110,16 @@ ngx_http_bytemark_render_bson(ngx_http_bytemark_jbuf_t *b, const void *iter,
                                   : ngx_http_bytemark_jbuf_add(b, "false", 5);
 
     case BSON_TYPE_DECIMAL128:
-        if (!bson_iter_decimal128(it, &dec)) {
-            return NGX_DECLINED;
-        }
-
-        bson_decimal128_to_string(&dec, decstr);
-        return ngx_http_bytemark_render_string(b, (u_char *) decstr,
-                                               ngx_strlen(decstr));
+        return ngx_http_bytemark_render_decimal(b, it);
 
     case BSON_TYPE_TIMESTAMP:
-        /* {"t": ..., "i": ...}, keys sorted */
-        bson_iter_timestamp(it, &ts, &inc);
-
-        if (ngx_http_bytemark_jbuf_reserve(b, 2 * NGX_INT64_LEN + 16)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        b->len = ngx_sprintf(b->data + b->len, "{\"i\":%uD,\"t\":%uD}",
-                             inc, ts)
-                 - b->data;
-        return NGX_OK;
+        return ngx_http_bytemark_render_timestamp(b, it);
 
     case BSON_TYPE_BINARY:
-        bson_iter_binary(it, &subtype, &len, &bin);
-
-        src.data = (u_char *) bin;
-        src.len = bin ? len : 0;
-
-        if (ngx_http_bytemark_jbuf_reserve(b,
-                ngx_base64_encoded_length(src.len) + 2)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        b->data[b->len++] = '"';
-        dst.data = b->data + b->len;
-        ngx_encode_base64(&dst, &src);
-        b->len += dst.len;
-        b->data[b->len++] = '"';
-        return NGX_OK;
+        return ngx_http_bytemark_render_binary(b, it);
 
     case BSON_TYPE_REGEX:
-        /* {"$regex": ..., "$options": ...}, keys sorted */
-        s = bson_iter_regex(it, &opts);
-
-        if (s == NULL || opts == NULL) {
-            return NGX_DECLINED;
-        }
-
-        if (ngx_http_bytemark_jbuf_add(b, "{\"$options\":", 12) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-        rc = ngx_http_bytemark_render_string(b, (u_char *) opts,
-                                             ngx_strlen(opts));
-        if (rc != NGX_OK) {
-            return rc;
-        }
-
-        if (ngx_http_bytemark_jbuf_add(b, ",\"$regex\":", 10) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-        rc = ngx_http_bytemark_render_string(b, (u_char *) s, ngx_strlen(s));
-        if (rc != NGX_OK) {
-            return rc;
-        }
-
-        return ngx_http_bytemark_jbuf_char(b, '}');
+        return ngx_http_bytemark_render_regex(b, it);
 
     default:
         /* null, undefined, minkey, maxkey, dbpointer, code with scope */
@@ -192,6 +133,112 @@ ngx_http_bytemark_render_bson(ngx_http_bytemark_jbuf_t *b, const void *iter,
     }
 
     return ngx_http_bytemark_render_string(b, (u_char *) s, len);
+}
+
+
+static ngx_int_t
+ngx_http_bytemark_render_decimal(ngx_http_bytemark_jbuf_t *b,
+    const bson_iter_t *it)
+{
+    char               decstr[BSON_DECIMAL128_STRING];
+    bson_decimal128_t  dec;
+
+    if (!bson_iter_decimal128(it, &dec)) {
+        return NGX_DECLINED;
+    }
+
+    bson_decimal128_to_string(&dec, decstr);
+    return ngx_http_bytemark_render_string(b, (u_char *) decstr,
+                                           ngx_strlen(decstr));
+}
+
+
+/* {"t": ..., "i": ...}, keys sorted */
+
+static ngx_int_t
+ngx_http_bytemark_render_timestamp(ngx_http_bytemark_jbuf_t *b,
+    const bson_iter_t *it)
+{
+    uint32_t  ts, inc;
+
+    bson_iter_timestamp(it, &ts, &inc);
+
+    if (ngx_http_bytemark_jbuf_reserve(b, 2 * NGX_INT64_LEN + 16) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    b->len = ngx_sprintf(b->data + b->len, "{\"i\":%uD,\"t\":%uD}", inc, ts)
+             - b->data;
+    return NGX_OK;
+}
+
+
+/* base64 in a string */
+
+static ngx_int_t
+ngx_http_bytemark_render_binary(ngx_http_bytemark_jbuf_t *b,
+    const bson_iter_t *it)
+{
+    uint32_t         len;
+    ngx_str_t        src, dst;
+    const uint8_t   *bin;
+    bson_subtype_t   subtype;
+
+    bson_iter_binary(it, &subtype, &len, &bin);
+
+    src.data = (u_char *) bin;
+    src.len = bin ? len : 0;
+
+    if (ngx_http_bytemark_jbuf_reserve(b,
+            ngx_base64_encoded_length(src.len) + 2)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    b->data[b->len++] = '"';
+    dst.data = b->data + b->len;
+    ngx_encode_base64(&dst, &src);
+    b->len += dst.len;
+    b->data[b->len++] = '"';
+    return NGX_OK;
+}
+
+
+/* {"$regex": ..., "$options": ...}, keys sorted */
+
+static ngx_int_t
+ngx_http_bytemark_render_regex(ngx_http_bytemark_jbuf_t *b,
+    const bson_iter_t *it)
+{
+    ngx_int_t    rc;
+    const char  *s, *opts;
+
+    s = bson_iter_regex(it, &opts);
+
+    if (s == NULL || opts == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_bytemark_jbuf_add(b, "{\"$options\":", 12) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_bytemark_render_string(b, (u_char *) opts, ngx_strlen(opts));
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (ngx_http_bytemark_jbuf_add(b, ",\"$regex\":", 10) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_bytemark_render_string(b, (u_char *) s, ngx_strlen(s));
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    return ngx_http_bytemark_jbuf_char(b, '}');
 }
 
 

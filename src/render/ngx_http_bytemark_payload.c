@@ -17,6 +17,10 @@
 
 static const u_char *ngx_http_bytemark_canon_value(const u_char *p,
     const u_char *end, ngx_uint_t depth);
+static const u_char *ngx_http_bytemark_canon_object(const u_char *p,
+    const u_char *end, ngx_uint_t depth);
+static const u_char *ngx_http_bytemark_canon_array(const u_char *p,
+    const u_char *end, ngx_uint_t depth);
 static const u_char *ngx_http_bytemark_canon_string(const u_char *p,
     const u_char *end, ngx_uint_t key);
 static const u_char *ngx_http_bytemark_canon_number(const u_char *p,
@@ -90,9 +94,6 @@ static const u_char *
 ngx_http_bytemark_canon_value(const u_char *p, const u_char *end,
     ngx_uint_t depth)
 {
-    size_t         klen, plen;
-    const u_char  *key, *prev;
-
     if (p == end) {
         return NULL;
     }
@@ -100,75 +101,10 @@ ngx_http_bytemark_canon_value(const u_char *p, const u_char *end,
     switch (*p) {
 
     case '{':
-        if (++depth > NGX_HTTP_BYTEMARK_MAX_DEPTH) {
-            return NULL;
-        }
-
-        if (++p < end && *p == '}') {
-            return p + 1;
-        }
-
-        prev = NULL;
-        plen = 0;
-
-        for ( ;; ) {
-            key = p + 1;
-            p = ngx_http_bytemark_canon_string(p, end, 1);
-            if (p == NULL || p == end || *p != ':') {
-                return NULL;
-            }
-
-            klen = p - 1 - key;
-
-            if (prev) {
-                if (ngx_memcmp(prev, key, ngx_min(plen, klen)) > 0
-                    || (ngx_memcmp(prev, key, ngx_min(plen, klen)) == 0
-                        && plen >= klen))
-                {
-                    return NULL;
-                }
-            }
-
-            prev = key;
-            plen = klen;
-
-            p = ngx_http_bytemark_canon_value(p + 1, end, depth);
-            if (p == NULL || p == end) {
-                return NULL;
-            }
-
-            if (*p == '}') {
-                return p + 1;
-            }
-
-            if (*p++ != ',') {
-                return NULL;
-            }
-        }
+        return ngx_http_bytemark_canon_object(p, end, depth);
 
     case '[':
-        if (++depth > NGX_HTTP_BYTEMARK_MAX_DEPTH) {
-            return NULL;
-        }
-
-        if (++p < end && *p == ']') {
-            return p + 1;
-        }
-
-        for ( ;; ) {
-            p = ngx_http_bytemark_canon_value(p, end, depth);
-            if (p == NULL || p == end) {
-                return NULL;
-            }
-
-            if (*p == ']') {
-                return p + 1;
-            }
-
-            if (*p++ != ',') {
-                return NULL;
-            }
-        }
+        return ngx_http_bytemark_canon_array(p, end, depth);
 
     case '"':
         return ngx_http_bytemark_canon_string(p, end, 0);
@@ -187,6 +123,94 @@ ngx_http_bytemark_canon_value(const u_char *p, const u_char *end,
 
     default:
         return ngx_http_bytemark_canon_number(p, end);
+    }
+}
+
+
+/* an object at p ('{'), its keys in strictly ascending byte order */
+
+static const u_char *
+ngx_http_bytemark_canon_object(const u_char *p, const u_char *end,
+    ngx_uint_t depth)
+{
+    size_t         klen, plen;
+    const u_char  *key, *prev;
+
+    if (++depth > NGX_HTTP_BYTEMARK_MAX_DEPTH) {
+        return NULL;
+    }
+
+    if (++p < end && *p == '}') {
+        return p + 1;
+    }
+
+    prev = NULL;
+    plen = 0;
+
+    for ( ;; ) {
+        key = p + 1;
+        p = ngx_http_bytemark_canon_string(p, end, 1);
+        if (p == NULL || p == end || *p != ':') {
+            return NULL;
+        }
+
+        klen = p - 1 - key;
+
+        if (prev) {
+            if (ngx_memcmp(prev, key, ngx_min(plen, klen)) > 0
+                || (ngx_memcmp(prev, key, ngx_min(plen, klen)) == 0
+                    && plen >= klen))
+            {
+                return NULL;
+            }
+        }
+
+        prev = key;
+        plen = klen;
+
+        p = ngx_http_bytemark_canon_value(p + 1, end, depth);
+        if (p == NULL || p == end) {
+            return NULL;
+        }
+
+        if (*p == '}') {
+            return p + 1;
+        }
+
+        if (*p++ != ',') {
+            return NULL;
+        }
+    }
+}
+
+
+/* an array at p ('[') */
+
+static const u_char *
+ngx_http_bytemark_canon_array(const u_char *p, const u_char *end,
+    ngx_uint_t depth)
+{
+    if (++depth > NGX_HTTP_BYTEMARK_MAX_DEPTH) {
+        return NULL;
+    }
+
+    if (++p < end && *p == ']') {
+        return p + 1;
+    }
+
+    for ( ;; ) {
+        p = ngx_http_bytemark_canon_value(p, end, depth);
+        if (p == NULL || p == end) {
+            return NULL;
+        }
+
+        if (*p == ']') {
+            return p + 1;
+        }
+
+        if (*p++ != ',') {
+            return NULL;
+        }
     }
 }
 

@@ -10,7 +10,7 @@
  * under the fuzzers as it is.  BSON values and
  * MySQL rows become the canonical JSON the responses carry (render.c),
  * pass arrays are filtered and searched (json.c), ingest bodies are parsed
- * and checked (body.c), JSON becomes BSON for the cache writes.
+ * and checked (ingest_body.c), JSON becomes BSON for the cache writes.
  */
 
 #ifndef _NGX_HTTP_BYTEMARK_RENDER_H_INCLUDED_
@@ -85,7 +85,7 @@ ngx_http_bytemark_jbuf_char(ngx_http_bytemark_jbuf_t *b, u_char c)
     return NGX_OK;
 }
 
-/* ingest bodies (body.c) */
+/* ingest bodies (ingest_body.c) */
 ngx_int_t ngx_http_bytemark_parse_ingest(const u_char *data, size_t len,
     ngx_uint_t max_passes, int64_t now,
     ngx_http_bytemark_ingest_pass_t **passes, ngx_uint_t *npasses,

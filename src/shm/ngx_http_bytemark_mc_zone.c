@@ -45,6 +45,10 @@ typedef struct {
 #define NGX_HTTP_BYTEMARK_MC_MAX_EVICT  16
 
 
+static char *ngx_http_bytemark_mc_add_zone(ngx_conf_t *cf,
+    ngx_http_bytemark_loc_conf_t *blcf, ngx_http_bytemark_mc_args_t *args);
+static char *ngx_http_bytemark_mc_register(ngx_conf_t *cf,
+    ngx_shm_zone_t *zone);
 static ngx_int_t ngx_http_bytemark_mc_init(ngx_shm_zone_t *zone, void *data);
 static void ngx_http_bytemark_mc_rbtree_insert_value(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
@@ -57,13 +61,9 @@ ngx_http_bytemark_set_microcache(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_bytemark_loc_conf_t *blcf = conf;
 
-    u_char                          *p;
-    ssize_t                          size;
-    ngx_str_t                       *value, name, s;
-    ngx_shm_zone_t                 **slot;
-    ngx_http_bytemark_param_err_t    err;
-    ngx_http_bytemark_main_conf_t   *bmcf;
-    ngx_http_bytemark_mc_args_t      args;
+    ngx_str_t                      *value;
+    ngx_http_bytemark_param_err_t   err;
+    ngx_http_bytemark_mc_args_t     args;
 
     static ngx_http_bytemark_param_t  params[] = {
         { ngx_string("zone"), NGX_HTTP_BYTEMARK_PARAM_STR,
@@ -87,16 +87,33 @@ ngx_http_bytemark_set_microcache(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_memzero(&args, sizeof(ngx_http_bytemark_mc_args_t));
 
     if (ngx_http_bytemark_parse_params(cf, 1, params, &args, &err) != NGX_OK) {
-        goto invalid;
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"bytemark_microcache\" has an invalid parameter "
+                           "\"%V\" (expected zone=<name>:<size> ttl=<time> or "
+                           "off)", &value[err.arg]);
+        return NGX_CONF_ERROR;
     }
 
     if (args.zone.len == 0 || args.ttl == 0) {
         return "needs \"zone=<name>:<size>\" and \"ttl=<time>\", or \"off\"";
     }
 
-    /* zone=<name>:<size> */
-    name.data = args.zone.data;
-    p = ngx_strlchr(name.data, name.data + args.zone.len, ':');
+    return ngx_http_bytemark_mc_add_zone(cf, blcf, &args);
+}
+
+
+/* zone=<name>:<size>: the location's zone, added or found by name */
+
+static char *
+ngx_http_bytemark_mc_add_zone(ngx_conf_t *cf,
+    ngx_http_bytemark_loc_conf_t *blcf, ngx_http_bytemark_mc_args_t *args)
+{
+    u_char     *p;
+    ssize_t     size;
+    ngx_str_t   name, s;
+
+    name.data = args->zone.data;
+    p = ngx_strlchr(name.data, name.data + args->zone.len, ':');
 
     if (p == NULL) {
         goto invalid_zone;
@@ -104,7 +121,7 @@ ngx_http_bytemark_set_microcache(ngx_conf_t *cf, ngx_command_t *cmd,
 
     name.len = p - name.data;
     s.data = p + 1;
-    s.len = args.zone.data + args.zone.len - s.data;
+    s.len = args->zone.data + args->zone.len - s.data;
 
     size = ngx_parse_size(&s);
     if (name.len == 0 || size == NGX_ERROR) {
@@ -125,54 +142,59 @@ ngx_http_bytemark_set_microcache(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-    blcf->microcache_ttl = args.ttl;
+    blcf->microcache_ttl = args->ttl;
 
     if (blcf->microcache->init == NULL) {
-        /* the zone's context lives as long as this configuration */
-        blcf->microcache->data = ngx_pcalloc(cf->pool,
-                                             sizeof(ngx_http_bytemark_mc_t));
-        if (blcf->microcache->data == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        blcf->microcache->init = ngx_http_bytemark_mc_init;
-
-        /* every zone, for invalidation by ingest and purge */
-        bmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_bytemark_module);
-
-        if (bmcf->microcaches == NULL) {
-            bmcf->microcaches = ngx_array_create(cf->pool, 2,
-                                                 sizeof(ngx_shm_zone_t *));
-            if (bmcf->microcaches == NULL) {
-                return NGX_CONF_ERROR;
-            }
-        }
-
-        slot = ngx_array_push(bmcf->microcaches);
-        if (slot == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        *slot = blcf->microcache;
+        return ngx_http_bytemark_mc_register(cf, blcf->microcache);
     }
 
     return NGX_CONF_OK;
-
-invalid:
-
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "\"bytemark_microcache\" has an invalid parameter "
-                       "\"%V\" (expected zone=<name>:<size> ttl=<time> or "
-                       "off)", &value[err.arg]);
-    return NGX_CONF_ERROR;
 
 invalid_zone:
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "\"bytemark_microcache\" has an invalid parameter "
                        "\"zone=%V\" (expected zone=<name>:<size> "
-                       "ttl=<time> or off)", &args.zone);
+                       "ttl=<time> or off)", &args->zone);
     return NGX_CONF_ERROR;
+}
+
+
+/* a zone met for the first time: its context, and in the list of all */
+
+static char *
+ngx_http_bytemark_mc_register(ngx_conf_t *cf, ngx_shm_zone_t *zone)
+{
+    ngx_shm_zone_t                 **slot;
+    ngx_http_bytemark_main_conf_t   *bmcf;
+
+    /* the zone's context lives as long as this configuration */
+    zone->data = ngx_pcalloc(cf->pool, sizeof(ngx_http_bytemark_mc_t));
+    if (zone->data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    zone->init = ngx_http_bytemark_mc_init;
+
+    /* every zone, for invalidation by ingest and purge */
+    bmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_bytemark_module);
+
+    if (bmcf->microcaches == NULL) {
+        bmcf->microcaches = ngx_array_create(cf->pool, 2,
+                                             sizeof(ngx_shm_zone_t *));
+        if (bmcf->microcaches == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    slot = ngx_array_push(bmcf->microcaches);
+    if (slot == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *slot = zone;
+
+    return NGX_CONF_OK;
 }
 
 

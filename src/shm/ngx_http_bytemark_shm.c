@@ -19,7 +19,7 @@
  * Notes are rare, so a lookup first reads an atomic count and takes the
  * zone's mutex only when some note exists.  The zone's size is
  * "bytemark_notes_zone size=" (1m: some 16000 notes); a note that finds no
- * room makes the ingest answer 503 (ngx_http_bytemark_ingest.c).  Each
+ * room makes the ingest answer 503 (ngx_http_bytemark_ingest_flow.c).  Each
  * worker walks the notes in the background and deletes their entries
  * (ngx_http_bytemark_notes.c); a note taken for that is leased, so that
  * the workers do not all delete the same entries.

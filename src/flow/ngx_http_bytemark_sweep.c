@@ -5,14 +5,15 @@
  */
 
 /*
- * bytemark_cache_cleanup interval=... max_age=...: delete cache entries whose
- * timestamp is older than max_age.  Every worker looks at a timer; the one
- * that takes the lock in shared memory (ngx_http_bytemark_shm.c) runs the
- * deleteMany on the thread pool.  The lock and the time of the last run live
- * in a zone that survives reloads, so old and new workers never run it twice
- * in parallel nor more often than the interval.  A run that hangs (a
- * silent MongoDB, a socketTimeoutMS raised in the URI) holds the lock no
- * longer than a few driver limits: then another run may take it over.
+ * The periodic sweep of the cache (bytemark_cache_cleanup interval=...
+ * max_age=...): delete cache entries whose timestamp is older than
+ * max_age.  Every worker looks at a timer; the one that takes the lock in
+ * shared memory (ngx_http_bytemark_shm.c) runs the deleteMany on the
+ * thread pool.  The lock and the time of the last run live in a zone that
+ * survives reloads, so old and new workers never run it twice in parallel
+ * nor more often than the interval.  A run that hangs (a silent MongoDB, a
+ * socketTimeoutMS raised in the URI) holds the lock no longer than a few
+ * driver limits: then another run may take it over.
  */
 
 
@@ -20,16 +21,16 @@
 
 
 /* how often a worker looks, whatever the interval */
-#define NGX_HTTP_BYTEMARK_CLEANUP_TICK   1000
+#define NGX_HTTP_BYTEMARK_SWEEP_TICK   1000
 /* a run older than this many driver limits is taken over */
-#define NGX_HTTP_BYTEMARK_CLEANUP_LEASE  3
+#define NGX_HTTP_BYTEMARK_SWEEP_LEASE  3
 
 
-static ngx_event_t  ngx_http_bytemark_cleanup_ev;
+static ngx_event_t  ngx_http_bytemark_sweep_ev;
 
 
-static void ngx_http_bytemark_cleanup_tick(ngx_event_t *ev);
-static void ngx_http_bytemark_cleanup_done(ngx_http_request_t *r,
+static void ngx_http_bytemark_sweep_tick(ngx_event_t *ev);
+static void ngx_http_bytemark_sweep_done(ngx_http_request_t *r,
     ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o);
 
 
@@ -39,9 +40,9 @@ ngx_http_bytemark_cleanup_init_process(ngx_cycle_t *cycle,
 {
     ngx_event_t  *ev;
 
-    ev = &ngx_http_bytemark_cleanup_ev;
+    ev = &ngx_http_bytemark_sweep_ev;
 
-    ev->handler = ngx_http_bytemark_cleanup_tick;
+    ev->handler = ngx_http_bytemark_sweep_tick;
     ev->data = bmcf;
     ev->log = cycle->log;
 
@@ -49,14 +50,14 @@ ngx_http_bytemark_cleanup_init_process(ngx_cycle_t *cycle,
     ev->cancelable = 1;
 
     ngx_add_timer(ev, ngx_min(bmcf->cleanup_interval,
-                              NGX_HTTP_BYTEMARK_CLEANUP_TICK));
+                              NGX_HTTP_BYTEMARK_SWEEP_TICK));
 
     return NGX_OK;
 }
 
 
 static void
-ngx_http_bytemark_cleanup_tick(ngx_event_t *ev)
+ngx_http_bytemark_sweep_tick(ngx_event_t *ev)
 {
     int64_t                         stamp;
     ngx_msec_t                      lease;
@@ -70,7 +71,7 @@ ngx_http_bytemark_cleanup_tick(ngx_event_t *ev)
     }
 
     ngx_add_timer(ev, ngx_min(bmcf->cleanup_interval,
-                              NGX_HTTP_BYTEMARK_CLEANUP_TICK));
+                              NGX_HTTP_BYTEMARK_SWEEP_TICK));
 
     if (ngx_http_bytemark_call_gate(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO,
                                     NGX_HTTP_BYTEMARK_GATE_STUCK)
@@ -85,7 +86,7 @@ ngx_http_bytemark_cleanup_tick(ngx_event_t *ev)
      * one that lasts a few times that is stuck, and another may start.
      */
     lease = ngx_max(bmcf->cleanup_interval,
-                    NGX_HTTP_BYTEMARK_CLEANUP_LEASE * bmcf->mongo_limit);
+                    NGX_HTTP_BYTEMARK_SWEEP_LEASE * bmcf->mongo_limit);
 
     if (ngx_http_bytemark_cleanup_lock(bmcf, bmcf->cleanup_interval, lease,
                                        &stamp)
@@ -100,7 +101,7 @@ ngx_http_bytemark_cleanup_tick(ngx_event_t *ev)
     call = ngx_http_bytemark_call_create(NULL, NGX_HTTP_BYTEMARK_BACKEND_MONGO,
                                          "mongo cache cleanup",
                                          ngx_http_bytemark_mongo_cleanup,
-                                         ngx_http_bytemark_cleanup_done,
+                                         ngx_http_bytemark_sweep_done,
                                          bmcf->mongo_limit);
     if (call == NULL) {
         ngx_http_bytemark_cleanup_unlock(bmcf, stamp);
@@ -118,7 +119,7 @@ ngx_http_bytemark_cleanup_tick(ngx_event_t *ev)
 
 
 static void
-ngx_http_bytemark_cleanup_done(ngx_http_request_t *r,
+ngx_http_bytemark_sweep_done(ngx_http_request_t *r,
     ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o)
 {
     ngx_http_bytemark_metrics_inc(NGX_HTTP_BYTEMARK_M_CLEANUP_RUNS);

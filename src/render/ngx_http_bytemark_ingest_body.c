@@ -32,6 +32,17 @@
 static ngx_int_t ngx_http_bytemark_parse_pass(json_t *obj, ngx_uint_t index,
     ngx_uint_t batch, int64_t now, ngx_http_bytemark_ingest_pass_t *p,
     char *err, size_t size);
+static ngx_int_t ngx_http_bytemark_pass_fields(json_t *obj, ngx_uint_t index,
+    ngx_uint_t batch, char *err, size_t size);
+static ngx_int_t ngx_http_bytemark_pass_names(json_t *obj, ngx_uint_t index,
+    ngx_uint_t batch, ngx_http_bytemark_ingest_pass_t *p, char *err,
+    size_t size);
+static ngx_int_t ngx_http_bytemark_pass_numbers(json_t *obj,
+    ngx_uint_t index, ngx_uint_t batch, ngx_http_bytemark_ingest_pass_t *p,
+    char *err, size_t size);
+static json_t *ngx_http_bytemark_pass_payload(json_t *obj, ngx_uint_t index,
+    ngx_uint_t batch, ngx_http_bytemark_ingest_pass_t *p, char *err,
+    size_t size);
 static ngx_int_t ngx_http_bytemark_check_status(json_t *v);
 static ngx_int_t ngx_http_bytemark_check_hash(json_t *v);
 static ngx_uint_t ngx_http_bytemark_json_depth(json_t *v, ngx_uint_t limit);
@@ -143,17 +154,67 @@ static ngx_int_t
 ngx_http_bytemark_parse_pass(json_t *obj, ngx_uint_t index, ngx_uint_t batch,
     int64_t now, ngx_http_bytemark_ingest_pass_t *p, char *err, size_t size)
 {
-    char         *canonical;
-    json_t       *v, *payload, *hash;
-    ngx_str_t     s;
-    const char   *key;
-    json_int_t    n;
+    json_t  *payload;
 
     if (!json_is_object(obj)) {
         ngx_http_bytemark_field_error(err, size, index, batch, NULL,
                                       "must be a pass object");
         return NGX_ERROR;
     }
+
+    if (ngx_http_bytemark_pass_fields(obj, index, batch, err, size)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_bytemark_pass_names(obj, index, batch, p, err, size)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    p->timestamp = now;
+
+    if (ngx_http_bytemark_pass_numbers(obj, index, batch, p, err, size)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    payload = ngx_http_bytemark_pass_payload(obj, index, batch, p, err, size);
+    if (payload == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* the pass as a MySQL read would render it, so ETags agree */
+    p->object = json_pack("{s:s#,s:I,s:s,s:I,s:O,s:s}",
+                          "pass_uuid", p->uuid,
+                          (int) NGX_HTTP_BYTEMARK_UUID_LEN,
+                          "timestamp", (json_int_t) p->timestamp,
+                          "status", p->status,
+                          "free_ticket_status",
+                          (json_int_t) p->free_ticket_status,
+                          "payload", payload,
+                          "payload_hash", p->payload_hash);
+
+    if (p->status == NULL || p->object == NULL) {
+        snprintf(err, size, "out of memory");
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* every key is a pass field: a misspelt one is an error, not ignored */
+
+static ngx_int_t
+ngx_http_bytemark_pass_fields(json_t *obj, ngx_uint_t index, ngx_uint_t batch,
+    char *err, size_t size)
+{
+    json_t      *v;
+    const char  *key;
 
     json_object_foreach(obj, key, v) {
         if (strcmp(key, "pass_uuid") && strcmp(key, "status")
@@ -166,6 +227,19 @@ ngx_http_bytemark_parse_pass(json_t *obj, ngx_uint_t index, ngx_uint_t batch,
             return NGX_ERROR;
         }
     }
+
+    return NGX_OK;
+}
+
+
+/* the required fields: pass_uuid and status */
+
+static ngx_int_t
+ngx_http_bytemark_pass_names(json_t *obj, ngx_uint_t index, ngx_uint_t batch,
+    ngx_http_bytemark_ingest_pass_t *p, char *err, size_t size)
+{
+    json_t     *v;
+    ngx_str_t   s;
 
     v = json_object_get(obj, "pass_uuid");
     s.data = (u_char *) json_string_value(v);
@@ -192,6 +266,20 @@ ngx_http_bytemark_parse_pass(json_t *obj, ngx_uint_t index, ngx_uint_t batch,
     }
 
     p->status = strdup(json_string_value(v));
+
+    return NGX_OK;
+}
+
+
+/* the optional numbers; p->timestamp holds its default on entry */
+
+static ngx_int_t
+ngx_http_bytemark_pass_numbers(json_t *obj, ngx_uint_t index,
+    ngx_uint_t batch, ngx_http_bytemark_ingest_pass_t *p, char *err,
+    size_t size)
+{
+    json_t      *v;
+    json_int_t   n;
 
     v = json_object_get(obj, "version");
     p->version = 3;
@@ -224,7 +312,6 @@ ngx_http_bytemark_parse_pass(json_t *obj, ngx_uint_t index, ngx_uint_t batch,
     }
 
     v = json_object_get(obj, "timestamp");
-    p->timestamp = now;
 
     if (v) {
         n = json_integer_value(v);
@@ -238,6 +325,24 @@ ngx_http_bytemark_parse_pass(json_t *obj, ngx_uint_t index, ngx_uint_t batch,
 
         p->timestamp = (int64_t) n;
     }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The payload, normalized, its canonical text (p->payload, NULL for JSON
+ * null) and its hash, given or computed; returns the payload (owned by obj)
+ * or NULL on an error.
+ */
+
+static json_t *
+ngx_http_bytemark_pass_payload(json_t *obj, ngx_uint_t index,
+    ngx_uint_t batch, ngx_http_bytemark_ingest_pass_t *p, char *err,
+    size_t size)
+{
+    char    *canonical;
+    json_t  *payload, *hash;
 
     payload = json_object_get(obj, "payload");
 
@@ -255,14 +360,14 @@ ngx_http_bytemark_parse_pass(json_t *obj, ngx_uint_t index, ngx_uint_t batch,
     {
         ngx_http_bytemark_field_error(err, size, index, batch, "payload",
                                       "is nested deeper than 31 levels");
-        return NGX_ERROR;
+        return NULL;
     }
 
     canonical = json_dumps(payload, NGX_HTTP_BYTEMARK_CANONICAL);
     if (canonical == NULL) {
         ngx_http_bytemark_field_error(err, size, index, batch, "payload",
                                       "cannot be serialized");
-        return NGX_ERROR;
+        return NULL;
     }
 
     hash = json_object_get(obj, "payload_hash");
@@ -275,7 +380,7 @@ ngx_http_bytemark_parse_pass(json_t *obj, ngx_uint_t index, ngx_uint_t batch,
                                           "must be a string of 1-64 bytes "
                                           "without control characters or "
                                           "trailing blanks");
-            return NGX_ERROR;
+            return NULL;
         }
 
         ngx_cpystrn((u_char *) p->payload_hash,
@@ -287,7 +392,7 @@ ngx_http_bytemark_parse_pass(json_t *obj, ngx_uint_t index, ngx_uint_t batch,
     {
         free(canonical);
         snprintf(err, size, "out of memory");
-        return NGX_ERROR;
+        return NULL;
     }
 
     /* JSON null is stored as SQL NULL */
@@ -298,23 +403,7 @@ ngx_http_bytemark_parse_pass(json_t *obj, ngx_uint_t index, ngx_uint_t batch,
 
     p->payload = canonical;
 
-    /* the pass as a MySQL read would render it, so ETags agree */
-    p->object = json_pack("{s:s#,s:I,s:s,s:I,s:O,s:s}",
-                          "pass_uuid", p->uuid,
-                          (int) NGX_HTTP_BYTEMARK_UUID_LEN,
-                          "timestamp", (json_int_t) p->timestamp,
-                          "status", p->status,
-                          "free_ticket_status",
-                          (json_int_t) p->free_ticket_status,
-                          "payload", payload,
-                          "payload_hash", p->payload_hash);
-
-    if (p->status == NULL || p->object == NULL) {
-        snprintf(err, size, "out of memory");
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
+    return payload;
 }
 
 
