@@ -119,6 +119,8 @@ fuzzed_sources() {
 # build_set <dir> <sanitizer flags for objects>
 build_objects() {
     local dir=$1 san=$2
+    # every object is compiled anew: none of a renamed or removed source stays
+    rm -rf "$dir"
     mkdir -p "$dir"
     local incs=(-I"$NGX/src/core" -I"$NGX/src/event" -I"$NGX/src/event/modules"
                 -I"$NGX/src/os/unix" -I"$NGX/objs" -I"$NGX/src/http"
