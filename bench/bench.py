@@ -722,6 +722,15 @@ http {
     }
 ''' % (self.ferret_port, MONGO_DB, MONGO_COLL, self.mysql_directive(), port)
 
+    @staticmethod
+    def named(body):
+        """The same configuration with its backend written as one named backend: the
+        http-level backend directives (before the first server block) moved into
+        `bytemark_upstream bench { }`, which `bytemark_backend bench;` selects."""
+        head, sep, rest = body.partition('\n    server {')
+        inner = ''.join('    ' + l + '\n' for l in head.strip('\n').split('\n'))
+        return '    bytemark_upstream bench {\n%s    }\n    bytemark_backend bench;\n%s%s' % (inner, sep, rest)
+
     def nginx_test(self, conf):
         r = subprocess.run([self.nginx_bin, '-t', '-c', conf], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT)
@@ -857,10 +866,11 @@ http {
             self.nginx_c = self.start_nginx('c', self.nginx_conf('nginx-c', self.port_c, self.conf_c(self.port_c)),
                                             self.port_c, self.a.workers)
             log('nginx C on %d (FerretDB + MySQL)' % self.port_c)
-        self.nginx_a0 = self.nginx_b0 = None
+        self.nginx_a0 = self.nginx_b0 = self.nginx_a2 = self.nginx_b2 = None
         if self.a.baseline_module:
-            # the same two configurations with the baseline's module, for the c=1
-            # comparison side by side (connection_sweep)
+            # the same two configurations with the baseline's module, side by side
+            # (side_by_side); and, when this build has named backends, the same two
+            # written as one named backend (bytemark_upstream + bytemark_backend)
             bm = self.a.baseline_module
             self.port_a0, self.port_b0 = free_port(), free_port()
             self.nginx_a0 = self.start_nginx('a0', self.nginx_conf('nginx-a0', self.port_a0, self.conf_a(
@@ -869,6 +879,16 @@ http {
                 self.port_b0), module=bm), self.port_b0, self.a.workers)
             log('baseline (%s): nginx A0 on %d, nginx B0 on %d' % (self.a.baseline_label or bm, self.port_a0,
                                                                     self.port_b0))
+            self.port_a2, self.port_b2 = free_port(), free_port()
+            conf_a2 = self.nginx_conf('nginx-a2', self.port_a2, self.named(self.conf_a(self.port_a2, False, body)))
+            rc, out = self.nginx_test(conf_a2)
+            if rc == 0:
+                self.nginx_a2 = self.start_nginx('a2', conf_a2, self.port_a2, self.a.workers)
+                self.nginx_b2 = self.start_nginx('b2', self.nginx_conf('nginx-b2', self.port_b2, self.named(
+                    self.conf_b(self.port_b2))), self.port_b2, self.a.workers)
+                log('named backend: nginx A2 on %d, nginx B2 on %d' % (self.port_a2, self.port_b2))
+            else:
+                log('no named backends in this build: ' + out.strip().splitlines()[0])
         mysql_batch.start(self, body)
         log('nginx A1 on %d, nginx B1 on %d: A and B with bytemark_mysql_batch 1' % (self.port_a1, self.port_b1))
 
@@ -1247,35 +1267,50 @@ http {
             self.res['connections']['side_by_side'] = self.c1_side_by_side()
 
     def c1_side_by_side(self):
-        """Issue 13's c=1 goal measured side by side: MongoDB hits and MySQL, one request
-        at a time, on this module and on the baseline's (--baseline-module, built by
-        run.sh from --baseline REV), against the same servers and data, in alternating
-        rounds (the order flips each round), so that a change of machine load between
-        two days does not pass for a change of the code. The goal compares medians."""
+        """This build against the baseline's (--baseline-module, built by run.sh from
+        --baseline REV), against the same servers and data, in alternating rounds (the
+        order turns each round), so that a change of machine load does not pass for a
+        change of the code. At 1 connection: MongoDB hits and MySQL (issue 13's p50
+        goal). At --connections: MongoDB hits, MySQL and the fallback, for the worker
+        CPU per request (issues 25 and 26: a refactoring and named backends cost
+        nothing). With named backends in this build, the same configuration written
+        as a named backend is a third side. The goals compare medians."""
         nm, nu = self.mongo_users, self.mysql_users
-        out = {'label': self.a.baseline_label or self.a.baseline_module, 'rounds': self.a.baseline_rounds}
-        for key, label, cur, base, prefix, lo, hi, dbs in (
-                ('mongo', 'MongoDB hits', (self.nginx_a, self.port_a), (self.nginx_a0, self.port_a0),
-                 '/mongo/tickets?user_id=', 1, nm, ['mongo']),
-                ('mysql', 'MySQL, no MongoDB configured', (self.nginx_b, self.port_b),
-                 (self.nginx_b0, self.port_b0), '/mysql/tickets?user_id=', 1, nu, ['mysql'])):
-            r = {'label': label, 'current': [], 'baseline': [], 'current_us': [], 'baseline_us': [],
-                 'problems': []}
-            for i in range(self.a.baseline_rounds):
-                order = (('current', cur), ('baseline', base))
-                for side, (master, port) in (order if i % 2 == 0 else order[::-1]):
-                    m = self.measure('c1-%s-%s' % (side, key), label, master, port, prefix, lo, hi, dbs, key,
-                                     conns=1, duration=self.c1_duration, warm=(i == 0))
-                    r[side].append(m['p50_ms'])
-                    r[side + '_us'].append(m['nginx_us_per_req'])
-                    r['problems'] += ['%s: %s' % (side, p) for p in m['problems']]
-            for side in ('current', 'baseline'):
-                r[side + '_median'] = statistics.median(r[side])
-                r[side + '_us_median'] = statistics.median(r[side + '_us'])
-            log('c=1 side by side, %s: p50 %.3f ms (rounds %s) against the baseline\'s %.3f ms (%s)' % (
-                key, r['current_median'], ', '.join('%.3f' % x for x in r['current']), r['baseline_median'],
-                ', '.join('%.3f' % x for x in r['baseline'])))
-            out[key] = r
+        out = {'label': self.a.baseline_label or self.a.baseline_module, 'rounds': self.a.baseline_rounds,
+               'named': bool(self.nginx_a2), 'wide': {}, 'connections': self.a.connections}
+        A = ((self.nginx_a, self.port_a), (self.nginx_a0, self.port_a0), (self.nginx_a2, self.port_a2))
+        B = ((self.nginx_b, self.port_b), (self.nginx_b0, self.port_b0), (self.nginx_b2, self.port_b2))
+        rows = (('mongo', 'MongoDB hits', A, '/mongo/tickets?user_id=', 1, nm, ['mongo'], 'mongo'),
+                ('mysql', 'MySQL, no MongoDB configured', B, '/mysql/tickets?user_id=', 1, nu, ['mysql'], 'mysql'),
+                ('fallback', 'MySQL fallback after a MongoDB miss (fill off)', A, '/fallback/tickets?user_id=',
+                 nm + 1, nu, ['mongo', 'mysql'], 'mysql'))
+        for conns in (1, self.a.connections):
+            for key, label, (cur, base, named), prefix, lo, hi, dbs, exp in rows:
+                if conns == 1 and key == 'fallback':
+                    continue
+                sides = [('current', cur), ('baseline', base)] + ([('named', named)] if named[0] else [])
+                r = {'label': label, 'problems': []}
+                for side, _ in sides:
+                    r[side], r[side + '_us'] = [], []
+                for i in range(self.a.baseline_rounds):
+                    k = i % len(sides)
+                    for side, (master, port) in sides[k:] + sides[:k]:
+                        m = self.measure('sbs%d-%s-%s' % (conns, side, key), label, master, port, prefix, lo, hi,
+                                         dbs, exp, conns=conns, duration=self.c1_duration, warm=(i == 0))
+                        r[side].append(m['p50_ms'])
+                        r[side + '_us'].append(m['nginx_us_per_req'])
+                        r['problems'] += ['%s: %s' % (side, p) for p in m['problems']]
+                for side, _ in sides:
+                    r[side + '_median'] = statistics.median(r[side])
+                    r[side + '_us_median'] = statistics.median(r[side + '_us'])
+                log('side by side, c=%d, %s: worker %.1f us/req (this), %.1f (baseline)%s; p50 %.3f / %.3f ms' % (
+                    conns, key, r['current_us_median'], r['baseline_us_median'],
+                    ', %.1f (named backend)' % r['named_us_median'] if 'named_us_median' in r else '',
+                    r['current_median'], r['baseline_median']))
+                if conns == 1:
+                    out[key] = r
+                else:
+                    out['wide'][key] = r
         return out
 
     def conn_baseline(self):
@@ -1808,6 +1843,31 @@ http {
                     r['label'], ' ⚠' if r['problems'] else '', r['current_median'], r['baseline_median'],
                     r['current_median'] / r['baseline_median'], ', '.join('%.3f' % x for x in r['current']),
                     ', '.join('%.3f' % x for x in r['baseline']), r['current_us_median'], r['baseline_us_median']))
+        wide = (sb or {}).get('wide') or {}
+        if wide:
+            named = sb.get('named')
+            out += ['', 'Worker CPU per request at %d connections, side by side with the baseline (%s)%s: '
+                    '%d alternating rounds of %d s each, medians; µs of nginx worker CPU per request '
+                    '(the thread-pool threads included):' % (
+                        sb['connections'], sb['label'], ' and with the same configuration written as one named '
+                        'backend (`bytemark_upstream bench { … }` + `bytemark_backend bench;`)' if named else '',
+                        sb['rounds'], C['c1_duration']),
+                    '', '| scenario | worker µs / req, this build | baseline | ratio |%s p50 ms (this / baseline) '
+                    '| rounds, µs (this / baseline%s) |' % (' named backend | ratio to this build |' if named else '',
+                                                           ' / named' if named else ''),
+                    '|---|--:|--:|--:|%s---|---|' % ('--:|--:|' if named else '')]
+            for key in ('mongo', 'mysql', 'fallback'):
+                r = wide.get(key)
+                if not r:
+                    continue
+                cells = '%.1f | %.1f | %.2f |' % (r['current_us_median'], r['baseline_us_median'],
+                                                  r['current_us_median'] / r['baseline_us_median'])
+                if named:
+                    cells += ' %.1f | %.2f |' % (r['named_us_median'], r['named_us_median'] / r['current_us_median'])
+                rounds = ' / '.join(', '.join('%.1f' % x for x in r[sd + '_us'])
+                                    for sd in ('current', 'baseline') + (('named',) if named else ()))
+                out.append('| %s%s | %s %.3f / %.3f | %s |' % (r['label'], ' ⚠' if r['problems'] else '', cells,
+                                                                 r['current_median'], r['baseline_median'], rounds))
         b = C.get('baseline') or {}
         if b.get('file'):
             parts = ['%.3f ms p50 (`%s`)' % (b[k + '_c1_p50_ms'], b[k + '_source'])
@@ -1865,6 +1925,22 @@ http {
                               name, s['p50_ms'], base, b['file'], b.get('date'), b[key + '_source'],
                               s['p50_ms'] / base, '; this is a --quick run (a smaller data set, shorter runs) '
                               'against a full one' if self.quick else '')})
+        for key, r in sorted((sb.get('wide') or {}).items()):
+            ratio = r['current_us_median'] / r['baseline_us_median']
+            G.append({'met': ratio <= 1.10,
+                      'text': 'issues 25/26: %s, %d connections, side by side with the baseline (%s): worker CPU '
+                              '%.1f against %.1f µs per request (medians of %d alternating rounds), %.2f×, goal: '
+                              'no more (≤ 1.10×, the noise of a round)%s' % (r['label'], sb['connections'], sb['label'],
+                                                   r['current_us_median'], r['baseline_us_median'], sb['rounds'],
+                                                   ratio, ' ⚠ ' + '; '.join(r['problems'][:2])
+                                                   if r['problems'] else '')})
+            if 'named_us_median' in r:
+                nr = r['named_us_median'] / r['current_us_median']
+                G.append({'met': nr <= 1.10,
+                          'text': 'issue 26: %s, %d connections: the same backend written as a named backend '
+                                  'costs %.1f against %.1f µs of worker CPU per request, %.2f×, goal: no more '
+                                  '(≤ 1.10×)' % (r['label'], sb['connections'], r['named_us_median'],
+                                              r['current_us_median'], nr)})
         for key in ('mysql', 'mongo'):
             s = run_at(key, 32)
             if not s:
@@ -1966,7 +2042,7 @@ def main():
     ap.add_argument('--baseline-rounds', type=int, default=3)
     ap.add_argument('--batch-rounds', type=int,
                     help='alternating rounds of the "MySQL coalescing (issue 27)" runs (default 3, --quick 2)')
-    ap.add_argument('--only', choices=['mysql-batch'],
+    ap.add_argument('--only', choices=['mysql-batch', 'side-by-side'],
                     help='run one section alone and print it (a smoke test of that section)')
     ap.add_argument('--results-dir', default=os.path.join(ROOT, 'bench', 'results'))
     ap.add_argument('--out', help='result file (default: <results-dir>/<date>-<host>[-quick].md)')
@@ -2034,6 +2110,25 @@ def main():
                 json.dump(serving, fh)
             while True:
                 time.sleep(3600)
+        if a.only == 'side-by-side':
+            if not b.nginx_a0:
+                raise RuntimeError('--only side-by-side needs a baseline (bench/run.sh --baseline REV)')
+            b.res['connections'] = {'levels': [], 'runs': {}, 'duration': b.duration, 'warmup': b.warmup,
+                                    'c1_duration': b.c1_duration, 'baseline': {'why': 'not measured in this run'},
+                                    'side_by_side': b.c1_side_by_side()}
+            goals = [g for g in b.connection_goals() if 'side by side' in g['text'] or 'named backend' in g['text']]
+            text = '\n'.join([b.connections_md(), '', '### Goals', ''] + [
+                '- **%s** — %s' % ({True: 'met', False: 'NOT met', None: 'not measured'}[g['met']], g['text'])
+                for g in goals])
+            b.res['md_path'] = b.res['md_path'][:-3] + '-side-by-side.md'
+            with open(b.res['md_path'], 'w') as fh:
+                fh.write(text + '\n')
+            with open(b.res['md_path'][:-3] + '.json', 'w') as fh:
+                json.dump(b.res, fh, indent=1, default=str)
+            print()
+            print(text)
+            log('results written to %s' % os.path.relpath(b.res['md_path'], os.getcwd()))
+            return
         if a.only == 'mysql-batch':
             mysql_batch.sweep(b)
             text = mysql_batch.md(b)

@@ -30,9 +30,14 @@
 # --batch-rounds N: alternating rounds of the section "MySQL coalescing (issue
 # 27)" (MySQL and the fallback with coalescing against bytemark_mysql_batch 1,
 # at --conn-levels); --only mysql-batch: that section alone, printed.
+# --only side-by-side: the comparison with the baseline alone (MongoDB hits,
+# MySQL and the fallback at 1 and at --connections connections: p50 and the
+# worker CPU per request; with named backends in this build, the same
+# configuration as a named backend too), printed.
 # BYTEMARK_BUILD_DIR: build (and benchmark) the module in another directory.
 # --baseline REV (default 97dec3d, before issue 13) / --no-baseline: the module
-# of an earlier commit, built here and measured side by side at c=1.
+# of an earlier commit, built here and measured side by side (p50 at c=1,
+# worker CPU per request at --connections).
 # BENCH_NO_BUILD=1: use the module already built.
 set -euo pipefail
 
