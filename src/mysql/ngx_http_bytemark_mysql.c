@@ -455,8 +455,12 @@ ngx_http_bytemark_mysql_outcome(ngx_http_bytemark_mysql_conn_t *conn,
         if (!conn->cancelled) {
             ngx_http_bytemark_breaker_result(call->bmcf, call->slot, 0,
                                              ngx_current_msec - conn->start);
-            ngx_http_bytemark_health_result(call->bmcf, call->slot, 0,
-                                            call->error);
+
+            /* a read whose budget was spent counted then, once */
+            if (!call->stuck && call->request) {
+                ngx_http_bytemark_health_result(call->bmcf, call->slot, 0,
+                                                call->error);
+            }
         }
 
         if (call->answer.error_kind == NGX_HTTP_BYTEMARK_ERR_NONE) {
