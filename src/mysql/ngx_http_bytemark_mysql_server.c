@@ -6,7 +6,7 @@
 
 /*
  * Which MySQL server a call may go to: its passive health (max_fails=,
- * fail_timeout=: shm/ngx_http_bytemark_health.c) and its breaker with the
+ * fail_timeout=: shm/ngx_http_bytemark_passive.c) and its breaker with the
  * calls stuck on it (the call layer's gate).  The selection of servers
  * asks here, server by server.
  */
@@ -54,8 +54,9 @@ down:
 
     /* skipped as an open breaker is: the backend error "breaker_open" */
     if (policy & NGX_HTTP_BYTEMARK_GATE_COUNT_OPEN) {
-        ngx_http_bytemark_metrics_backend_error(NGX_HTTP_BYTEMARK_BACKEND_MYSQL,
-                                                NGX_HTTP_BYTEMARK_ERR_BREAKER_OPEN);
+        ngx_http_bytemark_metrics_backend_error(
+                                          NGX_HTTP_BYTEMARK_BACKEND_MYSQL,
+                                          NGX_HTTP_BYTEMARK_ERR_BREAKER_OPEN);
     }
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,

@@ -199,13 +199,15 @@ void
 ngx_http_bytemark_health_observed(ngx_http_bytemark_main_conf_t *bmcf,
     ngx_uint_t slot, ngx_uint_t ok, int64_t cost)
 {
+    const char  *cause;
+
     ngx_http_bytemark_breaker_result(bmcf, slot, ok, cost);
 
     if (slot >= NGX_HTTP_BYTEMARK_BREAKER_MYSQL) {
-        ngx_http_bytemark_health_result(bmcf, slot, ok,
-                                        cost == NGX_HTTP_BYTEMARK_CALL_STUCK_COST
-                                        ? "calls stuck on the server"
-                                        : "no answer within the budget");
+        cause = (cost == NGX_HTTP_BYTEMARK_CALL_STUCK_COST)
+                ? "calls stuck on the server" : "no answer within the budget";
+
+        ngx_http_bytemark_health_result(bmcf, slot, ok, cause);
     }
 }
 
