@@ -6,7 +6,9 @@
 # - the MySQL primary killed (max_fails=1): after one read fails on it, it
 #   is "down" and the replica "up": still 200; both MySQL servers down:
 #   503; once fail_timeout is over they are "probing" (200 again, so that
-#   a load balancer sends the requests that probe them);
+#   a load balancer sends the requests that probe them); a probe that
+#   fails takes them out again, silently; one that succeeds brings the
+#   server back;
 # - MongoDB frozen until its breaker opens: its state is "down", 503;
 # - 405 with Allow for other methods; nginx -t: names other than "default"
 #   are unknown, a location needs a backend; the probes count in
@@ -131,15 +133,23 @@ is $j->{status}, 'unavailable', 'status "unavailable"';
 is states($j), "mongo=up $P/primary=down $R/replica=down", 'both MySQL servers "down"';
 
 ok wait_until(sub { (health())[0]{status} == 200 }, 10), 'after fail_timeout: 200 again';
-($r, $j) = health();
 ok time - $t_down >= 4 - 0.5, sprintf('not before fail_timeout (%.1f s)', time - $t_down);
-is states($j), "mongo=up $P/primary=probing $R/replica=probing",
+ok wait_until(sub { states((health())[1]) eq "mongo=up $P/primary=probing $R/replica=probing" }, 10),
     'the servers are "probing": the next reads probe them';
+
+# a probe that fails: out for another fail_timeout, and nothing logged
+$r = http_raw($port, '/t?user_id=5');
+is $r->{status}, 503, 'a read probes both servers, still dead: 503';
+($r, $j) = health();
+is states($j), "mongo=up $P/primary=down $R/replica=down", 'both "down" again after the failed probes';
+my $log = $t->error_log;
+is scalar(() = $log =~ /mysql server \Q$P\E is down after 1 failures in 4s/g), 1, 'the primary\'s "down" said once';
+is scalar(() = $log =~ /mysql server \Q$R\E is down after 1 failures in 4s/g), 1, 'the replica\'s "down" said once';
 
 $t->start_mysql;
 $replica->start_mysql;
 ok wait_until(sub { http_raw($port, '/t?user_id=3')->{status} == 200
-                    && states((health())[1]) eq "mongo=up $P/primary=up $R/replica=probing" }, 15),
+                    && states((health())[1]) eq "mongo=up $P/primary=up $R/replica=probing" }, 25),
     'a read probes the primary: it is up again; the replica, not asked, still probing';
 
 # --- MongoDB frozen: its breaker opens, 503 ---------------------------------------------------
@@ -160,7 +170,7 @@ ok(($h->{200} // 0) >= 24 && ($h->{503} // 0) >= 3 && ($h->{405} // 0) == 1,
     or diag $JSON->encode($h);
 
 $t->stop_nginx;
-my $log = $t->error_log;
+$log = $t->error_log;
 unlike $log, qr/\[(alert|emerg)\]|exited on signal/, 'no alert, no crash';
 
 done_testing;
