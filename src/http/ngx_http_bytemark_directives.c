@@ -28,6 +28,8 @@ static char *ngx_http_bytemark_mysql_resolve(ngx_conf_t *cf,
     ngx_http_bytemark_mysql_server_t *srv);
 static char *ngx_http_bytemark_mysql_addr(ngx_conf_t *cf,
     ngx_http_bytemark_mysql_server_t *srv, ngx_str_t *addr);
+static char *ngx_http_bytemark_mysql_params_addr(ngx_conf_t *cf,
+    ngx_http_bytemark_mysql_server_t *srv);
 static char *ngx_http_bytemark_mysql_name(ngx_conf_t *cf,
     ngx_http_bytemark_mysql_server_t *srv);
 static void ngx_http_bytemark_mysql_health_defaults(
@@ -252,7 +254,6 @@ ngx_http_bytemark_set_mysql(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_bytemark_main_conf_t *bmcf = conf;
 
-    char                              *rv;
     ngx_str_t                         *value, *addr;
     ngx_http_bytemark_param_err_t      err;
     ngx_http_bytemark_mysql_server_t  *srv;
@@ -308,14 +309,10 @@ ngx_http_bytemark_set_mysql(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     value = cf->args->elts;
 
     /* "addr:port" or "unix:/path": the first argument, without "=" */
-    addr = NULL;
-
-    if (ngx_strncmp(value[1].data, "unix:", 5) == 0
-        || ngx_strlchr(value[1].data, value[1].data + value[1].len, '=')
-           == NULL)
-    {
-        addr = &value[1];
-    }
+    addr = (ngx_strncmp(value[1].data, "unix:", 5) == 0
+            || ngx_strlchr(value[1].data, value[1].data + value[1].len, '=')
+               == NULL)
+           ? &value[1] : NULL;
 
     if (ngx_http_bytemark_parse_params(cf, addr ? 2 : 1, params, srv, &err)
         != NGX_OK)
@@ -355,13 +352,22 @@ ngx_http_bytemark_set_mysql(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return ngx_http_bytemark_mysql_addr(cf, srv, addr);
     }
 
+    return ngx_http_bytemark_mysql_params_addr(cf, srv);
+}
+
+
+/* host=/socket=/port=: the server's name, and a host's address */
+
+static char *
+ngx_http_bytemark_mysql_params_addr(ngx_conf_t *cf,
+    ngx_http_bytemark_mysql_server_t *srv)
+{
     if (srv->port == 0) {
         srv->port = NGX_HTTP_BYTEMARK_MYSQL_PORT;
     }
 
-    rv = ngx_http_bytemark_mysql_name(cf, srv);
-    if (rv != NGX_CONF_OK) {
-        return rv;
+    if (ngx_http_bytemark_mysql_name(cf, srv) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
     }
 
     if (srv->host.len) {
