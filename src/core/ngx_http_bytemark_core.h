@@ -91,6 +91,7 @@
 #define NGX_HTTP_BYTEMARK_INGEST        3
 #define NGX_HTTP_BYTEMARK_PURGE         4
 #define NGX_HTTP_BYTEMARK_STATUS        5
+#define NGX_HTTP_BYTEMARK_HEALTH        6
 
 /* version filter of the tickets handler */
 #define NGX_HTTP_BYTEMARK_V3            0x01
@@ -132,6 +133,11 @@ typedef struct {
     ngx_str_t                     password;
     ngx_str_t                     database;
     ngx_uint_t                    pool_size;
+    /* as written: "addr:port", "host:port" or "unix:/path" (logs, health) */
+    ngx_str_t                     name;
+    /* passive health: max_fails= (0: off), fail_timeout= */
+    ngx_uint_t                    max_fails;
+    ngx_msec_t                    fail_timeout;
 } ngx_http_bytemark_mysql_server_t;
 
 
@@ -199,6 +205,9 @@ typedef struct {
 
     ngx_http_complex_value_t     *user_id;
     ngx_http_complex_value_t     *pass_uuid;
+
+    /* bytemark_health: the backends' names (ngx_str_t), NULL: default */
+    ngx_array_t                  *health_backends;
 } ngx_http_bytemark_loc_conf_t;
 
 
@@ -300,6 +309,7 @@ struct ngx_http_bytemark_ctx_s {
     unsigned                      mysql_used:1;
     unsigned                      noted:1;      /* cache entry not trusted */
     ngx_uint_t                    mysql_server; /* the read's next server */
+    ngx_str_t                     mysql_answered; /* $bytemark_mysql_server */
     ngx_msec_t                    mysql_deadline;
     int64_t                       note_stamp;
     ngx_http_bytemark_ingest_pass_t *passes;    /* ingest */

@@ -98,6 +98,14 @@ ngx_http_bytemark_ingest_committed(ngx_http_request_t *r,
         ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
         ctx->mysql_used = 1;
         ctx->mysql_time = o->elapsed;
+
+        if (o->result != NGX_HTTP_BYTEMARK_FAILED
+            && o->result != NGX_HTTP_BYTEMARK_TIMED_OUT)
+        {
+            /* writes go to the primary */
+            ctx->mysql_answered = *ngx_http_bytemark_mysql_server_name(bmcf,
+                                                                      0);
+        }
     }
 
     if (o->result != NGX_HTTP_BYTEMARK_FOUND || bmcf->mongo == NULL) {

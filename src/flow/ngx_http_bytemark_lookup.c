@@ -263,7 +263,7 @@ static ngx_int_t
 ngx_http_bytemark_lookup_source(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx)
 {
-    ngx_uint_t                      i, n, slot, tickets;
+    ngx_uint_t                      i, n, tickets;
     ngx_msec_t                      left;
     ngx_http_bytemark_call_t       *call;
     ngx_http_bytemark_loc_conf_t   *blcf;
@@ -279,10 +279,8 @@ ngx_http_bytemark_lookup_source(ngx_http_request_t *r,
     n = bmcf->mysql_servers->nelts;
 
     for (i = ctx->mysql_server; i < n; i++) {
-        slot = NGX_HTTP_BYTEMARK_BREAKER_MYSQL + i;
-
-        if (ngx_http_bytemark_call_gate(bmcf, slot,
-                                        NGX_HTTP_BYTEMARK_GATE_LOOKUP)
+        if (ngx_http_bytemark_mysql_server_usable(bmcf, i,
+                                                  NGX_HTTP_BYTEMARK_GATE_LOOKUP)
             == NGX_OK)
         {
             break;
@@ -349,6 +347,10 @@ ngx_http_bytemark_lookup_source_done(ngx_http_request_t *r,
 
     case NGX_HTTP_BYTEMARK_FOUND:
     case NGX_HTTP_BYTEMARK_NOT_FOUND:
+
+        ctx->mysql_answered = *ngx_http_bytemark_mysql_server_name(call->bmcf,
+                                     call->slot
+                                     - NGX_HTTP_BYTEMARK_BREAKER_MYSQL);
 
         if (ctx->handler == NGX_HTTP_BYTEMARK_PASS) {
             if (o->result == NGX_HTTP_BYTEMARK_NOT_FOUND) {

@@ -245,6 +245,7 @@ ngx_http_bytemark_record_budgets(ngx_http_bytemark_main_conf_t *bmcf,
     switch (conf->handler) {
 
     case NGX_HTTP_BYTEMARK_STATUS:
+    case NGX_HTTP_BYTEMARK_HEALTH:
         return;
 
     case NGX_HTTP_BYTEMARK_INGEST:
@@ -277,6 +278,11 @@ ngx_http_bytemark_check_location(ngx_conf_t *cf,
     if (conf->handler == NGX_HTTP_BYTEMARK_STATUS) {
         /* reads the metrics zone only: no backend, no user id */
         return NGX_CONF_OK;
+    }
+
+    if (conf->handler == NGX_HTTP_BYTEMARK_HEALTH) {
+        /* reads the backends' shared state only: no user id */
+        return ngx_http_bytemark_health_check(cf, bmcf, conf);
     }
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);

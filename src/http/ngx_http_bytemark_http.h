@@ -7,7 +7,8 @@
 /*
  * The HTTP surface, the top layer: the module and its directives (module.c,
  * conf.c), client input (input.c), one thin handler per endpoint
- * (tickets.c, pass.c, ingest.c, purge.c, status.c), $bytemark_* variables
+ * (tickets.c, pass.c, ingest.c, purge.c, status.c, health.c), $bytemark_*
+ * variables
  * (variables.c).
  */
 
@@ -62,6 +63,13 @@ ngx_int_t ngx_http_bytemark_purge_handler(ngx_http_request_t *r);
 char *ngx_http_bytemark_set_status(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_http_bytemark_status_handler(ngx_http_request_t *r);
+
+/* health */
+char *ngx_http_bytemark_set_health(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_bytemark_health_check(ngx_conf_t *cf,
+    ngx_http_bytemark_main_conf_t *bmcf, ngx_http_bytemark_loc_conf_t *conf);
+ngx_int_t ngx_http_bytemark_health_handler(ngx_http_request_t *r);
 
 /* variables */
 ngx_int_t ngx_http_bytemark_add_variables(ngx_conf_t *cf);

@@ -237,6 +237,13 @@ static ngx_command_t  ngx_http_bytemark_commands[] = {
       0,
       NULL },
 
+    { ngx_string("bytemark_health"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_ANY,
+      ngx_http_bytemark_set_health,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 

@@ -6,9 +6,9 @@
 
 /*
  * $bytemark_source, $bytemark_user_id, $bytemark_mongo_time,
- * $bytemark_mysql_time and $bytemark_cache_status, for log_format,
- * add_header and map.  Each is "not found" (logged as "-") when the request
- * did not get that far.
+ * $bytemark_mysql_time, $bytemark_cache_status and $bytemark_mysql_server,
+ * for log_format, add_header and map.  Each is "not found" (logged as "-")
+ * when the request did not get that far.
  */
 
 
@@ -22,6 +22,8 @@ static ngx_int_t ngx_http_bytemark_variable_user_id(ngx_http_request_t *r,
 static ngx_int_t ngx_http_bytemark_variable_time(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_bytemark_variable_cache_status(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_bytemark_variable_mysql_server(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 
 
@@ -49,6 +51,10 @@ static ngx_http_variable_t  ngx_http_bytemark_vars[] = {
 
     { ngx_string("bytemark_cache_status"), NULL,
       ngx_http_bytemark_variable_cache_status, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("bytemark_mysql_server"), NULL,
+      ngx_http_bytemark_variable_mysql_server, 0,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
@@ -189,4 +195,24 @@ ngx_http_bytemark_variable_cache_status(ngx_http_request_t *r,
 
     return ngx_http_bytemark_variable_set(v, ctx->cache_status.data,
                                           ctx->cache_status.len);
+}
+
+
+/* the MySQL server that answered, as written in its bytemark_mysql line */
+
+static ngx_int_t
+ngx_http_bytemark_variable_mysql_server(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_bytemark_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
+
+    if (ctx == NULL || ctx->mysql_answered.len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    return ngx_http_bytemark_variable_set(v, ctx->mysql_answered.data,
+                                          ctx->mysql_answered.len);
 }

@@ -437,6 +437,7 @@ ngx_http_bytemark_mysql_outcome(ngx_http_bytemark_mysql_conn_t *conn,
     if (rc == NGX_OK || rc == NGX_ERROR || rc == NGX_AGAIN) {
         /* the server answered (an SQL error: a replica would say it too) */
         ngx_http_bytemark_breaker_result(call->bmcf, call->slot, 1, 0);
+        ngx_http_bytemark_health_result(call->bmcf, call->slot, 1, NULL);
 
         if (rc == NGX_OK) {
             call->error[0] = '\0';
@@ -454,6 +455,12 @@ ngx_http_bytemark_mysql_outcome(ngx_http_bytemark_mysql_conn_t *conn,
         if (!conn->cancelled) {
             ngx_http_bytemark_breaker_result(call->bmcf, call->slot, 0,
                                              ngx_current_msec - conn->start);
+
+            /* a read whose budget was spent counted then, once */
+            if (!call->stuck && call->request) {
+                ngx_http_bytemark_health_result(call->bmcf, call->slot, 0,
+                                                call->error);
+            }
         }
 
         if (call->answer.error_kind == NGX_HTTP_BYTEMARK_ERR_NONE) {
@@ -502,22 +509,25 @@ ngx_http_bytemark_mysql_pass_object(ngx_http_bytemark_mysql_row_t *row,
 }
 
 
-/* is MySQL server #i to be asked?  Not while its breaker is open */
+/*
+ * is MySQL server #i to be asked?  Not while it is down (max_fails=) or
+ * its breaker is open
+ */
 
 ngx_uint_t
 ngx_http_bytemark_mysql_breaker(ngx_http_bytemark_call_t *call, ngx_uint_t i)
 {
-    if (ngx_http_bytemark_call_gate(call->bmcf,
-                                    NGX_HTTP_BYTEMARK_BREAKER_MYSQL + i,
-                                    NGX_HTTP_BYTEMARK_GATE_PROBE
-                                    | NGX_HTTP_BYTEMARK_GATE_NO_STUCK)
+    if (ngx_http_bytemark_mysql_server_usable(call->bmcf, i,
+                                              NGX_HTTP_BYTEMARK_GATE_PROBE
+                                              | NGX_HTTP_BYTEMARK_GATE_NO_STUCK)
         == NGX_OK)
     {
         return 1;
     }
 
     snprintf(call->error, sizeof(call->error),
-             "circuit breaker open for mysql server #%u", (unsigned) i + 1);
+             "mysql server #%u is down or its circuit breaker open",
+             (unsigned) i + 1);
     call->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_BREAKER_OPEN;
 
     return 0;

@@ -28,5 +28,11 @@ void ngx_http_bytemark_mysql_pass(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_mysql_ingest(ngx_http_bytemark_call_t *call);
 ngx_int_t ngx_http_bytemark_mysql_post(ngx_http_bytemark_call_t *call);
 
+/* which server a call may go to (mysql_server.c) */
+ngx_int_t ngx_http_bytemark_mysql_server_usable(
+    ngx_http_bytemark_main_conf_t *bmcf, ngx_uint_t i, ngx_uint_t policy);
+ngx_str_t *ngx_http_bytemark_mysql_server_name(
+    ngx_http_bytemark_main_conf_t *bmcf, ngx_uint_t i);
+
 
 #endif /* _NGX_HTTP_BYTEMARK_MYSQL_H_INCLUDED_ */

@@ -386,6 +386,13 @@ ngx_http_bytemark_mysql_ingest_done(ngx_http_bytemark_mysql_conn_t *conn,
                                          NGX_HTTP_BYTEMARK_BREAKER_MYSQL,
                                          rc != NGX_DECLINED,
                                          ngx_current_msec - conn->start);
+
+        /* one whose budget was spent counted then, once */
+        if (!call->stuck) {
+            ngx_http_bytemark_health_result(call->bmcf,
+                                            NGX_HTTP_BYTEMARK_BREAKER_MYSQL,
+                                            rc != NGX_DECLINED, call->error);
+        }
     }
 
     if ((rc == NGX_AGAIN || rc == NGX_DECLINED)

@@ -285,6 +285,16 @@ ngx_int_t
 ngx_http_bytemark_send_body(ngx_http_request_t *r, ngx_str_t *type,
     ngx_str_t *body)
 {
+    return ngx_http_bytemark_send_state(r, NGX_HTTP_OK, type, body);
+}
+
+
+/* the same with a status of its own (the health endpoint's 503) */
+
+ngx_int_t
+ngx_http_bytemark_send_state(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *type, ngx_str_t *body)
+{
     ngx_str_t                 no_store;
     ngx_http_complex_value_t  cv;
 
@@ -299,7 +309,7 @@ ngx_http_bytemark_send_body(ngx_http_request_t *r, ngx_str_t *type,
     ngx_memzero(&cv, sizeof(ngx_http_complex_value_t));
     cv.value = *body;
 
-    return ngx_http_send_response(r, NGX_HTTP_OK, type, &cv);
+    return ngx_http_send_response(r, status, type, &cv);
 }
 
 

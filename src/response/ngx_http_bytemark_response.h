@@ -46,6 +46,8 @@ ngx_int_t ngx_http_bytemark_send_cached(ngx_http_request_t *r,
     ngx_str_t *body, ngx_str_t *etag, ngx_str_t *source);
 ngx_int_t ngx_http_bytemark_send_body(ngx_http_request_t *r, ngx_str_t *type,
     ngx_str_t *body);
+ngx_int_t ngx_http_bytemark_send_state(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_str_t *type, ngx_str_t *body);
 
 
 #endif /* _NGX_HTTP_BYTEMARK_RESPONSE_H_INCLUDED_ */

@@ -167,7 +167,7 @@ ngx_http_bytemark_metrics_postconfiguration(ngx_conf_t *cf)
 static const ngx_http_bytemark_call_observer_t  ngx_http_bytemark_observer = {
     ngx_http_bytemark_breaker_allow,
     ngx_http_bytemark_breaker_is_open,
-    ngx_http_bytemark_breaker_result,
+    ngx_http_bytemark_health_observed,      /* the breaker, and health */
     ngx_http_bytemark_metrics_backend_error,
     ngx_http_bytemark_metrics_call_posted,
     ngx_http_bytemark_metrics_call_timed_out,

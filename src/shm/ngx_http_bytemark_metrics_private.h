@@ -17,13 +17,13 @@
 #include "ngx_http_bytemark_shm.h"
 
 
-#define NGX_HTTP_BYTEMARK_METRICS_MAGIC    0x626d6d31    /* "bmm1" */
+#define NGX_HTTP_BYTEMARK_METRICS_MAGIC    0x626d6d32    /* "bmm2" */
 
 /* fixed, so that the zone is reused whatever the new configuration says */
 #define NGX_HTTP_BYTEMARK_METRICS_SIZE     (256 * 1024)
 #define NGX_HTTP_BYTEMARK_METRICS_SLOTS    256
 
-#define NGX_HTTP_BYTEMARK_HANDLERS         6      /* index: handler constant */
+#define NGX_HTTP_BYTEMARK_HANDLERS         7      /* index: handler constant */
 #define NGX_HTTP_BYTEMARK_CODES            600    /* HTTP status 0 .. 599 */
 #define NGX_HTTP_BYTEMARK_SOURCES          4
 #define NGX_HTTP_BYTEMARK_KINDS            4

@@ -32,7 +32,7 @@ static void ngx_http_bytemark_metrics_notes(ngx_http_bytemark_out_t *o,
 
 
 const char  *ngx_http_bytemark_handler_names[NGX_HTTP_BYTEMARK_HANDLERS] = {
-    "", "tickets", "pass", "ingest", "purge", "status"
+    "", "tickets", "pass", "ingest", "purge", "status", "health"
 };
 
 

@@ -7,7 +7,8 @@
 /*
  * The shared-memory layer: what every worker sees at once.  Per-user cache
  * notes, the cleanup lock and the breaker states (shm.c), a circuit breaker
- * per backend (breaker.c), the micro-cache's zones (mc_zone.c), the metrics
+ * per backend (breaker.c) and each MySQL server's passive health in its
+ * breaker's slot (passive.c), the micro-cache's zones (mc_zone.c), the metrics
  * store that implements the core's metrics interface (metrics.c) and its
  * renderings (metrics_render.c, in Prometheus text metrics_prom.c, in JSON
  * metrics_json.c).
@@ -25,6 +26,12 @@ typedef struct {
     ngx_atomic_t                  failures;     /* consecutive */
     ngx_atomic_t                  open_until;   /* ms; 0: closed */
     ngx_atomic_t                  probe_at;     /* ms; 0: no probe out */
+
+    /* a MySQL server's passive health (passive.c), in its breaker's slot */
+    ngx_atomic_t                  fails;        /* in the window */
+    ngx_atomic_t                  window;       /* ms: its first failure */
+    ngx_atomic_t                  down_until;   /* ms; 0: up */
+    ngx_atomic_t                  down_probe;   /* ms; 0: no probe out */
 } ngx_http_bytemark_breaker_t;
 
 
@@ -91,6 +98,20 @@ ngx_int_t ngx_http_bytemark_breaker_closed(
     ngx_http_bytemark_main_conf_t *bmcf, ngx_uint_t backend);
 void ngx_http_bytemark_breaker_result(ngx_http_bytemark_main_conf_t *bmcf,
     ngx_uint_t backend, ngx_uint_t ok, int64_t cost);
+
+/* a MySQL server's passive health (passive.c), by breaker slot */
+#define NGX_HTTP_BYTEMARK_HEALTH_UP     0
+#define NGX_HTTP_BYTEMARK_HEALTH_DOWN   1
+#define NGX_HTTP_BYTEMARK_HEALTH_PROBE  2   /* down, due for a probe */
+
+ngx_uint_t ngx_http_bytemark_health_state(ngx_http_bytemark_main_conf_t *bmcf,
+    ngx_uint_t slot);
+ngx_int_t ngx_http_bytemark_health_allow(ngx_http_bytemark_main_conf_t *bmcf,
+    ngx_uint_t slot, ngx_uint_t claim);
+void ngx_http_bytemark_health_result(ngx_http_bytemark_main_conf_t *bmcf,
+    ngx_uint_t slot, ngx_uint_t ok, const char *cause);
+void ngx_http_bytemark_health_observed(ngx_http_bytemark_main_conf_t *bmcf,
+    ngx_uint_t slot, ngx_uint_t ok, int64_t cost);
 
 /*
  * the micro-cache's zones (mc_zone.c): find, alloc, insert, touch and
