@@ -13,8 +13,9 @@
  * the password's pieces between the characters the driver splits at,
  * becomes "***"; so does any "//user:pass@" left in the text.
  *
- * The URI is the one being parsed at configuration time, or the worker's
- * after init_process; the driver's threads only read it.
+ * The URIs are the one being parsed at configuration time, or the worker's
+ * backends' after init_process (each is added before its pool starts
+ * threads); the driver's threads only read them.
  */
 
 
@@ -44,18 +45,33 @@ static ngx_uint_t ngx_http_bytemark_scrub_match(ngx_http_bytemark_scrub_t *sc,
 static size_t ngx_http_bytemark_scrub_generic(u_char *p, u_char *end);
 
 
-static ngx_str_t  ngx_http_bytemark_mongo_secret_uri;
+/* the backends' URIs: more than this many share the generic scrub only */
+#define NGX_HTTP_BYTEMARK_SCRUB_URIS   16
+
+static ngx_str_t   ngx_http_bytemark_mongo_secret_uri[NGX_HTTP_BYTEMARK_SCRUB_URIS];
+static ngx_uint_t  ngx_http_bytemark_mongo_secret_uris;
 
 
 void
 ngx_http_bytemark_mongo_secrets(ngx_str_t *uri)
 {
+    ngx_uint_t  n;
+
     if (uri == NULL) {
-        ngx_str_null(&ngx_http_bytemark_mongo_secret_uri);
+        ngx_http_bytemark_mongo_secret_uris = 0;
         return;
     }
 
-    ngx_http_bytemark_mongo_secret_uri = *uri;
+    n = ngx_http_bytemark_mongo_secret_uris;
+
+    if (n == NGX_HTTP_BYTEMARK_SCRUB_URIS) {
+        return;
+    }
+
+    /* the URI first, then the count the threads read */
+    ngx_http_bytemark_mongo_secret_uri[n] = *uri;
+    ngx_memory_barrier();
+    ngx_http_bytemark_mongo_secret_uris = n + 1;
 }
 
 
@@ -73,7 +89,12 @@ ngx_http_bytemark_mongo_scrub(char *buf, size_t size)
     sc.decoded = decoded;
     sc.last = decoded + sizeof(decoded);
 
-    ngx_http_bytemark_scrub_userinfo(&sc, &ngx_http_bytemark_mongo_secret_uri);
+    n = ngx_http_bytemark_mongo_secret_uris;
+
+    for (i = 0; i < n; i++) {
+        ngx_http_bytemark_scrub_userinfo(&sc,
+                                         &ngx_http_bytemark_mongo_secret_uri[i]);
+    }
 
     len = ngx_strlen(buf);
     p = (u_char *) buf;
