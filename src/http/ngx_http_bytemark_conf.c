@@ -215,7 +215,8 @@ ngx_http_bytemark_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               NGX_CONF_UNSET_MSEC);
     ngx_conf_merge_msec_value(conf->mysql_timeout, prev->mysql_timeout,
                               NGX_CONF_UNSET_MSEC);
-    ngx_conf_merge_str_value(conf->backend_name, prev->backend_name, "");
+    ngx_conf_merge_str_value(conf->backend_name, prev->backend_name,
+                             "default");
     ngx_conf_merge_msec_value(conf->cache_ttl, prev->cache_ttl, 0);
     ngx_conf_merge_value(conf->cache_fill, prev->cache_fill, 1);
     ngx_conf_merge_value(conf->use_stale, prev->use_stale, 1);

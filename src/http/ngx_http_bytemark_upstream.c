@@ -345,8 +345,8 @@ ngx_http_bytemark_upstream_inherit(ngx_http_bytemark_main_conf_t *b,
 
 
 /*
- * bytemark_backend, at merge: the backend by name; "default" or none is
- * the http-level one.  Blocks may come after the locations that use them,
+ * bytemark_backend, at merge: the backend by name; "default" (also when
+ * none is given) is the http-level one.  Blocks may come after the locations that use them,
  * so the name is looked up only now.
  */
 
@@ -357,10 +357,9 @@ ngx_http_bytemark_find_backend(ngx_conf_t *cf, ngx_str_t *name)
 
     http = ngx_http_conf_get_module_main_conf(cf, ngx_http_bytemark_module);
 
-    if (name->len == 0
-        || (name->len == ngx_http_bytemark_default_name.len
-            && ngx_strncmp(name->data, ngx_http_bytemark_default_name.data,
-                           name->len) == 0))
+    if (name->len == ngx_http_bytemark_default_name.len
+        && ngx_strncmp(name->data, ngx_http_bytemark_default_name.data,
+                       name->len) == 0)
     {
         return http;
     }
