@@ -36,7 +36,7 @@ my $blocks = "
         bytemark_mongo_uri $A_URI;
         bytemark_mongo_collection $COLL;
         bytemark_mysql $A_MYSQL;
-        bytemark_breaker failures=2 open=60s;
+        bytemark_breaker failures=2 open=1s;
     }
 
     bytemark_upstream tenant_b {
@@ -143,6 +143,8 @@ is_deeply [src($r), statuses($a, $r)], ['mongo', 'a-cached'], 'tenant A still an
 $r = $b->get('/t?user_id=7');
 is_deeply [src($r), statuses($b, $r)], ['mysql', 'b-db'], 'tenant B answers from its MySQL';
 ok wait_until(sub { $b->mongo_count({ user_id => 7 }) }), "tenant B's fill went to tenant B's MongoDB";
+$r = $b->get('/mc?user_id=7');
+is statuses($b, $r), 'b-db', "the purge dropped tenant B's micro-cached answer too";
 
 # --- a budget set in the block: B's MongoDB stopped
 
@@ -161,6 +163,36 @@ cmp_ok $slow, '>=', 1.4, "the block's bytemark_mongo_timeout 1500ms is the locat
 cmp_ok $slow, '<', 5, '... and no more';
 is_deeply [$r2->{status}, src($r2)], [200, 'mysql'], 'a location with its own budget: MySQL answers';
 cmp_ok $fast, '<', 1.0, "the location's own bytemark_mongo_timeout 100ms wins (${fast}s)";
+
+# --- tenant A's MongoDB stopped: A's breaker opens, B's cache still answers
+
+$a->pause_mongo;
+for my $i (1 .. 3) {
+    $r = $a->get('/t?user_id=7');
+    is_deeply [$r->{status}, src($r), statuses($a, $r)], [200, 'mysql', 'a-db'],
+        "tenant A, its MongoDB stopped: its MySQL answers ($i)";
+}
+like $a->error_log, qr/circuit breaker for mongo of bytemark_upstream "tenant_a" opened/,
+    "tenant A's MongoDB breaker opened, and the log names the backend";
+$r = $b->get('/t?user_id=7');
+is_deeply [$r->{status}, src($r)], [200, 'mongo'], "tenant B's MongoDB still answers: its breaker is its own";
+
+# an ingest whose cache update fails: the note is tenant A's alone
+$r = $a->http('POST', '/ingest?user_id=7', { 'Content-Type' => 'application/json' },
+              { pass_uuid => uuid(6), status => 'a-written' });
+is $r->{status}, 200, 'ingest through tenant A, its MongoDB stopped: 200';
+$r = $b->get('/t?user_id=7');
+is_deeply [src($r), statuses($b, $r)], ['mongo', 'b-db'],
+    "tenant A's note does not keep tenant B's entry of the same user from lookups";
+$a->resume_mongo;
+$r = $a->get('/t?user_id=7');
+is_deeply [$r->{status}, statuses($a, $r)], [200, 'a-db,a-written'],
+    "tenant A's own lookups skip its stale entry: the acknowledged pass is there";
+ok wait_until(sub {
+        my $x = $a->get('/t?user_id=7');
+        src($x) eq 'mongo' && statuses($a, $x) eq 'a-db,a-written';
+    }, 15),
+    "tenant A's breaker closes and its cache answers again, with the new pass";
 
 # --- tenant A's MariaDB down: A fails, B keeps answering
 
