@@ -248,7 +248,13 @@ for my $c (@bad) {
     my ($rc, $out) = $a->nginx_test($c->[0]);
     ok $rc != 0 && $out =~ $c->[1], "nginx -t refuses $c->[2]" or diag $out;
 }
-my ($rc, $out) = $a->nginx_test("bytemark_upstream u { bytemark_mysql $B_MYSQL; bytemark_mysql_timeout 2s; "
+open my $inc, '>', $a->dir . '/tenant_u.conf' or die $!;
+print $inc "bytemark_mysql $B_MYSQL;\nbytemark_mysql_table bytemark_pass;\n";
+close $inc;
+my ($rc, $out) = $a->nginx_test("bytemark_upstream u { include " . $a->dir . "/tenant_u.conf; }\n"
+                                . srv('bytemark_backend u; bytemark_ingest;'));
+is $rc, 0, 'nginx -t takes a block that includes its directives from a file' or diag $out;
+($rc, $out) = $a->nginx_test("bytemark_upstream u { bytemark_mysql $B_MYSQL; bytemark_mysql_timeout 2s; "
                                 . "bytemark_cache_cleanup off; bytemark_stuck_calls 3; }\n"
                                 . srv('bytemark_backend u; bytemark_tickets;'));
 is $rc, 0, 'nginx -t takes a block with budgets and tuning' or diag $out;

@@ -174,6 +174,14 @@ ngx_http_bytemark_upstream_directive(ngx_conf_t *cf, ngx_command_t *dummy,
 
     value = cf->args->elts;
 
+    /* a block's directives may be kept in a file of their own */
+    if (cf->args->nelts == 2
+        && value[0].len == sizeof("include") - 1
+        && ngx_strncmp(value[0].data, "include", value[0].len) == 0)
+    {
+        return ngx_conf_include(cf, NULL, NULL);
+    }
+
     cmd = ngx_http_bytemark_upstream_command(&value[0]);
 
     if (cmd == NULL) {
