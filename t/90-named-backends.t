@@ -273,10 +273,24 @@ my $server_c = '
     bytemark_upstream tenant_c {
         bytemark_mongo_uri $A_URI;
         bytemark_mongo_collection cache.tenant_c;
+        bytemark_cache_cleanup interval=1s max_age=1h;
     }
 
     $1/;
+# old entries in tenant C's collection and in tenant A's (same MongoDB)
+my $old = Bytemark::Data::now_ms() - 2 * 3600 * 1000;
+$a->mongo_insert([cache_entry(51, ts => $old)]);
+{
+    local $a->{mongo_coll_name} = 'tenant_c';
+    $a->mongo_insert([cache_entry(50, ts => $old)]);
+}
 $a->reload_nginx($blocks_c . $server_c . $server_b);
+{
+    local $a->{mongo_coll_name} = 'tenant_c';
+    ok wait_until(sub { $a->mongo_count({ user_id => 50 }) == 0 }, 15),
+        "tenant C's bytemark_cache_cleanup swept its own collection";
+}
+is $a->mongo_count({ user_id => 51 }), 1, "and not tenant A's, on the same MongoDB";
 $r = $a->get('/c?user_id=7');
 is_deeply [$r->{status}, src($r), statuses($a, $r)], [200, 'mongo', ''],
     'reload, backend added: tenant C (MongoDB only, another collection) answers';
