@@ -308,7 +308,7 @@ char *
 ngx_http_bytemark_init_upstreams(ngx_conf_t *cf,
     ngx_http_bytemark_main_conf_t *http)
 {
-    ngx_uint_t                       i;
+    ngx_uint_t                       i, mongo;
     ngx_http_bytemark_main_conf_t  **named;
 
     if (http->backends == NULL) {
@@ -316,8 +316,21 @@ ngx_http_bytemark_init_upstreams(ngx_conf_t *cf,
     }
 
     named = http->backends->elts;
+    mongo = (http->mongo_uri.len != 0);
 
     for (i = 0; i < http->backends->nelts; i++) {
+        mongo += (named[i]->mongo_uri.len != 0);
+
+        /* each URI's credentials are scrubbed from the driver's messages */
+        if (mongo > NGX_HTTP_BYTEMARK_MONGO_BACKENDS) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "more than %d backends with "
+                               "\"bytemark_mongo_uri\" (bytemark_upstream "
+                               "\"%V\")", NGX_HTTP_BYTEMARK_MONGO_BACKENDS,
+                               &named[i]->name);
+            return NGX_CONF_ERROR;
+        }
+
         ngx_http_bytemark_upstream_inherit(named[i], http);
 
         if (ngx_http_bytemark_init_backend_conf(cf, named[i]) != NGX_CONF_OK) {

@@ -43,12 +43,13 @@ static void ngx_http_bytemark_scrub_userinfo(ngx_http_bytemark_scrub_t *sc,
 static ngx_uint_t ngx_http_bytemark_scrub_match(ngx_http_bytemark_scrub_t *sc,
     u_char *p, u_char *end, size_t *n);
 static size_t ngx_http_bytemark_scrub_generic(u_char *p, u_char *end);
+static void ngx_http_bytemark_scrub_uri(char *buf, size_t size,
+    ngx_str_t *uri);
 
 
-/* the backends' URIs: more than this many share the generic scrub only */
-#define NGX_HTTP_BYTEMARK_SCRUB_URIS   16
-
-static ngx_str_t   ngx_http_bytemark_mongo_secret_uri[NGX_HTTP_BYTEMARK_SCRUB_URIS];
+/* the backends' URIs (at most NGX_HTTP_BYTEMARK_MONGO_BACKENDS) */
+static ngx_str_t   ngx_http_bytemark_mongo_secret_uri[
+                                           NGX_HTTP_BYTEMARK_MONGO_BACKENDS];
 static ngx_uint_t  ngx_http_bytemark_mongo_secret_uris;
 
 
@@ -64,7 +65,8 @@ ngx_http_bytemark_mongo_secrets(ngx_str_t *uri)
 
     n = ngx_http_bytemark_mongo_secret_uris;
 
-    if (n == NGX_HTTP_BYTEMARK_SCRUB_URIS) {
+    if (n == NGX_HTTP_BYTEMARK_MONGO_BACKENDS) {
+        /* refused at configuration time (ngx_http_bytemark_upstream.c) */
         return;
     }
 
@@ -75,8 +77,29 @@ ngx_http_bytemark_mongo_secrets(ngx_str_t *uri)
 }
 
 
+/* each backend's URI in a pass of its own: a pass holds so many secrets */
+
 void
 ngx_http_bytemark_mongo_scrub(char *buf, size_t size)
+{
+    ngx_uint_t  i, n;
+
+    n = ngx_http_bytemark_mongo_secret_uris;
+
+    if (n == 0) {
+        ngx_http_bytemark_scrub_uri(buf, size, NULL);
+        return;
+    }
+
+    for (i = 0; i < n; i++) {
+        ngx_http_bytemark_scrub_uri(buf, size,
+                                    &ngx_http_bytemark_mongo_secret_uri[i]);
+    }
+}
+
+
+static void
+ngx_http_bytemark_scrub_uri(char *buf, size_t size, ngx_str_t *uri)
 {
     u_char                     *p, *end, *o, *oend;
     char                       *text;
@@ -89,11 +112,8 @@ ngx_http_bytemark_mongo_scrub(char *buf, size_t size)
     sc.decoded = decoded;
     sc.last = decoded + sizeof(decoded);
 
-    n = ngx_http_bytemark_mongo_secret_uris;
-
-    for (i = 0; i < n; i++) {
-        ngx_http_bytemark_scrub_userinfo(&sc,
-                                         &ngx_http_bytemark_mongo_secret_uri[i]);
+    if (uri) {
+        ngx_http_bytemark_scrub_userinfo(&sc, uri);
     }
 
     len = ngx_strlen(buf);
