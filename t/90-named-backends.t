@@ -306,6 +306,20 @@ $r = $b->get('/default?user_id=7');
 is_deeply [$r->{status}, src($r), backend($r)], [200, 'mysql', 'default'], '... and the default backend';
 $r = $b->get('/t?user_id=7');
 is $r->{status}, 404, "tenant B's locations are gone";
+# named backends only: no http-level one
+$a->reload_nginx("bytemark_upstream only_a { bytemark_mysql $A_MYSQL; }\n" . '
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        location = /t { bytemark_backend only_a; bytemark_user_id $arg_user_id; bytemark_tickets; }
+        location = /status { bytemark_status; }
+    }');
+$r = $a->get('/t?user_id=7');
+is_deeply [$r->{status}, src($r), statuses($a, $r)], [200, 'mysql', 'a-db,a-written'],
+    'named backends only, no http-level one: the location answers';
+$r = $a->get('/status');
+is_deeply [$r->{status}, ($a->json($r)->{bytemark_requests_total}{tickets}{200} // 0) > 0 ? 1 : 0], [200, 1],
+    '... and the status page answers (the metrics zone exists without an http-level backend)';
+
 unlike $a->error_log, qr/\[(alert|emerg)\]|exited on signal|leak/, 'no alert, crash or leak in the error log';
 
 done_testing;
