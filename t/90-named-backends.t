@@ -25,10 +25,12 @@ my $B_MYSQL = $b->mysql_directive;
 my $COLL    = $a->mongo_db . '.' . $a->mongo_coll;
 
 # Tenant A: block form, its server uses it for every location. Tenant B:
-# its block sets the budget of its locations; one location sets its own.
+# its block sets the budget of its locations (over the http level's); one
+# location sets its own.
 # The unnamed default backend (http level) is B's MariaDB alone.
 my $blocks = "
     bytemark_mysql $B_MYSQL;
+    bytemark_mongo_timeout 250ms;
 
     bytemark_microcache zone=mc:1m ttl=30s;
 
@@ -159,7 +161,8 @@ my $fast = time - $t0;
 $b->resume_mongo;
 is_deeply [$r->{status}, src($r), statuses($b, $r)], [200, 'mysql', 'b-nine'],
     'B with its MongoDB stopped: MySQL answers';
-cmp_ok $slow, '>=', 1.4, "the block's bytemark_mongo_timeout 1500ms is the location's budget (${slow}s)";
+cmp_ok $slow, '>=', 1.4,
+    "the block's bytemark_mongo_timeout 1500ms is the location's budget, not the http level's 250ms (${slow}s)";
 cmp_ok $slow, '<', 5, '... and no more';
 is_deeply [$r2->{status}, src($r2)], [200, 'mysql'], 'a location with its own budget: MySQL answers';
 cmp_ok $fast, '<', 1.0, "the location's own bytemark_mongo_timeout 100ms wins (${fast}s)";

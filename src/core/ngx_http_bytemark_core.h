@@ -187,7 +187,7 @@ struct ngx_http_bytemark_main_conf_s {
     /* per worker: the MongoDB driver's per-operation limit, ms */
     ngx_msec_t                    mongo_limit;
 
-    /* in a bytemark_upstream block: its locations' default budgets */
+    /* its locations' default budgets: the block's, else the http level's */
     ngx_msec_t                    mongo_timeout;
     ngx_msec_t                    mysql_timeout;
 

@@ -65,6 +65,21 @@ ngx_http_bytemark_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_bytemark_main_conf_t *bmcf = conf;
 
+    ngx_http_bytemark_loc_conf_t  *hlcf;
+
+    /*
+     * The budgets written at the http level are the default backend's, and
+     * those of the blocks that set none: a block's own beats them, as a
+     * server's or a location's beats it.  They leave the merge chain here,
+     * before the servers are merged, and come back at the end of it.
+     */
+    hlcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_bytemark_module);
+
+    bmcf->mongo_timeout = hlcf->mongo_timeout;
+    bmcf->mysql_timeout = hlcf->mysql_timeout;
+    hlcf->mongo_timeout = NGX_CONF_UNSET_MSEC;
+    hlcf->mysql_timeout = NGX_CONF_UNSET_MSEC;
+
     if (ngx_http_bytemark_init_backend_conf(cf, bmcf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
@@ -208,8 +223,9 @@ ngx_http_bytemark_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_bytemark_main_conf_t  *bmcf;
 
     /*
-     * The budgets stay unset where nobody wrote one (location, server,
-     * http{}): the backend's block may give them (below).
+     * The budgets stay unset where neither the location nor its server
+     * wrote one: the backend's block, else the http level, gives them
+     * (below; ngx_http_bytemark_init_main_conf()).
      */
     ngx_conf_merge_msec_value(conf->mongo_timeout, prev->mongo_timeout,
                               NGX_CONF_UNSET_MSEC);

@@ -21,8 +21,9 @@
  * that use the backend and set none of their own.
  *
  * What the http level tunes (thread pool, breaker, stuck calls, batch
- * sizes, notes zone size) is inherited by the blocks that do not set it;
- * what a backend is (URI, collection, servers, table, cleanup) is not.
+ * sizes, notes zone size, budgets) is inherited by the blocks that do not
+ * set it; what a backend is (URI, collection, servers, table, cleanup) is
+ * not.
  */
 
 
@@ -358,6 +359,15 @@ ngx_http_bytemark_upstream_inherit(ngx_http_bytemark_main_conf_t *b,
 
     if (b->notes_size == NGX_CONF_UNSET_SIZE) {
         b->notes_size = http->notes_size;
+    }
+
+    /* the http level's budgets, unless the block has its own */
+    if (b->mongo_timeout == NGX_CONF_UNSET_MSEC) {
+        b->mongo_timeout = http->mongo_timeout;
+    }
+
+    if (b->mysql_timeout == NGX_CONF_UNSET_MSEC) {
+        b->mysql_timeout = http->mysql_timeout;
     }
 
     /* one set of micro-cache zones: ingest and purge drop from all */
