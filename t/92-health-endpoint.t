@@ -38,7 +38,7 @@ my $JSON = JSON::PP->new->utf8->canonical;
     ($rc, $out) = $c->nginx_test("$mysql\n" . $srv->('bytemark_health default;'));
     is $rc, 0, 'bytemark_health default; accepted' or diag $out;
     ($rc, $out) = $c->nginx_test("$mysql\n" . $srv->('bytemark_health default tenant_a;'));
-    ok $rc != 0 && $out =~ /"bytemark_health" in location "\/h": unknown backend "tenant_a"/,
+    ok $rc != 0 && $out =~ /no "bytemark_upstream tenant_a" is defined/,
         'an unknown backend name is refused' or diag $out;
     ($rc, $out) = $c->nginx_test($srv->('bytemark_health;'));
     ok $rc != 0 && $out =~ /"bytemark_health" in location "\/h" needs "bytemark_mongo_uri" or "bytemark_mysql"/,
@@ -64,11 +64,16 @@ $t->start_nginx(<<"EOF", workers => 2);
     bytemark_mysql host=127.0.0.1 port=${\ $replica->mysql_port} $cred max_fails=1 fail_timeout=4s;
     bytemark_breaker failures=2 open=60s;
     bytemark_mongo_timeout 300ms;
+    bytemark_upstream other {
+        bytemark_mysql $P $cred;
+    }
     server {
         listen 127.0.0.1:%%PORT%%;
         location = /t { bytemark_user_id \$arg_user_id; bytemark_tickets; bytemark_cache_fill off; }
         location = /health { bytemark_health; }
         location = /health/default { bytemark_health default; }
+        location = /health/both { bytemark_health default other; }
+        location = /health/other { bytemark_backend other; bytemark_health; }
         location = /status { bytemark_status; }
     }
 EOF
@@ -99,6 +104,13 @@ is_deeply $j, { status => 'ok', backends => { default => {
     'every server up, named as written (addr:port, host:port)' or diag $r->{body};
 ($r, my $j2) = health('/health/default');
 is_deeply $j2, $j, 'bytemark_health default; is the same backend';
+($r, $j2) = health('/health/other');
+is_deeply $j2, { status => 'ok', backends => { other => { mysql => [
+                   { server => $P, role => 'primary', state => 'up' } ] } } },
+    'bytemark_backend other; bytemark_health;: the location\'s backend' or diag $r->{body};
+($r, $j2) = health('/health/both');
+is_deeply [sort keys %{ $j2->{backends} }], ['default', 'other'], 'bytemark_health default other;: both'
+    or diag $r->{body};
 
 # no database round trip per probe: the servers see no query from it
 my $q0 = mysql_status($t, 'Questions');
@@ -129,8 +141,15 @@ $r = http_raw($port, '/t?user_id=2');
 is $r->{status}, 503, 'both MySQL servers down: the read is 503';
 ($r, $j) = health();
 is $r->{status}, 503, 'no MySQL server can serve: 503';
-is $j->{status}, 'unavailable', 'status "unavailable"';
-is states($j), "mongo=up $P/primary=down $R/replica=down", 'both MySQL servers "down"';
+is_deeply [sort keys %$j], ['error', 'message'], 'the 503 body is an error body: error and message only';
+is $j->{error}, 'unavailable', 'error "unavailable"';
+is $j->{message}, 'not every backend can serve: default: mongo up, mysql primary down, replica 1 down',
+    'the message gives each server\'s state, by role, no address';
+unlike $r->{body}, qr/127\.0\.0\.1|\Q$P\E/, 'no address in the error body';
+is +(health('/health/other'))[0]{status}, 200, 'the other backend (its own state, no read failed there): 200';
+($r, $j) = health('/health/both');
+is $r->{status}, 503, 'both backends asked: 503';
+like $j->{message}, qr/replica 1 down; other: mysql primary up$/, 'the message names each backend';
 
 ok wait_until(sub { (health())[0]{status} == 200 }, 10), 'after fail_timeout: 200 again';
 ok time - $t_down >= 4 - 0.5, sprintf('not before fail_timeout (%.1f s)', time - $t_down);
@@ -141,7 +160,7 @@ ok wait_until(sub { states((health())[1]) eq "mongo=up $P/primary=probing $R/rep
 $r = http_raw($port, '/t?user_id=5');
 is $r->{status}, 503, 'a read probes both servers, still dead: 503';
 ($r, $j) = health();
-is states($j), "mongo=up $P/primary=down $R/replica=down", 'both "down" again after the failed probes';
+like $j->{message}, qr/mysql primary down, replica 1 down$/, 'both "down" again after the failed probes';
 my $log = $t->error_log;
 is scalar(() = $log =~ /mysql server \Q$P\E is down after 1 failures in 4s/g), 1, 'the primary\'s "down" said once';
 is scalar(() = $log =~ /mysql server \Q$R\E is down after 1 failures in 4s/g), 1, 'the replica\'s "down" said once';
@@ -158,7 +177,8 @@ freeze($t, 'mongo');
 http_raw($port, '/t?user_id=4') for 1 .. 3;
 ($r, $j) = health();
 is $r->{status}, 503, 'MongoDB frozen and its breaker open: 503';
-is states($j), "mongo=down $P/primary=up $R/replica=probing", 'mongo "down"';
+is $j->{message}, 'not every backend can serve: default: mongo down, mysql primary up, replica 1 probing',
+    'mongo "down"';
 $t->resume_mongo;
 
 # --- metrics ------------------------------------------------------------------------------------

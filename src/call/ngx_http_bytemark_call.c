@@ -93,8 +93,10 @@ ngx_http_bytemark_call_create(ngx_http_request_t *r,
                  : NGX_HTTP_BYTEMARK_BREAKER_MONGO;
     call->timeout = timeout;
     call->log = r ? r->connection->log : ngx_cycle->log;
-    call->bmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
-                                                     ngx_http_bytemark_module);
+    /* a request's backend is its location's; callers without one set it */
+    call->bmcf = r ? ngx_http_bytemark_get_backend(r)
+                   : ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                                   ngx_http_bytemark_module);
 
     return call;
 }

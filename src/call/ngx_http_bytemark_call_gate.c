@@ -20,10 +20,6 @@
 /* per worker: the breakers and metrics (ngx_http_bytemark_call_observe) */
 const ngx_http_bytemark_call_observer_t  *ngx_http_bytemark_call_obs;
 
-/* per worker: abandoned calls still running, by breaker slot */
-static ngx_uint_t  ngx_http_bytemark_stuck[NGX_HTTP_BYTEMARK_BREAKERS];
-
-
 static ngx_http_bytemark_backend_e ngx_http_bytemark_call_backend(
     ngx_uint_t slot);
 
@@ -35,11 +31,11 @@ ngx_http_bytemark_call_stuck(ngx_http_bytemark_call_t *call)
 {
     if (!call->stuck) {
         call->stuck = 1;
-        ngx_http_bytemark_stuck[call->slot]++;
+        call->bmcf->stuck[call->slot]++;
 
         ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                        "bytemark: call %p \"%s\" stuck, %ui on its server",
-                       call, call->name, ngx_http_bytemark_stuck[call->slot]);
+                       call, call->name, call->bmcf->stuck[call->slot]);
     }
 }
 
@@ -49,12 +45,12 @@ ngx_http_bytemark_call_stuck(ngx_http_bytemark_call_t *call)
 void
 ngx_http_bytemark_call_unstuck(ngx_http_bytemark_call_t *call)
 {
-    ngx_http_bytemark_stuck[call->slot]--;
+    call->bmcf->stuck[call->slot]--;
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "bytemark: call %p \"%s\" returned, %ui stuck on its "
                    "server", call, call->name,
-                   ngx_http_bytemark_stuck[call->slot]);
+                   call->bmcf->stuck[call->slot]);
 }
 
 
@@ -84,7 +80,7 @@ ngx_http_bytemark_call_gate(ngx_http_bytemark_main_conf_t *bmcf,
     rc = NGX_OK;
 
     if (!(policy & NGX_HTTP_BYTEMARK_GATE_NO_STUCK)
-        && ngx_http_bytemark_stuck[slot] >= bmcf->stuck_calls)
+        && bmcf->stuck[slot] >= bmcf->stuck_calls)
     {
         rc = NGX_BUSY;
 
@@ -119,7 +115,7 @@ ngx_http_bytemark_call_gate(ngx_http_bytemark_main_conf_t *bmcf,
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "bytemark: call gate of breaker slot %ui: %i "
-                   "(%ui stuck)", slot, rc, ngx_http_bytemark_stuck[slot]);
+                   "(%ui stuck)", slot, rc, bmcf->stuck[slot]);
 
     return rc;
 }

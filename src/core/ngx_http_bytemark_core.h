@@ -141,7 +141,16 @@ typedef struct {
 } ngx_http_bytemark_mysql_server_t;
 
 
-typedef struct {
+typedef struct ngx_http_bytemark_main_conf_s  ngx_http_bytemark_main_conf_t;
+
+/*
+ * A backend: the http-level one (unnamed: "default"), and one more for each
+ * "bytemark_upstream <name> { }" block, made by the same create function.
+ */
+struct ngx_http_bytemark_main_conf_s {
+    ngx_str_t                     name;        /* empty: the default one */
+    ngx_array_t                  *backends;    /* http level: named ones */
+
     ngx_str_t                     mongo_uri;
     ngx_str_t                     mongo_db;
     ngx_str_t                     mongo_coll;
@@ -184,10 +193,19 @@ typedef struct {
     /* per worker: the MongoDB driver's per-operation limit, ms */
     ngx_msec_t                    mongo_limit;
 
+    /* its locations' default budgets: the block's, else the http level's */
+    ngx_msec_t                    mongo_timeout;
+    ngx_msec_t                    mysql_timeout;
+
+    /* per worker: abandoned calls still running, by breaker slot */
+    ngx_uint_t                    stuck[NGX_HTTP_BYTEMARK_BREAKERS];
+    /* per worker: the walk over the notes (flow/notes.c) */
+    void                         *notes_walk;
+
     ngx_shm_zone_t               *shm_zone;
     ngx_shm_zone_t               *metrics_zone;
     ngx_array_t                  *microcaches;   /* of ngx_shm_zone_t * */
-} ngx_http_bytemark_main_conf_t;
+};
 
 
 typedef struct {
@@ -206,9 +224,20 @@ typedef struct {
     ngx_http_complex_value_t     *user_id;
     ngx_http_complex_value_t     *pass_uuid;
 
-    /* bytemark_health: the backends' names (ngx_str_t), NULL: default */
+    /* bytemark_health: the backends' names (ngx_str_t), NULL: the
+     * location's; then the backends (ngx_http_bytemark_main_conf_t *) */
     ngx_array_t                  *health_backends;
+    ngx_array_t                  *health_confs;
+    /* bytemark_backend: the backend of the location's handler */
+    ngx_str_t                     backend_name;
+    ngx_http_bytemark_main_conf_t *backend;
 } ngx_http_bytemark_loc_conf_t;
+
+
+/* the backend a request's location uses */
+#define ngx_http_bytemark_get_backend(r)                                      \
+    ((ngx_http_bytemark_loc_conf_t *)                                         \
+        ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module))->backend
 
 
 /* parsed query arguments of the tickets handler */

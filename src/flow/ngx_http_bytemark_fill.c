@@ -33,7 +33,7 @@ ngx_http_bytemark_fill(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx,
     ngx_http_bytemark_loc_conf_t   *blcf;
     ngx_http_bytemark_main_conf_t  *bmcf;
 
-    bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
+    bmcf = ngx_http_bytemark_get_backend(r);
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
 
     /*
@@ -57,6 +57,7 @@ ngx_http_bytemark_fill(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx,
         return;
     }
 
+    call->bmcf = bmcf;
     call->user_id = ctx->user_id;
     call->fill_timestamp = a->timestamp;
     /* the rendered arrays move to the call */
@@ -78,7 +79,7 @@ ngx_http_bytemark_repair(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx)
     ngx_http_bytemark_main_conf_t  *bmcf;
 
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
-    bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
+    bmcf = ngx_http_bytemark_get_backend(r);
 
     if (ngx_http_bytemark_call_gate(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO,
                                     NGX_HTTP_BYTEMARK_GATE_STUCK)
@@ -97,6 +98,7 @@ ngx_http_bytemark_repair(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx)
         return;
     }
 
+    call->bmcf = bmcf;
     call->user_id = ctx->user_id;
     call->fill_timestamp = ctx->note_stamp;
     call->always_done = 1;

@@ -58,7 +58,7 @@ ngx_http_bytemark_lookup_start(ngx_http_request_t *r,
     ngx_int_t                       rc;
     ngx_http_bytemark_main_conf_t  *bmcf;
 
-    bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
+    bmcf = ngx_http_bytemark_get_backend(r);
 
     if (bmcf->mongo && bmcf->mysql
         && ngx_http_bytemark_note_get(bmcf, ctx->user_id, &ctx->note_stamp))
@@ -86,7 +86,7 @@ ngx_http_bytemark_lookup_cache(ngx_http_request_t *r,
     ngx_http_bytemark_main_conf_t  *bmcf;
 
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
-    bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
+    bmcf = ngx_http_bytemark_get_backend(r);
 
     if (ngx_http_bytemark_call_gate(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO,
                                     NGX_HTTP_BYTEMARK_GATE_LOOKUP)
@@ -198,7 +198,7 @@ ngx_http_bytemark_lookup_miss(ngx_http_request_t *r,
     ngx_http_bytemark_main_conf_t  *bmcf;
     ngx_http_bytemark_loc_conf_t   *blcf;
 
-    bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
+    bmcf = ngx_http_bytemark_get_backend(r);
 
     if (bmcf->mysql) {
         return ngx_http_bytemark_lookup_source(r, ctx);
@@ -270,7 +270,7 @@ ngx_http_bytemark_lookup_source(ngx_http_request_t *r,
     ngx_http_bytemark_main_conf_t  *bmcf;
 
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
-    bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
+    bmcf = ngx_http_bytemark_get_backend(r);
 
     if (ctx->mysql_deadline == 0) {
         ctx->mysql_deadline = ngx_current_msec + blcf->mysql_timeout;

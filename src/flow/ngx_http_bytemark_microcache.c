@@ -11,9 +11,9 @@
  * rbtree, the LRU and its evictions); which answers are served, kept and
  * refreshed, and by whom, is decided here.
  *
- * The key is the handler, the user and the arguments that shape the answer
- * (status and version filters, or the pass uuid), so unrelated query
- * arguments cannot bust it.
+ * The key is the backend, the handler, the user and the arguments that
+ * shape the answer (status and version filters, or the pass uuid), so
+ * unrelated query arguments cannot bust it.
  *
  * No stampede: the first request that misses marks the key as updating and
  * asks the backends; meanwhile others poll the zone every few milliseconds
@@ -491,22 +491,27 @@ ngx_http_bytemark_microcache_invalidate(ngx_http_bytemark_main_conf_t *bmcf,
 }
 
 
-/* handler, user and the arguments that shape the answer */
+/*
+ * handler, user and the arguments that shape the answer; and the backend
+ * but for the default one: two tenants' users of the same id are two users
+ */
 
 static ngx_int_t
 ngx_http_bytemark_mc_key(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx)
 {
     u_char     *p;
     size_t      len;
-    ngx_str_t   status;
+    ngx_str_t   status, *backend;
 
     ngx_str_null(&status);
+    backend = &ngx_http_bytemark_get_backend(r)->name;
 
     if (ctx->handler == NGX_HTTP_BYTEMARK_TICKETS) {
         (void) ngx_http_arg(r, (u_char *) "status", 6, &status);
     }
 
-    len = 2 + NGX_INT64_LEN + 4 + NGX_HTTP_BYTEMARK_UUID_LEN + status.len;
+    len = 2 + NGX_INT64_LEN + 4 + NGX_HTTP_BYTEMARK_UUID_LEN + status.len
+          + backend->len + 1;
 
     if (len > 0xffff) {
         return NGX_ERROR;
@@ -518,6 +523,10 @@ ngx_http_bytemark_mc_key(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx)
     }
 
     ctx->mc_key.data = p;
+
+    if (backend->len) {
+        p = ngx_sprintf(p, "%V/", backend);
+    }
 
     if (ctx->handler == NGX_HTTP_BYTEMARK_TICKETS) {
         p = ngx_sprintf(p, "T%uL|%ui|%V", ctx->user_id, ctx->filter.versions,

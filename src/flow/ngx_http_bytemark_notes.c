@@ -43,9 +43,6 @@ typedef struct {
 } ngx_http_bytemark_notes_walk_t;
 
 
-static ngx_http_bytemark_notes_walk_t  ngx_http_bytemark_notes_walk;
-
-
 static void ngx_http_bytemark_notes_tick(ngx_event_t *ev);
 static void ngx_http_bytemark_notes_take(ngx_http_bytemark_notes_walk_t *w);
 static void ngx_http_bytemark_notes_delete(ngx_http_bytemark_notes_walk_t *w);
@@ -59,11 +56,14 @@ ngx_http_bytemark_notes_init_process(ngx_cycle_t *cycle,
 {
     ngx_http_bytemark_notes_walk_t  *w;
 
-    w = &ngx_http_bytemark_notes_walk;
-
-    ngx_memzero(w, sizeof(ngx_http_bytemark_notes_walk_t));
+    /* one walk per backend, each over its own notes */
+    w = ngx_pcalloc(cycle->pool, sizeof(ngx_http_bytemark_notes_walk_t));
+    if (w == NULL) {
+        return NGX_ERROR;
+    }
 
     w->bmcf = bmcf;
+    bmcf->notes_walk = w;
     w->ev.handler = ngx_http_bytemark_notes_tick;
     w->ev.data = w;
     w->ev.log = cycle->log;
@@ -156,6 +156,7 @@ ngx_http_bytemark_notes_delete(ngx_http_bytemark_notes_walk_t *w)
         return;
     }
 
+    call->bmcf = w->bmcf;
     call->user_id = w->users[w->next];
     call->fill_timestamp = w->stamps[w->next];
     call->always_done = 1;
@@ -179,7 +180,7 @@ ngx_http_bytemark_notes_done(ngx_http_request_t *r,
     ngx_uint_t                       ok;
     ngx_http_bytemark_notes_walk_t  *w;
 
-    w = &ngx_http_bytemark_notes_walk;
+    w = call->bmcf->notes_walk;
     w->busy = 0;
 
     ok = (o->result == NGX_HTTP_BYTEMARK_FOUND);

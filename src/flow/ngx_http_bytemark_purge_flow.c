@@ -30,7 +30,7 @@ ngx_http_bytemark_purge_start(ngx_http_request_t *r,
     ngx_http_bytemark_main_conf_t  *bmcf;
 
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
-    bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
+    bmcf = ngx_http_bytemark_get_backend(r);
 
     rc = ngx_http_bytemark_call_gate(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO,
                                      NGX_HTTP_BYTEMARK_GATE_PROBE

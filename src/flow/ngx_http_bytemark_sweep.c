@@ -26,9 +26,6 @@
 #define NGX_HTTP_BYTEMARK_SWEEP_LEASE  3
 
 
-static ngx_event_t  ngx_http_bytemark_sweep_ev;
-
-
 static void ngx_http_bytemark_sweep_tick(ngx_event_t *ev);
 static void ngx_http_bytemark_sweep_done(ngx_http_request_t *r,
     ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o);
@@ -40,7 +37,11 @@ ngx_http_bytemark_cleanup_init_process(ngx_cycle_t *cycle,
 {
     ngx_event_t  *ev;
 
-    ev = &ngx_http_bytemark_sweep_ev;
+    /* one sweep per backend, each over its own collection */
+    ev = ngx_pcalloc(cycle->pool, sizeof(ngx_event_t));
+    if (ev == NULL) {
+        return NGX_ERROR;
+    }
 
     ev->handler = ngx_http_bytemark_sweep_tick;
     ev->data = bmcf;
@@ -108,6 +109,7 @@ ngx_http_bytemark_sweep_tick(ngx_event_t *ev)
         return;
     }
 
+    call->bmcf = bmcf;
     call->max_age = (int64_t) bmcf->cleanup_max_age;
     call->fill_timestamp = stamp;
     call->always_done = 1;

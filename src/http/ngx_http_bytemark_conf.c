@@ -51,16 +51,47 @@ ngx_http_bytemark_create_main_conf(ngx_conf_t *cf)
     bmcf->mongo_batch = NGX_CONF_UNSET_UINT;
     bmcf->mysql_batch = NGX_CONF_UNSET;
     bmcf->notes_size = NGX_CONF_UNSET_SIZE;
+    bmcf->mongo_timeout = NGX_CONF_UNSET_MSEC;
+    bmcf->mysql_timeout = NGX_CONF_UNSET_MSEC;
 
     return bmcf;
 }
 
+
+/* the http-level backend, then each named one (ngx_http_bytemark_upstream.c) */
 
 char *
 ngx_http_bytemark_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_bytemark_main_conf_t *bmcf = conf;
 
+    ngx_http_bytemark_loc_conf_t  *hlcf;
+
+    /*
+     * The budgets written at the http level are the default backend's, and
+     * those of the blocks that set none: a block's own beats them, as a
+     * server's or a location's beats it.  They leave the merge chain here,
+     * before the servers are merged, and come back at the end of it.
+     */
+    hlcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_bytemark_module);
+
+    bmcf->mongo_timeout = hlcf->mongo_timeout;
+    bmcf->mysql_timeout = hlcf->mysql_timeout;
+    hlcf->mongo_timeout = NGX_CONF_UNSET_MSEC;
+    hlcf->mysql_timeout = NGX_CONF_UNSET_MSEC;
+
+    if (ngx_http_bytemark_init_backend_conf(cf, bmcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return ngx_http_bytemark_init_upstreams(cf, bmcf);
+}
+
+
+char *
+ngx_http_bytemark_init_backend_conf(ngx_conf_t *cf,
+    ngx_http_bytemark_main_conf_t *bmcf)
+{
     if (bmcf->mongo_db.len == 0) {
         ngx_str_set(&bmcf->mongo_db, "cache");
         ngx_str_set(&bmcf->mongo_coll, "bytemark_tickets_cache");
@@ -88,7 +119,9 @@ ngx_http_bytemark_init_main_conf(ngx_conf_t *cf, void *conf)
     if (bmcf->cleanup_interval && bmcf->mongo_uri.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"bytemark_cache_cleanup\" needs "
-                           "\"bytemark_mongo_uri\"");
+                           "\"bytemark_mongo_uri\"%s%V%s",
+                           bmcf->name.len ? " in bytemark_upstream \"" : "",
+                           &bmcf->name, bmcf->name.len ? "\"" : "");
         return NGX_CONF_ERROR;
     }
 
@@ -189,8 +222,17 @@ ngx_http_bytemark_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_http_bytemark_main_conf_t  *bmcf;
 
-    ngx_conf_merge_msec_value(conf->mongo_timeout, prev->mongo_timeout, 300);
-    ngx_conf_merge_msec_value(conf->mysql_timeout, prev->mysql_timeout, 1000);
+    /*
+     * The budgets stay unset where neither the location nor its server
+     * wrote one: the backend's block, else the http level, gives them
+     * (below; ngx_http_bytemark_init_main_conf()).
+     */
+    ngx_conf_merge_msec_value(conf->mongo_timeout, prev->mongo_timeout,
+                              NGX_CONF_UNSET_MSEC);
+    ngx_conf_merge_msec_value(conf->mysql_timeout, prev->mysql_timeout,
+                              NGX_CONF_UNSET_MSEC);
+    ngx_conf_merge_str_value(conf->backend_name, prev->backend_name,
+                             "default");
     ngx_conf_merge_msec_value(conf->cache_ttl, prev->cache_ttl, 0);
     ngx_conf_merge_value(conf->cache_fill, prev->cache_fill, 1);
     ngx_conf_merge_value(conf->use_stale, prev->use_stale, 1);
@@ -214,9 +256,20 @@ ngx_http_bytemark_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->microcache_ttl = prev->microcache_ttl;
     }
 
+    conf->backend = ngx_http_bytemark_find_backend(cf, &conf->backend_name);
+    if (conf->backend == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
     if (conf->handler) {
-        bmcf = ngx_http_conf_get_module_main_conf(cf,
-                                                  ngx_http_bytemark_module);
+        bmcf = conf->backend;
+
+        ngx_conf_init_msec_value(conf->mongo_timeout,
+                                 bmcf->mongo_timeout != NGX_CONF_UNSET_MSEC
+                                 ? bmcf->mongo_timeout : 300);
+        ngx_conf_init_msec_value(conf->mysql_timeout,
+                                 bmcf->mysql_timeout != NGX_CONF_UNSET_MSEC
+                                 ? bmcf->mysql_timeout : 1000);
 
         ngx_http_bytemark_record_budgets(bmcf, conf);
 
@@ -319,6 +372,14 @@ ngx_http_bytemark_check_location(ngx_conf_t *cf,
         }
 
         break;
+    }
+
+    if (need && bmcf->name.len) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%s\" in location \"%V\" uses "
+                           "bytemark_upstream \"%V\", which needs %s",
+                           name, &clcf->name, &bmcf->name, need);
+        return NGX_CONF_ERROR;
     }
 
     if (need == NULL && conf->user_id == NULL) {

@@ -27,7 +27,10 @@
 
 
 static u_char *ngx_http_bytemark_health_backend(
-    ngx_http_bytemark_main_conf_t *bmcf, u_char *p, ngx_uint_t *ok);
+    ngx_http_bytemark_main_conf_t *bmcf, u_char *p, ngx_uint_t *ok,
+    ngx_uint_t comma);
+static const char *ngx_http_bytemark_health_text(ngx_http_request_t *r,
+    ngx_array_t *backends);
 static ngx_uint_t ngx_http_bytemark_health_server(
     ngx_http_bytemark_main_conf_t *bmcf, ngx_uint_t slot);
 static size_t ngx_http_bytemark_health_size(
@@ -81,45 +84,53 @@ ngx_http_bytemark_set_health(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 
 /*
- * At merge: the names are backends, and a backend to report on is
- * configured.  Only the default (unnamed, http-level) backend exists so
- * far: "default" names it.
+ * At merge: the names are backends (without names: the location's own,
+ * bytemark_backend or the default one), each with a backend to report on.
  */
 
 char *
 ngx_http_bytemark_health_check(ngx_conf_t *cf,
     ngx_http_bytemark_main_conf_t *bmcf, ngx_http_bytemark_loc_conf_t *conf)
 {
-    ngx_str_t                 *name;
-    ngx_uint_t                 i;
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_str_t                       *name;
+    ngx_uint_t                       i, n;
+    ngx_http_core_loc_conf_t        *clcf;
+    ngx_http_bytemark_main_conf_t  **b;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
-    if (conf->health_backends) {
-        name = conf->health_backends->elts;
+    n = conf->health_backends ? conf->health_backends->nelts : 1;
 
-        for (i = 0; i < conf->health_backends->nelts; i++) {
-            if (name[i].len == 7
-                && ngx_strncmp(name[i].data, "default", 7) == 0)
-            {
-                continue;
-            }
-
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"bytemark_health\" in location \"%V\": "
-                               "unknown backend \"%V\"",
-                               &clcf->name, &name[i]);
-            return NGX_CONF_ERROR;
-        }
+    conf->health_confs = ngx_array_create(cf->pool, n, sizeof(void *));
+    if (conf->health_confs == NULL) {
+        return NGX_CONF_ERROR;
     }
 
-    if (bmcf->mongo_uri.len == 0 && bmcf->mysql_servers == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"bytemark_health\" in location \"%V\" needs "
-                           "\"bytemark_mongo_uri\" or \"bytemark_mysql\"",
-                           &clcf->name);
-        return NGX_CONF_ERROR;
+    for (i = 0; i < n; i++) {
+        b = ngx_array_push(conf->health_confs);
+        if (b == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        if (conf->health_backends == NULL) {
+            *b = bmcf;
+
+        } else {
+            name = conf->health_backends->elts;
+
+            *b = ngx_http_bytemark_find_backend(cf, &name[i]);
+            if (*b == NULL) {
+                return NGX_CONF_ERROR;
+            }
+        }
+
+        if ((*b)->mongo_uri.len == 0 && (*b)->mysql_servers == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"bytemark_health\" in location \"%V\" needs "
+                               "\"bytemark_mongo_uri\" or \"bytemark_mysql\"",
+                               &clcf->name);
+            return NGX_CONF_ERROR;
+        }
     }
 
     return NGX_CONF_OK;
@@ -129,11 +140,13 @@ ngx_http_bytemark_health_check(ngx_conf_t *cf,
 ngx_int_t
 ngx_http_bytemark_health_handler(ngx_http_request_t *r)
 {
-    u_char                         *p, *backends;
-    ngx_int_t                       rc;
-    ngx_str_t                       body, type;
-    ngx_uint_t                      ok;
-    ngx_http_bytemark_main_conf_t  *bmcf;
+    u_char                          *p, *body;
+    size_t                           size;
+    ngx_int_t                        rc;
+    ngx_str_t                        out, type;
+    ngx_uint_t                       i, ok;
+    ngx_http_bytemark_loc_conf_t    *blcf;
+    ngx_http_bytemark_main_conf_t  **b;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return ngx_http_bytemark_send_not_allowed(r, "GET, HEAD");
@@ -144,48 +157,62 @@ ngx_http_bytemark_health_handler(ngx_http_request_t *r)
         return rc;
     }
 
-    bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
+    b = blcf->health_confs->elts;
 
-    backends = ngx_pnalloc(r->pool, ngx_http_bytemark_health_size(bmcf));
-    if (backends == NULL) {
+    size = sizeof("{\"status\":\"ok\",\"backends\":{}}");
+
+    for (i = 0; i < blcf->health_confs->nelts; i++) {
+        size += ngx_http_bytemark_health_size(b[i]);
+    }
+
+    body = ngx_pnalloc(r->pool, size);
+    if (body == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     ok = 1;
 
-    p = ngx_http_bytemark_health_backend(bmcf, backends, &ok);
+    p = ngx_cpymem(body, "{\"status\":\"ok\",\"backends\":{",
+                   sizeof("{\"status\":\"ok\",\"backends\":{") - 1);
 
-    body.data = ngx_pnalloc(r->pool, (p - backends)
-                            + sizeof("{\"status\":\"unavailable\","
-                                     "\"backends\":{\"default\":}}"));
-    if (body.data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    for (i = 0; i < blcf->health_confs->nelts; i++) {
+        p = ngx_http_bytemark_health_backend(b[i], p, &ok, i > 0);
     }
 
-    body.len = ngx_sprintf(body.data,
-                           "{\"status\":\"%s\",\"backends\":{\"default\":%*s}}",
-                           ok ? "ok" : "unavailable",
-                           (size_t) (p - backends), backends)
-               - body.data;
+    *p++ = '}'; *p++ = '}';
+
+    if (!ok) {
+        /* an error body has the SPEC's two keys: the states in words */
+        return ngx_http_bytemark_response_error(r,
+                   NGX_HTTP_SERVICE_UNAVAILABLE, "unavailable",
+                   ngx_http_bytemark_health_text(r, blcf->health_confs));
+    }
+
+    out.data = body;
+    out.len = p - body;
 
     ngx_str_set(&type, "application/json");
 
-    return ngx_http_bytemark_send_state(r, ok ? NGX_HTTP_OK
-                                              : NGX_HTTP_SERVICE_UNAVAILABLE,
-                                        &type, &body);
+    return ngx_http_bytemark_send_state(r, NGX_HTTP_OK, &type, &out);
 }
 
 
-/* {"mongo":{"state":..},"mysql":[{"server":..,"role":..,"state":..},..]} */
+/* "name":{"mongo":{"state":..},"mysql":[{"server":..,"role":..,"state":..}]} */
 
 static u_char *
 ngx_http_bytemark_health_backend(ngx_http_bytemark_main_conf_t *bmcf,
-    u_char *p, ngx_uint_t *ok)
+    u_char *p, ngx_uint_t *ok, ngx_uint_t comma)
 {
+    ngx_str_t                         *name;
     ngx_uint_t                         i, n, state, serving;
     ngx_http_bytemark_mysql_server_t  *srv;
 
-    *p++ = '{';
+    name = ngx_http_bytemark_backend_name(bmcf);
+
+    p = ngx_sprintf(p, "%s\"", comma ? "," : "");
+    p = (u_char *) ngx_escape_json(p, name->data, name->len);
+    p = ngx_cpymem(p, "\":{", 3);
 
     if (bmcf->mongo_uri.len) {
         state = ngx_http_bytemark_health_server(bmcf,
@@ -231,6 +258,72 @@ ngx_http_bytemark_health_backend(ngx_http_bytemark_main_conf_t *bmcf,
 }
 
 
+/*
+ * The 503's message: each server's state in words, servers by role and
+ * position, not by address (an error body names no host, SPEC 3).
+ */
+
+static const char *
+ngx_http_bytemark_health_text(ngx_http_request_t *r, ngx_array_t *backends)
+{
+    u_char                          *text, *p;
+    size_t                           size;
+    ngx_str_t                       *name;
+    ngx_uint_t                       i, k, n, state;
+    ngx_http_bytemark_main_conf_t  **b, *bmcf;
+
+    b = backends->elts;
+    size = sizeof("not every backend can serve:");
+
+    for (i = 0; i < backends->nelts; i++) {
+        n = b[i]->mysql_servers ? b[i]->mysql_servers->nelts : 0;
+        size += ngx_http_bytemark_backend_name(b[i])->len + 64
+                + n * (sizeof(", replica 99 probing") - 1);
+    }
+
+    text = ngx_pnalloc(r->pool, size);
+    if (text == NULL) {
+        return "not every backend can serve";
+    }
+
+    p = ngx_cpymem(text, "not every backend can serve:",
+                   sizeof("not every backend can serve:") - 1);
+
+    for (i = 0; i < backends->nelts; i++) {
+        bmcf = b[i];
+        name = ngx_http_bytemark_backend_name(bmcf);
+
+        p = ngx_sprintf(p, "%s %V:", i ? ";" : "", name);
+
+        if (bmcf->mongo_uri.len) {
+            state = ngx_http_bytemark_health_server(bmcf,
+                                           NGX_HTTP_BYTEMARK_BREAKER_MONGO);
+            p = ngx_sprintf(p, " mongo %s%s", ngx_http_bytemark_states[state],
+                            bmcf->mysql_servers ? "," : "");
+        }
+
+        n = bmcf->mysql_servers ? bmcf->mysql_servers->nelts : 0;
+
+        for (k = 0; k < n; k++) {
+            state = ngx_http_bytemark_health_server(bmcf,
+                                         NGX_HTTP_BYTEMARK_BREAKER_MYSQL + k);
+            if (k == 0) {
+                p = ngx_sprintf(p, " mysql primary %s",
+                                ngx_http_bytemark_states[state]);
+
+            } else {
+                p = ngx_sprintf(p, ", replica %ui %s", k,
+                                ngx_http_bytemark_states[state]);
+            }
+        }
+    }
+
+    *p = '\0';
+
+    return (const char *) text;
+}
+
+
 /* a server's state: its breaker's and, for MySQL, its passive health's */
 
 static ngx_uint_t
@@ -266,7 +359,7 @@ ngx_http_bytemark_health_size(ngx_http_bytemark_main_conf_t *bmcf)
     ngx_uint_t                         i;
     ngx_http_bytemark_mysql_server_t  *srv;
 
-    size = 128;
+    size = 128 + 6 * ngx_http_bytemark_backend_name(bmcf)->len;
 
     if (bmcf->mysql_servers) {
         srv = bmcf->mysql_servers->elts;

@@ -37,6 +37,17 @@ char *ngx_http_bytemark_set_handler(ngx_conf_t *cf, ngx_command_t *cmd,
 char *ngx_http_bytemark_set_cleanup(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_http_bytemark_check_threads(ngx_conf_t *cf);
+char *ngx_http_bytemark_init_backend_conf(ngx_conf_t *cf,
+    ngx_http_bytemark_main_conf_t *bmcf);
+
+/* upstream: named backends */
+char *ngx_http_bytemark_upstream(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_bytemark_init_upstreams(ngx_conf_t *cf,
+    ngx_http_bytemark_main_conf_t *http);
+ngx_http_bytemark_main_conf_t *ngx_http_bytemark_find_backend(ngx_conf_t *cf,
+    ngx_str_t *name);
+ngx_str_t *ngx_http_bytemark_backend_name(ngx_http_bytemark_main_conf_t *bmcf);
 void *ngx_http_bytemark_create_main_conf(ngx_conf_t *cf);
 char *ngx_http_bytemark_init_main_conf(ngx_conf_t *cf, void *conf);
 void *ngx_http_bytemark_create_loc_conf(ngx_conf_t *cf);

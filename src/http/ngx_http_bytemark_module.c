@@ -17,6 +17,8 @@
 static ngx_int_t ngx_http_bytemark_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_bytemark_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_bytemark_init_process(ngx_cycle_t *cycle);
+static ngx_int_t ngx_http_bytemark_init_backend(ngx_cycle_t *cycle,
+    ngx_http_bytemark_main_conf_t *bmcf);
 static void ngx_http_bytemark_exit_process(ngx_cycle_t *cycle);
 static char *ngx_http_bytemark_header_value(ngx_conf_t *cf, void *post,
     void *data);
@@ -230,6 +232,20 @@ static ngx_command_t  ngx_http_bytemark_commands[] = {
       0,
       NULL },
 
+    { ngx_string("bytemark_upstream"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_BLOCK|NGX_CONF_TAKE1,
+      ngx_http_bytemark_upstream,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("bytemark_backend"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_bytemark_loc_conf_t, backend_name),
+      NULL },
+
     { ngx_string("bytemark_status"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_bytemark_set_status,
@@ -351,7 +367,8 @@ ngx_http_bytemark_init_module(ngx_cycle_t *cycle)
 static ngx_int_t
 ngx_http_bytemark_init_process(ngx_cycle_t *cycle)
 {
-    ngx_http_bytemark_main_conf_t  *bmcf;
+    ngx_uint_t                       i;
+    ngx_http_bytemark_main_conf_t   *bmcf, **named;
 
     if (ngx_process != NGX_PROCESS_WORKER
         && ngx_process != NGX_PROCESS_SINGLE)
@@ -369,6 +386,32 @@ ngx_http_bytemark_init_process(ngx_cycle_t *cycle)
 
     ngx_http_bytemark_metrics_init_process(cycle, bmcf);
 
+    if (ngx_http_bytemark_init_backend(cycle, bmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (bmcf->backends == NULL) {
+        return NGX_OK;
+    }
+
+    named = bmcf->backends->elts;
+
+    for (i = 0; i < bmcf->backends->nelts; i++) {
+        if (ngx_http_bytemark_init_backend(cycle, named[i]) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* one backend's pools, sweep and notes walk, per worker */
+
+static ngx_int_t
+ngx_http_bytemark_init_backend(ngx_cycle_t *cycle,
+    ngx_http_bytemark_main_conf_t *bmcf)
+{
     if (bmcf->mongo_uri.len
         && ngx_http_bytemark_mongo_init_process(cycle, bmcf) != NGX_OK)
     {
@@ -407,11 +450,21 @@ ngx_http_bytemark_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_bytemark_exit_process(ngx_cycle_t *cycle)
 {
-    ngx_http_bytemark_main_conf_t  *bmcf;
+    ngx_uint_t                       i;
+    ngx_http_bytemark_main_conf_t   *bmcf, **named;
 
     bmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_bytemark_module);
     if (bmcf == NULL) {
         return;
+    }
+
+    if (bmcf->backends) {
+        named = bmcf->backends->elts;
+
+        for (i = 0; i < bmcf->backends->nelts; i++) {
+            ngx_http_bytemark_mongo_exit_process(named[i]);
+            ngx_http_bytemark_mysql_exit_process(named[i]);
+        }
     }
 
     ngx_http_bytemark_mongo_exit_process(bmcf);

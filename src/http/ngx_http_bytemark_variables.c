@@ -6,9 +6,9 @@
 
 /*
  * $bytemark_source, $bytemark_user_id, $bytemark_mongo_time,
- * $bytemark_mysql_time, $bytemark_cache_status and $bytemark_mysql_server,
- * for log_format, add_header and map.  Each is "not found" (logged as "-")
- * when the request did not get that far.
+ * $bytemark_mysql_time, $bytemark_cache_status, $bytemark_backend and
+ * $bytemark_mysql_server, for log_format, add_header and map.  Each is "not
+ * found" (logged as "-") when the request did not get that far.
  */
 
 
@@ -23,6 +23,8 @@ static ngx_int_t ngx_http_bytemark_variable_time(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_bytemark_variable_cache_status(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_bytemark_variable_backend(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_bytemark_variable_mysql_server(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 
@@ -51,6 +53,10 @@ static ngx_http_variable_t  ngx_http_bytemark_vars[] = {
 
     { ngx_string("bytemark_cache_status"), NULL,
       ngx_http_bytemark_variable_cache_status, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("bytemark_backend"), NULL,
+      ngx_http_bytemark_variable_backend, 0,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("bytemark_mysql_server"), NULL,
@@ -195,6 +201,30 @@ ngx_http_bytemark_variable_cache_status(ngx_http_request_t *r,
 
     return ngx_http_bytemark_variable_set(v, ctx->cache_status.data,
                                           ctx->cache_status.len);
+}
+
+
+/* the backend of the location's handler: its name, or "default" */
+
+static ngx_int_t
+ngx_http_bytemark_variable_backend(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_str_t                     *name;
+    ngx_http_bytemark_loc_conf_t  *blcf;
+
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
+
+    if (blcf->handler == 0 || blcf->handler == NGX_HTTP_BYTEMARK_STATUS
+        || blcf->backend == NULL)
+    {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    name = ngx_http_bytemark_backend_name(blcf->backend);
+
+    return ngx_http_bytemark_variable_set(v, name->data, name->len);
 }
 
 

@@ -39,6 +39,9 @@
 bson_t  *ngx_http_bytemark_mongo_upsert_opts;
 bson_t  *ngx_http_bytemark_mongo_write_opts;
 
+/* per worker: the backends with a MongoDB, each with its own pool */
+static ngx_uint_t  ngx_http_bytemark_mongo_backends;
+
 
 
 static mongoc_uri_t *ngx_http_bytemark_mongo_uri(ngx_str_t *s,
@@ -116,9 +119,25 @@ ngx_http_bytemark_mongo_init_process(ngx_cycle_t *cycle,
     bson_error_t                error;
     ngx_http_bytemark_mongo_t  *mongo;
 
-    mongoc_init();
+    if (ngx_http_bytemark_mongo_backends++ == 0) {
+        mongoc_init();
+        mongoc_log_set_handler(ngx_http_bytemark_mongo_log, NULL);
+
+        /*
+         * Writes: the driver's client-side key check is off ("validate":
+         * false).  It refuses keys that JSON allows and MongoDB stores
+         * inside a payload ("", "a.b", "$x"); the server is the judge of
+         * what it stores, and a refusal there is a failed cache write like
+         * any other.
+         */
+        ngx_http_bytemark_mongo_upsert_opts = BCON_NEW("upsert",
+                                            BCON_BOOL(true),
+                                            "validate", BCON_BOOL(false));
+        ngx_http_bytemark_mongo_write_opts = BCON_NEW("validate",
+                                                      BCON_BOOL(false));
+    }
+
     ngx_http_bytemark_mongo_secrets(&bmcf->mongo_uri);
-    mongoc_log_set_handler(ngx_http_bytemark_mongo_log, NULL);
 
     mongo = ngx_pcalloc(cycle->pool, sizeof(ngx_http_bytemark_mongo_t));
     if (mongo == NULL) {
@@ -165,16 +184,6 @@ ngx_http_bytemark_mongo_init_process(ngx_cycle_t *cycle,
     mongo->coll = bson_strndup((const char *) bmcf->mongo_coll.data,
                                bmcf->mongo_coll.len);
 
-    /*
-     * Writes: the driver's client-side key check is off ("validate":
-     * false).  It refuses keys that JSON allows and MongoDB stores inside a
-     * payload ("", "a.b", "$x"); the server is the judge of what it stores,
-     * and a refusal there is a failed cache write like any other.
-     */
-    ngx_http_bytemark_mongo_upsert_opts = BCON_NEW("upsert", BCON_BOOL(true),
-                                        "validate", BCON_BOOL(false));
-    ngx_http_bytemark_mongo_write_opts = BCON_NEW("validate", BCON_BOOL(false));
-
     /* the same for every lookup: built once, read by all threads */
     mongo->find_opts = BCON_NEW("projection", "{",
                                     "passesLog", BCON_INT32(0),
@@ -188,7 +197,7 @@ ngx_http_bytemark_mongo_init_process(ngx_cycle_t *cycle,
                                      "passes4Log", BCON_INT32(0),
                                  "}");
 
-    ngx_http_bytemark_mongo_batch_init();
+    ngx_http_bytemark_mongo_batch_init(mongo, bmcf->mongo_batch);
 
     bmcf->mongo = mongo;
 
@@ -238,13 +247,19 @@ ngx_http_bytemark_mongo_exit_process(ngx_http_bytemark_main_conf_t *bmcf)
 
     bmcf->mongo = NULL;
 
-    ngx_http_bytemark_mongo_batch_exit();
+    ngx_http_bytemark_mongo_batch_exit(mongo);
     mongoc_client_pool_destroy(mongo->pool);
     mongoc_uri_destroy(mongo->uri);
     bson_free(mongo->db);
     bson_free(mongo->coll);
     bson_destroy(mongo->find_opts);
     bson_destroy(mongo->batch_opts);
+
+    /* the driver goes with the last backend's pool */
+    if (--ngx_http_bytemark_mongo_backends) {
+        return;
+    }
+
     bson_destroy(ngx_http_bytemark_mongo_upsert_opts);
     ngx_http_bytemark_mongo_upsert_opts = NULL;
     bson_destroy(ngx_http_bytemark_mongo_write_opts);

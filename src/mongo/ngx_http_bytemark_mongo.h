@@ -18,6 +18,10 @@
 #include "ngx_http_bytemark_shm.h"
 
 
+/* backends with a MongoDB URI, the default one included */
+#define NGX_HTTP_BYTEMARK_MONGO_BACKENDS  64
+
+
 /* mongo */
 ngx_int_t ngx_http_bytemark_mongo_init_process(ngx_cycle_t *cycle,
     ngx_http_bytemark_main_conf_t *bmcf);

@@ -45,18 +45,11 @@
 #define NGX_HTTP_BYTEMARK_BATCH_TASKS  2
 
 
-/* per worker, event loop only */
-static ngx_queue_t  ngx_http_bytemark_batch_queue;
-static ngx_uint_t   ngx_http_bytemark_batch_queued;
-static ngx_uint_t   ngx_http_bytemark_batch_running;
-static ngx_event_t  ngx_http_bytemark_batch_wake;
-
-
 static ngx_int_t ngx_http_bytemark_mongo_post(ngx_http_bytemark_call_t *call);
 static ngx_int_t ngx_http_bytemark_mongo_leave(ngx_http_bytemark_call_t *call);
 static ngx_int_t ngx_http_bytemark_batch_post(
     ngx_http_bytemark_call_t **members, ngx_uint_t n);
-static void ngx_http_bytemark_batch_next(void);
+static void ngx_http_bytemark_batch_next(ngx_http_bytemark_mongo_t *mongo);
 static void ngx_http_bytemark_batch_wakeup(ngx_event_t *ev);
 static ngx_int_t ngx_http_bytemark_batch_cancel(ngx_http_bytemark_call_t *call);
 static void ngx_http_bytemark_batch_run(ngx_http_bytemark_call_t *task);
@@ -74,27 +67,32 @@ static const ngx_http_bytemark_call_ops_t  ngx_http_bytemark_mongo_ops = {
 };
 
 
+/* per worker and backend, event loop only: each backend batches its own */
+
 void
-ngx_http_bytemark_mongo_batch_init(void)
+ngx_http_bytemark_mongo_batch_init(ngx_http_bytemark_mongo_t *mongo,
+    ngx_uint_t max)
 {
     ngx_http_bytemark_call_register(NGX_HTTP_BYTEMARK_BACKEND_MONGO,
                                     &ngx_http_bytemark_mongo_ops);
 
-    ngx_queue_init(&ngx_http_bytemark_batch_queue);
-    ngx_http_bytemark_batch_queued = 0;
-    ngx_http_bytemark_batch_running = 0;
+    ngx_queue_init(&mongo->batch_queue);
+    mongo->batch_queued = 0;
+    mongo->batch_running = 0;
+    mongo->batch_max = max;
 
-    ngx_memzero(&ngx_http_bytemark_batch_wake, sizeof(ngx_event_t));
-    ngx_http_bytemark_batch_wake.handler = ngx_http_bytemark_batch_wakeup;
-    ngx_http_bytemark_batch_wake.log = ngx_cycle->log;
+    ngx_memzero(&mongo->batch_wake, sizeof(ngx_event_t));
+    mongo->batch_wake.handler = ngx_http_bytemark_batch_wakeup;
+    mongo->batch_wake.data = mongo;
+    mongo->batch_wake.log = ngx_cycle->log;
 }
 
 
 void
-ngx_http_bytemark_mongo_batch_exit(void)
+ngx_http_bytemark_mongo_batch_exit(ngx_http_bytemark_mongo_t *mongo)
 {
-    if (ngx_http_bytemark_batch_wake.posted) {
-        ngx_delete_posted_event(&ngx_http_bytemark_batch_wake);
+    if (mongo->batch_wake.posted) {
+        ngx_delete_posted_event(&mongo->batch_wake);
     }
 }
 
@@ -109,18 +107,20 @@ ngx_http_bytemark_mongo_batch_exit(void)
 static ngx_int_t
 ngx_http_bytemark_mongo_post(ngx_http_bytemark_call_t *call)
 {
-    ngx_int_t  rc;
+    ngx_int_t                   rc;
+    ngx_http_bytemark_mongo_t  *mongo;
 
     if (!call->batched) {
         rc = ngx_http_bytemark_call_thread_post(call);
         goto posted;
     }
 
+    mongo = call->bmcf->mongo;
     call->member = 1;
     call->cancel = ngx_http_bytemark_batch_cancel;
 
-    if (ngx_http_bytemark_batch_running < NGX_HTTP_BYTEMARK_BATCH_TASKS
-        && ngx_queue_empty(&ngx_http_bytemark_batch_queue))
+    if (mongo->batch_running < NGX_HTTP_BYTEMARK_BATCH_TASKS
+        && ngx_queue_empty(&mongo->batch_queue))
     {
         rc = ngx_http_bytemark_batch_post(&call, 1);
 
@@ -133,15 +133,15 @@ ngx_http_bytemark_mongo_post(ngx_http_bytemark_call_t *call)
     }
 
     /* the budget runs from now (call_post() starts it): queueing is part */
-    ngx_queue_insert_tail(&ngx_http_bytemark_batch_queue, &call->queue);
-    ngx_http_bytemark_batch_queued++;
+    ngx_queue_insert_tail(&mongo->batch_queue, &call->queue);
+    mongo->batch_queued++;
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, call->log, 0,
                    "bytemark: mongo lookup of user %uL queued, %ui waiting",
-                   call->user_id, ngx_http_bytemark_batch_queued);
+                   call->user_id, mongo->batch_queued);
 
-    if (ngx_http_bytemark_batch_running < NGX_HTTP_BYTEMARK_BATCH_TASKS
-        && !ngx_http_bytemark_batch_wake.posted)
+    if (mongo->batch_running < NGX_HTTP_BYTEMARK_BATCH_TASKS
+        && !mongo->batch_wake.posted)
     {
         /*
          * A task could not be set up before (no memory), or this lookup
@@ -151,7 +151,7 @@ ngx_http_bytemark_mongo_post(ngx_http_bytemark_call_t *call)
          * not be finalized under the content handler that is still
          * starting it (the handler holds the request next).
          */
-        ngx_post_event(&ngx_http_bytemark_batch_wake, &ngx_posted_events);
+        ngx_post_event(&mongo->batch_wake, &ngx_posted_events);
     }
 
     return NGX_OK;
@@ -176,7 +176,7 @@ ngx_http_bytemark_batch_wakeup(ngx_event_t *ev)
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ev->log, 0,
                    "bytemark: mongo batch wake-up");
 
-    ngx_http_bytemark_batch_next();
+    ngx_http_bytemark_batch_next(ev->data);
 }
 
 
@@ -190,7 +190,7 @@ ngx_http_bytemark_mongo_leave(ngx_http_bytemark_call_t *call)
     }
 
     ngx_queue_remove(&call->queue);
-    ngx_http_bytemark_batch_queued--;
+    call->bmcf->mongo->batch_queued--;
 
     return NGX_OK;
 }
@@ -216,8 +216,9 @@ ngx_http_bytemark_batch_cancel(ngx_http_bytemark_call_t *call)
 static ngx_int_t
 ngx_http_bytemark_batch_post(ngx_http_bytemark_call_t **members, ngx_uint_t n)
 {
-    ngx_uint_t                 i;
-    ngx_http_bytemark_call_t  *task;
+    ngx_uint_t                  i;
+    ngx_http_bytemark_call_t   *task;
+    ngx_http_bytemark_mongo_t  *mongo;
 
     task = ngx_http_bytemark_call_create(NULL, NGX_HTTP_BYTEMARK_BACKEND_MONGO,
                                          "mongo find",
@@ -227,6 +228,10 @@ ngx_http_bytemark_batch_post(ngx_http_bytemark_call_t **members, ngx_uint_t n)
     if (task == NULL) {
         return NGX_ERROR;
     }
+
+    /* the lookups' backend: its pool, breaker and stuck calls */
+    task->bmcf = members[0]->bmcf;
+    mongo = task->bmcf->mongo;
 
     task->always_done = 1;
     task->members = ngx_alloc(n * sizeof(ngx_http_bytemark_call_t *),
@@ -249,11 +254,11 @@ ngx_http_bytemark_batch_post(ngx_http_bytemark_call_t **members, ngx_uint_t n)
         members[i]->batch = task;
     }
 
-    ngx_http_bytemark_batch_running++;
+    mongo->batch_running++;
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "bytemark: mongo batch task %p of %ui lookups posted, "
-                   "%ui running", task, n, ngx_http_bytemark_batch_running);
+                   "%ui running", task, n, mongo->batch_running);
 
     return NGX_OK;
 }
@@ -262,20 +267,16 @@ ngx_http_bytemark_batch_post(ngx_http_bytemark_call_t **members, ngx_uint_t n)
 /* event loop: the queued lookups go, as many tasks as may run */
 
 static void
-ngx_http_bytemark_batch_next(void)
+ngx_http_bytemark_batch_next(ngx_http_bytemark_mongo_t *mongo)
 {
-    ngx_uint_t                      i, n;
-    ngx_queue_t                    *q;
-    ngx_http_bytemark_call_t       *call, **members;
-    ngx_http_bytemark_main_conf_t  *bmcf;
+    ngx_uint_t                 i, n;
+    ngx_queue_t               *q;
+    ngx_http_bytemark_call_t  *call, **members;
 
-    bmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
-                                               ngx_http_bytemark_module);
-
-    while (ngx_http_bytemark_batch_running < NGX_HTTP_BYTEMARK_BATCH_TASKS
-           && !ngx_queue_empty(&ngx_http_bytemark_batch_queue))
+    while (mongo->batch_running < NGX_HTTP_BYTEMARK_BATCH_TASKS
+           && !ngx_queue_empty(&mongo->batch_queue))
     {
-        n = ngx_min(ngx_http_bytemark_batch_queued, bmcf->mongo_batch);
+        n = ngx_min(mongo->batch_queued, mongo->batch_max);
 
         members = ngx_alloc(n * sizeof(ngx_http_bytemark_call_t *),
                             ngx_cycle->log);
@@ -285,12 +286,12 @@ ngx_http_bytemark_batch_next(void)
         }
 
         for (i = 0; i < n; i++) {
-            q = ngx_queue_head(&ngx_http_bytemark_batch_queue);
+            q = ngx_queue_head(&mongo->batch_queue);
             ngx_queue_remove(q);
             members[i] = ngx_queue_data(q, ngx_http_bytemark_call_t, queue);
         }
 
-        ngx_http_bytemark_batch_queued -= n;
+        mongo->batch_queued -= n;
 
         if (ngx_http_bytemark_batch_post(members, n) != NGX_OK) {
             /* each fails as a lookup that found no thread did */
@@ -320,14 +321,16 @@ ngx_http_bytemark_batch_done(ngx_http_request_t *r,
 {
     ngx_uint_t                  i, n;
     ngx_http_bytemark_call_t  **members, *call;
+    ngx_http_bytemark_mongo_t  *mongo;
 
+    mongo = task->bmcf->mongo;
     members = task->members;
     n = task->nmembers;
     task->members = NULL;
     task->nmembers = 0;
 
-    ngx_http_bytemark_batch_running--;
-    ngx_http_bytemark_batch_next();
+    mongo->batch_running--;
+    ngx_http_bytemark_batch_next(mongo);
 
     for (i = 0; i < n; i++) {
         call = members[i];

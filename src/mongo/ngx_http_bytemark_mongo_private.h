@@ -26,6 +26,13 @@ struct ngx_http_bytemark_mongo_s {
     /* from bson_new(): a bson_t wants 128-byte alignment, pools give less */
     bson_t                *find_opts;     /* one user: limit 1 */
     bson_t                *batch_opts;    /* many users */
+
+    /* the backend's lookups that wait for a task (mongo_batch.c) */
+    ngx_queue_t            batch_queue;
+    ngx_uint_t             batch_queued;
+    ngx_uint_t             batch_running;
+    ngx_uint_t             batch_max;      /* bytemark_mongo_batch */
+    ngx_event_t            batch_wake;
 };
 
 
@@ -38,8 +45,9 @@ void ngx_http_bytemark_mongo_error(ngx_http_bytemark_call_t *call,
     bson_error_t *error);
 void ngx_http_bytemark_mongo_cause(char *buf, size_t size,
     bson_error_t *error);
-void ngx_http_bytemark_mongo_batch_init(void);
-void ngx_http_bytemark_mongo_batch_exit(void);
+void ngx_http_bytemark_mongo_batch_init(ngx_http_bytemark_mongo_t *mongo,
+    ngx_uint_t max);
+void ngx_http_bytemark_mongo_batch_exit(ngx_http_bytemark_mongo_t *mongo);
 const bson_t *ngx_http_bytemark_mongo_batch_filter(
     ngx_http_bytemark_mongo_t *mongo, ngx_http_bytemark_call_t **m,
     ngx_uint_t n, bson_t *filter);

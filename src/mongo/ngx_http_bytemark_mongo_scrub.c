@@ -13,8 +13,9 @@
  * the password's pieces between the characters the driver splits at,
  * becomes "***"; so does any "//user:pass@" left in the text.
  *
- * The URI is the one being parsed at configuration time, or the worker's
- * after init_process; the driver's threads only read it.
+ * The URIs are the one being parsed at configuration time, or the worker's
+ * backends' after init_process (each is added before its pool starts
+ * threads); the driver's threads only read them.
  */
 
 
@@ -42,25 +43,63 @@ static void ngx_http_bytemark_scrub_userinfo(ngx_http_bytemark_scrub_t *sc,
 static ngx_uint_t ngx_http_bytemark_scrub_match(ngx_http_bytemark_scrub_t *sc,
     u_char *p, u_char *end, size_t *n);
 static size_t ngx_http_bytemark_scrub_generic(u_char *p, u_char *end);
+static void ngx_http_bytemark_scrub_uri(char *buf, size_t size,
+    ngx_str_t *uri);
 
 
-static ngx_str_t  ngx_http_bytemark_mongo_secret_uri;
+/* the backends' URIs (at most NGX_HTTP_BYTEMARK_MONGO_BACKENDS) */
+static ngx_str_t   ngx_http_bytemark_mongo_secret_uri[
+                                           NGX_HTTP_BYTEMARK_MONGO_BACKENDS];
+static ngx_uint_t  ngx_http_bytemark_mongo_secret_uris;
 
 
 void
 ngx_http_bytemark_mongo_secrets(ngx_str_t *uri)
 {
+    ngx_uint_t  n;
+
     if (uri == NULL) {
-        ngx_str_null(&ngx_http_bytemark_mongo_secret_uri);
+        ngx_http_bytemark_mongo_secret_uris = 0;
         return;
     }
 
-    ngx_http_bytemark_mongo_secret_uri = *uri;
+    n = ngx_http_bytemark_mongo_secret_uris;
+
+    if (n == NGX_HTTP_BYTEMARK_MONGO_BACKENDS) {
+        /* refused at configuration time (ngx_http_bytemark_upstream.c) */
+        return;
+    }
+
+    /* the URI first, then the count the threads read */
+    ngx_http_bytemark_mongo_secret_uri[n] = *uri;
+    ngx_memory_barrier();
+    ngx_http_bytemark_mongo_secret_uris = n + 1;
 }
 
 
+/* each backend's URI in a pass of its own: a pass holds so many secrets */
+
 void
 ngx_http_bytemark_mongo_scrub(char *buf, size_t size)
+{
+    ngx_uint_t  i, n;
+
+    n = ngx_http_bytemark_mongo_secret_uris;
+
+    if (n == 0) {
+        ngx_http_bytemark_scrub_uri(buf, size, NULL);
+        return;
+    }
+
+    for (i = 0; i < n; i++) {
+        ngx_http_bytemark_scrub_uri(buf, size,
+                                    &ngx_http_bytemark_mongo_secret_uri[i]);
+    }
+}
+
+
+static void
+ngx_http_bytemark_scrub_uri(char *buf, size_t size, ngx_str_t *uri)
 {
     u_char                     *p, *end, *o, *oend;
     char                       *text;
@@ -73,7 +112,9 @@ ngx_http_bytemark_mongo_scrub(char *buf, size_t size)
     sc.decoded = decoded;
     sc.last = decoded + sizeof(decoded);
 
-    ngx_http_bytemark_scrub_userinfo(&sc, &ngx_http_bytemark_mongo_secret_uri);
+    if (uri) {
+        ngx_http_bytemark_scrub_userinfo(&sc, uri);
+    }
 
     len = ngx_strlen(buf);
     p = (u_char *) buf;

@@ -73,6 +73,10 @@ static const ngx_http_bytemark_call_ops_t  ngx_http_bytemark_mysql_ops = {
 };
 
 
+/* per worker: the backends with MySQL servers, each with its own pools */
+static ngx_uint_t  ngx_http_bytemark_mysql_backends;
+
+
 /* the Connector/C loaded ("3.3.20"), not the one built against */
 
 const char *
@@ -94,11 +98,15 @@ ngx_http_bytemark_mysql_init_process(ngx_cycle_t *cycle,
     ngx_http_bytemark_call_register(NGX_HTTP_BYTEMARK_BACKEND_MYSQL,
                                     &ngx_http_bytemark_mysql_ops);
 
-    if (mysql_library_init(0, NULL, NULL) != 0) {
+    if (ngx_http_bytemark_mysql_backends == 0
+        && mysql_library_init(0, NULL, NULL) != 0)
+    {
         ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
                       "bytemark: mysql_library_init() failed");
         return NGX_ERROR;
     }
+
+    ngx_http_bytemark_mysql_backends++;
 
     pool = ngx_pcalloc(cycle->pool, sizeof(ngx_http_bytemark_mysql_pool_t));
     if (pool == NULL) {
@@ -210,7 +218,10 @@ ngx_http_bytemark_mysql_exit_process(ngx_http_bytemark_main_conf_t *bmcf)
 
     ngx_http_bytemark_mysql_pool_done(pool);
 
-    mysql_library_end();
+    /* the library goes with the last backend's pools */
+    if (--ngx_http_bytemark_mysql_backends == 0) {
+        mysql_library_end();
+    }
 }
 
 

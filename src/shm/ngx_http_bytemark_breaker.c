@@ -132,8 +132,10 @@ ngx_http_bytemark_breaker_result(ngx_http_bytemark_main_conf_t *bmcf,
             b->probe_at = 0;
             ngx_http_bytemark_breaker_name(backend, name, sizeof(name));
             ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
-                          "bytemark: circuit breaker for %s closed: "
-                          "the backend answers again", name);
+                          "bytemark: circuit breaker for %s%s%V%s closed: "
+                          "the backend answers again", name,
+                          bmcf->name.len ? " of bytemark_upstream \"" : "",
+                          &bmcf->name, bmcf->name.len ? "\"" : "");
         }
 
         return;
@@ -170,9 +172,12 @@ ngx_http_bytemark_breaker_result(ngx_http_bytemark_main_conf_t *bmcf,
     {
         ngx_http_bytemark_breaker_name(backend, name, sizeof(name));
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "bytemark: circuit breaker for %s opened after %uA "
-                      "consecutive failures; calls skip it, with a probe "
-                      "every %M ms", name, failures, bmcf->breaker_open);
+                      "bytemark: circuit breaker for %s%s%V%s opened after "
+                      "%uA consecutive failures; calls skip it, with a "
+                      "probe every %M ms", name,
+                      bmcf->name.len ? " of bytemark_upstream \"" : "",
+                      &bmcf->name, bmcf->name.len ? "\"" : "",
+                      failures, bmcf->breaker_open);
     }
 }
 

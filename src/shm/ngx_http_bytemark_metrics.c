@@ -139,7 +139,7 @@ ngx_http_bytemark_metrics_postconfiguration(ngx_conf_t *cf)
 
     bmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_bytemark_module);
 
-    if (bmcf->metrics_zone == NULL
+    if (bmcf->metrics_zone == NULL && bmcf->backends == NULL
         && bmcf->mongo_uri.len == 0 && bmcf->mysql_servers == NULL)
     {
         /* the module is loaded but not used */

@@ -136,8 +136,10 @@ ngx_http_bytemark_health_result(ngx_http_bytemark_main_conf_t *bmcf,
             h->down_probe = 0;
 
             ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
-                          "bytemark: mysql server %V is back",
-                          &srv->name);
+                          "bytemark: mysql server %V%s%V%s is back",
+                          &srv->name,
+                          bmcf->name.len ? " of bytemark_upstream \"" : "",
+                          &bmcf->name, bmcf->name.len ? "\"" : "");
         }
 
         return;
@@ -178,9 +180,11 @@ ngx_http_bytemark_health_result(ngx_http_bytemark_main_conf_t *bmcf,
         h->down_probe = 0;
 
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "bytemark: mysql server %V is down after %uA "
+                      "bytemark: mysql server %V%s%V%s is down after %uA "
                       "failures in %M%s: %s; calls skip it for as long, "
-                      "then one probes it", &srv->name, fails,
+                      "then one probes it", &srv->name,
+                      bmcf->name.len ? " of bytemark_upstream \"" : "",
+                      &bmcf->name, bmcf->name.len ? "\"" : "", fails,
                       srv->fail_timeout % 1000 ? srv->fail_timeout
                                                : srv->fail_timeout / 1000,
                       srv->fail_timeout % 1000 ? "ms" : "s",

@@ -66,6 +66,17 @@ ngx_http_bytemark_shm_add(ngx_conf_t *cf, ngx_http_bytemark_main_conf_t *bmcf)
 {
     ngx_str_t  name = ngx_string("bytemark_state");
 
+    /* a named backend's notes, breakers and lock are its own */
+    if (bmcf->name.len) {
+        name.data = ngx_pnalloc(cf->pool, name.len + 1 + bmcf->name.len);
+        if (name.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        name.len = ngx_sprintf(name.data, "bytemark_state:%V", &bmcf->name)
+                   - name.data;
+    }
+
     ngx_conf_init_size_value(bmcf->notes_size, NGX_HTTP_BYTEMARK_SHM_SIZE);
 
     bmcf->shm_zone = ngx_shared_memory_add(cf, &name, bmcf->notes_size,
