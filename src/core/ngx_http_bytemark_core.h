@@ -132,7 +132,20 @@ typedef struct {
     ngx_str_t                     password;
     ngx_str_t                     database;
     ngx_uint_t                    pool_size;
+    ngx_str_t                     password_file;  /* as written, or empty */
 } ngx_http_bytemark_mysql_server_t;
+
+
+/* bytemark_mysql_ssl*: TLS to the MySQL servers of a backend */
+typedef struct {
+    ngx_flag_t                    enable;
+    ngx_flag_t                    verify;     /* certificate and name */
+    ngx_str_t                     name;       /* or empty: each host */
+    /* full paths, NUL-terminated, or empty */
+    ngx_str_t                     trusted_certificate;
+    ngx_str_t                     certificate;
+    ngx_str_t                     certificate_key;
+} ngx_http_bytemark_mysql_ssl_t;
 
 
 typedef struct {
@@ -142,6 +155,10 @@ typedef struct {
 
     ngx_array_t                  *mysql_servers;
     ngx_str_t                     mysql_table;
+
+    /* bytemark_mongo_uri_file: where mongo_uri was read from, or empty */
+    ngx_str_t                     mongo_uri_file;
+    ngx_http_bytemark_mysql_ssl_t mysql_ssl;
 
     ngx_str_t                     thread_pool_name;
     ngx_thread_pool_t            *thread_pool;

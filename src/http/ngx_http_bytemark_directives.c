@@ -109,9 +109,15 @@ char *
 ngx_http_bytemark_set_mongo_uri(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
+    ngx_http_bytemark_main_conf_t *bmcf = conf;
+
     char        err[256];
     char       *rv;
     ngx_str_t  *value;
+
+    if (bmcf->mongo_uri_file.len) {
+        return "conflicts with \"bytemark_mongo_uri_file\"";
+    }
 
     /* its calls run on a thread pool */
     if (ngx_http_bytemark_check_threads(cf) != NGX_OK) {
@@ -227,8 +233,8 @@ ngx_http_bytemark_set_table(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 
 /*
- * bytemark_mysql host=... | socket=... [port=3306] user=... [password=...]
- *                database=... [pool_size=N];
+ * bytemark_mysql host=... | socket=... [port=3306] user=...
+ *                [password=... | password_file=...] database=... [pool_size=N];
  *
  * Repeated for read replicas: the first is the primary.
  */
@@ -238,6 +244,7 @@ ngx_http_bytemark_set_mysql(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_bytemark_main_conf_t *bmcf = conf;
 
+    char                              *rv;
     ngx_http_bytemark_param_err_t      err;
     ngx_http_bytemark_mysql_server_t  *srv;
 
@@ -257,6 +264,8 @@ ngx_http_bytemark_set_mysql(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
           offsetof(ngx_http_bytemark_mysql_server_t, database), 0, 0 },
         { ngx_string("pool_size"), NGX_HTTP_BYTEMARK_PARAM_NUM,
           offsetof(ngx_http_bytemark_mysql_server_t, pool_size), 1, 1024 },
+        { ngx_string("password_file"), NGX_HTTP_BYTEMARK_PARAM_STR,
+          offsetof(ngx_http_bytemark_mysql_server_t, password_file), 0, 0 },
         { ngx_null_string, 0, 0, 0, 0 }
     };
 
@@ -290,8 +299,13 @@ ngx_http_bytemark_set_mysql(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                            "\"bytemark_mysql\" has an invalid parameter #%ui "
                            "(expected host=, socket=, port=1..65535, user=, "
                            "password=, database= or pool_size=1..1024, "
-                           "each once)", err.arg);
+                           "password_file=, each once)", err.arg);
         return NGX_CONF_ERROR;
+    }
+
+    rv = ngx_http_bytemark_mysql_password_file(cf, srv);
+    if (rv != NGX_CONF_OK) {
+        return rv;
     }
 
     if ((srv->host.len == 0) == (srv->socket.len == 0)) {
