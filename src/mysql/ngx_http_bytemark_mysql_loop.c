@@ -249,6 +249,11 @@ ngx_http_bytemark_mysql_op_connect(ngx_http_bytemark_mysql_conn_t *conn,
     int                                status;
     ngx_http_bytemark_mysql_server_t  *srv;
 
+    if (conn->node->pool->ssl) {
+        /* its I/O callback sets the name this one's handshake verifies */
+        ngx_http_bytemark_mysql_tls_running(conn);
+    }
+
     if (ready) {
         status = mysql_real_connect_cont(&conn->ret_mysql, conn->mysql, ready);
 
@@ -267,10 +272,7 @@ ngx_http_bytemark_mysql_op_connect(ngx_http_bytemark_mysql_conn_t *conn,
                      0);
     }
 
-    if (status && conn->node->pool->ssl) {
-        /* the TLS handshake may be under way: the name to verify */
-        ngx_http_bytemark_mysql_tls_wait(conn);
-    }
+    ngx_http_bytemark_mysql_tls_running(NULL);
 
     return status;
 }
@@ -282,6 +284,8 @@ ngx_http_bytemark_mysql_connected(ngx_http_bytemark_mysql_conn_t *conn)
     ngx_http_bytemark_mysql_step_pt  next;
 
     next = conn->then;
+
+    ngx_http_bytemark_mysql_tls_restore(conn);
 
     if (conn->ret_mysql == NULL) {
         ngx_http_bytemark_mysql_connect_error(conn);

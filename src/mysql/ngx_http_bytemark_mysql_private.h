@@ -159,7 +159,9 @@ struct ngx_http_bytemark_mysql_conn_s {
     unsigned                          busy:1;
     unsigned                          cancelled:1;  /* socket shut down */
     unsigned                          reading:1;    /* counted in "reading" */
-    unsigned                          tls_named:1;  /* name in the handshake */
+
+    /* TLS: the library's copy of the host while the name replaces it */
+    char                             *tls_host;
 };
 
 
@@ -182,7 +184,6 @@ struct ngx_http_bytemark_mysql_node_s {
     ngx_uint_t                        reading;   /* connections reading */
     ngx_event_t                       wake;      /* hands connections out */
     u_char                           *ssl_name;  /* TLS: the name verified */
-    unsigned                          ssl_name_ip:1;
 };
 
 
@@ -239,7 +240,10 @@ ngx_int_t ngx_http_bytemark_mysql_tls_init(ngx_cycle_t *cycle,
     ngx_http_bytemark_main_conf_t *bmcf, ngx_http_bytemark_mysql_pool_t *pool);
 void ngx_http_bytemark_mysql_tls_options(ngx_http_bytemark_mysql_conn_t *conn,
     MYSQL *m);
-void ngx_http_bytemark_mysql_tls_wait(ngx_http_bytemark_mysql_conn_t *conn);
+void ngx_http_bytemark_mysql_tls_running(
+    ngx_http_bytemark_mysql_conn_t *conn);
+void ngx_http_bytemark_mysql_tls_restore(
+    ngx_http_bytemark_mysql_conn_t *conn);
 ngx_int_t ngx_http_bytemark_mysql_tls_check(
     ngx_http_bytemark_mysql_conn_t *conn);
 void ngx_http_bytemark_mysql_connect_error(

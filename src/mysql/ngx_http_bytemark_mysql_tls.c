@@ -6,41 +6,53 @@
 
 /*
  * TLS to the MySQL servers (bytemark_mysql_ssl*).  Connector/C does the
- * handshake inside mysql_real_connect_start()/_cont(), on the event loop
- * like the rest of the connect (ngx_http_bytemark_mysql_loop.c); here are
- * the options it is given and the check of the server's name.
+ * handshake inside mysql_real_connect_start()/_cont(), the non-blocking
+ * connect the event loop drives (ngx_http_bytemark_mysql_loop.c); here are
+ * the options it is given, and the name it verifies.
  *
  * The library is given a server's address, never its name (the name was
  * resolved at configuration time so that it never looks one up on the
- * loop), and would check the certificate against that address.  So its own
- * name check is off, and the name (bytemark_mysql_ssl_name, or the host as
- * written) goes to OpenSSL's verification of the handshake itself: at the
- * connect's first wait after the library created its SSL object, before
- * the server's certificate has arrived, the name is set on that SSL
- * object's verification parameters.  A certificate for another name then
- * fails the handshake, before the credentials are sent.  Should the
- * handshake ever complete without such a wait, the name is checked once
- * the connect is over, and the connection closed on a mismatch.
+ * loop), and checks the certificate against its copy of the host it was
+ * given (X509_check_host(), X509_check_ip_asc()).  That copy is replaced by
+ * the name to verify (bytemark_mysql_ssl_name, or the host as written) for
+ * the handshake, from the library's I/O callback (ma_pvio_register_callback(),
+ * called after each read and write of a connection): the last write before
+ * the handshake is the client's TLS request, after the library made its
+ * copy.  The copy is given back once the connect is over.  A certificate
+ * for another name then fails the connect before the credentials are sent;
+ * with verification on, the library also refuses, before the credentials,
+ * a server that offers no TLS; with it off, such a server is refused once
+ * connected.
+ *
+ * Connector/C 3.3 does not yield to the event loop inside the handshake:
+ * the socket is in blocking mode then (its own reads and writes use
+ * MSG_DONTWAIT, OpenSSL's do not), and making it non-blocking does not
+ * help, as the library then waits with poll() for a time in milliseconds
+ * that is its connect timeout in seconds.  So a new TLS connection holds
+ * its worker for the handshake's round trips, at most the connect timeout
+ * (the socket's SO_RCVTIMEO, which the library sets); the pools keep
+ * connections open, so it is once per connection (doc/manual.md, TLS).
  */
 
 
 #include "ngx_http_bytemark_mysql_private.h"
 
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
-
-/*
- * Connector/C's own structures (libmariadb-dev), for a connection's SSL *:
- * ma_pvio.h declares its TLS member as void * unless HAVE_TLS, and
- * ma_tls.h, included after it, has what that points to.
- */
 #include <ma_pvio.h>
-#undef MARIADB_TLS
-#include <ma_tls.h>
 
 
-static SSL *ngx_http_bytemark_mysql_ssl(MYSQL *m);
-static ngx_int_t ngx_http_bytemark_mysql_is_ip(u_char *name);
+/* libmariadb exports it; no header of libmariadb-dev declares it */
+int ma_pvio_register_callback(my_bool register_callback,
+    void (*callback_function)(int mode, MYSQL *mysql, const uchar *buffer,
+    size_t length));
+
+
+static void ngx_http_bytemark_mysql_tls_io(int mode, MYSQL *m,
+    const uchar *buffer, size_t length);
+
+
+/* the connection whose connect call is running, or NULL */
+static ngx_http_bytemark_mysql_conn_t  *ngx_http_bytemark_mysql_tls_conn;
+static ngx_uint_t                       ngx_http_bytemark_mysql_tls_hooked;
 
 
 /* init_process: each server's name to verify, NUL-terminated */
@@ -59,6 +71,18 @@ ngx_http_bytemark_mysql_tls_init(ngx_cycle_t *cycle,
     }
 
     pool->ssl = &bmcf->mysql_ssl;
+
+    if (!ngx_http_bytemark_mysql_tls_hooked) {
+        if (ma_pvio_register_callback(1, ngx_http_bytemark_mysql_tls_io)
+            != 0)
+        {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                          "bytemark: ma_pvio_register_callback() failed");
+            return NGX_ERROR;
+        }
+
+        ngx_http_bytemark_mysql_tls_hooked = 1;
+    }
 
     for (i = 0; i < pool->nnodes; i++) {
         node = &pool->nodes[i];
@@ -80,8 +104,6 @@ ngx_http_bytemark_mysql_tls_init(ngx_cycle_t *cycle,
         }
 
         ngx_cpystrn(node->ssl_name, name.data, name.len + 1);
-
-        node->ssl_name_ip = ngx_http_bytemark_mysql_is_ip(node->ssl_name);
     }
 
     return NGX_OK;
@@ -99,20 +121,18 @@ ngx_http_bytemark_mysql_tls_options(ngx_http_bytemark_mysql_conn_t *conn,
 
     ssl = conn->node->pool->ssl;
 
-    conn->tls_named = 0;
-
     on = 1;
     off = 0;
 
     /* TLS or no connection: never a fallback to plain text */
     mysql_options(m, MYSQL_OPT_SSL_ENFORCE, &on);
 
-    /* the name is ours to check (see above); the chain is the library's,
-     * which verifies it whenever a CA is given */
-    mysql_options(m, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &off);
-
     if (ssl->verify) {
         mysql_options(m, MYSQL_OPT_SSL_CA, ssl->trusted_certificate.data);
+        mysql_options(m, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &on);
+
+    } else {
+        mysql_options(m, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &off);
     }
 
     if (ssl->certificate.len) {
@@ -122,112 +142,92 @@ ngx_http_bytemark_mysql_tls_options(ngx_http_bytemark_mysql_conn_t *conn,
 }
 
 
-/*
- * op_connect: the library waits.  Once its SSL object exists and before
- * the server's certificate is in, the name goes to the verification.
- */
+/* op_connect: the connection whose library call runs now, then NULL */
 
 void
-ngx_http_bytemark_mysql_tls_wait(ngx_http_bytemark_mysql_conn_t *conn)
+ngx_http_bytemark_mysql_tls_running(ngx_http_bytemark_mysql_conn_t *conn)
 {
-    SSL                             *ssl;
-    X509                            *cert;
-    X509_VERIFY_PARAM               *param;
-    ngx_http_bytemark_mysql_node_t  *node;
-
-    node = conn->node;
-
-    if (node->pool->ssl == NULL || !node->pool->ssl->verify
-        || conn->tls_named)
-    {
-        return;
-    }
-
-    ssl = ngx_http_bytemark_mysql_ssl(conn->mysql);
-    if (ssl == NULL) {
-        return;
-    }
-
-    cert = SSL_get_peer_certificate(ssl);
-
-    if (cert) {
-        /* too late for the handshake: checked after the connect */
-        X509_free(cert);
-        return;
-    }
-
-    param = SSL_get0_param(ssl);
-
-    X509_VERIFY_PARAM_set_hostflags(param,
-                                    X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-
-    if (node->ssl_name_ip) {
-        if (X509_VERIFY_PARAM_set1_ip_asc(param, (char *) node->ssl_name)
-            != 1)
-        {
-            return;
-        }
-
-    } else if (X509_VERIFY_PARAM_set1_host(param, (char *) node->ssl_name, 0)
-               != 1)
-    {
-        return;
-    }
-
-    conn->tls_named = 1;
-
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                   "bytemark: mysql server #%ui: TLS verifies \"%s\"",
-                   node->index + 1, node->ssl_name);
+    ngx_http_bytemark_mysql_tls_conn = conn;
 }
 
 
 /*
- * connected(): NGX_OK, or NGX_ERROR with the cause in the call's error
- * when the handshake went by without the name: the name is checked now.
+ * Every read and write of every connection of the process: only the one
+ * being connected with TLS and verification, before its handshake, is
+ * touched (see above).
+ */
+
+static void
+ngx_http_bytemark_mysql_tls_io(int mode, MYSQL *m, const uchar *buffer,
+    size_t length)
+{
+    char                            *name;
+    MARIADB_PVIO                    *pvio;
+    ngx_http_bytemark_mysql_conn_t  *conn;
+
+    conn = ngx_http_bytemark_mysql_tls_conn;
+
+    if (conn == NULL || conn->mysql != m || conn->tls_host != NULL
+        || conn->node->pool->ssl == NULL || !conn->node->pool->ssl->verify)
+    {
+        return;
+    }
+
+    pvio = m->net.pvio;
+
+    if (pvio == NULL || pvio->ctls != NULL || m->host == NULL) {
+        return;
+    }
+
+    /* malloc()ed as the library's own: each is freed by its owner */
+    name = strdup((char *) conn->node->ssl_name);
+    if (name == NULL) {
+        return;
+    }
+
+    conn->tls_host = m->host;
+    m->host = name;
+}
+
+
+/* the library's copy of the host back, ours freed */
+
+void
+ngx_http_bytemark_mysql_tls_restore(ngx_http_bytemark_mysql_conn_t *conn)
+{
+    char  *name;
+
+    if (conn->tls_host == NULL || conn->mysql == NULL) {
+        return;
+    }
+
+    name = conn->mysql->host;
+    conn->mysql->host = conn->tls_host;
+    conn->tls_host = NULL;
+
+    free(name);
+}
+
+
+/*
+ * connected(): NGX_OK, or NGX_ERROR with the cause in the call's error: the
+ * library fell back to plain text (it does unless it verifies).
  */
 
 ngx_int_t
 ngx_http_bytemark_mysql_tls_check(ngx_http_bytemark_mysql_conn_t *conn)
 {
-    int                              ok;
-    SSL                             *ssl;
-    X509                            *cert;
     ngx_http_bytemark_mysql_node_t  *node;
 
     node = conn->node;
 
-    if (node->pool->ssl == NULL || !node->pool->ssl->verify
-        || conn->tls_named)
-    {
-        return NGX_OK;
-    }
-
-    ok = 0;
-
-    ssl = ngx_http_bytemark_mysql_ssl(conn->mysql);
-    cert = ssl ? SSL_get_peer_certificate(ssl) : NULL;
-
-    if (cert) {
-        if (node->ssl_name_ip) {
-            ok = X509_check_ip_asc(cert, (char *) node->ssl_name, 0) == 1;
-
-        } else {
-            ok = X509_check_host(cert, (char *) node->ssl_name, 0,
-                                 X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, NULL)
-                 == 1;
-        }
-
-        X509_free(cert);
-    }
-
-    if (ok) {
+    if (node->pool->ssl == NULL || mysql_get_ssl_cipher(conn->mysql)) {
         return NGX_OK;
     }
 
     snprintf(conn->call->error, sizeof(conn->call->error),
              "cannot connect to mysql server #%u: TLS to \"%s\": the "
-             "server's certificate is not for that name",
+             "server does not offer TLS",
              (unsigned) node->index + 1, node->ssl_name);
 
     return NGX_ERROR;
@@ -255,32 +255,4 @@ ngx_http_bytemark_mysql_connect_error(ngx_http_bytemark_mysql_conn_t *conn)
     snprintf(conn->call->error, sizeof(conn->call->error),
              "cannot connect to mysql server #%u: %s",
              (unsigned) node->index + 1, mysql_error(conn->mysql));
-}
-
-
-static SSL *
-ngx_http_bytemark_mysql_ssl(MYSQL *m)
-{
-    MARIADB_TLS   *ctls;
-    MARIADB_PVIO  *pvio;
-
-    pvio = m->net.pvio;
-
-    if (pvio == NULL || pvio->ctls == NULL) {
-        return NULL;
-    }
-
-    ctls = (MARIADB_TLS *) pvio->ctls;
-
-    return ctls->ssl;
-}
-
-
-static ngx_int_t
-ngx_http_bytemark_mysql_is_ip(u_char *name)
-{
-    u_char  buf[sizeof(struct in6_addr)];
-
-    return inet_pton(AF_INET, (char *) name, buf) == 1
-           || inet_pton(AF_INET6, (char *) name, buf) == 1;
 }
