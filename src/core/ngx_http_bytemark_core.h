@@ -136,17 +136,6 @@ typedef struct {
 } ngx_http_bytemark_mysql_server_t;
 
 
-/* bytemark_mysql_ssl*: TLS to the MySQL servers of a backend */
-typedef struct {
-    ngx_flag_t                    enable;
-    ngx_flag_t                    verify;     /* certificate and name */
-    ngx_str_t                     name;       /* or empty: each host */
-    /* full paths, NUL-terminated, or empty */
-    ngx_str_t                     trusted_certificate;
-    ngx_str_t                     certificate;
-    ngx_str_t                     certificate_key;
-} ngx_http_bytemark_mysql_ssl_t;
-
 
 typedef struct {
     ngx_str_t                     mongo_uri;
@@ -158,7 +147,15 @@ typedef struct {
 
     /* bytemark_mongo_uri_file: where mongo_uri was read from, or empty */
     ngx_str_t                     mongo_uri_file;
-    ngx_http_bytemark_mysql_ssl_t mysql_ssl;
+
+    /* bytemark_mysql_ssl*: TLS to the MySQL servers; files: full paths,
+     * NUL-terminated, or empty */
+    ngx_flag_t                    mysql_ssl;
+    ngx_flag_t                    mysql_ssl_verify;    /* chain and name */
+    ngx_str_t                     mysql_ssl_name;      /* or each host */
+    ngx_str_t                     mysql_ssl_trusted_certificate;
+    ngx_str_t                     mysql_ssl_certificate;
+    ngx_str_t                     mysql_ssl_certificate_key;
 
     ngx_str_t                     thread_pool_name;
     ngx_thread_pool_t            *thread_pool;

@@ -51,8 +51,8 @@ ngx_http_bytemark_create_main_conf(ngx_conf_t *cf)
     bmcf->mongo_batch = NGX_CONF_UNSET_UINT;
     bmcf->mysql_batch = NGX_CONF_UNSET;
     bmcf->notes_size = NGX_CONF_UNSET_SIZE;
-    bmcf->mysql_ssl.enable = NGX_CONF_UNSET;
-    bmcf->mysql_ssl.verify = NGX_CONF_UNSET;
+    bmcf->mysql_ssl = NGX_CONF_UNSET;
+    bmcf->mysql_ssl_verify = NGX_CONF_UNSET;
 
     return bmcf;
 }

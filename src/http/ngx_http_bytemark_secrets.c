@@ -155,18 +155,15 @@ char *
 ngx_http_bytemark_check_mysql_ssl(ngx_conf_t *cf,
     ngx_http_bytemark_main_conf_t *bmcf)
 {
-    ngx_http_bytemark_mysql_ssl_t  *ssl;
+    ngx_conf_init_value(bmcf->mysql_ssl, 0);
+    ngx_conf_init_value(bmcf->mysql_ssl_verify, 1);
 
-    ssl = &bmcf->mysql_ssl;
-
-    ngx_conf_init_value(ssl->enable, 0);
-    ngx_conf_init_value(ssl->verify, 1);
-
-    if (!ssl->enable || bmcf->mysql_servers == NULL) {
+    if (!bmcf->mysql_ssl || bmcf->mysql_servers == NULL) {
         return NGX_CONF_OK;
     }
 
-    if (ssl->verify && ssl->trusted_certificate.len == 0) {
+    if (bmcf->mysql_ssl_verify && bmcf->mysql_ssl_trusted_certificate.len == 0)
+    {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"bytemark_mysql_ssl_verify\" is on (the default "
                            "with \"bytemark_mysql_ssl on\") and needs "
@@ -174,7 +171,9 @@ ngx_http_bytemark_check_mysql_ssl(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
-    if ((ssl->certificate.len == 0) != (ssl->certificate_key.len == 0)) {
+    if ((bmcf->mysql_ssl_certificate.len == 0)
+        != (bmcf->mysql_ssl_certificate_key.len == 0))
+    {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"bytemark_mysql_ssl_certificate\" and "
                            "\"bytemark_mysql_ssl_certificate_key\" go "

@@ -196,7 +196,7 @@ struct ngx_http_bytemark_mysql_pool_s {
     ngx_uint_t                        batch;     /* bytemark_mysql_batch */
     ngx_uint_t                        sizes;     /* batch sizes in use */
     ngx_uint_t                        inflight;  /* reads before queueing */
-    ngx_http_bytemark_mysql_ssl_t    *ssl;       /* NULL: no TLS */
+    ngx_http_bytemark_main_conf_t    *ssl;       /* TLS settings, or NULL */
 };
 
 

@@ -65,12 +65,12 @@ ngx_http_bytemark_mysql_tls_init(ngx_cycle_t *cycle,
     ngx_uint_t                       i;
     ngx_http_bytemark_mysql_node_t  *node;
 
-    if (!bmcf->mysql_ssl.enable) {
+    if (!bmcf->mysql_ssl) {
         pool->ssl = NULL;
         return NGX_OK;
     }
 
-    pool->ssl = &bmcf->mysql_ssl;
+    pool->ssl = bmcf;
 
     if (!ngx_http_bytemark_mysql_tls_hooked) {
         if (ma_pvio_register_callback(1, ngx_http_bytemark_mysql_tls_io)
@@ -87,8 +87,8 @@ ngx_http_bytemark_mysql_tls_init(ngx_cycle_t *cycle,
     for (i = 0; i < pool->nnodes; i++) {
         node = &pool->nodes[i];
 
-        if (bmcf->mysql_ssl.name.len) {
-            name = bmcf->mysql_ssl.name;
+        if (bmcf->mysql_ssl_name.len) {
+            name = bmcf->mysql_ssl_name;
 
         } else if (node->conf->host.len) {
             name = node->conf->host;
@@ -117,7 +117,7 @@ ngx_http_bytemark_mysql_tls_options(ngx_http_bytemark_mysql_conn_t *conn,
     MYSQL *m)
 {
     my_bool                         on, off;
-    ngx_http_bytemark_mysql_ssl_t  *ssl;
+    ngx_http_bytemark_main_conf_t  *ssl;
 
     ssl = conn->node->pool->ssl;
 
@@ -127,17 +127,19 @@ ngx_http_bytemark_mysql_tls_options(ngx_http_bytemark_mysql_conn_t *conn,
     /* TLS or no connection: never a fallback to plain text */
     mysql_options(m, MYSQL_OPT_SSL_ENFORCE, &on);
 
-    if (ssl->verify) {
-        mysql_options(m, MYSQL_OPT_SSL_CA, ssl->trusted_certificate.data);
+    if (ssl->mysql_ssl_verify) {
+        mysql_options(m, MYSQL_OPT_SSL_CA,
+                      ssl->mysql_ssl_trusted_certificate.data);
         mysql_options(m, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &on);
 
     } else {
         mysql_options(m, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &off);
     }
 
-    if (ssl->certificate.len) {
-        mysql_options(m, MYSQL_OPT_SSL_CERT, ssl->certificate.data);
-        mysql_options(m, MYSQL_OPT_SSL_KEY, ssl->certificate_key.data);
+    if (ssl->mysql_ssl_certificate.len) {
+        mysql_options(m, MYSQL_OPT_SSL_CERT, ssl->mysql_ssl_certificate.data);
+        mysql_options(m, MYSQL_OPT_SSL_KEY,
+                      ssl->mysql_ssl_certificate_key.data);
     }
 }
 
@@ -168,7 +170,8 @@ ngx_http_bytemark_mysql_tls_io(int mode, MYSQL *m, const uchar *buffer,
     conn = ngx_http_bytemark_mysql_tls_conn;
 
     if (conn == NULL || conn->mysql != m || conn->tls_host != NULL
-        || conn->node->pool->ssl == NULL || !conn->node->pool->ssl->verify)
+        || conn->node->pool->ssl == NULL
+        || !conn->node->pool->ssl->mysql_ssl_verify)
     {
         return;
     }
