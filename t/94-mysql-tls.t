@@ -12,6 +12,10 @@ use strict;
 use warnings;
 
 use Test::More;
+use HTTP::Tiny;
+use IO::Socket::INET;
+use POSIX ();
+use Time::HiRes qw(time sleep);
 use lib 't/lib';
 use Bytemark::Test;
 use Bytemark::Data qw(uuid add_pass);
@@ -175,6 +179,51 @@ run_case('REQUIRE X509 with the client certificate', 'x509_user',
         'the name did not match';
     $t->stop_nginx;
     $dns->cleanup;
+}
+
+# A server that stalls in the handshake: it sends MariaDB's greeting (the
+# real server's, replayed: it offers TLS) and then nothing. Connector/C 3.3
+# does not return to the event loop inside the handshake (doc/manual.md,
+# bytemark_mysql_ssl): the worker is held, but at most the connect timeout
+# (the socket's receive timeout) per try, and the request ends with 503.
+{
+    my $real = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $t->mysql_port)
+        or die "connect: $!";
+    my $greeting = '';
+    sysread($real, $greeting, 65536) or die "no greeting";
+    close $real;
+    my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 16,
+                                  ReuseAddr => 1) or die "listen: $!";
+    my $port = $l->sockport;
+    my $pid = fork // die;
+    if (!$pid) {
+        my @keep;
+        while (my $a = $l->accept) { syswrite($a, $greeting); push @keep, $a }
+        POSIX::_exit(0);
+    }
+    close $l;
+    $t->start_nginx(body('tls_user', $ca) =~ s/%%MYSQL_PORT%%/$port/r
+                    . "server { listen 127.0.0.1:%%PORT2%%; location / { return 200 ok; } }\n");
+    new_log();
+    my $t0 = time;
+    my $kid = fork // die;
+    if (!$kid) { my $r = $t->get('/t?u=7'); POSIX::_exit($r->{status} == 503 ? 0 : 1) }
+    sleep 0.3;
+    my $s0 = time;
+    my $r = HTTP::Tiny->new(timeout => 20)->get('http://127.0.0.1:' . $t->port2 . '/');
+    my $static = time - $s0;
+    waitpid $kid, 0;
+    my $took = time - $t0;
+    is $? >> 8, 0, 'a server that stalls in the handshake: 503';
+    ok $took < 6, sprintf('within the connect timeout per try (%.2f s)', $took);
+    is $r->{status}, 200, 'another request on the worker is answered';
+    ok $static < 5, sprintf('after at most the handshake\'s hold (%.2f s)', $static);
+    # the budget (3s, the connect timeout too) runs out as the handshake fails
+    like new_log(), qr/mysql tickets query for user 7 failed after \d+ ms: (no answer within 3000 ms|cannot connect to mysql server #1: TLS to "127\.0\.0\.1": )/,
+        'logged';
+    $t->stop_nginx;
+    kill 'KILL', $pid;
+    waitpid $pid, 0;
 }
 
 # nginx -t
