@@ -24,14 +24,23 @@
  * a server that offers no TLS; with it off, such a server is refused once
  * connected.
  *
- * Connector/C 3.3 does not yield to the event loop inside the handshake:
- * the socket is in blocking mode then (its own reads and writes use
- * MSG_DONTWAIT, OpenSSL's do not), and making it non-blocking does not
- * help, as the library then waits with poll() for a time in milliseconds
- * that is its connect timeout in seconds.  So a new TLS connection holds
- * its worker for the handshake's round trips, at most the connect timeout
- * (the socket's SO_RCVTIMEO, which the library sets); the pools keep
- * connections open, so it is once per connection (doc/manual.md, TLS).
+ * Connector/C 3.3 leaves the socket in blocking mode once its TCP connect
+ * is over (its own reads and writes use MSG_DONTWAIT; OpenSSL's do not):
+ *
+ * - After the connect, the socket is made non-blocking here: OpenSSL then
+ *   says "want read/write" and the library yields to the event loop, as
+ *   for a connection without TLS.  Left blocking, every read of a result
+ *   would wait on the loop.
+ *
+ * - The handshake cannot be made to yield: on a non-blocking socket the
+ *   library waits with poll() for a time in milliseconds that is its
+ *   connect timeout in seconds, and fails.  So the handshake runs on the
+ *   blocking socket, whose receive and send timeouts are set, from the
+ *   callback, to what is left of the call's budget (at most the connect
+ *   timeout): a new TLS connection holds its worker for the handshake's
+ *   round trips, and a server that stalls in the handshake at most that
+ *   long.  The pools keep connections open: once per connection
+ *   (doc/manual.md, bytemark_mysql_ssl).
  */
 
 
@@ -48,6 +57,8 @@ int ma_pvio_register_callback(my_bool register_callback,
 
 static void ngx_http_bytemark_mysql_tls_io(int mode, MYSQL *m,
     const uchar *buffer, size_t length);
+static void ngx_http_bytemark_mysql_tls_limit(
+    ngx_http_bytemark_mysql_conn_t *conn);
 
 
 /* the connection whose connect call is running, or NULL */
@@ -155,8 +166,7 @@ ngx_http_bytemark_mysql_tls_running(ngx_http_bytemark_mysql_conn_t *conn)
 
 /*
  * Every read and write of every connection of the process: only the one
- * being connected with TLS and verification, before its handshake, is
- * touched (see above).
+ * being connected with TLS, before its handshake, is touched (see above).
  */
 
 static void
@@ -170,26 +180,65 @@ ngx_http_bytemark_mysql_tls_io(int mode, MYSQL *m, const uchar *buffer,
     conn = ngx_http_bytemark_mysql_tls_conn;
 
     if (conn == NULL || conn->mysql != m || conn->tls_host != NULL
-        || conn->node->pool->ssl == NULL
-        || !conn->node->pool->ssl->mysql_ssl_verify)
+        || conn->node->pool->ssl == NULL)
     {
         return;
     }
 
     pvio = m->net.pvio;
 
-    if (pvio == NULL || pvio->ctls != NULL || m->host == NULL) {
+    if (pvio == NULL || pvio->ctls != NULL || m->host == NULL
+        || !m->options.use_ssl)
+    {
         return;
     }
 
+    ngx_http_bytemark_mysql_tls_limit(conn);
+
     /* malloc()ed as the library's own: each is freed by its owner */
-    name = strdup((char *) conn->node->ssl_name);
+    name = strdup(conn->node->pool->ssl->mysql_ssl_verify
+                  ? (char *) conn->node->ssl_name : m->host);
     if (name == NULL) {
         return;
     }
 
     conn->tls_host = m->host;
     m->host = name;
+}
+
+
+/* the handshake's waits on the blocking socket: the call's budget left */
+
+static void
+ngx_http_bytemark_mysql_tls_limit(ngx_http_bytemark_mysql_conn_t *conn)
+{
+    ngx_msec_t       left, max;
+    ngx_socket_t     fd;
+    struct timeval   tv;
+
+    fd = (ngx_socket_t) mysql_get_socket(conn->mysql);
+
+    if (fd == (ngx_socket_t) -1) {
+        return;
+    }
+
+    ngx_time_update();
+
+    left = (ngx_msec_int_t) (conn->deadline - ngx_current_msec) > 0
+           ? conn->deadline - ngx_current_msec : 1;
+    max = (ngx_msec_t) conn->node->pool->connect_timeout * 1000;
+
+    left = ngx_min(left, max);
+
+    tv.tv_sec = left / 1000;
+    tv.tv_usec = (left % 1000) * 1000;
+
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == -1
+        || setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) == -1)
+    {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, ngx_socket_errno,
+                      "bytemark: mysql TLS: setsockopt() failed");
+    }
 }
 
 
@@ -213,18 +262,34 @@ ngx_http_bytemark_mysql_tls_restore(ngx_http_bytemark_mysql_conn_t *conn)
 
 
 /*
- * connected(): NGX_OK, or NGX_ERROR with the cause in the call's error: the
- * library fell back to plain text (it does unless it verifies).
+ * connected(): the socket made non-blocking; NGX_ERROR, with the cause in
+ * the call's error, when the library fell back to plain text (it does
+ * unless it verifies).
  */
 
 ngx_int_t
 ngx_http_bytemark_mysql_tls_check(ngx_http_bytemark_mysql_conn_t *conn)
 {
+    ngx_socket_t                     fd;
     ngx_http_bytemark_mysql_node_t  *node;
 
     node = conn->node;
 
-    if (node->pool->ssl == NULL || mysql_get_ssl_cipher(conn->mysql)) {
+    if (node->pool->ssl == NULL) {
+        return NGX_OK;
+    }
+
+    if (mysql_get_ssl_cipher(conn->mysql)) {
+        /* from now on OpenSSL's waits go to the event loop (see above) */
+        fd = (ngx_socket_t) mysql_get_socket(conn->mysql);
+
+        if (ngx_nonblocking(fd) == -1) {
+            snprintf(conn->call->error, sizeof(conn->call->error),
+                     "mysql server #%u: TLS: " ngx_nonblocking_n " failed",
+                     (unsigned) node->index + 1);
+            return NGX_ERROR;
+        }
+
         return NGX_OK;
     }
 
