@@ -136,7 +136,6 @@ typedef struct {
 } ngx_http_bytemark_mysql_server_t;
 
 
-
 typedef struct {
     ngx_str_t                     mongo_uri;
     ngx_str_t                     mongo_db;

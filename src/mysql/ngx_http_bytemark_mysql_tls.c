@@ -204,6 +204,10 @@ ngx_http_bytemark_mysql_tls_io(int mode, MYSQL *m, const uchar *buffer,
 
     conn->tls_host = m->host;
     m->host = name;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "bytemark: mysql server #%ui: TLS handshake, name \"%s\"",
+                   conn->node->index + 1, name);
 }
 
 
