@@ -298,8 +298,8 @@ ngx_http_bytemark_set_mysql(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"bytemark_mysql\" has an invalid parameter #%ui "
                            "(expected host=, socket=, port=1..65535, user=, "
-                           "password=, database= or pool_size=1..1024, "
-                           "password_file=, each once)", err.arg);
+                           "password=, password_file=, database= or "
+                           "pool_size=1..1024, each once)", err.arg);
         return NGX_CONF_ERROR;
     }
 
