@@ -127,6 +127,23 @@ run_case('REQUIRE X509 with the client certificate', 'x509_user',
          "$ca bytemark_mysql_ssl_certificate $c->{client_cert}; "
          . "bytemark_mysql_ssl_certificate_key $c->{client_key};", 200);
 
+# a Unix socket: the name verified is localhost
+{
+    $t->sql("CREATE USER 'tls_user'\@'localhost' IDENTIFIED BY '$PW{tls_user}' REQUIRE SSL;"
+          . "GRANT SELECT ON portal.* TO 'tls_user'\@'localhost';");
+    my $b = body('tls_user', $ca);
+    $b =~ s/host=127\.0\.0\.1 port=%%MYSQL_PORT%%/socket=%%MYSQL_SOCKET%%/ or die;
+    $t->stop_nginx;
+    $t->start_nginx($b);
+    my $before = handshakes();
+    is $t->get('/t?u=7')->{status}, 200, 'socket=, TLS, name localhost: 200';
+    is handshakes() - $before, 1, 'over TLS';
+    $t->stop_nginx;
+    $t->start_nginx(body('x509_user', "$ca bytemark_mysql_ssl_certificate $c->{client_cert}; "
+                                      . "bytemark_mysql_ssl_certificate_key $c->{client_key};"));
+    is $t->get('/t?u=7')->{status}, 200, 'client certificate again (the pool below)';
+}
+
 # a TLS connection is kept in the pool and reused: a second request makes
 # no new handshake
 {
