@@ -138,6 +138,7 @@ typedef struct {
     /* passive health: max_fails= (0: off), fail_timeout= */
     ngx_uint_t                    max_fails;
     ngx_msec_t                    fail_timeout;
+    ngx_str_t                     password_file;  /* as written, or empty */
 } ngx_http_bytemark_mysql_server_t;
 
 
@@ -157,6 +158,18 @@ struct ngx_http_bytemark_main_conf_s {
 
     ngx_array_t                  *mysql_servers;
     ngx_str_t                     mysql_table;
+
+    /* bytemark_mongo_uri_file: where mongo_uri was read from, or empty */
+    ngx_str_t                     mongo_uri_file;
+
+    /* bytemark_mysql_ssl*: TLS to the MySQL servers; files: full paths,
+     * NUL-terminated, or empty */
+    ngx_flag_t                    mysql_ssl;
+    ngx_flag_t                    mysql_ssl_verify;    /* chain and name */
+    ngx_str_t                     mysql_ssl_name;      /* or each host */
+    ngx_str_t                     mysql_ssl_trusted_certificate;
+    ngx_str_t                     mysql_ssl_certificate;
+    ngx_str_t                     mysql_ssl_certificate_key;
 
     ngx_str_t                     thread_pool_name;
     ngx_thread_pool_t            *thread_pool;

@@ -53,6 +53,8 @@ ngx_http_bytemark_create_main_conf(ngx_conf_t *cf)
     bmcf->notes_size = NGX_CONF_UNSET_SIZE;
     bmcf->mongo_timeout = NGX_CONF_UNSET_MSEC;
     bmcf->mysql_timeout = NGX_CONF_UNSET_MSEC;
+    bmcf->mysql_ssl = NGX_CONF_UNSET;
+    bmcf->mysql_ssl_verify = NGX_CONF_UNSET;
 
     return bmcf;
 }
@@ -111,6 +113,10 @@ ngx_http_bytemark_init_backend_conf(ngx_conf_t *cf,
     ngx_conf_init_uint_value(bmcf->stuck_calls, 2);
     ngx_conf_init_uint_value(bmcf->mongo_batch, 64);
     ngx_conf_init_value(bmcf->mysql_batch, 32);
+
+    if (ngx_http_bytemark_check_mysql_ssl(cf, bmcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
 
     if (bmcf->mongo_uri.len == 0 && bmcf->mysql_servers == NULL) {
         return NGX_CONF_OK;

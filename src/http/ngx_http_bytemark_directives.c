@@ -122,9 +122,15 @@ char *
 ngx_http_bytemark_set_mongo_uri(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
+    ngx_http_bytemark_main_conf_t *bmcf = conf;
+
     char        err[256];
     char       *rv;
     ngx_str_t  *value;
+
+    if (bmcf->mongo_uri_file.len) {
+        return "conflicts with \"bytemark_mongo_uri_file\"";
+    }
 
     /* its calls run on a thread pool */
     if (ngx_http_bytemark_check_threads(cf) != NGX_OK) {
@@ -241,8 +247,9 @@ ngx_http_bytemark_set_table(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 /*
  * bytemark_mysql [addr[:port] | unix:/path] host=... | socket=...
- *                [port=3306] user=... [password=...] database=...
- *                [pool_size=N] [max_fails=N] [fail_timeout=time];
+ *                [port=3306] user=... [password=... | password_file=...]
+ *                database=... [pool_size=N] [max_fails=N]
+ *                [fail_timeout=time];
  *
  * The server is written as nginx's upstream "server" lines write it (a
  * first argument without "="), or with today's host=/socket=/port=, not
@@ -254,6 +261,7 @@ ngx_http_bytemark_set_mysql(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_bytemark_main_conf_t *bmcf = conf;
 
+    char                              *rv;
     ngx_str_t                         *value, *addr;
     ngx_http_bytemark_param_err_t      err;
     ngx_http_bytemark_mysql_server_t  *srv;
@@ -278,6 +286,8 @@ ngx_http_bytemark_set_mysql(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
           offsetof(ngx_http_bytemark_mysql_server_t, max_fails), 0, 1000 },
         { ngx_string("fail_timeout"), NGX_HTTP_BYTEMARK_PARAM_MSEC,
           offsetof(ngx_http_bytemark_mysql_server_t, fail_timeout), 1, 0 },
+        { ngx_string("password_file"), NGX_HTTP_BYTEMARK_PARAM_STR,
+          offsetof(ngx_http_bytemark_mysql_server_t, password_file), 0, 0 },
         { ngx_null_string, 0, 0, 0, 0 }
     };
 
@@ -322,10 +332,15 @@ ngx_http_bytemark_set_mysql(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                            "\"bytemark_mysql\" has an invalid parameter #%ui "
                            "(expected addr:port or unix:/path first, or "
                            "host=, socket=, port=1..65535; user=, "
-                           "password=, database=, pool_size=1..1024, "
-                           "max_fails=0..1000, fail_timeout=<time>, "
-                           "each once)", err.arg);
+                           "password=, password_file=, database=, "
+                           "pool_size=1..1024, max_fails=0..1000, "
+                           "fail_timeout=<time>, each once)", err.arg);
         return NGX_CONF_ERROR;
+    }
+
+    rv = ngx_http_bytemark_mysql_password_file(cf, srv);
+    if (rv != NGX_CONF_OK) {
+        return rv;
     }
 
     ngx_http_bytemark_mysql_health_defaults(srv);

@@ -48,6 +48,16 @@ char *ngx_http_bytemark_init_upstreams(ngx_conf_t *cf,
 ngx_http_bytemark_main_conf_t *ngx_http_bytemark_find_backend(ngx_conf_t *cf,
     ngx_str_t *name);
 ngx_str_t *ngx_http_bytemark_backend_name(ngx_http_bytemark_main_conf_t *bmcf);
+
+/* secrets in files, TLS files (ngx_http_bytemark_secrets.c) */
+char *ngx_http_bytemark_set_mongo_uri_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_bytemark_set_ssl_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_bytemark_mysql_password_file(ngx_conf_t *cf,
+    ngx_http_bytemark_mysql_server_t *srv);
+char *ngx_http_bytemark_check_mysql_ssl(ngx_conf_t *cf,
+    ngx_http_bytemark_main_conf_t *bmcf);
 void *ngx_http_bytemark_create_main_conf(ngx_conf_t *cf);
 char *ngx_http_bytemark_init_main_conf(ngx_conf_t *cf, void *conf);
 void *ngx_http_bytemark_create_loc_conf(ngx_conf_t *cf);

@@ -117,6 +117,10 @@ ngx_http_bytemark_mysql_init_process(ngx_cycle_t *cycle,
         return NGX_ERROR;
     }
 
+    if (ngx_http_bytemark_mysql_tls_init(cycle, bmcf, pool) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     /*
      * The library counts its own timeouts in whole seconds and, driven
      * without blocking, hands each wait's limit to the event loop

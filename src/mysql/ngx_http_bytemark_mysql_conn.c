@@ -578,6 +578,7 @@ ngx_http_bytemark_mysql_close(ngx_http_bytemark_mysql_conn_t *conn)
     ngx_uint_t  i;
 
     ngx_http_bytemark_mysql_forget(conn);
+    ngx_http_bytemark_mysql_tls_restore(conn);
 
     if (conn->mysql) {
         mysql_close(conn->mysql);

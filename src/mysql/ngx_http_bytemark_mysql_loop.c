@@ -231,6 +231,10 @@ ngx_http_bytemark_mysql_connect(ngx_http_bytemark_mysql_conn_t *conn,
     mysql_options(m, MYSQL_INIT_COMMAND,
                   "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED");
 
+    if (pool->ssl) {
+        ngx_http_bytemark_mysql_tls_options(conn, m);
+    }
+
     conn->then = next;
 
     ngx_http_bytemark_mysql_run(conn, ngx_http_bytemark_mysql_op_connect,
@@ -242,24 +246,35 @@ static int
 ngx_http_bytemark_mysql_op_connect(ngx_http_bytemark_mysql_conn_t *conn,
     int ready)
 {
+    int                                status;
     ngx_http_bytemark_mysql_server_t  *srv;
 
-    if (ready) {
-        return mysql_real_connect_cont(&conn->ret_mysql, conn->mysql, ready);
+    if (conn->node->pool->ssl) {
+        /* its I/O callback sets the name this one's handshake verifies */
+        ngx_http_bytemark_mysql_tls_running(conn);
     }
 
-    srv = conn->node->conf;
+    if (ready) {
+        status = mysql_real_connect_cont(&conn->ret_mysql, conn->mysql, ready);
 
-    /* a host was resolved at configuration time: the library gets its
-     * address and never looks a name up; strings are NUL-terminated */
-    return mysql_real_connect_start(&conn->ret_mysql, conn->mysql,
-               srv->address.len ? (char *) srv->address.data : NULL,
-               (char *) srv->user.data,
-               srv->password.len ? (char *) srv->password.data : NULL,
-               (char *) srv->database.data,
-               (unsigned int) srv->port,
-               srv->socket.len ? (char *) srv->socket.data : NULL,
-               0);
+    } else {
+        srv = conn->node->conf;
+
+        /* a host was resolved at configuration time: the library gets its
+         * address and never looks a name up; strings are NUL-terminated */
+        status = mysql_real_connect_start(&conn->ret_mysql, conn->mysql,
+                     srv->address.len ? (char *) srv->address.data : NULL,
+                     (char *) srv->user.data,
+                     srv->password.len ? (char *) srv->password.data : NULL,
+                     (char *) srv->database.data,
+                     (unsigned int) srv->port,
+                     srv->socket.len ? (char *) srv->socket.data : NULL,
+                     0);
+    }
+
+    ngx_http_bytemark_mysql_tls_running(NULL);
+
+    return status;
 }
 
 
@@ -270,11 +285,17 @@ ngx_http_bytemark_mysql_connected(ngx_http_bytemark_mysql_conn_t *conn)
 
     next = conn->then;
 
+    ngx_http_bytemark_mysql_tls_restore(conn);
+
     if (conn->ret_mysql == NULL) {
-        snprintf(conn->call->error, sizeof(conn->call->error),
-                 "cannot connect to mysql server #%u: %s",
-                 (unsigned) conn->node->index + 1,
-                 mysql_error(conn->mysql));
+        ngx_http_bytemark_mysql_connect_error(conn);
+        conn->call->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_CONNECT;
+        ngx_http_bytemark_mysql_close(conn);
+        conn->end(conn, NGX_DECLINED);
+        return;
+    }
+
+    if (ngx_http_bytemark_mysql_tls_check(conn) != NGX_OK) {
         conn->call->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_CONNECT;
         ngx_http_bytemark_mysql_close(conn);
         conn->end(conn, NGX_DECLINED);

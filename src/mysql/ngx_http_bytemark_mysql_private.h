@@ -159,6 +159,9 @@ struct ngx_http_bytemark_mysql_conn_s {
     unsigned                          busy:1;
     unsigned                          cancelled:1;  /* socket shut down */
     unsigned                          reading:1;    /* counted in "reading" */
+
+    /* TLS: the library's copy of the host while the name replaces it */
+    char                             *tls_host;
 };
 
 
@@ -180,6 +183,7 @@ struct ngx_http_bytemark_mysql_node_s {
     ngx_uint_t                        nreads;
     ngx_uint_t                        reading;   /* connections reading */
     ngx_event_t                       wake;      /* hands connections out */
+    u_char                           *ssl_name;  /* TLS: the name verified */
 };
 
 
@@ -192,6 +196,7 @@ struct ngx_http_bytemark_mysql_pool_s {
     ngx_uint_t                        batch;     /* bytemark_mysql_batch */
     ngx_uint_t                        sizes;     /* batch sizes in use */
     ngx_uint_t                        inflight;  /* reads before queueing */
+    ngx_http_bytemark_main_conf_t    *ssl;       /* TLS settings, or NULL */
 };
 
 
@@ -229,6 +234,20 @@ void ngx_http_bytemark_mysql_run(ngx_http_bytemark_mysql_conn_t *conn,
     ngx_http_bytemark_mysql_op_pt op, ngx_http_bytemark_mysql_step_pt next);
 void ngx_http_bytemark_mysql_connect(ngx_http_bytemark_mysql_conn_t *conn,
     ngx_http_bytemark_mysql_step_pt next);
+
+/* TLS (ngx_http_bytemark_mysql_tls.c) */
+ngx_int_t ngx_http_bytemark_mysql_tls_init(ngx_cycle_t *cycle,
+    ngx_http_bytemark_main_conf_t *bmcf, ngx_http_bytemark_mysql_pool_t *pool);
+void ngx_http_bytemark_mysql_tls_options(ngx_http_bytemark_mysql_conn_t *conn,
+    MYSQL *m);
+void ngx_http_bytemark_mysql_tls_running(
+    ngx_http_bytemark_mysql_conn_t *conn);
+void ngx_http_bytemark_mysql_tls_restore(
+    ngx_http_bytemark_mysql_conn_t *conn);
+ngx_int_t ngx_http_bytemark_mysql_tls_check(
+    ngx_http_bytemark_mysql_conn_t *conn);
+void ngx_http_bytemark_mysql_connect_error(
+    ngx_http_bytemark_mysql_conn_t *conn);
 
 /* statements (ngx_http_bytemark_mysql_stmt.c) */
 void ngx_http_bytemark_mysql_prepare(ngx_http_bytemark_mysql_conn_t *conn,

@@ -39,6 +39,10 @@ func ferretVersion() string {
 func main() {
 	listen := flag.String("listen-addr", "127.0.0.1:27017", "listen TCP address")
 	unix := flag.String("listen-unix", "", "listen Unix domain socket path")
+	tlsAddr := flag.String("listen-tls", "", "listen TLS address (off when empty)")
+	tlsCert := flag.String("listen-tls-cert-file", "", "TLS listener: server certificate (PEM)")
+	tlsKey := flag.String("listen-tls-key-file", "", "TLS listener: server key (PEM)")
+	tlsCA := flag.String("listen-tls-ca-file", "", "TLS listener: CA of the client certificates it then requires (PEM)")
 	sqlite := flag.String("sqlite-url", "file:data/", "SQLite URI (a directory, ending in /)")
 	level := flag.String("log-level", "warn", "debug, info, warn or error")
 	version := flag.Bool("version", false, "print the FerretDB version and exit")
@@ -57,7 +61,14 @@ func main() {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
 
 	f, err := ferretdb.New(&ferretdb.Config{
-		Listener:  ferretdb.ListenerConfig{TCP: *listen, Unix: *unix},
+		Listener: ferretdb.ListenerConfig{
+			TCP:         *listen,
+			Unix:        *unix,
+			TLS:         *tlsAddr,
+			TLSCertFile: *tlsCert,
+			TLSKeyFile:  *tlsKey,
+			TLSCAFile:   *tlsCA,
+		},
 		Logger:    logger,
 		Handler:   "sqlite",
 		SQLiteURL: *sqlite,
@@ -70,7 +81,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	logger.Info("FerretDB "+ferretVersion()+" listening", "addr", *listen, "sqlite", *sqlite)
+	logger.Info("FerretDB "+ferretVersion()+" listening", "addr", *listen, "tls", *tlsAddr, "sqlite", *sqlite)
 	if err := f.Run(ctx); err != nil && ctx.Err() == nil {
 		fmt.Fprintln(os.Stderr, "ferretdb:", err)
 		os.Exit(1)

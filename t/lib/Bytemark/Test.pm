@@ -40,6 +40,13 @@ package Bytemark::Test;
 #   $r->wait_replicated;        # the replica has applied all the primary has logged
 #   $r->pause_replication;      # STOP SLAVE SQL_THREAD (kept across its restarts)
 #   $r->resume_replication;     # START SLAVE SQL_THREAD
+#
+# TLS (certificates made by Bytemark::Certs in <dir>/tls, see certs()):
+#   Bytemark::Test->new(mysql => 1, mysql_ssl => 1);   # MariaDB with --ssl-ca/-cert/-key
+#       # (mysql_ssl => 'dns': its certificate names db.test only, not 127.0.0.1)
+#   Bytemark::Test->new(mongo => 1, mongo_tls => 1);   # FerretDB's TLS listener too, on
+#       # mongo_tls_port(); mongo_tls => 'client' makes it require client certificates.
+#       # On any other MongoDB the test is skipped, before it has run anything.
 
 use strict;
 use warnings;
@@ -108,6 +115,18 @@ sub new {
             $self->{mongo_kind} = undef;
             Test::More::plan(skip_all => "needs the MongoDB stand-in: $a{standin_only}");
         }
+    }
+
+    if ($a{mongo_tls} && $self->{mongo_kind} && $self->{mongo_kind} ne 'ferretdb') {
+        $self->{mongo_kind} = undef;
+        Test::More::plan(skip_all => 'needs FerretDB\'s TLS listener '
+                                   . '(BYTEMARK_TEST_MONGO_KIND=ferretdb)');
+    }
+    if ($a{mysql_ssl} || $a{mongo_tls}) {
+        require Bytemark::Certs;
+        $self->{certs} = Bytemark::Certs::make("$self->{dir}/tls");
+        $self->{mysql_ssl} = $a{mysql_ssl} if $a{mysql_ssl};
+        $self->{mongo_tls} = $a{mongo_tls} if $a{mongo_tls};
     }
 
     if ($a{binlog} || $a{replica_of}) {
@@ -512,6 +531,7 @@ sub _mysql_spawn {
         '--performance-schema=OFF',
         '--max-connections=500',
         $self->_mysql_repl_opts,
+        $self->_mysql_ssl_opts,
     ], "$dir/mariadb.out");
 }
 
@@ -530,6 +550,24 @@ sub _mysql_repl_opts {
     push @o, '--relay-log=relay-bin', '--skip-slave-start', '--slave-net-timeout=10'
         if $self->{mysql_replica};
     return @o;
+}
+
+# mysql_ssl => 1: the server's certificate for localhost and 127.0.0.1;
+# mysql_ssl => 'dns': one for the name db.test only
+sub _mysql_ssl_opts {
+    my $self = shift;
+    my $c = $self->{mysql_ssl} && $self->{certs} or return;
+    my $k = $self->{mysql_ssl} eq 'dns' ? 'server_dns' : 'server';
+    return ("--ssl-ca=$c->{ca}", '--ssl-cert=' . $c->{"${k}_cert"},
+            '--ssl-key=' . $c->{"${k}_key"});
+}
+
+# The files of Bytemark::Certs::make(): ca, other_ca, server_cert,
+# server_key, client_cert, client_key, client_pem (new(... mysql_ssl or
+# mongo_tls => 1) makes them).
+sub certs {
+    my $self = shift;
+    return $self->{certs} // croak 'no certificates: new(mysql_ssl => 1 or mongo_tls => 1)';
 }
 
 sub _mysql_ready {
@@ -742,6 +780,8 @@ sub mongo_port { $_[0]{mongo_port} }
 sub mongo_db   { $_[0]{mongo_db_name} }
 sub mongo_coll { $_[0]{mongo_coll_name} }
 sub mongo_pid  { $_[0]{mongo_pid} }
+# FerretDB's TLS listener (new(mongo_tls => 1)); mongo_uri() stays plain
+sub mongo_tls_port { $_[0]{mongo_tls_port} }
 
 # False with an external server: it cannot be stopped or paused by a test.
 sub mongo_controllable { ($_[0]{mongo_kind} // '') ne 'external' }
@@ -781,9 +821,17 @@ sub _mongo_spawn {
         my $bin = ferretdb_bin();
         die "FerretDB $bin is missing (bash scripts/deps.sh builds it)\n" unless -x $bin;
         make_path("$dir/ferretdb-data");
+        my @tls;
+        if (my $c = $self->{mongo_tls} && $self->{certs}) {
+            $self->{mongo_tls_port} //= free_port();
+            @tls = ('--listen-tls', "127.0.0.1:$self->{mongo_tls_port}",
+                    '--listen-tls-cert-file', $c->{server_cert},
+                    '--listen-tls-key-file', $c->{server_key},
+                    ($self->{mongo_tls} eq 'client' ? ('--listen-tls-ca-file', $c->{ca}) : ()));
+        }
         $self->{mongo_pid} = $self->_spawn([
             $bin, '--listen-addr', "127.0.0.1:$self->{mongo_port}",
-            '--sqlite-url', "file:$dir/ferretdb-data/", '--log-level', 'warn',
+            '--sqlite-url', "file:$dir/ferretdb-data/", '--log-level', 'warn', @tls,
         ], "$dir/mongo.log");
     } else {
         make_path("$dir/mongo-data");
@@ -807,7 +855,8 @@ sub _mongo_ready {
                 $self->_forget_spawn(delete $self->{mongo_pid});
                 die "$self->{mongo_kind} exited during startup:\n" . _tail(_slurp("$self->{dir}/mongo.log"), 30);
             }
-            last if _connectable($self->{mongo_port});
+            last if _connectable($self->{mongo_port})
+                 && (!$self->{mongo_tls_port} || _connectable($self->{mongo_tls_port}));
             die "$self->{mongo_kind} did not listen in 60s:\n" . _tail(_slurp("$self->{dir}/mongo.log"), 30)
                 if time > $end;
             sleep 0.03;
