@@ -275,7 +275,7 @@ ngx_http_bytemark_mysql_connected(ngx_http_bytemark_mysql_conn_t *conn)
                  "cannot connect to mysql server #%u: %s",
                  (unsigned) conn->node->index + 1,
                  mysql_error(conn->mysql));
-        conn->call->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_CONNECT;
+        conn->call->error_kind = NGX_HTTP_BYTEMARK_ERR_CONNECT;
         ngx_http_bytemark_mysql_close(conn);
         conn->end(conn, NGX_DECLINED);
         return;
