@@ -151,7 +151,7 @@ typedef struct {
     int64_t                       timestamp;    /* of the commit */
     int64_t                       written;
     char                          refused[128];  /* REFUSED: for the client */
-    unsigned                      commit_sent:1;
+    unsigned                      commit_sent:1;  /* COMMIT sent */
     unsigned                      cache_failed:1;
     char                          cache_error[640];
 } ngx_http_bytemark_call_ingest_t;
