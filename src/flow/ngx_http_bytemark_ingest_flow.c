@@ -25,6 +25,8 @@
 
 static void ngx_http_bytemark_ingest_committed(ngx_http_request_t *r,
     ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o);
+static ngx_http_bytemark_call_t *ngx_http_bytemark_ingest_update(
+    ngx_http_request_t *r, ngx_http_bytemark_call_t *call, ngx_msec_t budget);
 static void ngx_http_bytemark_ingest_cache(ngx_http_bytemark_call_t *call);
 static void ngx_http_bytemark_ingest_done(ngx_http_request_t *r,
     ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o);
@@ -87,9 +89,9 @@ static void
 ngx_http_bytemark_ingest_committed(ngx_http_request_t *r,
     ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o)
 {
-    ngx_int_t                       rc;
-    ngx_msec_t                      budget;
-    ngx_http_bytemark_ctx_t        *ctx;
+    ngx_int_t                         rc;
+    ngx_msec_t                        budget;
+    ngx_http_bytemark_ctx_t          *ctx;
     ngx_http_bytemark_call_t         *cache;
     ngx_http_bytemark_outcome_t       co;
     ngx_http_bytemark_loc_conf_t     *blcf;
@@ -97,7 +99,6 @@ ngx_http_bytemark_ingest_committed(ngx_http_request_t *r,
     ngx_http_bytemark_call_ingest_t  *ingest, *update;
 
     bmcf = call->bmcf;
-    ingest = ngx_http_bytemark_call_ingest(call);
 
     if (r) {
         ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
@@ -126,13 +127,9 @@ ngx_http_bytemark_ingest_committed(ngx_http_request_t *r,
         budget = bmcf->mongo_budget;
     }
 
-    cache = ngx_http_bytemark_call_create(r, NGX_HTTP_BYTEMARK_BACKEND_MONGO,
-                                          NGX_HTTP_BYTEMARK_OP_INGEST,
-                                          "mongo ingest cache update",
-                                          ngx_http_bytemark_ingest_cache,
-                                          ngx_http_bytemark_ingest_done,
-                                          budget);
+    cache = ngx_http_bytemark_ingest_update(r, call, budget);
     if (cache == NULL) {
+        ingest = ngx_http_bytemark_call_ingest(call);
         ingest->cache_failed = 1;
         snprintf(ingest->cache_error, sizeof(ingest->cache_error),
                  "out of memory");
@@ -140,18 +137,7 @@ ngx_http_bytemark_ingest_committed(ngx_http_request_t *r,
         return;
     }
 
-    /* the committed passes move to the cache update */
     update = ngx_http_bytemark_call_ingest(cache);
-    cache->user_id = call->user_id;
-    update->passes = ingest->passes;
-    update->npasses = ingest->npasses;
-    cache->result = NGX_HTTP_BYTEMARK_FOUND;
-    update->timestamp = ingest->timestamp;
-    update->written = ingest->written;
-    cache->elapsed = call->elapsed;
-    cache->always_done = 1;
-    ingest->passes = NULL;
-    ingest->npasses = 0;
 
     rc = ngx_http_bytemark_call_gate(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO,
                                      NGX_HTTP_BYTEMARK_GATE_SKIP_OPEN);
@@ -181,6 +167,44 @@ ngx_http_bytemark_ingest_committed(ngx_http_request_t *r,
 
     ngx_http_bytemark_ingest_done(r, cache, &co);
     ngx_http_bytemark_call_free(cache);
+}
+
+
+/* the cache update's call: the committed passes move to it */
+
+static ngx_http_bytemark_call_t *
+ngx_http_bytemark_ingest_update(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *call, ngx_msec_t budget)
+{
+    ngx_http_bytemark_call_t         *cache;
+    ngx_http_bytemark_call_ingest_t  *ingest, *update;
+
+    cache = ngx_http_bytemark_call_create(r, NGX_HTTP_BYTEMARK_BACKEND_MONGO,
+                                          NGX_HTTP_BYTEMARK_OP_INGEST,
+                                          "mongo ingest cache update",
+                                          ngx_http_bytemark_ingest_cache,
+                                          ngx_http_bytemark_ingest_done,
+                                          budget);
+    if (cache == NULL) {
+        return NULL;
+    }
+
+    ingest = ngx_http_bytemark_call_ingest(call);
+    update = ngx_http_bytemark_call_ingest(cache);
+
+    cache->user_id = call->user_id;
+    cache->result = NGX_HTTP_BYTEMARK_FOUND;
+    cache->elapsed = call->elapsed;
+    cache->always_done = 1;
+
+    update->passes = ingest->passes;
+    update->npasses = ingest->npasses;
+    update->timestamp = ingest->timestamp;
+    update->written = ingest->written;
+    ingest->passes = NULL;
+    ingest->npasses = 0;
+
+    return cache;
 }
 
 

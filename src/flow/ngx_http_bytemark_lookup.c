@@ -263,12 +263,12 @@ static ngx_int_t
 ngx_http_bytemark_lookup_source(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx)
 {
-    ngx_uint_t                       i, n, slot, tickets;
-    ngx_msec_t                       left;
-    ngx_http_bytemark_call_t        *call;
-    ngx_http_bytemark_loc_conf_t    *blcf;
-    ngx_http_bytemark_call_lookup_t *lookup;
-    ngx_http_bytemark_main_conf_t  *bmcf;
+    ngx_uint_t                        i, n, slot, tickets;
+    ngx_msec_t                        left;
+    ngx_http_bytemark_call_t         *call;
+    ngx_http_bytemark_loc_conf_t     *blcf;
+    ngx_http_bytemark_main_conf_t    *bmcf;
+    ngx_http_bytemark_call_lookup_t  *lookup;
 
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
     bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
