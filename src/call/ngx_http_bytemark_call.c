@@ -288,7 +288,7 @@ ngx_http_bytemark_call_release(ngx_http_bytemark_call_t *call)
         break;
 
     default:
-        /* a batch's members are freed by its done(): mongo_batch.c */
+        /* a batch's array of members is mongo_batch.c's to free */
         break;
     }
 }
