@@ -138,6 +138,59 @@ check_payload(const u_char *text, size_t len)
 
 
 /*
+ * A cache fill writes the rows as BSON (rows.c): byte for byte what the
+ * module wrote before, when it parsed the rendered list back (json_loadb(),
+ * json_to_bson()); and it fails where that failed.
+ */
+
+static void
+check_fill(ngx_http_bytemark_pass_row_t *rows, ngx_uint_t n,
+    ngx_http_bytemark_passes_t *list)
+{
+    json_t                    *v;
+    bson_t                     now, old;
+    ngx_str_t                  text;
+    ngx_int_t                  rc, orc;
+    ngx_uint_t                 i;
+    json_error_t               jerr;
+    ngx_http_bytemark_rows_t   kept;
+
+    ngx_memzero(&kept, sizeof(ngx_http_bytemark_rows_t));
+
+    for (i = 0; i < n; i++) {
+        FUZZ_CHECK(ngx_http_bytemark_rows_add(&kept, &rows[i]) == NGX_OK,
+                   "out of memory");
+    }
+
+    bson_init(&now);
+    rc = ngx_http_bytemark_rows_to_bson(&now, "passes", &kept);
+    ngx_http_bytemark_rows_free(&kept);
+
+    ngx_http_bytemark_passes_text(list, &text);
+    v = json_loadb((const char *) text.data, text.len, JSON_ALLOW_NUL, &jerr);
+    FUZZ_CHECK(v != NULL, "rendered rows are not JSON: %s", jerr.text);
+
+    bson_init(&old);
+    orc = ngx_http_bytemark_json_to_bson(&old, "passes", v, 0);
+    json_decref(v);
+
+    FUZZ_CHECK(rc == orc, "a fill from the rows %s, from their text %s",
+               rc == NGX_OK ? "works" : "fails",
+               orc == NGX_OK ? "works" : "fails");
+
+    if (rc == NGX_OK) {
+        FUZZ_CHECK(now.len == old.len
+                   && memcmp(bson_get_data(&now), bson_get_data(&old),
+                             now.len) == 0,
+                   "a fill from the rows is not the BSON of their text");
+    }
+
+    bson_destroy(&old);
+    bson_destroy(&now);
+}
+
+
+/*
  * Rows into a list (the tickets query): passes_add_row() fails iff the old
  * json_pack() did (a uuid or status that is not UTF-8), and the list is the
  * dump of the old objects.
@@ -177,6 +230,7 @@ check_rows(ngx_http_bytemark_pass_row_t *rows, ngx_uint_t n)
                "out of memory");
 
     bytemark_fuzz_check_list(&list, ref, "rows");
+    check_fill(rows, n, &list);
 
 done:
 
@@ -225,9 +279,11 @@ check_input_rows(const uint8_t *data, size_t size)
 /*
  * The same pass has the same bytes from every source (render.c): as MySQL
  * renders its row, as a cache entry an ingest wrote ($push of p->object,
- * json_to_bson()), and as the entry a fill writes from the MySQL answer
- * (mongo.c's fill_array(): the list's text, json_loadb(), json_to_bson()).
- * All three are the dump of p->object, the pass as ingest built it.
+ * json_to_bson()), and as the entry a fill writes from the MySQL rows
+ * (rows.c's rows_to_bson()).  All three are the dump of p->object, the
+ * pass as ingest built it.  And the fill's BSON is byte for byte what the
+ * module wrote before it had rows.c: the rendered answer parsed back
+ * (json_loadb(), json_to_bson()).
  */
 
 static void
@@ -262,13 +318,14 @@ check_sources(ngx_http_bytemark_ingest_pass_t *p)
 {
     char                          *dump, *want;
     json_t                        *v;
-    bson_t                         entry, arr;
+    bson_t                         entry, arr, old;
     size_t                         len;
     ngx_str_t                      text;
-    ngx_int_t                      rc;
+    ngx_int_t                      rc, orc;
     ngx_uint_t                     k;
     json_error_t                   jerr;
     ngx_http_bytemark_jbuf_t       b;
+    ngx_http_bytemark_rows_t       rows;
     ngx_http_bytemark_passes_t     list;
     ngx_http_bytemark_pass_row_t   row;
 
@@ -339,21 +396,42 @@ check_sources(ngx_http_bytemark_ingest_pass_t *p)
 
     bson_destroy(&entry);
 
-    /* the entry a fill writes from the MySQL answer */
+    /* the entry a fill writes from the MySQL row */
+    ngx_memzero(&rows, sizeof(ngx_http_bytemark_rows_t));
+    FUZZ_CHECK(ngx_http_bytemark_rows_add(&rows, &row) == NGX_OK,
+               "an ingested pass's row cannot be kept");
+
+    bson_init(&entry);
+    BSON_APPEND_INT64(&entry, "timestamp", p->timestamp);
+    rc = ngx_http_bytemark_rows_to_bson(&entry, k ? "passes4" : "passes",
+                                        &rows);
+    ngx_http_bytemark_rows_free(&rows);
+
+    /* and the one the fill wrote from the answer's text, parsed back */
     v = json_loadb((const char *) text.data, text.len, JSON_ALLOW_NUL, &jerr);
     FUZZ_CHECK(v != NULL, "a MySQL answer's text is not JSON: %s",
                jerr.text);
 
-    bson_init(&entry);
-    BSON_APPEND_INT64(&entry, "timestamp", p->timestamp);
-    rc = ngx_http_bytemark_json_to_bson(&entry, k ? "passes4" : "passes", v,
-                                        0);
+    bson_init(&old);
+    BSON_APPEND_INT64(&old, "timestamp", p->timestamp);
+    orc = ngx_http_bytemark_json_to_bson(&old, k ? "passes4" : "passes", v,
+                                         0);
     json_decref(v);
 
+    FUZZ_CHECK(rc == orc, "a fill from the row %s, from the text %s",
+               rc == NGX_OK ? "works" : "fails",
+               orc == NGX_OK ? "works" : "fails");
+
     if (rc == NGX_OK) {
+        FUZZ_CHECK(entry.len == old.len
+                   && memcmp(bson_get_data(&entry), bson_get_data(&old),
+                             entry.len) == 0,
+                   "a fill from the row is not the BSON parsed from its "
+                   "text");
         read_entry(&entry, k, want, "from the cache (fill)");
     }
 
+    bson_destroy(&old);
     bson_destroy(&entry);
 
     ngx_http_bytemark_passes_free(&list);

@@ -106,6 +106,77 @@ for my $k (qw(messy controls)) {
         "pass $k: the same payload bytes as in the tickets answer";
 }
 
+# --- the cache document a fill writes ----------------------------------------
+# A fill makes its BSON from the MySQL rows, in the MongoDB thread. The
+# document must be the one the module wrote when it parsed its rendered
+# answer back with jansson: the expected texts below are what that version
+# (main before issue 25) stored, read back raw (canonical EJSON: members in
+# their stored order, BSON types spelled out). Members in the rendered
+# order; numbers int32 when they fit, int64 beyond; a payload the value of
+# its canonical text, a string when it is not JSON, left out when it is not
+# even UTF-8 (and so is a hash); null for SQL NULL.
+
+# a member of a raw document: its text, brackets balanced, strings skipped
+sub raw_member {
+    my ($raw, $name) = @_;
+    $raw =~ /"\Q$name\E": /g or return undef;
+    my ($start, $depth) = (pos($raw), 0);
+    while ($raw =~ /\G(?:"(?:[^"\\]|\\.)*"|([\[\{])|([\]\}])|[^"\[\]\{\}]+)/gc) {
+        $depth++ if defined $1;
+        $depth-- if defined $2;
+        return substr($raw, $start, pos($raw) - $start) if $depth == 0;
+    }
+    return undef;
+}
+
+sub filled {
+    my ($user) = @_;
+    my $raw;
+    wait_until(sub { ($raw) = $t->mongo_find_raw({ user_id => $user }); $raw }, 5);
+    return map { defined $raw ? raw_member($raw, $_) : undef } qw(passes passes4);
+}
+
+# what main's module stored, from __DATA__: "user member: text"
+my %stored;
+while (my $line = <DATA>) {
+    chomp $line;
+    $line =~ /^(\d+) (\w+): (.*)$/ and $stored{"$1 $2"} = $3;
+}
+
+sub same_document {
+    my ($u, $what) = @_;
+    my ($p3, $p4) = filled($u);
+    is $p3, $stored{"$u passes"}, "user $u: \"passes\" as before, $what";
+    is $p4, $stored{"$u passes4"}, "user $u: \"passes4\" as before";
+}
+
+# the entry of user 300, filled above
+same_document($user, 'messy, canonical, duplicate, huge and non-JSON payloads');
+
+# numbers, text and NULLs at their limits; bytes that are not UTF-8
+$t->sql('ALTER TABLE bytemark_pass MODIFY payload LONGBLOB NULL, '
+        . 'MODIFY payload_hash VARBINARY(64) NULL');
+my $u2 = 302;
+add_pass($t, user => $u2, uuid => uuid(200), ts => 2000, payload => undef, hash => undef);
+add_pass($t, user => $u2, uuid => uuid(201), ts => 2001, status => 'validé ✓', free => -5,
+         payload_raw => '{"z":"日本語 😀","a":"\u00e9\u2028","m":{"y":1,"b":[true,false,null]}}');
+add_pass($t, user => $u2, uuid => uuid(202), ts => 4102444800000, free => 127,
+         payload_raw => '{"n53":9007199254740993,"min":-9223372036854775808,'
+                        . '"i32":2147483647,"over":2147483648,"neg":-2147483649,'
+                        . '"r":2.0,"f":-0.5}');
+add_pass($t, user => $u2, uuid => uuid(203), ts => 2003, version => 4,
+         payload_raw => '"a\u0000b"', hash => 'ff' x 32);
+add_pass($t, user => $u2, uuid => uuid(204), ts => 2004, version => 4, payload_raw => '');
+add_pass($t, user => $u2, uuid => uuid(205), ts => 2005, payload_raw => 'x');
+add_pass($t, user => $u2, uuid => uuid(206), ts => 2006, payload_raw => '[]');
+add_pass($t, user => $u2, uuid => uuid(207), ts => '18446744073709551615', payload_raw => '{}');
+$t->sql("UPDATE bytemark_pass SET payload = UNHEX('C328') WHERE pass_uuid = '" . uuid(205) . "'");
+$t->sql("UPDATE bytemark_pass SET payload_hash = UNHEX('FFFE') WHERE pass_uuid = '" . uuid(206) . "'");
+
+$r = $t->get("/t?user_id=$u2");
+is $r->{status}, 200, 'user 302 from MySQL';
+same_document($u2, 'NULLs, unicode, NUL, int32 and int64 limits, no UTF-8');
+
 # --- a large object costs n log n, not n^2 -----------------------------------
 # An ingest keeps a payload's key order; keys in reverse order were the worst
 # case of a plain insertion sort (tens of seconds for 100 000 keys, far past
@@ -134,3 +205,8 @@ like $r->{content}, qr/"payload":\{"k00000":0,"k00001":1,/, 'its keys sorted';
 is_deeply $t->json($r)->{passes}[0]{payload}, \%big, 'all of them';
 
 done_testing;
+__DATA__
+300 passes: [{"free_ticket_status": {"$numberInt": "0"}, "pass_uuid": "00000064-0000-4000-8000-000000000064", "payload": {"a": [{"$numberInt": "1"}, {"$numberDouble": "2.5"}, {"$numberInt": "0"}, {"$numberInt": "100"}, {"$numberInt": "0"}], "b": {"$numberInt": "1"}, "s": "caf\u00e9 / \"q\""}, "payload_hash": "abababababababababababababababababababababababababababababababab", "status": "canon", "timestamp": {"$numberInt": "1000"}}, {"free_ticket_status": {"$numberInt": "0"}, "pass_uuid": "00000065-0000-4000-8000-000000000065", "payload": "tab\there\u0001 \u001f end", "payload_hash": "abababababababababababababababababababababababababababababababab", "status": "active", "timestamp": {"$numberInt": "1001"}}, {"free_ticket_status": {"$numberInt": "0"}, "pass_uuid": "00000066-0000-4000-8000-000000000066", "payload": {"a": {"$numberInt": "2"}}, "payload_hash": "abababababababababababababababababababababababababababababababab", "status": "active", "timestamp": {"$numberInt": "1002"}}, {"free_ticket_status": {"$numberInt": "0"}, "pass_uuid": "00000067-0000-4000-8000-000000000067", "payload": [{"$numberDouble": "1.5e+300"}, {"$numberDouble": "2.5e-07"}, {"$numberLong": "9007199254740992"}], "payload_hash": "abababababababababababababababababababababababababababababababab", "status": "active", "timestamp": {"$numberInt": "1003"}}, {"free_ticket_status": {"$numberInt": "0"}, "pass_uuid": "00000068-0000-4000-8000-000000000068", "payload": "12345678901234567890", "payload_hash": "abababababababababababababababababababababababababababababababab", "status": "active", "timestamp": {"$numberInt": "1004"}}, {"free_ticket_status": {"$numberInt": "0"}, "pass_uuid": "00000069-0000-4000-8000-000000000069", "payload": {"a": [{"$numberInt": "1"}, {"$numberDouble": "2.5"}, {"$numberInt": "0"}, {"$numberInt": "100"}, {"$numberInt": "0"}], "b": {"$numberInt": "1"}, "s": "caf\u00e9 / \"q\""}, "payload_hash": "abababababababababababababababababababababababababababababababab", "status": "active", "timestamp": {"$numberInt": "1005"}}, {"free_ticket_status": {"$numberInt": "0"}, "pass_uuid": "0000006a-0000-4000-8000-00000000006a", "payload": "plain text, {not json", "payload_hash": "abababababababababababababababababababababababababababababababab", "status": "active", "timestamp": {"$numberInt": "1006"}}, {"free_ticket_status": {"$numberInt": "0"}, "pass_uuid": "0000006b-0000-4000-8000-00000000006b", "payload": {"$numberDouble": "0.1"}, "payload_hash": "abababababababababababababababababababababababababababababababab", "status": "active", "timestamp": {"$numberInt": "1007"}}]
+300 passes4: []
+302 passes: [{"free_ticket_status": {"$numberInt": "0"}, "pass_uuid": "000000c8-0000-4000-8000-0000000000c8", "payload": null, "payload_hash": null, "status": "active", "timestamp": {"$numberInt": "2000"}}, {"free_ticket_status": {"$numberInt": "-5"}, "pass_uuid": "000000c9-0000-4000-8000-0000000000c9", "payload": {"a": "\u00e9\u2028", "m": {"b": [true, false, null], "y": {"$numberInt": "1"}}, "z": "\u65e5\u672c\u8a9e \ud83d\ude00"}, "payload_hash": "abababababababababababababababababababababababababababababababab", "status": "valid\u00e9 \u2713", "timestamp": {"$numberInt": "2001"}}, {"free_ticket_status": {"$numberInt": "0"}, "pass_uuid": "000000cd-0000-4000-8000-0000000000cd", "payload_hash": "abababababababababababababababababababababababababababababababab", "status": "active", "timestamp": {"$numberInt": "2005"}}, {"free_ticket_status": {"$numberInt": "0"}, "pass_uuid": "000000ce-0000-4000-8000-0000000000ce", "payload": [], "status": "active", "timestamp": {"$numberInt": "2006"}}, {"free_ticket_status": {"$numberInt": "127"}, "pass_uuid": "000000ca-0000-4000-8000-0000000000ca", "payload": {"f": {"$numberDouble": "-0.5"}, "i32": {"$numberInt": "2147483647"}, "min": {"$numberLong": "-9223372036854775808"}, "n53": {"$numberLong": "9007199254740993"}, "neg": {"$numberLong": "-2147483649"}, "over": {"$numberLong": "2147483648"}, "r": {"$numberInt": "2"}}, "payload_hash": "abababababababababababababababababababababababababababababababab", "status": "active", "timestamp": {"$numberLong": "4102444800000"}}, {"free_ticket_status": {"$numberInt": "0"}, "pass_uuid": "000000cf-0000-4000-8000-0000000000cf", "payload": {}, "payload_hash": "abababababababababababababababababababababababababababababababab", "status": "active", "timestamp": {"$numberLong": "9223372036854775807"}}]
+302 passes4: [{"free_ticket_status": {"$numberInt": "0"}, "pass_uuid": "000000cb-0000-4000-8000-0000000000cb", "payload": "a\u0000b", "payload_hash": "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff", "status": "active", "timestamp": {"$numberInt": "2003"}}, {"free_ticket_status": {"$numberInt": "0"}, "pass_uuid": "000000cc-0000-4000-8000-0000000000cc", "payload": "", "payload_hash": "abababababababababababababababababababababababababababababababab", "status": "active", "timestamp": {"$numberInt": "2004"}}]

@@ -53,6 +53,18 @@ const ngx_http_bytemark_call_ops_t
     *ngx_http_bytemark_call_ops[NGX_HTTP_BYTEMARK_BACKENDS];
 
 
+/* each operation's payload, allocated after the call */
+static const size_t  ngx_http_bytemark_call_sizes[NGX_HTTP_BYTEMARK_OPS] = {
+    0,
+    sizeof(ngx_http_bytemark_call_lookup_t),
+    sizeof(ngx_http_bytemark_call_batch_t),
+    sizeof(ngx_http_bytemark_call_fill_t),
+    sizeof(ngx_http_bytemark_call_delete_t),
+    sizeof(ngx_http_bytemark_call_ingest_t)
+};
+
+
+static void ngx_http_bytemark_call_release(ngx_http_bytemark_call_t *call);
 static void ngx_http_bytemark_call_thread(void *data, ngx_log_t *log);
 static void ngx_http_bytemark_call_complete(ngx_event_t *ev);
 static void ngx_http_bytemark_call_timeout(ngx_event_t *ev);
@@ -60,16 +72,21 @@ static void ngx_http_bytemark_call_timeout(ngx_event_t *ev);
 
 ngx_http_bytemark_call_t *
 ngx_http_bytemark_call_create(ngx_http_request_t *r,
-    ngx_http_bytemark_backend_e backend, const char *name,
-    ngx_http_bytemark_call_run_pt run, ngx_http_bytemark_call_done_pt done,
-    ngx_msec_t timeout)
+    ngx_http_bytemark_backend_e backend, ngx_http_bytemark_op_e op,
+    const char *name, ngx_http_bytemark_call_run_pt run,
+    ngx_http_bytemark_call_done_pt done, ngx_msec_t timeout)
 {
     ngx_http_bytemark_call_t  *call;
 
-    call = ngx_calloc(sizeof(ngx_http_bytemark_call_t), ngx_cycle->log);
+    /* one block: the call, then its operation's payload */
+    call = ngx_calloc(sizeof(ngx_http_bytemark_call_t)
+                      + ngx_http_bytemark_call_sizes[op], ngx_cycle->log);
     if (call == NULL) {
         return NULL;
     }
+
+    call->op = op;
+    call->payload = (ngx_http_bytemark_call_sizes[op]) ? call + 1 : NULL;
 
     call->task.ctx = call;
     call->task.handler = ngx_http_bytemark_call_thread;
@@ -239,14 +256,43 @@ ngx_http_bytemark_call_free(ngx_http_bytemark_call_t *call)
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "bytemark: call %p \"%s\" freed", call, call->name);
 
-    ngx_http_bytemark_answer_release(&call->answer);
-
-    ngx_http_bytemark_passes_free(&call->fill_passes[0]);
-    ngx_http_bytemark_passes_free(&call->fill_passes[1]);
-
-    ngx_http_bytemark_ingest_passes_free(call->passes, call->npasses);
+    ngx_http_bytemark_call_release(call);
 
     ngx_free(call);
+}
+
+
+/* what a payload owns goes with its call */
+
+static void
+ngx_http_bytemark_call_release(ngx_http_bytemark_call_t *call)
+{
+    ngx_http_bytemark_call_fill_t    *fill;
+    ngx_http_bytemark_call_lookup_t  *lookup;
+    ngx_http_bytemark_call_ingest_t  *ingest;
+
+    switch (call->op) {
+
+    case NGX_HTTP_BYTEMARK_OP_LOOKUP:
+        lookup = ngx_http_bytemark_call_lookup(call);
+        ngx_http_bytemark_answer_release(&lookup->answer);
+        break;
+
+    case NGX_HTTP_BYTEMARK_OP_FILL:
+        fill = ngx_http_bytemark_call_fill(call);
+        ngx_http_bytemark_rows_free(&fill->rows[0]);
+        ngx_http_bytemark_rows_free(&fill->rows[1]);
+        break;
+
+    case NGX_HTTP_BYTEMARK_OP_INGEST:
+        ingest = ngx_http_bytemark_call_ingest(call);
+        ngx_http_bytemark_ingest_passes_free(ingest->passes, ingest->npasses);
+        break;
+
+    default:
+        /* a batch's array of members is mongo_batch.c's to free */
+        break;
+    }
 }
 
 
@@ -255,6 +301,8 @@ ngx_http_bytemark_answer_release(ngx_http_bytemark_answer_t *a)
 {
     ngx_http_bytemark_passes_free(&a->passes[0]);
     ngx_http_bytemark_passes_free(&a->passes[1]);
+    ngx_http_bytemark_rows_free(&a->rows[0]);
+    ngx_http_bytemark_rows_free(&a->rows[1]);
 }
 
 
@@ -292,13 +340,13 @@ ngx_http_bytemark_call_finish(ngx_http_bytemark_call_t *call)
 
     call->elapsed = ngx_current_msec - call->started;
 
-    o.result = call->answer.result;
+    o.result = call->result;
     o.elapsed = call->elapsed;
     o.error = call->error;
 
     ngx_log_debug5(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "bytemark: call %p \"%s\" done in %M ms, result %d%s",
-                   call, call->name, call->elapsed, (int) call->answer.result,
+                   call, call->name, call->elapsed, (int) call->result,
                    call->request ? "" : ", its request has gone");
 
     if (!call->member) {

@@ -39,6 +39,27 @@ typedef void (*ngx_http_bytemark_call_done_pt)(ngx_http_request_t *r,
 
 
 /*
+ * The operations, each with its arguments and results in a payload of its
+ * own (below), allocated with the call in one block and freed with it.
+ * Payloads rather than one struct of every operation's fields, or a union
+ * of them in the call: a call is as large as its own operation needs, a
+ * field of another operation does not compile (the call has none, and
+ * each payload is a type of its own), and the accessors check the call's
+ * operation, so a wrong one is NULL at its first use instead of another
+ * operation's bytes.
+ */
+typedef enum {
+    NGX_HTTP_BYTEMARK_OP_NONE = 0,
+    NGX_HTTP_BYTEMARK_OP_LOOKUP,      /* a MongoDB find, a MySQL read */
+    NGX_HTTP_BYTEMARK_OP_BATCH,       /* a MongoDB task of lookups */
+    NGX_HTTP_BYTEMARK_OP_FILL,        /* the cache entry from MySQL rows */
+    NGX_HTTP_BYTEMARK_OP_DELETE,      /* purge, repair, cleanup */
+    NGX_HTTP_BYTEMARK_OP_INGEST,      /* the transaction, its cache update */
+    NGX_HTTP_BYTEMARK_OPS
+} ngx_http_bytemark_op_e;
+
+
+/*
  * A backend call.  It is allocated outside the request pool: the thread owns
  * it until the completion handler runs on the event loop, whatever happened
  * to the request meanwhile.
@@ -52,14 +73,27 @@ struct ngx_http_bytemark_call_s {
     ngx_http_bytemark_call_done_pt done;
     const char                   *name;      /* "mongo find", ... */
     ngx_http_bytemark_backend_e   backend;
+    ngx_http_bytemark_op_e        op;
+    void                         *payload;   /* op's: the accessors below */
     ngx_uint_t                    slot;      /* breaker: mongo, mysql #n */
     ngx_uint_t                    report;    /* to the breaker: REPORT_* */
     unsigned                      stuck:1;   /* abandoned, thread still busy */
 
+    /* done() runs even when the request has gone (ingest, cleanup) */
+    unsigned                      always_done:1;
+
+    /*
+     * A MongoDB lookup carried by a task (a call of its own, without a
+     * request): it is neither posted nor counted by the metrics itself,
+     * its task is.
+     */
+    unsigned                      member:1;
+
     /*
      * MySQL calls run on the event loop: queued for a connection of their
-     * server, then driven on it.  When the budget is spent, cancel() takes
-     * a call that still waits out of the queue (NGX_OK); one that runs
+     * server, then driven on it; MongoDB lookups wait for a task in the
+     * worker's queue.  When the budget is spent, cancel() takes a call
+     * that still waits out of the queue (NGX_OK); one that runs
      * (NGX_DECLINED) finishes its statement on the loop.
      */
     ngx_queue_t                   queue;
@@ -73,39 +107,98 @@ struct ngx_http_bytemark_call_s {
     ngx_msec_t                    elapsed;
     ngx_msec_t                    timeout;
 
-    /* arguments */
+    /* whose call it is (0: nobody's), for this layer's log lines too */
     uint64_t                      user_id;
-    u_char                        uuid[NGX_HTTP_BYTEMARK_UUID_LEN];
-    ngx_http_bytemark_passes_t    fill_passes[2];
-    int64_t                       fill_timestamp;
+
+    /* the outcome, as done() and the metrics read it */
+    ngx_http_bytemark_result_e    result;
+    ngx_uint_t                    error_kind;  /* NGX_HTTP_BYTEMARK_ERR_* */
+    char                          error[640];  /* cause, for the log */
+};
+
+
+/* a lookup: MongoDB's find (batched, mongo_batch.c), a MySQL read */
+typedef struct {
+    u_char                        uuid[NGX_HTTP_BYTEMARK_UUID_LEN];  /* pass */
+    ngx_http_bytemark_answer_t    answer;
+    /* MongoDB: the task that carries it, NULL while it waits in the queue */
+    ngx_http_bytemark_call_t     *batch;
+} ngx_http_bytemark_call_lookup_t;
+
+/* a MongoDB task: one find for its members' users */
+typedef struct {
+    ngx_http_bytemark_call_t    **members;      /* ngx_alloc()ed */
+    ngx_uint_t                    nmembers;
+} ngx_http_bytemark_call_batch_t;
+
+/* a cache fill: the rows of a MySQL answer, and when it read them */
+typedef struct {
+    int64_t                       timestamp;
+    ngx_http_bytemark_rows_t      rows[2];      /* passes, passes4 */
+} ngx_http_bytemark_call_fill_t;
+
+/* a delete: a user's entry (purge, repair), or old ones (cleanup) */
+typedef struct {
+    int64_t                       max_age;      /* cleanup */
+    int64_t                       stamp;        /* the note's, the run's */
+    int64_t                       deleted;
+} ngx_http_bytemark_call_delete_t;
+
+/* an ingest: its MySQL transaction, then its cache update (a second call) */
+typedef struct {
     ngx_http_bytemark_ingest_pass_t *passes;
     ngx_uint_t                    npasses;
-    int64_t                       max_age;       /* cleanup */
-
-    /* done() runs even when the request has gone (ingest, cleanup) */
-    unsigned                      always_done:1;
-
-    /*
-     * MongoDB lookups (mongo_batch.c): a lookup is a member, carried by a
-     * task (a call of its own, without a request); "batch" is the task
-     * of a member that runs, NULL while it waits in the worker's queue.
-     * A member is neither posted nor counted by the metrics itself: its
-     * task is.
-     */
-    unsigned                      batched:1;    /* lookup: may be batched */
-    unsigned                      member:1;
-    ngx_http_bytemark_call_t     *batch;
-    ngx_http_bytemark_call_t    **members;      /* task: ngx_alloc()ed */
-    ngx_uint_t                    nmembers;
-
-    /* results */
-    ngx_http_bytemark_answer_t    answer;
-    char                          error[640];  /* cause, for the log */
+    int64_t                       timestamp;    /* of the commit */
+    int64_t                       written;
     char                          refused[128];  /* REFUSED: for the client */
+    unsigned                      commit_sent:1;  /* COMMIT sent */
     unsigned                      cache_failed:1;
-    unsigned                      commit_sent:1;  /* ingest: COMMIT sent */
     char                          cache_error[640];
-};
+} ngx_http_bytemark_call_ingest_t;
+
+
+static ngx_inline void *
+ngx_http_bytemark_call_payload(ngx_http_bytemark_call_t *call,
+    ngx_http_bytemark_op_e op)
+{
+    return (call->op == op) ? call->payload : NULL;
+}
+
+
+static ngx_inline ngx_http_bytemark_call_lookup_t *
+ngx_http_bytemark_call_lookup(ngx_http_bytemark_call_t *call)
+{
+    return ngx_http_bytemark_call_payload(call, NGX_HTTP_BYTEMARK_OP_LOOKUP);
+}
+
+
+static ngx_inline ngx_http_bytemark_call_batch_t *
+ngx_http_bytemark_call_batch(ngx_http_bytemark_call_t *call)
+{
+    return ngx_http_bytemark_call_payload(call, NGX_HTTP_BYTEMARK_OP_BATCH);
+}
+
+
+static ngx_inline ngx_http_bytemark_call_fill_t *
+ngx_http_bytemark_call_fill(ngx_http_bytemark_call_t *call)
+{
+    return ngx_http_bytemark_call_payload(call, NGX_HTTP_BYTEMARK_OP_FILL);
+}
+
+
+static ngx_inline ngx_http_bytemark_call_delete_t *
+ngx_http_bytemark_call_delete(ngx_http_bytemark_call_t *call)
+{
+    return ngx_http_bytemark_call_payload(call, NGX_HTTP_BYTEMARK_OP_DELETE);
+}
+
+
+static ngx_inline ngx_http_bytemark_call_ingest_t *
+ngx_http_bytemark_call_ingest(ngx_http_bytemark_call_t *call)
+{
+    return ngx_http_bytemark_call_payload(call, NGX_HTTP_BYTEMARK_OP_INGEST);
+}
+
 
 /*
  * What a backend does with its calls, registered at init_process
@@ -195,7 +288,8 @@ ngx_int_t ngx_http_bytemark_call_gate(ngx_http_bytemark_main_conf_t *bmcf,
 void ngx_http_bytemark_call_register(ngx_http_bytemark_backend_e backend,
     const ngx_http_bytemark_call_ops_t *ops);
 ngx_http_bytemark_call_t *ngx_http_bytemark_call_create(ngx_http_request_t *r,
-    ngx_http_bytemark_backend_e backend, const char *name,
+    ngx_http_bytemark_backend_e backend, ngx_http_bytemark_op_e op,
+    const char *name,
     ngx_http_bytemark_call_run_pt run, ngx_http_bytemark_call_done_pt done,
     ngx_msec_t timeout);
 ngx_int_t ngx_http_bytemark_call_post(ngx_http_bytemark_call_t *call);

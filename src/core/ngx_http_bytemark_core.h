@@ -260,10 +260,7 @@ typedef struct {
 } ngx_http_bytemark_filter_t;
 
 
-/*
- * what a backend call produced; filled in a MongoDB thread or by MySQL on
- * the event loop, read on the event loop
- */
+/* how a backend call ended (its outcome: call.h) */
 typedef enum {
     NGX_HTTP_BYTEMARK_FOUND = 0,
     NGX_HTTP_BYTEMARK_NOT_FOUND,
@@ -320,16 +317,32 @@ typedef struct {
 } ngx_http_bytemark_pass_row_t;
 
 
+/*
+ * MySQL rows kept for a cache fill (render/rows.c): copies, one malloc()ed
+ * block per row, since the result buffers they come from do not outlive
+ * the read.  The fill's thread makes them BSON.
+ */
 typedef struct {
-    ngx_http_bytemark_result_e    result;
+    ngx_http_bytemark_pass_row_t *rows;
+    ngx_uint_t                    n;
+    ngx_uint_t                    nalloc;
+} ngx_http_bytemark_rows_t;
+
+
+/*
+ * What a lookup answers (the call's outcome is the call's: call.h); filled
+ * in a MongoDB thread or by MySQL on the event loop, read on the event loop.
+ */
+typedef struct {
     /* [0]: "passes" (version 3), [1]: "passes4"; a pass lookup from
      * MySQL has its one pass in the array of its version */
     ngx_http_bytemark_passes_t    passes[2];
     int64_t                       timestamp;    /* entry's, or read start */
     unsigned                      has_timestamp:1;
     unsigned                      incomplete:1;
-    int64_t                       count;        /* written, deleted */
-    ngx_uint_t                    error_kind;   /* NGX_HTTP_BYTEMARK_ERR_* */
+    /* MySQL tickets: the rows too, for the cache fill that follows */
+    unsigned                      keep_rows:1;
+    ngx_http_bytemark_rows_t      rows[2];
 } ngx_http_bytemark_answer_t;
 
 

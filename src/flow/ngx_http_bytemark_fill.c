@@ -20,9 +20,32 @@ static void ngx_http_bytemark_repair_done(ngx_http_request_t *r,
 
 
 /*
- * Rewrite the cache entry from the MySQL answer.  The call is posted with
- * no request: the response is already on its way, and the call frees
- * itself when the thread is done.
+ * Whether a MySQL answer will be written to the cache: asked before the
+ * read too, which then keeps the rows for it (answer->keep_rows).  A
+ * MongoDB that just failed would only hold a thread for nothing; a noted
+ * entry is being deleted instead.
+ */
+
+ngx_uint_t
+ngx_http_bytemark_fill_wanted(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx)
+{
+    ngx_http_bytemark_loc_conf_t   *blcf;
+    ngx_http_bytemark_main_conf_t  *bmcf;
+
+    bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
+
+    return bmcf->mongo != NULL && blcf->cache_fill && !ctx->mongo_failed
+           && !ctx->noted;
+}
+
+
+/*
+ * Rewrite the cache entry from the MySQL answer's rows, which move to the
+ * call; its thread makes them BSON.  The call is posted with no request:
+ * the response is already on its way, and the call frees itself when the
+ * thread is done.
  */
 
 void
@@ -30,18 +53,14 @@ ngx_http_bytemark_fill(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx,
     ngx_http_bytemark_answer_t *a)
 {
     ngx_http_bytemark_call_t       *call;
+    ngx_http_bytemark_call_fill_t  *fill;
     ngx_http_bytemark_loc_conf_t   *blcf;
     ngx_http_bytemark_main_conf_t  *bmcf;
 
     bmcf = ngx_http_bytemark_get_backend(r);
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
 
-    /*
-     * A MongoDB that just failed would only hold a thread for nothing; a
-     * noted entry is being deleted instead.
-     */
-    if (bmcf->mongo == NULL || !blcf->cache_fill || ctx->mongo_failed
-        || ctx->noted
+    if (!a->keep_rows || !ngx_http_bytemark_fill_wanted(r, ctx)
         || ngx_http_bytemark_call_gate(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO,
                                        NGX_HTTP_BYTEMARK_GATE_SKIP_OPEN)
            != NGX_OK)
@@ -50,6 +69,7 @@ ngx_http_bytemark_fill(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx,
     }
 
     call = ngx_http_bytemark_call_create(NULL, NGX_HTTP_BYTEMARK_BACKEND_MONGO,
+                                         NGX_HTTP_BYTEMARK_OP_FILL,
                                          "mongo cache fill",
                                          ngx_http_bytemark_mongo_fill,
                                          NULL, blcf->mongo_timeout);
@@ -59,11 +79,12 @@ ngx_http_bytemark_fill(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx,
 
     call->bmcf = bmcf;
     call->user_id = ctx->user_id;
-    call->fill_timestamp = a->timestamp;
-    /* the rendered arrays move to the call */
-    call->fill_passes[0] = a->passes[0];
-    call->fill_passes[1] = a->passes[1];
-    ngx_memzero(a->passes, sizeof(a->passes));
+
+    fill = ngx_http_bytemark_call_fill(call);
+    fill->timestamp = a->timestamp;
+    fill->rows[0] = a->rows[0];
+    fill->rows[1] = a->rows[1];
+    ngx_memzero(a->rows, sizeof(a->rows));
 
     (void) ngx_http_bytemark_call_start(call, NGX_LOG_WARN);
 }
@@ -90,6 +111,7 @@ ngx_http_bytemark_repair(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx)
     }
 
     call = ngx_http_bytemark_call_create(NULL, NGX_HTTP_BYTEMARK_BACKEND_MONGO,
+                                         NGX_HTTP_BYTEMARK_OP_DELETE,
                                          "mongo delete of a noted entry",
                                          ngx_http_bytemark_mongo_purge,
                                          ngx_http_bytemark_repair_done,
@@ -100,7 +122,7 @@ ngx_http_bytemark_repair(ngx_http_request_t *r, ngx_http_bytemark_ctx_t *ctx)
 
     call->bmcf = bmcf;
     call->user_id = ctx->user_id;
-    call->fill_timestamp = ctx->note_stamp;
+    ngx_http_bytemark_call_delete(call)->stamp = ctx->note_stamp;
     call->always_done = 1;
 
     (void) ngx_http_bytemark_call_start(call, 0);
@@ -119,5 +141,5 @@ ngx_http_bytemark_repair_done(ngx_http_request_t *r,
     }
 
     ngx_http_bytemark_note_clear(call->bmcf, call->user_id,
-                                 call->fill_timestamp);
+                                 ngx_http_bytemark_call_delete(call)->stamp);
 }

@@ -71,6 +71,8 @@ ngx_int_t ngx_http_bytemark_notes_init_process(ngx_cycle_t *cycle,
     ngx_http_bytemark_main_conf_t *bmcf);
 
 /* the cache writes a read leaves behind (fill.c) */
+ngx_uint_t ngx_http_bytemark_fill_wanted(ngx_http_request_t *r,
+    ngx_http_bytemark_ctx_t *ctx);
 void ngx_http_bytemark_fill(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx, ngx_http_bytemark_answer_t *a);
 void ngx_http_bytemark_repair(ngx_http_request_t *r,

@@ -25,6 +25,8 @@
 
 static void ngx_http_bytemark_ingest_committed(ngx_http_request_t *r,
     ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o);
+static ngx_http_bytemark_call_t *ngx_http_bytemark_ingest_update(
+    ngx_http_request_t *r, ngx_http_bytemark_call_t *call, ngx_msec_t budget);
 static void ngx_http_bytemark_ingest_cache(ngx_http_bytemark_call_t *call);
 static void ngx_http_bytemark_ingest_done(ngx_http_request_t *r,
     ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o);
@@ -40,12 +42,14 @@ ngx_int_t
 ngx_http_bytemark_ingest_commit(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx)
 {
-    ngx_http_bytemark_call_t      *call;
-    ngx_http_bytemark_loc_conf_t  *blcf;
+    ngx_http_bytemark_call_t         *call;
+    ngx_http_bytemark_loc_conf_t     *blcf;
+    ngx_http_bytemark_call_ingest_t  *ingest;
 
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
 
     call = ngx_http_bytemark_call_create(r, NGX_HTTP_BYTEMARK_BACKEND_MYSQL,
+                                         NGX_HTTP_BYTEMARK_OP_INGEST,
                                          "mysql ingest",
                                          ngx_http_bytemark_mysql_ingest,
                                          ngx_http_bytemark_ingest_committed,
@@ -56,9 +60,10 @@ ngx_http_bytemark_ingest_commit(ngx_http_request_t *r,
 
     /* the call owns the passes from now on: it may outlive the request */
     call->user_id = ctx->user_id;
-    call->passes = ctx->passes;
-    call->npasses = ctx->npasses;
     call->always_done = 1;
+    ingest = ngx_http_bytemark_call_ingest(call);
+    ingest->passes = ctx->passes;
+    ingest->npasses = ctx->npasses;
     ctx->passes = NULL;
     ctx->npasses = 0;
 
@@ -84,13 +89,14 @@ static void
 ngx_http_bytemark_ingest_committed(ngx_http_request_t *r,
     ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o)
 {
-    ngx_int_t                       rc;
-    ngx_msec_t                      budget;
-    ngx_http_bytemark_ctx_t        *ctx;
-    ngx_http_bytemark_call_t       *cache;
-    ngx_http_bytemark_outcome_t     co;
-    ngx_http_bytemark_loc_conf_t   *blcf;
-    ngx_http_bytemark_main_conf_t  *bmcf;
+    ngx_int_t                         rc;
+    ngx_msec_t                        budget;
+    ngx_http_bytemark_ctx_t          *ctx;
+    ngx_http_bytemark_call_t         *cache;
+    ngx_http_bytemark_outcome_t       co;
+    ngx_http_bytemark_loc_conf_t     *blcf;
+    ngx_http_bytemark_main_conf_t    *bmcf;
+    ngx_http_bytemark_call_ingest_t  *ingest, *update;
 
     bmcf = call->bmcf;
 
@@ -129,50 +135,37 @@ ngx_http_bytemark_ingest_committed(ngx_http_request_t *r,
         budget = bmcf->mongo_budget;
     }
 
-    cache = ngx_http_bytemark_call_create(r, NGX_HTTP_BYTEMARK_BACKEND_MONGO,
-                                          "mongo ingest cache update",
-                                          ngx_http_bytemark_ingest_cache,
-                                          ngx_http_bytemark_ingest_done,
-                                          budget);
+    cache = ngx_http_bytemark_ingest_update(r, call, budget);
     if (cache == NULL) {
-        call->cache_failed = 1;
-        snprintf(call->cache_error, sizeof(call->cache_error),
+        ingest = ngx_http_bytemark_call_ingest(call);
+        ingest->cache_failed = 1;
+        snprintf(ingest->cache_error, sizeof(ingest->cache_error),
                  "out of memory");
         ngx_http_bytemark_ingest_done(r, call, o);
         return;
     }
 
-    /* the committed passes move to the cache update */
-    cache->user_id = call->user_id;
-    cache->passes = call->passes;
-    cache->npasses = call->npasses;
-    cache->answer.result = NGX_HTTP_BYTEMARK_FOUND;
-    cache->answer.timestamp = call->answer.timestamp;
-    cache->answer.count = call->answer.count;
-    cache->elapsed = call->elapsed;
-    cache->always_done = 1;
-    call->passes = NULL;
-    call->npasses = 0;
+    update = ngx_http_bytemark_call_ingest(cache);
 
     rc = ngx_http_bytemark_call_gate(bmcf, NGX_HTTP_BYTEMARK_BREAKER_MONGO,
                                      NGX_HTTP_BYTEMARK_GATE_SKIP_OPEN);
 
     if (rc == NGX_BUSY) {
-        cache->cache_failed = 1;
-        snprintf(cache->cache_error, sizeof(cache->cache_error),
+        update->cache_failed = 1;
+        snprintf(update->cache_error, sizeof(update->cache_error),
                  "not tried: too many stuck MongoDB calls");
 
     } else if (rc == NGX_DECLINED) {
-        cache->cache_failed = 1;
-        snprintf(cache->cache_error, sizeof(cache->cache_error),
+        update->cache_failed = 1;
+        snprintf(update->cache_error, sizeof(update->cache_error),
                  "circuit breaker open for mongo");
 
     } else if (ngx_http_bytemark_call_post(cache) == NGX_OK) {
         return;
 
     } else {
-        cache->cache_failed = 1;
-        snprintf(cache->cache_error, sizeof(cache->cache_error),
+        update->cache_failed = 1;
+        snprintf(update->cache_error, sizeof(update->cache_error),
                  "thread pool queue is full");
     }
 
@@ -185,24 +178,64 @@ ngx_http_bytemark_ingest_committed(ngx_http_request_t *r,
 }
 
 
+/* the cache update's call: the committed passes move to it */
+
+static ngx_http_bytemark_call_t *
+ngx_http_bytemark_ingest_update(ngx_http_request_t *r,
+    ngx_http_bytemark_call_t *call, ngx_msec_t budget)
+{
+    ngx_http_bytemark_call_t         *cache;
+    ngx_http_bytemark_call_ingest_t  *ingest, *update;
+
+    cache = ngx_http_bytemark_call_create(r, NGX_HTTP_BYTEMARK_BACKEND_MONGO,
+                                          NGX_HTTP_BYTEMARK_OP_INGEST,
+                                          "mongo ingest cache update",
+                                          ngx_http_bytemark_ingest_cache,
+                                          ngx_http_bytemark_ingest_done,
+                                          budget);
+    if (cache == NULL) {
+        return NULL;
+    }
+
+    ingest = ngx_http_bytemark_call_ingest(call);
+    update = ngx_http_bytemark_call_ingest(cache);
+
+    cache->user_id = call->user_id;
+    cache->result = NGX_HTTP_BYTEMARK_FOUND;
+    cache->elapsed = call->elapsed;
+    cache->always_done = 1;
+
+    update->passes = ingest->passes;
+    update->npasses = ingest->npasses;
+    update->timestamp = ingest->timestamp;
+    update->written = ingest->written;
+    ingest->passes = NULL;
+    ingest->npasses = 0;
+
+    return cache;
+}
+
+
 /* thread: the cache update of a committed ingest */
 
 static void
 ngx_http_bytemark_ingest_cache(ngx_http_bytemark_call_t *call)
 {
-    int64_t  start;
+    int64_t                           start;
+    ngx_http_bytemark_call_ingest_t  *ingest;
 
+    ingest = ngx_http_bytemark_call_ingest(call);
     start = ngx_http_bytemark_now_ms();
 
     ngx_http_bytemark_mongo_ingest(call);
 
     ngx_http_bytemark_breaker_result(call->bmcf,
                                      NGX_HTTP_BYTEMARK_BREAKER_MONGO,
-                                     !call->cache_failed,
+                                     !ingest->cache_failed,
                                      ngx_http_bytemark_now_ms() - start);
 
     /* whatever the cache did, the ingest itself committed */
-    call->answer.result = NGX_HTTP_BYTEMARK_FOUND;
+    call->result = NGX_HTTP_BYTEMARK_FOUND;
 }
 
 
@@ -212,12 +245,14 @@ static void
 ngx_http_bytemark_ingest_done(ngx_http_request_t *r,
     ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o)
 {
-    ngx_int_t                    rc;
-    ngx_uint_t                   unprotected, cache_failed;
-    const char                  *cache_error;
-    ngx_http_bytemark_ctx_t     *ctx;
-    ngx_http_bytemark_result_e   result;
+    ngx_int_t                         rc;
+    ngx_uint_t                        unprotected, cache_failed;
+    const char                       *cache_error;
+    ngx_http_bytemark_ctx_t          *ctx;
+    ngx_http_bytemark_result_e        result;
+    ngx_http_bytemark_call_ingest_t  *ingest;
 
+    ingest = ngx_http_bytemark_call_ingest(call);
     unprotected = 0;
     result = o->result;
     cache_failed = 0;
@@ -232,8 +267,8 @@ ngx_http_bytemark_ingest_done(ngx_http_request_t *r,
         cache_error = o->error;
 
     } else if (result == NGX_HTTP_BYTEMARK_FOUND) {
-        cache_failed = call->cache_failed;
-        cache_error = call->cache_error;
+        cache_failed = ingest->cache_failed;
+        cache_error = ingest->cache_error;
     }
 
     if (result == NGX_HTTP_BYTEMARK_FOUND) {
@@ -265,7 +300,7 @@ ngx_http_bytemark_ingest_done(ngx_http_request_t *r,
         }
 
         rc = ngx_http_bytemark_send_written(r, ctx,
-                                            (ngx_uint_t) call->answer.count);
+                                            (ngx_uint_t) ingest->written);
         break;
 
     case NGX_HTTP_BYTEMARK_CONFLICT:
@@ -280,7 +315,7 @@ ngx_http_bytemark_ingest_done(ngx_http_request_t *r,
                       "bytemark: mysql refused the ingest for user %uL: %s",
                       call->user_id, o->error);
         rc = ngx_http_bytemark_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                          "invalid_body", call->refused);
+                                          "invalid_body", ingest->refused);
         break;
 
     default:
@@ -306,9 +341,11 @@ static ngx_uint_t
 ngx_http_bytemark_ingest_note(ngx_http_request_t *r,
     ngx_http_bytemark_call_t *call, const char *cache_error)
 {
-    ngx_log_t  *log;
+    ngx_log_t                        *log;
+    ngx_http_bytemark_call_ingest_t  *ingest;
 
     log = r ? r->connection->log : ngx_cycle->log;
+    ingest = ngx_http_bytemark_call_ingest(call);
 
     ngx_http_bytemark_metrics_inc(NGX_HTTP_BYTEMARK_M_WRITE_FAILURES_INGEST);
 
@@ -318,7 +355,7 @@ ngx_http_bytemark_ingest_note(ngx_http_request_t *r,
                   "until it is deleted", call->user_id, cache_error);
 
     if (ngx_http_bytemark_note_set(call->bmcf, call->user_id,
-                                   call->answer.timestamp)
+                                   ingest->timestamp)
         != NGX_OK)
     {
         ngx_log_error(NGX_LOG_CRIT, log, 0,
@@ -343,7 +380,7 @@ static ngx_int_t
 ngx_http_bytemark_ingest_unavailable(ngx_http_request_t *r,
     ngx_http_bytemark_call_t *call)
 {
-    if (!call->commit_sent) {
+    if (!ngx_http_bytemark_call_ingest(call)->commit_sent) {
         return ngx_http_bytemark_send_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                    "unavailable",
                    "the pass service is temporarily unavailable; nothing "

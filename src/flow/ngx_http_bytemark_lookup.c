@@ -99,6 +99,7 @@ ngx_http_bytemark_lookup_cache(ngx_http_request_t *r,
 
     /* no run of its own: MongoDB's post() batches it in a task */
     call = ngx_http_bytemark_call_create(r, NGX_HTTP_BYTEMARK_BACKEND_MONGO,
+                                         NGX_HTTP_BYTEMARK_OP_LOOKUP,
                                          "mongo find", NULL,
                                          ngx_http_bytemark_lookup_cache_done,
                                          blcf->mongo_timeout);
@@ -107,7 +108,6 @@ ngx_http_bytemark_lookup_cache(ngx_http_request_t *r,
     }
 
     call->user_id = ctx->user_id;
-    call->batched = 1;
     call->report = NGX_HTTP_BYTEMARK_REPORT_ANSWER;
 
     if (ngx_http_bytemark_call_start(call, NGX_LOG_ERR) != NGX_OK) {
@@ -129,7 +129,7 @@ ngx_http_bytemark_lookup_cache_done(ngx_http_request_t *r,
     ngx_http_bytemark_answer_t *a;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
-    a = &call->answer;
+    a = &ngx_http_bytemark_call_lookup(call)->answer;
 
     ctx->mongo_used = 1;
     ctx->mongo_time += o->elapsed;
@@ -263,11 +263,12 @@ static ngx_int_t
 ngx_http_bytemark_lookup_source(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx)
 {
-    ngx_uint_t                      i, n, tickets;
-    ngx_msec_t                      left;
-    ngx_http_bytemark_call_t       *call;
-    ngx_http_bytemark_loc_conf_t   *blcf;
-    ngx_http_bytemark_main_conf_t  *bmcf;
+    ngx_uint_t                        i, n, tickets;
+    ngx_msec_t                        left;
+    ngx_http_bytemark_call_t         *call;
+    ngx_http_bytemark_loc_conf_t     *blcf;
+    ngx_http_bytemark_main_conf_t    *bmcf;
+    ngx_http_bytemark_call_lookup_t  *lookup;
 
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
     bmcf = ngx_http_bytemark_get_backend(r);
@@ -299,6 +300,7 @@ ngx_http_bytemark_lookup_source(ngx_http_request_t *r,
     tickets = (ctx->handler == NGX_HTTP_BYTEMARK_TICKETS);
 
     call = ngx_http_bytemark_call_create(r, NGX_HTTP_BYTEMARK_BACKEND_MYSQL,
+                                         NGX_HTTP_BYTEMARK_OP_LOOKUP,
                                          tickets ? "mysql tickets query"
                                                  : "mysql pass query",
                                          tickets
@@ -315,7 +317,12 @@ ngx_http_bytemark_lookup_source(ngx_http_request_t *r,
     /* the MySQL side reports what the server did; a spent slice is ours */
     call->report = NGX_HTTP_BYTEMARK_REPORT_TIMEOUT;
     call->user_id = ctx->user_id;
-    ngx_memcpy(call->uuid, ctx->uuid, NGX_HTTP_BYTEMARK_UUID_LEN);
+
+    lookup = ngx_http_bytemark_call_lookup(call);
+    ngx_memcpy(lookup->uuid, ctx->uuid, NGX_HTTP_BYTEMARK_UUID_LEN);
+    /* the fill that may follow writes the cache from the rows */
+    lookup->answer.keep_rows = tickets
+                               && ngx_http_bytemark_fill_wanted(r, ctx);
 
     if (ngx_http_bytemark_call_start(call, NGX_LOG_ERR) != NGX_OK) {
         return ngx_http_bytemark_serve_stale(r, ctx);
@@ -334,7 +341,7 @@ ngx_http_bytemark_lookup_source_done(ngx_http_request_t *r,
     ngx_http_bytemark_answer_t  *a;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
-    a = &call->answer;
+    a = &ngx_http_bytemark_call_lookup(call)->answer;
 
     ctx->mysql_used = 1;
     ctx->mysql_time += o->elapsed;
@@ -374,7 +381,7 @@ ngx_http_bytemark_lookup_source_done(ngx_http_request_t *r,
         ngx_http_bytemark_log_failure(r, call, o);
 
         if (o->result == NGX_HTTP_BYTEMARK_TIMED_OUT
-            || a->error_kind != NGX_HTTP_BYTEMARK_ERR_QUERY)
+            || call->error_kind != NGX_HTTP_BYTEMARK_ERR_QUERY)
         {
             /* the server did not answer: the next one may */
             ctx->mysql_server++;

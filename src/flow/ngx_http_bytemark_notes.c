@@ -148,6 +148,7 @@ ngx_http_bytemark_notes_delete(ngx_http_bytemark_notes_walk_t *w)
     ngx_http_bytemark_call_t  *call;
 
     call = ngx_http_bytemark_call_create(NULL, NGX_HTTP_BYTEMARK_BACKEND_MONGO,
+                                         NGX_HTTP_BYTEMARK_OP_DELETE,
                                          "mongo delete of a noted entry",
                                          ngx_http_bytemark_mongo_purge,
                                          ngx_http_bytemark_notes_done, 0);
@@ -158,7 +159,7 @@ ngx_http_bytemark_notes_delete(ngx_http_bytemark_notes_walk_t *w)
 
     call->bmcf = w->bmcf;
     call->user_id = w->users[w->next];
-    call->fill_timestamp = w->stamps[w->next];
+    ngx_http_bytemark_call_delete(call)->stamp = w->stamps[w->next];
     call->always_done = 1;
     call->report = NGX_HTTP_BYTEMARK_REPORT_FOUND;
 
@@ -194,7 +195,7 @@ ngx_http_bytemark_notes_done(ngx_http_request_t *r,
     }
 
     ngx_http_bytemark_note_clear(call->bmcf, call->user_id,
-                                 call->fill_timestamp);
+                                 ngx_http_bytemark_call_delete(call)->stamp);
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "bytemark: noted entry of user %uL deleted, note cleared",

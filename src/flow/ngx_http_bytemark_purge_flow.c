@@ -46,6 +46,7 @@ ngx_http_bytemark_purge_start(ngx_http_request_t *r,
     }
 
     call = ngx_http_bytemark_call_create(r, NGX_HTTP_BYTEMARK_BACKEND_MONGO,
+                                         NGX_HTTP_BYTEMARK_OP_DELETE,
                                          "mongo purge",
                                          ngx_http_bytemark_mongo_purge,
                                          ngx_http_bytemark_purge_done,

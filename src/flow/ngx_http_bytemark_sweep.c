@@ -60,10 +60,11 @@ ngx_http_bytemark_cleanup_init_process(ngx_cycle_t *cycle,
 static void
 ngx_http_bytemark_sweep_tick(ngx_event_t *ev)
 {
-    int64_t                         stamp;
-    ngx_msec_t                      lease;
-    ngx_http_bytemark_call_t       *call;
-    ngx_http_bytemark_main_conf_t  *bmcf;
+    int64_t                           stamp;
+    ngx_msec_t                        lease;
+    ngx_http_bytemark_call_t         *call;
+    ngx_http_bytemark_main_conf_t    *bmcf;
+    ngx_http_bytemark_call_delete_t  *del;
 
     bmcf = ev->data;
 
@@ -100,6 +101,7 @@ ngx_http_bytemark_sweep_tick(ngx_event_t *ev)
                    "bytemark: cache cleanup run %L starts", stamp);
 
     call = ngx_http_bytemark_call_create(NULL, NGX_HTTP_BYTEMARK_BACKEND_MONGO,
+                                         NGX_HTTP_BYTEMARK_OP_DELETE,
                                          "mongo cache cleanup",
                                          ngx_http_bytemark_mongo_cleanup,
                                          ngx_http_bytemark_sweep_done,
@@ -110,8 +112,9 @@ ngx_http_bytemark_sweep_tick(ngx_event_t *ev)
     }
 
     call->bmcf = bmcf;
-    call->max_age = (int64_t) bmcf->cleanup_max_age;
-    call->fill_timestamp = stamp;
+    del = ngx_http_bytemark_call_delete(call);
+    del->max_age = (int64_t) bmcf->cleanup_max_age;
+    del->stamp = stamp;
     call->always_done = 1;
 
     if (ngx_http_bytemark_call_start(call, NGX_LOG_WARN) != NGX_OK) {
@@ -124,16 +127,20 @@ static void
 ngx_http_bytemark_sweep_done(ngx_http_request_t *r,
     ngx_http_bytemark_call_t *call, ngx_http_bytemark_outcome_t *o)
 {
+    ngx_http_bytemark_call_delete_t  *del;
+
+    del = ngx_http_bytemark_call_delete(call);
+
     ngx_http_bytemark_metrics_inc(NGX_HTTP_BYTEMARK_M_CLEANUP_RUNS);
 
     if (o->result == NGX_HTTP_BYTEMARK_FOUND) {
         ngx_http_bytemark_metrics_add(NGX_HTTP_BYTEMARK_M_CLEANUP_DELETED,
-                                      (ngx_uint_t) call->answer.count);
+                                      (ngx_uint_t) del->deleted);
 
         ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
                       "bytemark: cache cleanup deleted %L entries older "
-                      "than %L ms in %M ms", call->answer.count,
-                      call->max_age, o->elapsed);
+                      "than %L ms in %M ms", del->deleted,
+                      del->max_age, o->elapsed);
 
     } else {
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
@@ -142,5 +149,5 @@ ngx_http_bytemark_sweep_done(ngx_http_request_t *r,
     }
 
     /* the run's stamp: a run that was taken over releases nothing */
-    ngx_http_bytemark_cleanup_unlock(call->bmcf, call->fill_timestamp);
+    ngx_http_bytemark_cleanup_unlock(call->bmcf, del->stamp);
 }

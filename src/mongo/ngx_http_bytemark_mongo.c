@@ -54,8 +54,6 @@ static void ngx_http_bytemark_mongo_default(mongoc_uri_t *uri,
 static void ngx_http_bytemark_mongo_delete(ngx_http_bytemark_call_t *call,
     bson_t *filter);
 static void ngx_http_bytemark_mongo_write_entry(ngx_http_bytemark_call_t *call);
-static ngx_int_t ngx_http_bytemark_mongo_fill_array(bson_t *set,
-    const char *key, ngx_http_bytemark_passes_t *list);
 
 
 ngx_int_t
@@ -339,36 +337,8 @@ ngx_http_bytemark_mongo_release(ngx_http_bytemark_mongo_t *mongo,
 
 
 /*
- * The answer's rendered array, back to a value for BSON: a fill is off
- * the response's path and rare next to the lookups it saves.
- */
-
-static ngx_int_t
-ngx_http_bytemark_mongo_fill_array(bson_t *set, const char *key,
-    ngx_http_bytemark_passes_t *list)
-{
-    json_t        *v;
-    ngx_int_t      rc;
-    ngx_str_t      text;
-    json_error_t   err;
-
-    ngx_http_bytemark_passes_text(list, &text);
-
-    v = json_loadb((const char *) text.data, text.len, JSON_ALLOW_NUL, &err);
-    if (v == NULL) {
-        return NGX_ERROR;
-    }
-
-    rc = ngx_http_bytemark_json_to_bson(set, key, v, 0);
-
-    json_decref(v);
-
-    return rc;
-}
-
-
-/*
- * thread: rewrite the entry from a MySQL answer.
+ * thread: rewrite the entry from a MySQL answer, its rows made BSON here
+ * (render/rows.c) as the passes a lookup of it answers.
  *
  * The filter matches only an entry older than the MySQL read, or one whose
  * timestamp is missing or not a number (a malformed entry, a miss: SPEC
@@ -395,20 +365,22 @@ static void
 ngx_http_bytemark_mongo_write_entry(ngx_http_bytemark_call_t *call)
 {
     bson_t                      filter, update, or, clause, cmp, not, set;
-    bson_t                      unset;
-    bson_error_t                error;
-    mongoc_client_t            *client;
-    mongoc_collection_t        *coll;
-    ngx_http_bytemark_mongo_t  *mongo;
+    bson_t                          unset;
+    bson_error_t                    error;
+    mongoc_client_t                *client;
+    mongoc_collection_t            *coll;
+    ngx_http_bytemark_mongo_t      *mongo;
+    ngx_http_bytemark_call_fill_t  *fill;
 
     mongo = call->bmcf->mongo;
+    fill = ngx_http_bytemark_call_fill(call);
 
     bson_init(&filter);
     BSON_APPEND_INT64(&filter, "user_id", (int64_t) call->user_id);
     BSON_APPEND_ARRAY_BEGIN(&filter, "$or", &or);
     BSON_APPEND_DOCUMENT_BEGIN(&or, "0", &clause);
     BSON_APPEND_DOCUMENT_BEGIN(&clause, "timestamp", &cmp);
-    BSON_APPEND_INT64(&cmp, "$lt", call->fill_timestamp);
+    BSON_APPEND_INT64(&cmp, "$lt", fill->timestamp);
     bson_append_document_end(&clause, &cmp);
     bson_append_document_end(&or, &clause);
     BSON_APPEND_DOCUMENT_BEGIN(&or, "1", &clause);
@@ -423,13 +395,11 @@ ngx_http_bytemark_mongo_write_entry(ngx_http_bytemark_call_t *call)
     bson_init(&update);
     BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
     BSON_APPEND_INT64(&set, "user_id", (int64_t) call->user_id);
-    BSON_APPEND_INT64(&set, "timestamp", call->fill_timestamp);
+    BSON_APPEND_INT64(&set, "timestamp", fill->timestamp);
 
-    if (ngx_http_bytemark_mongo_fill_array(&set, "passes",
-                                           &call->fill_passes[0])
+    if (ngx_http_bytemark_rows_to_bson(&set, "passes", &fill->rows[0])
         != NGX_OK
-        || ngx_http_bytemark_mongo_fill_array(&set, "passes4",
-                                              &call->fill_passes[1])
+        || ngx_http_bytemark_rows_to_bson(&set, "passes4", &fill->rows[1])
            != NGX_OK)
     {
         snprintf(call->error, sizeof(call->error),
@@ -472,10 +442,10 @@ void
 ngx_http_bytemark_mongo_error(ngx_http_bytemark_call_t *call,
     bson_error_t *error)
 {
-    call->answer.result = NGX_HTTP_BYTEMARK_FAILED;
+    call->result = NGX_HTTP_BYTEMARK_FAILED;
 
     /* no server to talk to, or a broken stream: "connect" in the metrics */
-    call->answer.error_kind =
+    call->error_kind =
         (error->domain == MONGOC_ERROR_SERVER_SELECTION
          || error->domain == MONGOC_ERROR_STREAM
          || (error->domain == MONGOC_ERROR_CLIENT
@@ -532,11 +502,14 @@ ngx_http_bytemark_mongo_purge(ngx_http_bytemark_call_t *call)
 void
 ngx_http_bytemark_mongo_cleanup(ngx_http_bytemark_call_t *call)
 {
-    bson_t  filter, cond;
+    bson_t                            filter, cond;
+    ngx_http_bytemark_call_delete_t  *del;
+
+    del = ngx_http_bytemark_call_delete(call);
 
     bson_init(&filter);
     BSON_APPEND_DOCUMENT_BEGIN(&filter, "timestamp", &cond);
-    BSON_APPEND_INT64(&cond, "$lt", ngx_http_bytemark_now_ms() - call->max_age);
+    BSON_APPEND_INT64(&cond, "$lt", ngx_http_bytemark_now_ms() - del->max_age);
     bson_append_document_end(&filter, &cond);
 
     ngx_http_bytemark_mongo_delete(call, &filter);
@@ -565,10 +538,11 @@ ngx_http_bytemark_mongo_delete(ngx_http_bytemark_call_t *call, bson_t *filter)
     }
 
     if (mongoc_collection_delete_many(coll, filter, NULL, &reply, &error)) {
-        call->answer.result = NGX_HTTP_BYTEMARK_FOUND;
+        call->result = NGX_HTTP_BYTEMARK_FOUND;
 
         if (bson_iter_init_find(&it, &reply, "deletedCount")) {
-            call->answer.count = bson_iter_as_int64(&it);
+            ngx_http_bytemark_call_delete(call)->deleted =
+                                                    bson_iter_as_int64(&it);
         }
 
     } else {

@@ -99,9 +99,9 @@ ngx_http_bytemark_mongo_batch_exit(ngx_http_bytemark_mongo_t *mongo)
 
 /*
  * Event loop: MongoDB's post() (ngx_http_bytemark_call_post()).  A lookup
- * (call->batched) joins a task; any other call is a thread task of its
- * own.  NGX_ERROR: it could not be posted (thread pool queue full); the
- * caller still owns it.
+ * (NGX_HTTP_BYTEMARK_OP_LOOKUP) joins a task; any other call is a thread
+ * task of its own.  NGX_ERROR: it could not be posted (thread pool queue
+ * full); the caller still owns it.
  */
 
 static ngx_int_t
@@ -110,7 +110,7 @@ ngx_http_bytemark_mongo_post(ngx_http_bytemark_call_t *call)
     ngx_int_t                   rc;
     ngx_http_bytemark_mongo_t  *mongo;
 
-    if (!call->batched) {
+    if (call->op != NGX_HTTP_BYTEMARK_OP_LOOKUP) {
         rc = ngx_http_bytemark_call_thread_post(call);
         goto posted;
     }
@@ -185,7 +185,7 @@ ngx_http_bytemark_batch_wakeup(ngx_event_t *ev)
 static ngx_int_t
 ngx_http_bytemark_mongo_leave(ngx_http_bytemark_call_t *call)
 {
-    if (!call->member || call->batch) {
+    if (!call->member || ngx_http_bytemark_call_lookup(call)->batch) {
         return NGX_DECLINED;
     }
 
@@ -205,7 +205,7 @@ ngx_http_bytemark_batch_cancel(ngx_http_bytemark_call_t *call)
         return NGX_OK;
     }
 
-    ngx_http_bytemark_call_stuck(call->batch);
+    ngx_http_bytemark_call_stuck(ngx_http_bytemark_call_lookup(call)->batch);
 
     return NGX_DONE;
 }
@@ -216,11 +216,13 @@ ngx_http_bytemark_batch_cancel(ngx_http_bytemark_call_t *call)
 static ngx_int_t
 ngx_http_bytemark_batch_post(ngx_http_bytemark_call_t **members, ngx_uint_t n)
 {
-    ngx_uint_t                  i;
-    ngx_http_bytemark_call_t   *task;
-    ngx_http_bytemark_mongo_t  *mongo;
+    ngx_uint_t                       i;
+    ngx_http_bytemark_call_t        *task;
+    ngx_http_bytemark_mongo_t       *mongo;
+    ngx_http_bytemark_call_batch_t  *batch;
 
     task = ngx_http_bytemark_call_create(NULL, NGX_HTTP_BYTEMARK_BACKEND_MONGO,
+                                         NGX_HTTP_BYTEMARK_OP_BATCH,
                                          "mongo find",
                                          ngx_http_bytemark_batch_run,
                                          ngx_http_bytemark_batch_done,
@@ -234,24 +236,26 @@ ngx_http_bytemark_batch_post(ngx_http_bytemark_call_t **members, ngx_uint_t n)
     mongo = task->bmcf->mongo;
 
     task->always_done = 1;
-    task->members = ngx_alloc(n * sizeof(ngx_http_bytemark_call_t *),
-                              ngx_cycle->log);
-    if (task->members == NULL) {
+    batch = ngx_http_bytemark_call_batch(task);
+    batch->members = ngx_alloc(n * sizeof(ngx_http_bytemark_call_t *),
+                               ngx_cycle->log);
+    if (batch->members == NULL) {
         ngx_http_bytemark_call_free(task);
         return NGX_ERROR;
     }
 
-    ngx_memcpy(task->members, members, n * sizeof(ngx_http_bytemark_call_t *));
-    task->nmembers = n;
+    ngx_memcpy(batch->members, members,
+               n * sizeof(ngx_http_bytemark_call_t *));
+    batch->nmembers = n;
 
     if (ngx_http_bytemark_call_post(task) != NGX_OK) {
-        ngx_free(task->members);
+        ngx_free(batch->members);
         ngx_http_bytemark_call_free(task);
         return NGX_ERROR;
     }
 
     for (i = 0; i < n; i++) {
-        members[i]->batch = task;
+        ngx_http_bytemark_call_lookup(members[i])->batch = task;
     }
 
     mongo->batch_running++;
@@ -297,7 +301,7 @@ ngx_http_bytemark_batch_next(ngx_http_bytemark_mongo_t *mongo)
             /* each fails as a lookup that found no thread did */
             for (i = 0; i < n; i++) {
                 call = members[i];
-                call->answer.result = NGX_HTTP_BYTEMARK_NO_THREAD;
+                call->result = NGX_HTTP_BYTEMARK_NO_THREAD;
                 ngx_cpystrn((u_char *) call->error,
                             (u_char *) "not started: thread pool queue "
                             "is full", sizeof(call->error));
@@ -319,31 +323,33 @@ static void
 ngx_http_bytemark_batch_done(ngx_http_request_t *r,
     ngx_http_bytemark_call_t *task, ngx_http_bytemark_outcome_t *o)
 {
-    ngx_uint_t                  i, n;
-    ngx_http_bytemark_call_t  **members, *call;
-    ngx_http_bytemark_mongo_t  *mongo;
+    ngx_uint_t                       i, n;
+    ngx_http_bytemark_call_t       **members, *call;
+    ngx_http_bytemark_mongo_t       *mongo;
+    ngx_http_bytemark_call_batch_t  *batch;
 
     mongo = task->bmcf->mongo;
-    members = task->members;
-    n = task->nmembers;
-    task->members = NULL;
-    task->nmembers = 0;
+    batch = ngx_http_bytemark_call_batch(task);
+    members = batch->members;
+    n = batch->nmembers;
+    batch->members = NULL;
+    batch->nmembers = 0;
 
     mongo->batch_running--;
     ngx_http_bytemark_batch_next(mongo);
 
     for (i = 0; i < n; i++) {
         call = members[i];
-        call->batch = NULL;
+        ngx_http_bytemark_call_lookup(call)->batch = NULL;
 
-        if (call->answer.result == NGX_HTTP_BYTEMARK_FAILED
+        if (call->result == NGX_HTTP_BYTEMARK_FAILED
             && !call->budget.timedout)
         {
             /* per lookup, as before batching (see the top of the file) */
             ngx_http_bytemark_metrics_backend_error(
                 NGX_HTTP_BYTEMARK_BACKEND_MONGO,
-                call->answer.error_kind ? call->answer.error_kind
-                                        : NGX_HTTP_BYTEMARK_ERR_QUERY);
+                call->error_kind ? call->error_kind
+                                 : NGX_HTTP_BYTEMARK_ERR_QUERY);
         }
 
         ngx_http_bytemark_call_finish(call);
@@ -374,15 +380,15 @@ ngx_http_bytemark_batch_run(ngx_http_bytemark_call_t *task)
     ngx_http_bytemark_mongo_t  *mongo;
 
     mongo = task->bmcf->mongo;
-    m = task->members;
-    n = task->nmembers;
+    m = ngx_http_bytemark_call_batch(task)->members;
+    n = ngx_http_bytemark_call_batch(task)->nmembers;
 
     /* lookups of one user next to each other: one key each */
     qsort(m, n, sizeof(ngx_http_bytemark_call_t *),
           ngx_http_bytemark_batch_cmp);
 
     for (i = 0; i < n; i++) {
-        m[i]->answer.result = NGX_HTTP_BYTEMARK_NOT_FOUND;
+        m[i]->result = NGX_HTTP_BYTEMARK_NOT_FOUND;
     }
 
     opts = ngx_http_bytemark_mongo_batch_filter(mongo, m, n, &filter);
@@ -423,7 +429,7 @@ ngx_http_bytemark_batch_run(ngx_http_bytemark_call_t *task)
         }
 
         if (lo == n || m[lo]->user_id != id
-            || m[lo]->answer.result != NGX_HTTP_BYTEMARK_NOT_FOUND)
+            || m[lo]->result != NGX_HTTP_BYTEMARK_NOT_FOUND)
         {
             /* not ours, or not the first document of that user */
             continue;
@@ -438,7 +444,7 @@ ngx_http_bytemark_batch_run(ngx_http_bytemark_call_t *task)
 
     if (mongoc_cursor_error(cursor, &error)) {
         for (i = 0; i < n; i++) {
-            if (m[i]->answer.result == NGX_HTTP_BYTEMARK_NOT_FOUND) {
+            if (m[i]->result == NGX_HTTP_BYTEMARK_NOT_FOUND) {
                 ngx_http_bytemark_mongo_error(m[i], &error);
             }
         }
@@ -456,27 +462,32 @@ static void
 ngx_http_bytemark_batch_found(ngx_http_bytemark_call_t **m, ngx_uint_t n,
     const bson_t *doc)
 {
-    ngx_uint_t  i;
+    ngx_uint_t                   i;
+    ngx_http_bytemark_answer_t  *a;
 
-    if (ngx_http_bytemark_entry_from_bson(doc, &m[0]->answer, m[0]->error,
+    a = &ngx_http_bytemark_call_lookup(m[0])->answer;
+
+    if (ngx_http_bytemark_entry_from_bson(doc, a, m[0]->error,
                                           sizeof(m[0]->error))
         == NGX_OK)
     {
-        m[0]->answer.result = NGX_HTTP_BYTEMARK_FOUND;
+        m[0]->result = NGX_HTTP_BYTEMARK_FOUND;
 
     } else {
-        ngx_http_bytemark_answer_release(&m[0]->answer);
-        m[0]->answer.result = NGX_HTTP_BYTEMARK_MALFORMED;
+        ngx_http_bytemark_answer_release(a);
+        m[0]->result = NGX_HTTP_BYTEMARK_MALFORMED;
     }
 
     for (i = 1; i < n; i++) {
         ngx_memcpy(m[i]->error, m[0]->error, sizeof(m[0]->error));
+        m[i]->result = m[0]->result;
 
-        if (ngx_http_bytemark_mongo_answer_copy(&m[i]->answer, &m[0]->answer)
+        if (ngx_http_bytemark_mongo_answer_copy(
+                &ngx_http_bytemark_call_lookup(m[i])->answer, a)
             != NGX_OK)
         {
-            m[i]->answer.result = NGX_HTTP_BYTEMARK_FAILED;
-            m[i]->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_QUERY;
+            m[i]->result = NGX_HTTP_BYTEMARK_FAILED;
+            m[i]->error_kind = NGX_HTTP_BYTEMARK_ERR_QUERY;
             ngx_cpystrn((u_char *) m[i]->error,
                         (u_char *) "no memory for a copy of the answer",
                         sizeof(m[i]->error));

@@ -68,27 +68,30 @@ static void ngx_http_bytemark_mongo_plan_reset(
 void
 ngx_http_bytemark_mongo_ingest(ngx_http_bytemark_call_t *call)
 {
-    char                            server_time[NGX_HTTP_BYTEMARK_ISO_LEN];
-    ngx_int_t                       rc;
-    ngx_uint_t                      attempt;
-    bson_error_t                    error;
-    mongoc_client_t                *client;
-    ngx_http_bytemark_mongo_t      *mongo;
-    ngx_http_bytemark_mongo_plan_t  plan;
+    char                              server_time[NGX_HTTP_BYTEMARK_ISO_LEN];
+    ngx_int_t                         rc;
+    ngx_uint_t                        attempt;
+    bson_error_t                      error;
+    mongoc_client_t                  *client;
+    ngx_http_bytemark_mongo_t        *mongo;
+    ngx_http_bytemark_mongo_plan_t    plan;
+    ngx_http_bytemark_call_ingest_t  *ingest;
 
     mongo = call->bmcf->mongo;
+    ingest = ngx_http_bytemark_call_ingest(call);
 
-    ngx_http_bytemark_iso_time(call->answer.timestamp, server_time);
+    ngx_http_bytemark_iso_time(ingest->timestamp, server_time);
 
     ngx_memzero(&plan, sizeof(ngx_http_bytemark_mongo_plan_t));
     plan.call = call;
+    plan.ingest = ingest;
     plan.server_time = server_time;
 
     if (ngx_http_bytemark_mongo_plan(&plan) != NGX_OK) {
-        call->cache_failed = 1;
-        snprintf(call->cache_error, sizeof(call->cache_error),
+        ingest->cache_failed = 1;
+        snprintf(ingest->cache_error, sizeof(ingest->cache_error),
                  "no memory for the cache update of %u passes",
-                 (unsigned) call->npasses);
+                 (unsigned) ingest->npasses);
         return;
     }
 
@@ -96,9 +99,9 @@ ngx_http_bytemark_mongo_ingest(ngx_http_bytemark_call_t *call)
                                                 &error);
     if (plan.coll == NULL) {
         free(plan.places);
-        call->cache_failed = 1;
-        ngx_http_bytemark_mongo_cause(call->cache_error,
-                                      sizeof(call->cache_error), &error);
+        ingest->cache_failed = 1;
+        ngx_http_bytemark_mongo_cause(ingest->cache_error,
+                                      sizeof(ingest->cache_error), &error);
         return;
     }
 
@@ -120,13 +123,13 @@ ngx_http_bytemark_mongo_ingest(ngx_http_bytemark_call_t *call)
     free(plan.places);
 
     if (rc == NGX_AGAIN) {
-        snprintf(call->cache_error, sizeof(call->cache_error),
+        snprintf(ingest->cache_error, sizeof(ingest->cache_error),
                  "concurrent writes kept the update of the entry from "
                  "applying");
     }
 
     if (rc != NGX_OK) {
-        call->cache_failed = 1;
+        ingest->cache_failed = 1;
     }
 }
 
@@ -137,12 +140,12 @@ static ngx_int_t
 ngx_http_bytemark_mongo_plan(ngx_http_bytemark_mongo_plan_t *plan)
 {
     ngx_uint_t                        i, n;
-    ngx_http_bytemark_call_t         *call;
     ngx_http_bytemark_ingest_pass_t **sorted;
     ngx_http_bytemark_mongo_place_t  *pl;
+    ngx_http_bytemark_call_ingest_t  *ingest;
 
-    call = plan->call;
-    n = call->npasses;
+    ingest = plan->ingest;
+    n = ingest->npasses;
 
     sorted = malloc(n * sizeof(ngx_http_bytemark_ingest_pass_t *));
     plan->places = calloc(n, sizeof(ngx_http_bytemark_mongo_place_t));
@@ -155,7 +158,7 @@ ngx_http_bytemark_mongo_plan(ngx_http_bytemark_mongo_plan_t *plan)
     }
 
     for (i = 0; i < n; i++) {
-        sorted[i] = &call->passes[i];
+        sorted[i] = &ingest->passes[i];
     }
 
     /* by uuid, then by position: a uuid's passes next to each other */
@@ -173,7 +176,7 @@ ngx_http_bytemark_mongo_plan(ngx_http_bytemark_mongo_plan_t *plan)
 
         pl = &plan->places[plan->nplaces++];
         pl->pass = sorted[i];
-        pl->first = sorted[i] - call->passes;
+        pl->first = sorted[i] - ingest->passes;
     }
 
     for (i = 0; i < plan->nplaces; i++) {
@@ -421,8 +424,9 @@ ngx_http_bytemark_mongo_ingest_read(ngx_http_bytemark_mongo_plan_t *plan,
         *doc = bson_copy(found);
 
     } else if (mongoc_cursor_error(cursor, &error)) {
-        ngx_http_bytemark_mongo_cause(call->cache_error,
-                                      sizeof(call->cache_error), &error);
+        ngx_http_bytemark_mongo_cause(plan->ingest->cache_error,
+                                      sizeof(plan->ingest->cache_error),
+                                      &error);
         mongoc_cursor_destroy(cursor);
         bson_destroy(&filter);
         return NGX_ERROR;

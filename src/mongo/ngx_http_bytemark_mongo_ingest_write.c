@@ -50,10 +50,10 @@ ngx_http_bytemark_mongo_ingest_write(ngx_http_bytemark_mongo_plan_t *plan,
     ngx_uint_t                        i;
     const bson_t                     *opts;
     bson_error_t                      error;
-    ngx_http_bytemark_call_t         *call;
+    ngx_http_bytemark_call_ingest_t  *ingest;
     ngx_http_bytemark_mongo_place_t  *pl;
 
-    call = plan->call;
+    ingest = plan->ingest;
 
     if (ngx_http_bytemark_mongo_select(plan, kind, target) == 0) {
         return NGX_DECLINED;
@@ -61,7 +61,7 @@ ngx_http_bytemark_mongo_ingest_write(ngx_http_bytemark_mongo_plan_t *plan,
 
     update = ngx_http_bytemark_mongo_write_update(plan, kind);
     if (update == NULL) {
-        snprintf(call->cache_error, sizeof(call->cache_error),
+        snprintf(ingest->cache_error, sizeof(ingest->cache_error),
                  "a pass cannot be converted to BSON");
         return NGX_ERROR;
     }
@@ -99,8 +99,8 @@ ngx_http_bytemark_mongo_ingest_write(ngx_http_bytemark_mongo_plan_t *plan,
     }
 
     if (!ok && error.code != MONGOC_ERROR_DUPLICATE_KEY) {
-        ngx_http_bytemark_mongo_cause(call->cache_error,
-                                      sizeof(call->cache_error), &error);
+        ngx_http_bytemark_mongo_cause(ingest->cache_error,
+                                      sizeof(ingest->cache_error), &error);
         return NGX_ERROR;
     }
 
@@ -273,7 +273,7 @@ ngx_http_bytemark_mongo_write_update(ngx_http_bytemark_mongo_plan_t *plan,
     }
 
     BSON_APPEND_DOCUMENT_BEGIN(u, "$max", &doc);
-    BSON_APPEND_INT64(&doc, "timestamp", plan->call->answer.timestamp);
+    BSON_APPEND_INT64(&doc, "timestamp", plan->ingest->timestamp);
     bson_append_document_end(u, &doc);
 
     if (kind == NGX_HTTP_BYTEMARK_WRITE_PUSH && !plan->exists) {
@@ -339,10 +339,10 @@ ngx_http_bytemark_mongo_write_push(bson_t *u,
     uint32_t                          n;
     ngx_uint_t                        i, k, any;
     const char                       *idx;
-    ngx_http_bytemark_call_t         *call;
+    ngx_http_bytemark_call_ingest_t  *ingest;
     ngx_http_bytemark_mongo_place_t  *pl;
 
-    call = plan->call;
+    ingest = plan->ingest;
 
     for (any = 0, i = 0; i < plan->nplaces; i++) {
         any |= plan->places[i].put;
@@ -357,8 +357,8 @@ ngx_http_bytemark_mongo_write_push(bson_t *u,
 
     for (k = 0; kind == NGX_HTTP_BYTEMARK_WRITE_PUSH && k < 2; k++) {
 
-        for (n = 0, i = 0; i < call->npasses; i++) {
-            pl = ngx_http_bytemark_mongo_place(plan, call->passes[i].uuid);
+        for (n = 0, i = 0; i < ingest->npasses; i++) {
+            pl = ngx_http_bytemark_mongo_place(plan, ingest->passes[i].uuid);
 
             if (!pl->put || pl->own != k || pl->first != i) {
                 continue;
@@ -408,14 +408,14 @@ ngx_http_bytemark_mongo_write_logs(bson_t *push,
     uint32_t                          n;
     ngx_uint_t                        i;
     const char                       *idx;
-    ngx_http_bytemark_call_t         *call;
+    ngx_http_bytemark_call_ingest_t  *ingest;
     ngx_http_bytemark_ingest_pass_t  *p;
     ngx_http_bytemark_mongo_place_t  *pl;
 
-    call = plan->call;
+    ingest = plan->ingest;
 
-    for (n = 0, i = 0; i < call->npasses; i++) {
-        p = &call->passes[i];
+    for (n = 0, i = 0; i < ingest->npasses; i++) {
+        p = &ingest->passes[i];
         pl = ngx_http_bytemark_mongo_place(plan, p->uuid);
 
         if (!pl->put || (p->version == 4) != k) {

@@ -78,6 +78,7 @@ typedef struct {
 
 typedef struct {
     ngx_http_bytemark_call_t         *call;
+    ngx_http_bytemark_call_ingest_t  *ingest;    /* the call's payload */
     mongoc_collection_t              *coll;
     const char                       *server_time;
     ngx_http_bytemark_mongo_place_t  *places;

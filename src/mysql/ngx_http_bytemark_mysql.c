@@ -257,7 +257,7 @@ ngx_http_bytemark_mysql_read(ngx_http_bytemark_call_t *call, ngx_uint_t sql)
     conn->sql = sql;
     conn->end = ngx_http_bytemark_mysql_read_end;
 
-    call->answer.result = NGX_HTTP_BYTEMARK_FAILED;
+    call->result = NGX_HTTP_BYTEMARK_FAILED;
 
     ngx_http_bytemark_mysql_read_try(conn);
 }
@@ -281,10 +281,12 @@ ngx_http_bytemark_mysql_read_prepare(ngx_http_bytemark_mysql_conn_t *conn)
 static void
 ngx_http_bytemark_mysql_read_execute(ngx_http_bytemark_mysql_conn_t *conn)
 {
-    MYSQL_STMT                *stmt;
-    ngx_http_bytemark_call_t  *call;
+    MYSQL_STMT                       *stmt;
+    ngx_http_bytemark_call_t         *call;
+    ngx_http_bytemark_call_lookup_t  *lookup;
 
     call = conn->call;
+    lookup = ngx_http_bytemark_call_lookup(call);
     stmt = conn->stmt[conn->sql];
 
     ngx_memzero(conn->param, 2 * sizeof(MYSQL_BIND));
@@ -297,12 +299,12 @@ ngx_http_bytemark_mysql_read_execute(ngx_http_bytemark_mysql_conn_t *conn)
         conn->param[0].is_unsigned = 1;
 
         /* the entry's timestamp is when the read began (SPEC 3.1 step 3) */
-        call->answer.timestamp = ngx_http_bytemark_now_ms();
+        lookup->answer.timestamp = ngx_http_bytemark_now_ms();
 
     } else {
         conn->param_len[0] = NGX_HTTP_BYTEMARK_UUID_LEN;
         conn->param[0].buffer_type = MYSQL_TYPE_STRING;
-        conn->param[0].buffer = call->uuid;
+        conn->param[0].buffer = lookup->uuid;
         conn->param[0].buffer_length = NGX_HTTP_BYTEMARK_UUID_LEN;
         conn->param[0].length = &conn->param_len[0];
         conn->param[1].buffer_type = MYSQL_TYPE_LONGLONG;
@@ -350,7 +352,7 @@ ngx_http_bytemark_mysql_read_rows(ngx_http_bytemark_mysql_conn_t *conn)
     ngx_http_bytemark_answer_t  *a;
 
     call = conn->call;
-    a = &call->answer;
+    a = &ngx_http_bytemark_call_lookup(call)->answer;
     stmt = conn->stmt[conn->sql];
     erc = NGX_OK;
 
@@ -391,11 +393,12 @@ ngx_http_bytemark_mysql_read_rows(ngx_http_bytemark_mysql_conn_t *conn)
 
     if (conn->sql == NGX_HTTP_BYTEMARK_SQL_TICKETS) {
         a->has_timestamp = 1;
-        a->result = NGX_HTTP_BYTEMARK_FOUND;
+        call->result = NGX_HTTP_BYTEMARK_FOUND;
 
     } else {
-        a->result = (a->passes[0].n + a->passes[1].n)
-                    ? NGX_HTTP_BYTEMARK_FOUND : NGX_HTTP_BYTEMARK_NOT_FOUND;
+        call->result = (a->passes[0].n + a->passes[1].n)
+                       ? NGX_HTTP_BYTEMARK_FOUND
+                       : NGX_HTTP_BYTEMARK_NOT_FOUND;
     }
 
     conn->end(conn, NGX_OK);
@@ -426,7 +429,7 @@ ngx_http_bytemark_mysql_read_end(ngx_http_bytemark_mysql_conn_t *conn,
             ngx_http_bytemark_mysql_close(conn);
         }
 
-        call->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_NONE;
+        call->error_kind = NGX_HTTP_BYTEMARK_ERR_NONE;
         ngx_http_bytemark_mysql_read_try(conn);
         return;
     }
@@ -459,13 +462,13 @@ ngx_http_bytemark_mysql_outcome(ngx_http_bytemark_mysql_conn_t *conn,
 
         } else {
             /* not the server's failure: no failover, no breaker failure */
-            call->answer.result = NGX_HTTP_BYTEMARK_FAILED;
-            call->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_QUERY;
+            call->result = NGX_HTTP_BYTEMARK_FAILED;
+            call->error_kind = NGX_HTTP_BYTEMARK_ERR_QUERY;
         }
 
     } else {
         /* could not connect, or the connection broke: the server's fault */
-        call->answer.result = NGX_HTTP_BYTEMARK_FAILED;
+        call->result = NGX_HTTP_BYTEMARK_FAILED;
 
         if (!conn->cancelled) {
             ngx_http_bytemark_breaker_result(call->bmcf, call->slot, 0,
@@ -478,14 +481,17 @@ ngx_http_bytemark_mysql_outcome(ngx_http_bytemark_mysql_conn_t *conn,
             }
         }
 
-        if (call->answer.error_kind == NGX_HTTP_BYTEMARK_ERR_NONE) {
-            call->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_CONNECT;
+        if (call->error_kind == NGX_HTTP_BYTEMARK_ERR_NONE) {
+            call->error_kind = NGX_HTTP_BYTEMARK_ERR_CONNECT;
         }
     }
 }
 
 
-/* a row becomes a pass in the array of its version (SPEC 2) */
+/*
+ * A row becomes a pass in the array of its version (SPEC 2), and is kept
+ * as a row too when a cache fill follows (a->keep_rows).
+ */
 
 ngx_int_t
 ngx_http_bytemark_mysql_pass_object(ngx_http_bytemark_mysql_row_t *row,
@@ -520,7 +526,15 @@ ngx_http_bytemark_mysql_pass_object(ngx_http_bytemark_mysql_row_t *row,
     pass.free_ticket_status = strtoll(row->buf[NGX_HTTP_BYTEMARK_COL_FREE],
                                       NULL, 10);
 
-    return ngx_http_bytemark_passes_add_row(&a->passes[version == 4], &pass);
+    if (ngx_http_bytemark_passes_add_row(&a->passes[version == 4], &pass)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return a->keep_rows ? ngx_http_bytemark_rows_add(&a->rows[version == 4],
+                                                     &pass)
+                        : NGX_OK;
 }
 
 
@@ -543,7 +557,7 @@ ngx_http_bytemark_mysql_breaker(ngx_http_bytemark_call_t *call, ngx_uint_t i)
     snprintf(call->error, sizeof(call->error),
              "mysql server #%u is down or its circuit breaker open",
              (unsigned) i + 1);
-    call->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_BREAKER_OPEN;
+    call->error_kind = NGX_HTTP_BYTEMARK_ERR_BREAKER_OPEN;
 
     return 0;
 }

@@ -203,7 +203,7 @@ ngx_http_bytemark_mysql_batch_read(ngx_http_bytemark_mysql_conn_t *conn)
               ngx_http_bytemark_mysql_batch_cmp);
 
     for (i = 0, keys = 0; i < b->nmembers; i++) {
-        m[i]->answer.result = NGX_HTTP_BYTEMARK_FAILED;
+        m[i]->result = NGX_HTTP_BYTEMARK_FAILED;
 
         if (i == 0 || ngx_http_bytemark_mysql_batch_cmp(&m[i], &m[i - 1])) {
             keys++;
@@ -245,7 +245,9 @@ ngx_http_bytemark_mysql_batch_cmp(const void *a, const void *b)
         return 0;
     }
 
-    return ngx_memcmp(x->uuid, y->uuid, NGX_HTTP_BYTEMARK_UUID_LEN);
+    return ngx_memcmp(ngx_http_bytemark_call_lookup(x)->uuid,
+                      ngx_http_bytemark_call_lookup(y)->uuid,
+                      NGX_HTTP_BYTEMARK_UUID_LEN);
 }
 
 
@@ -303,7 +305,7 @@ ngx_http_bytemark_mysql_batch_execute(ngx_http_bytemark_mysql_conn_t *conn)
         if (kind) {
             b->len[i] = NGX_HTTP_BYTEMARK_UUID_LEN;
             b->bind[i].buffer_type = MYSQL_TYPE_STRING;
-            b->bind[i].buffer = key->uuid;
+            b->bind[i].buffer = ngx_http_bytemark_call_lookup(key)->uuid;
             b->bind[i].buffer_length = NGX_HTTP_BYTEMARK_UUID_LEN;
             b->bind[i].length = &b->len[i];
 
@@ -319,7 +321,7 @@ ngx_http_bytemark_mysql_batch_execute(ngx_http_bytemark_mysql_conn_t *conn)
     now = ngx_http_bytemark_now_ms();
 
     for (i = 0; i < b->nmembers; i++) {
-        m[i]->answer.timestamp = now;
+        ngx_http_bytemark_call_lookup(m[i])->answer.timestamp = now;
     }
 
     if (mysql_stmt_bind_param(stmt, b->bind) != 0) {
@@ -386,7 +388,7 @@ ngx_http_bytemark_mysql_batch_rows(ngx_http_bytemark_mysql_conn_t *conn)
     }
 
     for (i = 0; erc == NGX_OK && i < b->nmembers; i++) {
-        a = &b->members[i]->answer;
+        a = &ngx_http_bytemark_call_lookup(b->members[i])->answer;
 
         if (ngx_http_bytemark_passes_close(&a->passes[0]) != NGX_OK
             || ngx_http_bytemark_passes_close(&a->passes[1]) != NGX_OK)
@@ -401,7 +403,8 @@ ngx_http_bytemark_mysql_batch_rows(ngx_http_bytemark_mysql_conn_t *conn)
 
     if (erc != NGX_OK) {
         for (i = 0; i < b->nmembers; i++) {
-            ngx_http_bytemark_answer_release(&b->members[i]->answer);
+            ngx_http_bytemark_answer_release(
+                &ngx_http_bytemark_call_lookup(b->members[i])->answer);
         }
 
         conn->end(conn, erc);
@@ -410,15 +413,16 @@ ngx_http_bytemark_mysql_batch_rows(ngx_http_bytemark_mysql_conn_t *conn)
 
     for (i = 0; i < b->nmembers; i++) {
         call = b->members[i];
-        a = &call->answer;
+        a = &ngx_http_bytemark_call_lookup(call)->answer;
 
         if (kind == 0) {
             a->has_timestamp = 1;
-            a->result = NGX_HTTP_BYTEMARK_FOUND;
+            call->result = NGX_HTTP_BYTEMARK_FOUND;
 
         } else {
-            a->result = (a->passes[0].n + a->passes[1].n)
-                        ? NGX_HTTP_BYTEMARK_FOUND : NGX_HTTP_BYTEMARK_NOT_FOUND;
+            call->result = (a->passes[0].n + a->passes[1].n)
+                           ? NGX_HTTP_BYTEMARK_FOUND
+                           : NGX_HTTP_BYTEMARK_NOT_FOUND;
         }
     }
 
@@ -438,6 +442,7 @@ ngx_http_bytemark_mysql_batch_row(ngx_http_bytemark_mysql_conn_t *conn,
     uint64_t                          id;
     ngx_uint_t                        i, lo, hi, mid, kind;
     ngx_http_bytemark_call_t        **m;
+    ngx_http_bytemark_call_lookup_t  *lookup;
     ngx_http_bytemark_mysql_batch_t  *b;
 
     b = &conn->batch;
@@ -468,20 +473,21 @@ ngx_http_bytemark_mysql_batch_row(ngx_http_bytemark_mysql_conn_t *conn,
     }
 
     for (i = lo; i < b->nmembers && m[i]->user_id == id; i++) {
+        lookup = ngx_http_bytemark_call_lookup(m[i]);
 
         if (kind
             && (row->is_null[NGX_HTTP_BYTEMARK_COL_UUID]
                 || row->length[NGX_HTTP_BYTEMARK_COL_UUID]
                    != NGX_HTTP_BYTEMARK_UUID_LEN
-                || ngx_strncasecmp(m[i]->uuid,
+                || ngx_strncasecmp(lookup->uuid,
                        (u_char *) row->buf[NGX_HTTP_BYTEMARK_COL_UUID],
                        NGX_HTTP_BYTEMARK_UUID_LEN) != 0
-                || m[i]->answer.passes[0].n + m[i]->answer.passes[1].n))
+                || lookup->answer.passes[0].n + lookup->answer.passes[1].n))
         {
             continue;
         }
 
-        if (ngx_http_bytemark_mysql_pass_object(row, &m[i]->answer)
+        if (ngx_http_bytemark_mysql_pass_object(row, &lookup->answer)
             != NGX_OK)
         {
             return NGX_ERROR;
@@ -519,7 +525,7 @@ ngx_http_bytemark_mysql_batch_end(ngx_http_bytemark_mysql_conn_t *conn,
         }
 
         for (i = 0; i < n; i++) {
-            conn->batch.members[i]->answer.error_kind =
+            conn->batch.members[i]->error_kind =
                                                   NGX_HTTP_BYTEMARK_ERR_NONE;
         }
 
@@ -533,7 +539,7 @@ ngx_http_bytemark_mysql_batch_end(ngx_http_bytemark_mysql_conn_t *conn,
     for (i = 0; i < n; i++) {
         if (m[i] != conn->call) {
             ngx_memcpy(m[i]->error, conn->call->error, sizeof(m[i]->error));
-            m[i]->answer.error_kind = conn->call->answer.error_kind;
+            m[i]->error_kind = conn->call->error_kind;
         }
     }
 

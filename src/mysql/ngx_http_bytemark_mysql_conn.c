@@ -353,7 +353,7 @@ ngx_http_bytemark_mysql_begin(ngx_http_bytemark_mysql_conn_t *conn,
         call->conn = conn;
 
         /* a failure from here on is the call's, not an earlier server's */
-        call->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_NONE;
+        call->error_kind = NGX_HTTP_BYTEMARK_ERR_NONE;
 
         deadline = call->started + call->timeout;
 
@@ -481,8 +481,8 @@ ngx_http_bytemark_mysql_cancel(ngx_http_bytemark_call_t *call)
                      node->conf->pool_size, node->index + 1);
     }
 
-    call->answer.result = NGX_HTTP_BYTEMARK_FAILED;
-    call->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_TIMEOUT;
+    call->result = NGX_HTTP_BYTEMARK_FAILED;
+    call->error_kind = NGX_HTTP_BYTEMARK_ERR_TIMEOUT;
 
     return NGX_OK;
 }

@@ -80,7 +80,7 @@ ngx_http_bytemark_mysql_ingest(ngx_http_bytemark_call_t *call)
     conn = call->conn;
     conn->end = ngx_http_bytemark_mysql_ingest_end;
 
-    call->answer.result = NGX_HTTP_BYTEMARK_FAILED;
+    call->result = NGX_HTTP_BYTEMARK_FAILED;
 
     if (!ngx_http_bytemark_mysql_breaker(call, 0)) {
         ngx_http_bytemark_mysql_release(conn, 0);
@@ -148,12 +148,14 @@ ngx_http_bytemark_mysql_ingest_begun(ngx_http_bytemark_mysql_conn_t *conn)
 static void
 ngx_http_bytemark_mysql_ingest_next(ngx_http_bytemark_mysql_conn_t *conn)
 {
-    MYSQL_STMT                *stmt;
-    ngx_http_bytemark_call_t  *call;
+    MYSQL_STMT                       *stmt;
+    ngx_http_bytemark_call_t         *call;
+    ngx_http_bytemark_call_ingest_t  *ingest;
 
     call = conn->call;
+    ingest = ngx_http_bytemark_call_ingest(call);
 
-    if (conn->pass == call->npasses) {
+    if (conn->pass == ingest->npasses) {
 
         if (call->budget.timedout) {
             /* the client was told nothing was written: roll back */
@@ -164,7 +166,7 @@ ngx_http_bytemark_mysql_ingest_next(ngx_http_bytemark_mysql_conn_t *conn)
         }
 
         /* from here on, a failure leaves the outcome unknown */
-        call->commit_sent = 1;
+        ingest->commit_sent = 1;
 
         ngx_http_bytemark_mysql_run(conn, ngx_http_bytemark_mysql_op_commit,
                                     ngx_http_bytemark_mysql_ingest_committed);
@@ -173,7 +175,7 @@ ngx_http_bytemark_mysql_ingest_next(ngx_http_bytemark_mysql_conn_t *conn)
 
     stmt = conn->stmt[NGX_HTTP_BYTEMARK_SQL_UPSERT];
 
-    ngx_http_bytemark_mysql_bind_upsert(conn, &call->passes[conn->pass]);
+    ngx_http_bytemark_mysql_bind_upsert(conn, &ingest->passes[conn->pass]);
 
     if (mysql_stmt_bind_param(stmt, conn->param) != 0) {
         conn->end(conn, ngx_http_bytemark_mysql_stmt_error(stmt, call,
@@ -194,7 +196,7 @@ ngx_http_bytemark_mysql_ingest_upserted(ngx_http_bytemark_mysql_conn_t *conn)
     ngx_http_bytemark_ingest_pass_t  *p;
 
     call = conn->call;
-    p = &call->passes[conn->pass];
+    p = &ngx_http_bytemark_call_ingest(call)->passes[conn->pass];
     stmt = conn->stmt[NGX_HTTP_BYTEMARK_SQL_UPSERT];
 
     if (conn->ret_int != 0) {
@@ -273,7 +275,7 @@ ngx_http_bytemark_mysql_ingest_owned(ngx_http_bytemark_mysql_conn_t *conn)
     if (conn->owner != call->user_id) {
         snprintf(call->error, sizeof(call->error),
                  "pass %.36s belongs to another user",
-                 call->passes[conn->pass].uuid);
+                 ngx_http_bytemark_call_ingest(call)->passes[conn->pass].uuid);
         conn->end(conn, NGX_ABORT);
         return;
     }
@@ -287,9 +289,11 @@ ngx_http_bytemark_mysql_ingest_owned(ngx_http_bytemark_mysql_conn_t *conn)
 static void
 ngx_http_bytemark_mysql_ingest_committed(ngx_http_bytemark_mysql_conn_t *conn)
 {
-    ngx_http_bytemark_call_t  *call;
+    ngx_http_bytemark_call_t         *call;
+    ngx_http_bytemark_call_ingest_t  *ingest;
 
     call = conn->call;
+    ingest = ngx_http_bytemark_call_ingest(call);
 
     if (conn->ret_bool) {
         conn->end(conn, ngx_http_bytemark_mysql_error(conn->mysql, call,
@@ -298,8 +302,8 @@ ngx_http_bytemark_mysql_ingest_committed(ngx_http_bytemark_mysql_conn_t *conn)
     }
 
     /* the commit time: the cache entry's timestamp is at least this */
-    call->answer.timestamp = ngx_http_bytemark_now_ms();
-    call->answer.count = (int64_t) call->npasses;
+    ingest->timestamp = ngx_http_bytemark_now_ms();
+    ingest->written = (int64_t) ingest->npasses;
 
     conn->rc = NGX_OK;
 
@@ -413,22 +417,22 @@ ngx_http_bytemark_mysql_ingest_done(ngx_http_bytemark_mysql_conn_t *conn,
 
     case NGX_OK:
         call->error[0] = '\0';
-        call->answer.result = NGX_HTTP_BYTEMARK_FOUND;
+        call->result = NGX_HTTP_BYTEMARK_FOUND;
         break;
 
     case NGX_ABORT:
-        call->answer.result = NGX_HTTP_BYTEMARK_CONFLICT;
+        call->result = NGX_HTTP_BYTEMARK_CONFLICT;
         break;
 
     case NGX_DONE:
-        call->answer.result = NGX_HTTP_BYTEMARK_REFUSED;
+        call->result = NGX_HTTP_BYTEMARK_REFUSED;
         break;
 
     default:
-        call->answer.result = NGX_HTTP_BYTEMARK_FAILED;
+        call->result = NGX_HTTP_BYTEMARK_FAILED;
 
-        if (call->answer.error_kind == NGX_HTTP_BYTEMARK_ERR_NONE) {
-            call->answer.error_kind = (rc == NGX_DECLINED)
+        if (call->error_kind == NGX_HTTP_BYTEMARK_ERR_NONE) {
+            call->error_kind = (rc == NGX_DECLINED)
                                       ? NGX_HTTP_BYTEMARK_ERR_CONNECT
                                       : NGX_HTTP_BYTEMARK_ERR_QUERY;
         }
@@ -511,9 +515,10 @@ static ngx_int_t
 ngx_http_bytemark_mysql_refused(MYSQL_STMT *stmt,
     ngx_http_bytemark_call_t *call, ngx_http_bytemark_ingest_pass_t *p)
 {
-    ngx_uint_t     i;
-    const char    *msg, *why, *field;
-    unsigned int   err;
+    ngx_uint_t                        i;
+    const char                       *msg, *why, *field;
+    unsigned int                      err;
+    ngx_http_bytemark_call_ingest_t  *ingest;
 
     static const char  *fields[] = {
         "pass_uuid", "status", "version", "free_ticket_status", "payload",
@@ -557,11 +562,13 @@ ngx_http_bytemark_mysql_refused(MYSQL_STMT *stmt,
     snprintf(call->error, sizeof(call->error), "upsert of pass %.36s: %s (%u)",
              p->uuid, msg, err);
 
+    ingest = ngx_http_bytemark_call_ingest(call);
+
     if (field) {
-        snprintf(call->refused, sizeof(call->refused),
+        snprintf(ingest->refused, sizeof(ingest->refused),
                  "pass %.36s: \"%s\" %s", p->uuid, field, why);
     } else {
-        snprintf(call->refused, sizeof(call->refused),
+        snprintf(ingest->refused, sizeof(ingest->refused),
                  "pass %.36s: a value %s", p->uuid, why);
     }
 

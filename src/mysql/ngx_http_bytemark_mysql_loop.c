@@ -289,14 +289,14 @@ ngx_http_bytemark_mysql_connected(ngx_http_bytemark_mysql_conn_t *conn)
 
     if (conn->ret_mysql == NULL) {
         ngx_http_bytemark_mysql_connect_error(conn);
-        conn->call->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_CONNECT;
+        conn->call->error_kind = NGX_HTTP_BYTEMARK_ERR_CONNECT;
         ngx_http_bytemark_mysql_close(conn);
         conn->end(conn, NGX_DECLINED);
         return;
     }
 
     if (ngx_http_bytemark_mysql_tls_check(conn) != NGX_OK) {
-        conn->call->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_CONNECT;
+        conn->call->error_kind = NGX_HTTP_BYTEMARK_ERR_CONNECT;
         ngx_http_bytemark_mysql_close(conn);
         conn->end(conn, NGX_DECLINED);
         return;

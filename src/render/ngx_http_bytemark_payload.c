@@ -72,6 +72,55 @@ ngx_http_bytemark_render_payload(ngx_http_bytemark_jbuf_t *b,
 
 
 /*
+ * A payload from MySQL as the BSON value key of doc, for a cache fill: the
+ * value of its rendered text, so that the cache holds what a lookup
+ * answers.  Canonical text (what ingest writes) is parsed as it is; any
+ * other is rendered first (its keys sorted, a string if it is not JSON).
+ * NGX_DECLINED, nothing appended: neither JSON nor UTF-8, as
+ * render_payload() leaves it out.  depth: the value's, for json_to_bson().
+ */
+
+ngx_int_t
+ngx_http_bytemark_payload_to_bson(void *doc, const char *key,
+    const u_char *text, size_t len, ngx_uint_t depth)
+{
+    json_t                    *v;
+    ngx_int_t                  rc;
+    json_error_t               err;
+    ngx_http_bytemark_jbuf_t   b;
+
+    ngx_memzero(&b, sizeof(ngx_http_bytemark_jbuf_t));
+
+    if (!ngx_http_bytemark_json_canonical(text, len)) {
+        rc = ngx_http_bytemark_render_payload(&b, text, len);
+
+        if (rc != NGX_OK) {
+            ngx_http_bytemark_jbuf_free(&b);
+            return rc;
+        }
+
+        text = b.data;
+        len = b.len;
+    }
+
+    v = json_loadb((const char *) text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL,
+                   &err);
+
+    ngx_http_bytemark_jbuf_free(&b);
+
+    if (v == NULL) {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_bytemark_json_to_bson(doc, key, v, depth);
+
+    json_decref(v);
+
+    return rc;
+}
+
+
+/*
  * Whether text is exactly what the canonical writer would write for it:
  * no blanks, keys in strictly increasing order, integers of at most 18
  * digits, reals as "%.17g" writes them and not integral, only the escapes

@@ -186,6 +186,15 @@ ngx_http_bytemark_render_string(ngx_http_bytemark_jbuf_t *b, const u_char *s,
 }
 
 
+/* whether s is UTF-8 that render_string() writes (not NGX_DECLINED) */
+
+ngx_uint_t
+ngx_http_bytemark_utf8_valid(const u_char *s, size_t len)
+{
+    return ngx_http_bytemark_string_len(s, len) >= 0;
+}
+
+
 /*
  * The length of the leading run of bytes written as they are: printable
  * ASCII but '"' and '\\'.  Eight bytes at a time: each test sets a byte's

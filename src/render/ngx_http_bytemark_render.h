@@ -33,6 +33,15 @@ ngx_int_t ngx_http_bytemark_json_to_bson(void *doc, const char *key,
     json_t *v, ngx_uint_t depth);
 json_t *ngx_http_bytemark_json_normalize(json_t *v);
 
+/* MySQL rows kept for a cache fill, and made BSON (rows.c, payload.c) */
+ngx_int_t ngx_http_bytemark_rows_add(ngx_http_bytemark_rows_t *rows,
+    ngx_http_bytemark_pass_row_t *row);
+void ngx_http_bytemark_rows_free(ngx_http_bytemark_rows_t *rows);
+ngx_int_t ngx_http_bytemark_rows_to_bson(void *doc, const char *key,
+    ngx_http_bytemark_rows_t *rows);
+ngx_int_t ngx_http_bytemark_payload_to_bson(void *doc, const char *key,
+    const u_char *text, size_t len, ngx_uint_t depth);
+
 /* the canonical JSON writer (render.c), BSON values (bson.c), payload text
  * (payload.c), the pass arrays they fill (render.c) */
 ngx_int_t ngx_http_bytemark_jbuf_reserve(ngx_http_bytemark_jbuf_t *b,
@@ -66,6 +75,7 @@ void ngx_http_bytemark_passes_free(ngx_http_bytemark_passes_t *list);
 #define NGX_HTTP_BYTEMARK_REAL_LEN     32
 
 size_t ngx_http_bytemark_plain_run(const u_char *s, size_t len);
+ngx_uint_t ngx_http_bytemark_utf8_valid(const u_char *s, size_t len);
 size_t ngx_http_bytemark_utf8_seq(const u_char *s, size_t len);
 ngx_int_t ngx_http_bytemark_render_double(ngx_http_bytemark_jbuf_t *b,
     double d);

@@ -394,6 +394,7 @@ ngx_http_bytemark_metrics_call_completed(ngx_http_bytemark_call_t *call)
     int64_t                           us;
     ngx_uint_t                        b, i, n, kind;
     ngx_http_bytemark_metrics_shm_t  *m;
+    ngx_http_bytemark_call_batch_t   *batch;
 
     m = ngx_http_bytemark_metrics_shm;
 
@@ -422,12 +423,13 @@ ngx_http_bytemark_metrics_call_completed(ngx_http_bytemark_call_t *call)
     }
 
     /* a MongoDB find task: one observation per lookup it carried */
-    n = call->nmembers ? call->nmembers : 1;
+    batch = ngx_http_bytemark_call_batch(call);
+    n = (batch && batch->nmembers) ? batch->nmembers : 1;
 
     (void) ngx_atomic_fetch_add(&m->buckets[b][i], n);
     (void) ngx_atomic_fetch_add(&m->sum_us[b], (ngx_atomic_int_t) (n * us));
 
-    if (call->nmembers) {
+    if (batch && batch->nmembers) {
         for (i = 0; i < NGX_HTTP_BYTEMARK_BATCH_BUCKETS - 1; i++) {
             if (n <= (ngx_uint_t) 1 << i) {
                 break;
@@ -438,14 +440,14 @@ ngx_http_bytemark_metrics_call_completed(ngx_http_bytemark_call_t *call)
         (void) ngx_atomic_fetch_add(&m->batch_sum, n);
     }
 
-    if (call->answer.result != NGX_HTTP_BYTEMARK_FAILED
+    if (call->result != NGX_HTTP_BYTEMARK_FAILED
         || call->budget.timedout)
     {
         /* no failure, or one already counted as a timeout */
         return;
     }
 
-    kind = call->answer.error_kind;
+    kind = call->error_kind;
 
     ngx_http_bytemark_metrics_backend_error(b,
         kind ? kind : NGX_HTTP_BYTEMARK_ERR_QUERY);

@@ -920,6 +920,14 @@ sub mongo_find {
     return map { $JSON->decode($_) } grep { length } split /\n/, $out;
 }
 
+# The matching documents as the canonical EJSON text mongo_cli prints, one
+# string each: members in their stored order, BSON types spelled out.
+sub mongo_find_raw {
+    my ($self, $filter) = @_;
+    my $out = $self->_mongo_cli('find', '-', { stdin => _ejson_arg($filter // {}) });
+    return grep { length } split /\n/, $out;
+}
+
 sub mongo_count {
     my ($self, $filter) = @_;
     my $out = $self->_mongo_cli('count', '-', { stdin => _ejson_arg($filter // {}) });
