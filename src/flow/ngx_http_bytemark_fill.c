@@ -33,7 +33,7 @@ ngx_http_bytemark_fill_wanted(ngx_http_request_t *r,
     ngx_http_bytemark_loc_conf_t   *blcf;
     ngx_http_bytemark_main_conf_t  *bmcf;
 
-    bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
+    bmcf = ngx_http_bytemark_get_backend(r);
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_bytemark_module);
 
     return bmcf->mongo != NULL && blcf->cache_fill && !ctx->mongo_failed
