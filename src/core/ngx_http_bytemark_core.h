@@ -132,7 +132,13 @@ typedef struct {
     ngx_str_t                     password;
     ngx_str_t                     database;
     ngx_uint_t                    pool_size;
+    ngx_uint_t                    weight;     /* its share of spread reads */
 } ngx_http_bytemark_mysql_server_t;
+
+
+/* bytemark_mysql_read */
+#define NGX_HTTP_BYTEMARK_READ_PRIMARY  0
+#define NGX_HTTP_BYTEMARK_READ_SPREAD   1
 
 
 typedef struct {
@@ -142,6 +148,11 @@ typedef struct {
 
     ngx_array_t                  *mysql_servers;
     ngx_str_t                     mysql_table;
+
+    /* bytemark_mysql_read, bytemark_mysql_read_your_writes */
+    ngx_uint_t                    mysql_read;
+    ngx_msec_t                    mysql_rw;
+    ngx_shm_zone_t               *recent_zone;  /* users who just wrote */
 
     ngx_str_t                     thread_pool_name;
     ngx_thread_pool_t            *thread_pool;
@@ -299,7 +310,9 @@ struct ngx_http_bytemark_ctx_s {
     unsigned                      mongo_used:1;
     unsigned                      mysql_used:1;
     unsigned                      noted:1;      /* cache entry not trusted */
-    ngx_uint_t                    mysql_server; /* the read's next server */
+    ngx_uint_t                    mysql_server; /* the read's next try */
+    ngx_uint_t                    mysql_first;  /* its first server */
+    ngx_http_bytemark_mysql_server_t *mysql_answered;
     ngx_msec_t                    mysql_deadline;
     int64_t                       note_stamp;
     ngx_http_bytemark_ingest_pass_t *passes;    /* ingest */

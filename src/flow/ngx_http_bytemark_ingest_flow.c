@@ -94,10 +94,16 @@ ngx_http_bytemark_ingest_committed(ngx_http_request_t *r,
 
     bmcf = call->bmcf;
 
+    if (o->result == NGX_HTTP_BYTEMARK_FOUND || call->commit_sent) {
+        /* committed, or maybe: the user's reads go to the primary a while */
+        ngx_http_bytemark_recent_set(bmcf, call->user_id);
+    }
+
     if (r) {
         ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
         ctx->mysql_used = 1;
         ctx->mysql_time = o->elapsed;
+        ctx->mysql_answered = bmcf->mysql_servers->elts;   /* the primary */
     }
 
     if (o->result != NGX_HTTP_BYTEMARK_FOUND || bmcf->mongo == NULL) {

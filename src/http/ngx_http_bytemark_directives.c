@@ -228,7 +228,7 @@ ngx_http_bytemark_set_table(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 /*
  * bytemark_mysql host=... | socket=... [port=3306] user=... [password=...]
- *                database=... [pool_size=N];
+ *                database=... [pool_size=N] [weight=N];
  *
  * Repeated for read replicas: the first is the primary.
  */
@@ -257,6 +257,8 @@ ngx_http_bytemark_set_mysql(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
           offsetof(ngx_http_bytemark_mysql_server_t, database), 0, 0 },
         { ngx_string("pool_size"), NGX_HTTP_BYTEMARK_PARAM_NUM,
           offsetof(ngx_http_bytemark_mysql_server_t, pool_size), 1, 1024 },
+        { ngx_string("weight"), NGX_HTTP_BYTEMARK_PARAM_NUM,
+          offsetof(ngx_http_bytemark_mysql_server_t, weight), 1, 100 },
         { ngx_null_string, 0, 0, 0, 0 }
     };
 
@@ -283,14 +285,15 @@ ngx_http_bytemark_set_mysql(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_memzero(srv, sizeof(ngx_http_bytemark_mysql_server_t));
     srv->port = 3306;
     srv->pool_size = NGX_HTTP_BYTEMARK_MYSQL_POOL_SIZE;
+    srv->weight = 1;
 
     if (ngx_http_bytemark_parse_params(cf, 1, params, srv, &err) != NGX_OK) {
         /* never echo the argument: it may be the password */
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"bytemark_mysql\" has an invalid parameter #%ui "
                            "(expected host=, socket=, port=1..65535, user=, "
-                           "password=, database= or pool_size=1..1024, "
-                           "each once)", err.arg);
+                           "password=, database=, pool_size=1..1024 or "
+                           "weight=1..100, each once)", err.arg);
         return NGX_CONF_ERROR;
     }
 
@@ -365,4 +368,29 @@ ngx_http_bytemark_mysql_resolve(ngx_conf_t *cf,
     srv->address.len = len;
 
     return NGX_CONF_OK;
+}
+
+
+/* bytemark_mysql_read_your_writes <time> | off */
+
+char *
+ngx_http_bytemark_set_read_your_writes(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_bytemark_main_conf_t *bmcf = conf;
+
+    ngx_str_t  *value;
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        if (bmcf->mysql_rw != NGX_CONF_UNSET_MSEC) {
+            return "is duplicate";
+        }
+
+        bmcf->mysql_rw = 0;
+        return NGX_CONF_OK;
+    }
+
+    return ngx_conf_set_msec_slot(cf, cmd, conf);
 }

@@ -52,6 +52,13 @@ static ngx_conf_post_t  ngx_http_bytemark_budget = {
     ngx_http_bytemark_conf_check_budget
 };
 
+/* bytemark_mysql_read: where reads go (ngx_http_bytemark_mysql_choose.c) */
+static ngx_conf_enum_t  ngx_http_bytemark_mysql_reads[] = {
+    { ngx_string("primary"), NGX_HTTP_BYTEMARK_READ_PRIMARY },
+    { ngx_string("spread"), NGX_HTTP_BYTEMARK_READ_SPREAD },
+    { ngx_null_string, 0 }
+};
+
 
 static ngx_command_t  ngx_http_bytemark_commands[] = {
 
@@ -81,6 +88,20 @@ static ngx_command_t  ngx_http_bytemark_commands[] = {
       ngx_http_bytemark_set_mysql,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("bytemark_mysql_read"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_bytemark_main_conf_t, mysql_read),
+      &ngx_http_bytemark_mysql_reads },
+
+    { ngx_string("bytemark_mysql_read_your_writes"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_bytemark_set_read_your_writes,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_bytemark_main_conf_t, mysql_rw),
       NULL },
 
     { ngx_string("bytemark_mysql_table"),

@@ -6,7 +6,8 @@
 
 /*
  * $bytemark_source, $bytemark_user_id, $bytemark_mongo_time,
- * $bytemark_mysql_time and $bytemark_cache_status, for log_format,
+ * $bytemark_mysql_time, $bytemark_mysql_server and $bytemark_cache_status,
+ * for log_format,
  * add_header and map.  Each is "not found" (logged as "-") when the request
  * did not get that far.
  */
@@ -22,6 +23,8 @@ static ngx_int_t ngx_http_bytemark_variable_user_id(ngx_http_request_t *r,
 static ngx_int_t ngx_http_bytemark_variable_time(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_bytemark_variable_cache_status(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_bytemark_variable_mysql_server(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 
 
@@ -49,6 +52,10 @@ static ngx_http_variable_t  ngx_http_bytemark_vars[] = {
 
     { ngx_string("bytemark_cache_status"), NULL,
       ngx_http_bytemark_variable_cache_status, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("bytemark_mysql_server"), NULL,
+      ngx_http_bytemark_variable_mysql_server, 0,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
@@ -189,4 +196,43 @@ ngx_http_bytemark_variable_cache_status(ngx_http_request_t *r,
 
     return ngx_http_bytemark_variable_set(v, ctx->cache_status.data,
                                           ctx->cache_status.len);
+}
+
+
+/*
+ * The MySQL server that answered: "addr:port" (the host as written) or
+ * "unix:/path"; never its user or password.
+ */
+
+static ngx_int_t
+ngx_http_bytemark_variable_mysql_server(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                            *p;
+    ngx_http_bytemark_ctx_t           *ctx;
+    ngx_http_bytemark_mysql_server_t  *srv;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
+
+    if (ctx == NULL || ctx->mysql_answered == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    srv = ctx->mysql_answered;
+
+    p = ngx_pnalloc(r->pool, srv->host.len + srv->socket.len
+                             + sizeof("unix:") + NGX_INT_T_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (srv->socket.len) {
+        return ngx_http_bytemark_variable_set(v, p,
+                               ngx_sprintf(p, "unix:%V", &srv->socket) - p);
+    }
+
+    return ngx_http_bytemark_variable_set(v, p,
+                           ngx_sprintf(p, "%V:%ui", &srv->host, srv->port)
+                           - p);
 }

@@ -28,5 +28,11 @@ void ngx_http_bytemark_mysql_pass(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_mysql_ingest(ngx_http_bytemark_call_t *call);
 ngx_int_t ngx_http_bytemark_mysql_post(ngx_http_bytemark_call_t *call);
 
+/* which server a read asks (mysql_choose.c) */
+ngx_uint_t ngx_http_bytemark_mysql_read_first(
+    ngx_http_bytemark_main_conf_t *bmcf, uint64_t user_id);
+ngx_uint_t ngx_http_bytemark_mysql_read_server(
+    ngx_http_bytemark_main_conf_t *bmcf, ngx_uint_t first, ngx_uint_t k);
+
 
 #endif /* _NGX_HTTP_BYTEMARK_MYSQL_H_INCLUDED_ */

@@ -180,6 +180,7 @@ struct ngx_http_bytemark_mysql_node_s {
     ngx_uint_t                        nreads;
     ngx_uint_t                        reading;   /* connections reading */
     ngx_event_t                       wake;      /* hands connections out */
+    ngx_int_t                         current;   /* spread: its turn */
 };
 
 
