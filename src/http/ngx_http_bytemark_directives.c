@@ -371,6 +371,39 @@ ngx_http_bytemark_mysql_resolve(ngx_conf_t *cf,
 }
 
 
+/* bytemark_mysql_read primary | spread (ngx_http_bytemark_mysql_choose.c) */
+
+char *
+ngx_http_bytemark_set_mysql_read(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_bytemark_main_conf_t *bmcf = conf;
+
+    ngx_str_t  *value;
+
+    if (bmcf->mysql_read != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "primary") == 0) {
+        bmcf->mysql_read = NGX_HTTP_BYTEMARK_READ_PRIMARY;
+
+    } else if (ngx_strcmp(value[1].data, "spread") == 0) {
+        bmcf->mysql_read = NGX_HTTP_BYTEMARK_READ_SPREAD;
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"bytemark_mysql_read\" must be \"primary\" or "
+                           "\"spread\", not \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 /* bytemark_mysql_read_your_writes <time> | off */
 
 char *

@@ -52,13 +52,6 @@ static ngx_conf_post_t  ngx_http_bytemark_budget = {
     ngx_http_bytemark_conf_check_budget
 };
 
-/* bytemark_mysql_read: where reads go (ngx_http_bytemark_mysql_choose.c) */
-static ngx_conf_enum_t  ngx_http_bytemark_mysql_reads[] = {
-    { ngx_string("primary"), NGX_HTTP_BYTEMARK_READ_PRIMARY },
-    { ngx_string("spread"), NGX_HTTP_BYTEMARK_READ_SPREAD },
-    { ngx_null_string, 0 }
-};
-
 
 static ngx_command_t  ngx_http_bytemark_commands[] = {
 
@@ -92,10 +85,10 @@ static ngx_command_t  ngx_http_bytemark_commands[] = {
 
     { ngx_string("bytemark_mysql_read"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_enum_slot,
+      ngx_http_bytemark_set_mysql_read,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      offsetof(ngx_http_bytemark_main_conf_t, mysql_read),
-      &ngx_http_bytemark_mysql_reads },
+      0,
+      NULL },
 
     { ngx_string("bytemark_mysql_read_your_writes"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
