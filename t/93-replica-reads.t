@@ -34,6 +34,12 @@ my $t  = Bytemark::Test->new(mysql => 1, binlog => 1);           # the primary
 my $r1 = Bytemark::Test->new(mysql => 1, replica_of => $t);
 my $r2 = Bytemark::Test->new(mysql => 1, replica_of => $t);
 
+# Newest first, also when the test dies: an older server's watchdog pipe is
+# held open by the watchdogs forked after it, so the harness' cleanup in
+# another order (its END walks a hash) would wait for ever. This END runs
+# before the harness' one.
+END { $_ && $_->cleanup for $r2, $r1, $t }
+
 my %name = ("127.0.0.1:" . $t->mysql_port  => 'primary',
             "127.0.0.1:" . $r1->mysql_port => 'r1',
             "127.0.0.1:" . $r2->mysql_port => 'r2');
@@ -227,10 +233,5 @@ $t->stop_nginx;
 my $log = $t->error_log;
 unlike $log, qr/\[(alert|emerg)\]|exited on signal/, 'no alert, no crash';
 unlike $log, qr/s3cret-pw/, 'no password in the error log';
-
-# newest first: an older server's watchdog pipe is held open by the
-# watchdogs forked after it, so the harness' cleanup in any other order
-# (END walks a hash) waits for ever
-$_->cleanup for $r2, $r1, $t;
 
 done_testing;
