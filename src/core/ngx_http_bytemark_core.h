@@ -136,9 +136,11 @@ typedef struct {
 } ngx_http_bytemark_mysql_server_t;
 
 
-/* bytemark_mysql_read */
-#define NGX_HTTP_BYTEMARK_READ_PRIMARY  0
-#define NGX_HTTP_BYTEMARK_READ_SPREAD   1
+/* bytemark_mysql_read: where reads go */
+typedef enum {
+    NGX_HTTP_BYTEMARK_READ_PRIMARY = 0,  /* the primary, replicas on failure */
+    NGX_HTTP_BYTEMARK_READ_SPREAD        /* replicas by weight, then primary */
+} ngx_http_bytemark_read_e;
 
 
 typedef struct {
