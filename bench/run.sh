@@ -30,6 +30,9 @@
 # --batch-rounds N: alternating rounds of the section "MySQL coalescing (issue
 # 27)" (MySQL and the fallback with coalescing against bytemark_mysql_batch 1,
 # at --conn-levels); --only mysql-batch: that section alone, printed.
+# --replica-rounds N: alternating rounds of the section "Replica reads (issue
+# 26)" (a second MariaDB as a read replica, bytemark_mysql_read primary against
+# spread, the primary's CPU per request); --only replica-reads: that section alone.
 # BYTEMARK_BUILD_DIR: build (and benchmark) the module in another directory.
 # --baseline REV (default 97dec3d, before issue 13) / --no-baseline: the module
 # of an earlier commit, built here and measured side by side at c=1.
