@@ -16,6 +16,8 @@
 # window prevents). A chosen replica that is down: the other replica, then
 # the primary, answer. primary: every read from the primary; primary
 # killed: reads from a replica, with the replicated data.
+# $bytemark_mysql_server names the server that answered: address:port,
+# or unix:/path for a socket= server.
 
 use strict;
 use warnings;
@@ -41,6 +43,7 @@ my $r2 = Bytemark::Test->new(mysql => 1, replica_of => $t);
 END { $_ && $_->cleanup for $r2, $r1, $t }
 
 my %name = ("127.0.0.1:" . $t->mysql_port  => 'primary',
+            "unix:" . $t->mysql_socket     => 'primary (socket)',
             "127.0.0.1:" . $r1->mysql_port => 'r1',
             "127.0.0.1:" . $r2->mysql_port => 'r2');
 
@@ -71,8 +74,8 @@ is $rc, 0, 'nginx -t takes weight=1..100, spread and read_your_writes off' or di
 # --- the configurations --------------------------------------------------------------------------
 
 sub conf {
-    my ($policy) = @_;
-    my $p  = $t->mysql_directive;
+    my ($policy, %o) = @_;
+    my $p  = $t->mysql_directive($o{socket} ? (socket => 1) : ());
     my $a  = $r1->mysql_directive(weight => 3);
     my $b  = $r2->mysql_directive;
     return <<"EOF";
@@ -220,13 +223,18 @@ ok wait_until(sub { who(1) =~ /^r[12] v3$/ }, 5), 'replication resumed: the repl
 # --- primary: every read from the primary; primary killed: from a replica ----------------------
 
 $t->stop_nginx;
-$t->start_nginx(conf("bytemark_mysql_read primary;"), workers => 2);
+$t->start_nginx(conf("bytemark_mysql_read primary;", socket => 1), workers => 2);
 @w = map { read_user(100 + $_)->[0] } 1 .. 12;
-is_deeply \@w, [('primary') x 12], 'primary: every read from the primary';
-is who(1), 'primary v3', 'primary: the writer too';
+is_deeply \@w, [('primary (socket)') x 12],
+    'primary: every read from the primary ($bytemark_mysql_server: unix:/path for socket=)';
+is who(1), 'primary (socket) v3', 'primary: the writer too';
 $t->stop_mysql(fast => 1);
 @w = map { who(1) } 1 .. 6;
 is_deeply \@w, [('r1 v3') x 6], 'primary killed: reads from the first replica, with the replicated data';
+$r = ingest(1, 1, 'lost');
+ok $r->{status} == 503 && !defined $r->{headers}{'x-mysql-server'},
+    'primary killed: an ingest is 503, and no $bytemark_mysql_server (no server answered)'
+    or diag "$r->{status} " . ($r->{headers}{'x-mysql-server'} // '');
 $t->start_mysql;
 
 $t->stop_nginx;

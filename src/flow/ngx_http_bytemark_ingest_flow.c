@@ -103,7 +103,14 @@ ngx_http_bytemark_ingest_committed(ngx_http_request_t *r,
         ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
         ctx->mysql_used = 1;
         ctx->mysql_time = o->elapsed;
-        ctx->mysql_answered = bmcf->mysql_servers->elts;   /* the primary */
+
+        if (o->result == NGX_HTTP_BYTEMARK_FOUND
+            || o->result == NGX_HTTP_BYTEMARK_CONFLICT
+            || o->result == NGX_HTTP_BYTEMARK_REFUSED)
+        {
+            /* $bytemark_mysql_server: the primary answered */
+            ctx->mysql_answered = bmcf->mysql_servers->elts;
+        }
     }
 
     if (o->result != NGX_HTTP_BYTEMARK_FOUND || bmcf->mongo == NULL) {
