@@ -68,6 +68,7 @@ import threading
 import time
 
 import mysql_batch          # bench/mysql_batch.py: issue 27's side-by-side section
+import replica_reads        # bench/replica_reads.py: issue 26's primary against spread reads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = '/usr/bin/python3'
@@ -78,6 +79,12 @@ MYSQL_USER, MYSQL_PW, MYSQL_DB = 'bytemark', 'bench-pw', 'portal'
 MONGO_DB, MONGO_COLL = 'cache', 'bytemark_tickets_cache'
 
 T0 = time.time()
+
+
+def replica_env():
+    """What bench/replica_reads.py uses of this file."""
+    return {'run': run, 'log': log, 'cpu_seconds': cpu_seconds, 'root': ROOT,
+            'db': MYSQL_DB, 'user': MYSQL_USER, 'pw': MYSQL_PW}
 
 
 def log(msg):
@@ -891,6 +898,8 @@ http {
                 log('no named backends in this build: ' + out.strip().splitlines()[0])
         mysql_batch.start(self, body)
         log('nginx A1 on %d, nginx B1 on %d: A and B with bytemark_mysql_batch 1' % (self.port_a1, self.port_b1))
+        if self.a.only in (None, 'replica-reads'):
+            replica_reads.start(self, replica_env())
 
     def check(self, port, path, want_source, want_cache=None):
         conn = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
@@ -1126,6 +1135,7 @@ http {
 
         self.connection_sweep()
         mysql_batch.sweep(self)
+        replica_reads.sweep(self, replica_env())
 
         # The same hits and misses against FerretDB, a real MongoDB-wire server. Its hits
         # only over the users it holds; its misses over the stand-in's miss range (no cache
@@ -1730,6 +1740,9 @@ http {
         if r.get('mysql_batch'):
             w(mysql_batch.md(self))
             w('')
+        if r.get('replica_reads'):
+            w(replica_reads.md(self))
+            w('')
         w('## Goals (issue 6%s)' % (' and issue 13' if r.get('connections') else ''))
         w('')
         for g in r['goals']:
@@ -1787,6 +1800,7 @@ http {
                                   x['c1_full']['p99_ms'] / x['c1_small']['p99_ms'])})
         G += self.microcache_expiry_goal()
         G += self.connection_goals()
+        G += replica_reads.goals(self)
         self.res['goals'] = G
 
     def connections_md(self):
@@ -2042,7 +2056,9 @@ def main():
     ap.add_argument('--baseline-rounds', type=int, default=3)
     ap.add_argument('--batch-rounds', type=int,
                     help='alternating rounds of the "MySQL coalescing (issue 27)" runs (default 3, --quick 2)')
-    ap.add_argument('--only', choices=['mysql-batch', 'side-by-side'],
+    ap.add_argument('--replica-rounds', type=int,
+                    help='alternating rounds of the "Replica reads (issue 26)" runs (default 3, --quick 2)')
+    ap.add_argument('--only', choices=['mysql-batch', 'replica-reads', 'side-by-side'],
                     help='run one section alone and print it (a smoke test of that section)')
     ap.add_argument('--results-dir', default=os.path.join(ROOT, 'bench', 'results'))
     ap.add_argument('--out', help='result file (default: <results-dir>/<date>-<host>[-quick].md)')
@@ -2129,10 +2145,14 @@ def main():
             print(text)
             log('results written to %s' % os.path.relpath(b.res['md_path'], os.getcwd()))
             return
-        if a.only == 'mysql-batch':
-            mysql_batch.sweep(b)
-            text = mysql_batch.md(b)
-            b.res['md_path'] = b.res['md_path'][:-3] + '-mysql-batch.md'
+        if a.only:
+            if a.only == 'mysql-batch':
+                mysql_batch.sweep(b)
+                text = mysql_batch.md(b)
+            else:
+                replica_reads.sweep(b, replica_env())
+                text = replica_reads.md(b)
+            b.res['md_path'] = b.res['md_path'][:-3] + '-' + a.only + '.md'
             with open(b.res['md_path'], 'w') as fh:
                 fh.write(text + '\n')
             with open(b.res['md_path'][:-3] + '.json', 'w') as fh:

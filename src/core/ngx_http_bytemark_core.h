@@ -139,7 +139,15 @@ typedef struct {
     ngx_uint_t                    max_fails;
     ngx_msec_t                    fail_timeout;
     ngx_str_t                     password_file;  /* as written, or empty */
+    ngx_uint_t                    weight;     /* its share of spread reads */
 } ngx_http_bytemark_mysql_server_t;
+
+
+/* bytemark_mysql_read: where reads go */
+typedef enum {
+    NGX_HTTP_BYTEMARK_READ_PRIMARY = 0,  /* the primary, replicas on failure */
+    NGX_HTTP_BYTEMARK_READ_SPREAD        /* replicas by weight, then primary */
+} ngx_http_bytemark_read_e;
 
 
 typedef struct ngx_http_bytemark_main_conf_s  ngx_http_bytemark_main_conf_t;
@@ -170,6 +178,11 @@ struct ngx_http_bytemark_main_conf_s {
     ngx_str_t                     mysql_ssl_trusted_certificate;
     ngx_str_t                     mysql_ssl_certificate;
     ngx_str_t                     mysql_ssl_certificate_key;
+
+    /* bytemark_mysql_read, bytemark_mysql_read_your_writes */
+    ngx_uint_t                    mysql_read;
+    ngx_msec_t                    mysql_rw;
+    ngx_shm_zone_t               *recent_zone;  /* users who just wrote */
 
     ngx_str_t                     thread_pool_name;
     ngx_thread_pool_t            *thread_pool;
@@ -363,7 +376,8 @@ struct ngx_http_bytemark_ctx_s {
     unsigned                      mongo_used:1;
     unsigned                      mysql_used:1;
     unsigned                      noted:1;      /* cache entry not trusted */
-    ngx_uint_t                    mysql_server; /* the read's next server */
+    ngx_uint_t                    mysql_server; /* the read's next try */
+    ngx_uint_t                    mysql_first;  /* its first server */
     ngx_str_t                     mysql_answered; /* $bytemark_mysql_server */
     ngx_msec_t                    mysql_deadline;
     int64_t                       note_stamp;

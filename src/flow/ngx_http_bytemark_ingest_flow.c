@@ -100,15 +100,23 @@ ngx_http_bytemark_ingest_committed(ngx_http_request_t *r,
 
     bmcf = call->bmcf;
 
+    if (o->result == NGX_HTTP_BYTEMARK_FOUND
+        || ngx_http_bytemark_call_ingest(call)->commit_sent)
+    {
+        /* committed, or maybe: the user's reads go to the primary a while */
+        ngx_http_bytemark_recent_set(bmcf, call->user_id);
+    }
+
     if (r) {
         ctx = ngx_http_get_module_ctx(r, ngx_http_bytemark_module);
         ctx->mysql_used = 1;
         ctx->mysql_time = o->elapsed;
 
-        if (o->result != NGX_HTTP_BYTEMARK_FAILED
-            && o->result != NGX_HTTP_BYTEMARK_TIMED_OUT)
+        if (o->result == NGX_HTTP_BYTEMARK_FOUND
+            || o->result == NGX_HTTP_BYTEMARK_CONFLICT
+            || o->result == NGX_HTTP_BYTEMARK_REFUSED)
         {
-            /* writes go to the primary */
+            /* $bytemark_mysql_server: writes go to the primary */
             ctx->mysql_answered = *ngx_http_bytemark_mysql_server_name(bmcf,
                                                                       0);
         }

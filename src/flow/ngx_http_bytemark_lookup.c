@@ -252,18 +252,19 @@ ngx_http_bytemark_lookup_miss(ngx_http_request_t *r,
 
 
 /*
- * MySQL: the primary first, then each replica, chosen here on the event loop
- * so that each server gets a slice of the budget (what is left, shared by
- * the servers left) and a hung server cannot spend all of it.  Servers
- * whose breaker is open, or with too many calls stuck in threads, are
- * skipped.
+ * MySQL: the servers in the order of bytemark_mysql_read (the primary
+ * first, or a replica chosen by weight: ngx_http_bytemark_mysql_choose.c),
+ * chosen here on the event loop so that each server gets a slice of the
+ * budget (what is left, shared by the servers left) and a hung server
+ * cannot spend all of it.  Servers whose breaker is open, or with too many
+ * calls stuck in threads, are skipped.
  */
 
 static ngx_int_t
 ngx_http_bytemark_lookup_source(ngx_http_request_t *r,
     ngx_http_bytemark_ctx_t *ctx)
 {
-    ngx_uint_t                        i, n, tickets;
+    ngx_uint_t                        i, k, n, tickets;
     ngx_msec_t                        left;
     ngx_http_bytemark_call_t         *call;
     ngx_http_bytemark_loc_conf_t     *blcf;
@@ -275,11 +276,16 @@ ngx_http_bytemark_lookup_source(ngx_http_request_t *r,
 
     if (ctx->mysql_deadline == 0) {
         ctx->mysql_deadline = ngx_current_msec + blcf->mysql_timeout;
+        ctx->mysql_first = ngx_http_bytemark_mysql_read_first(bmcf,
+                                                              ctx->user_id);
     }
 
     n = bmcf->mysql_servers->nelts;
+    i = 0;
 
-    for (i = ctx->mysql_server; i < n; i++) {
+    for (k = ctx->mysql_server; k < n; k++) {
+        i = ngx_http_bytemark_mysql_read_server(bmcf, ctx->mysql_first, k);
+
         if (ngx_http_bytemark_mysql_server_usable(bmcf, i,
                                                   NGX_HTTP_BYTEMARK_GATE_LOOKUP)
             == NGX_OK)
@@ -291,11 +297,11 @@ ngx_http_bytemark_lookup_source(ngx_http_request_t *r,
     left = (ngx_msec_int_t) (ctx->mysql_deadline - ngx_current_msec) > 0
            ? ctx->mysql_deadline - ngx_current_msec : 0;
 
-    if (i == n || left == 0) {
+    if (k == n || left == 0) {
         return ngx_http_bytemark_serve_stale(r, ctx);
     }
 
-    ctx->mysql_server = i;
+    ctx->mysql_server = k;
 
     tickets = (ctx->handler == NGX_HTTP_BYTEMARK_TICKETS);
 
@@ -307,7 +313,7 @@ ngx_http_bytemark_lookup_source(ngx_http_request_t *r,
                                          ? ngx_http_bytemark_mysql_tickets
                                          : ngx_http_bytemark_mysql_pass,
                                          ngx_http_bytemark_lookup_source_done,
-                                         left / (n - i));
+                                         left / (n - k));
 
     if (call == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;

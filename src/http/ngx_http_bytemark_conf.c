@@ -55,6 +55,8 @@ ngx_http_bytemark_create_main_conf(ngx_conf_t *cf)
     bmcf->mysql_timeout = NGX_CONF_UNSET_MSEC;
     bmcf->mysql_ssl = NGX_CONF_UNSET;
     bmcf->mysql_ssl_verify = NGX_CONF_UNSET;
+    bmcf->mysql_read = NGX_CONF_UNSET_UINT;
+    bmcf->mysql_rw = NGX_CONF_UNSET_MSEC;
 
     return bmcf;
 }
@@ -113,6 +115,16 @@ ngx_http_bytemark_init_backend_conf(ngx_conf_t *cf,
     ngx_conf_init_uint_value(bmcf->stuck_calls, 2);
     ngx_conf_init_uint_value(bmcf->mongo_batch, 64);
     ngx_conf_init_value(bmcf->mysql_batch, 32);
+    ngx_conf_init_uint_value(bmcf->mysql_read, NGX_HTTP_BYTEMARK_READ_PRIMARY);
+    ngx_conf_init_msec_value(bmcf->mysql_rw, 5000);
+
+    /* only spread reads may meet a lagging replica */
+    if (bmcf->mysql_read == NGX_HTTP_BYTEMARK_READ_SPREAD && bmcf->mysql_rw
+        && bmcf->mysql_servers && bmcf->mysql_servers->nelts > 1
+        && ngx_http_bytemark_recent_add(cf, bmcf) != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
 
     if (ngx_http_bytemark_check_mysql_ssl(cf, bmcf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;

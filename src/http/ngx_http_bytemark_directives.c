@@ -249,7 +249,7 @@ ngx_http_bytemark_set_table(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
  * bytemark_mysql [addr[:port] | unix:/path] host=... | socket=...
  *                [port=3306] user=... [password=... | password_file=...]
  *                database=... [pool_size=N] [max_fails=N]
- *                [fail_timeout=time];
+ *                [fail_timeout=time] [weight=N];
  *
  * The server is written as nginx's upstream "server" lines write it (a
  * first argument without "="), or with today's host=/socket=/port=, not
@@ -288,6 +288,8 @@ ngx_http_bytemark_set_mysql(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
           offsetof(ngx_http_bytemark_mysql_server_t, fail_timeout), 1, 0 },
         { ngx_string("password_file"), NGX_HTTP_BYTEMARK_PARAM_STR,
           offsetof(ngx_http_bytemark_mysql_server_t, password_file), 0, 0 },
+        { ngx_string("weight"), NGX_HTTP_BYTEMARK_PARAM_NUM,
+          offsetof(ngx_http_bytemark_mysql_server_t, weight), 1, 100 },
         { ngx_null_string, 0, 0, 0, 0 }
     };
 
@@ -315,6 +317,7 @@ ngx_http_bytemark_set_mysql(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     srv->pool_size = NGX_HTTP_BYTEMARK_MYSQL_POOL_SIZE;
     srv->max_fails = NGX_CONF_UNSET_UINT;
     srv->fail_timeout = NGX_CONF_UNSET_MSEC;
+    srv->weight = 1;
 
     value = cf->args->elts;
 
@@ -334,7 +337,8 @@ ngx_http_bytemark_set_mysql(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                            "host=, socket=, port=1..65535; user=, "
                            "password=, password_file=, database=, "
                            "pool_size=1..1024, max_fails=0..1000, "
-                           "fail_timeout=<time>, each once)", err.arg);
+                           "fail_timeout=<time>, weight=1..100, each once)",
+                           err.arg);
         return NGX_CONF_ERROR;
     }
 
@@ -565,4 +569,62 @@ ngx_http_bytemark_mysql_resolve(ngx_conf_t *cf,
     srv->address.len = len;
 
     return NGX_CONF_OK;
+}
+
+
+/* bytemark_mysql_read primary | spread (ngx_http_bytemark_mysql_choose.c) */
+
+char *
+ngx_http_bytemark_set_mysql_read(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_bytemark_main_conf_t *bmcf = conf;
+
+    ngx_str_t  *value;
+
+    if (bmcf->mysql_read != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "primary") == 0) {
+        bmcf->mysql_read = NGX_HTTP_BYTEMARK_READ_PRIMARY;
+
+    } else if (ngx_strcmp(value[1].data, "spread") == 0) {
+        bmcf->mysql_read = NGX_HTTP_BYTEMARK_READ_SPREAD;
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"bytemark_mysql_read\" must be \"primary\" or "
+                           "\"spread\", not \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* bytemark_mysql_read_your_writes <time> | off */
+
+char *
+ngx_http_bytemark_set_read_your_writes(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_bytemark_main_conf_t *bmcf = conf;
+
+    ngx_str_t  *value;
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        if (bmcf->mysql_rw != NGX_CONF_UNSET_MSEC) {
+            return "is duplicate";
+        }
+
+        bmcf->mysql_rw = 0;
+        return NGX_CONF_OK;
+    }
+
+    return ngx_conf_set_msec_slot(cf, cmd, conf);
 }

@@ -36,6 +36,10 @@ char *ngx_http_bytemark_set_handler(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_bytemark_set_cleanup(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+char *ngx_http_bytemark_set_mysql_read(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_bytemark_set_read_your_writes(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 ngx_int_t ngx_http_bytemark_check_threads(ngx_conf_t *cf);
 char *ngx_http_bytemark_init_backend_conf(ngx_conf_t *cf,
     ngx_http_bytemark_main_conf_t *bmcf);

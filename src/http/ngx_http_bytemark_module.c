@@ -92,6 +92,20 @@ static ngx_command_t  ngx_http_bytemark_commands[] = {
       0,
       NULL },
 
+    { ngx_string("bytemark_mysql_read"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_bytemark_set_mysql_read,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("bytemark_mysql_read_your_writes"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_bytemark_set_read_your_writes,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_bytemark_main_conf_t, mysql_rw),
+      NULL },
+
     { ngx_string("bytemark_mysql_table"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_bytemark_set_table,

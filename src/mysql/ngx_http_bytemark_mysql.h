@@ -33,6 +33,11 @@ ngx_int_t ngx_http_bytemark_mysql_server_usable(
     ngx_http_bytemark_main_conf_t *bmcf, ngx_uint_t i, ngx_uint_t policy);
 ngx_str_t *ngx_http_bytemark_mysql_server_name(
     ngx_http_bytemark_main_conf_t *bmcf, ngx_uint_t i);
+/* which server a read asks (mysql_choose.c) */
+ngx_uint_t ngx_http_bytemark_mysql_read_first(
+    ngx_http_bytemark_main_conf_t *bmcf, uint64_t user_id);
+ngx_uint_t ngx_http_bytemark_mysql_read_server(
+    ngx_http_bytemark_main_conf_t *bmcf, ngx_uint_t first, ngx_uint_t k);
 
 
 #endif /* _NGX_HTTP_BYTEMARK_MYSQL_H_INCLUDED_ */

@@ -184,6 +184,7 @@ struct ngx_http_bytemark_mysql_node_s {
     ngx_uint_t                        reading;   /* connections reading */
     ngx_event_t                       wake;      /* hands connections out */
     u_char                           *ssl_name;  /* TLS: the name verified */
+    ngx_int_t                         current;   /* spread: its turn */
 };
 
 

@@ -86,6 +86,14 @@ ngx_int_t ngx_http_bytemark_cleanup_lock(ngx_http_bytemark_main_conf_t *bmcf,
 void ngx_http_bytemark_cleanup_unlock(ngx_http_bytemark_main_conf_t *bmcf,
     int64_t stamp);
 
+/* users who just wrote, for read-your-writes (recent.c) */
+ngx_int_t ngx_http_bytemark_recent_add(ngx_conf_t *cf,
+    ngx_http_bytemark_main_conf_t *bmcf);
+void ngx_http_bytemark_recent_set(ngx_http_bytemark_main_conf_t *bmcf,
+    uint64_t user_id);
+ngx_uint_t ngx_http_bytemark_recent_get(ngx_http_bytemark_main_conf_t *bmcf,
+    uint64_t user_id);
+
 ngx_http_bytemark_breaker_t *ngx_http_bytemark_shm_breakers(
     ngx_http_bytemark_main_conf_t *bmcf);
 
