@@ -230,4 +230,37 @@ SKIP: {
     is $? >> 8, 0, "the manual's example passes nginx -t" or diag $out;
 }
 
+# the Backends section's complete example (two named backends, a replica,
+# TLS, secrets in files, health) is valid once its files exist
+SKIP: {
+    my $so = $ENV{BYTEMARK_MODULE} || "$REPO/build/ngx_http_bytemark_module.so";
+    skip "no module at $so (scripts/build.sh)", 2 unless -f $so;
+    my ($conf) = $manual =~ /^## Backends\n.*?^```nginx\n(.*?)^```$/ms;
+    ok $conf, 'the Backends section has an example' or last;
+    my $dir = tempdir('bytemark-manual-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+    my %files = ('tenant_a.mongo-uri' => "mongodb://edge:s3cret\@10.0.1.10:27017/?tls=true&tlsCAFile=$dir/ca.pem\n",
+                 'tenant_a.mysql-pw' => "s3cret\n", 'tenant_b.mysql-pw' => "s3cret\n",
+                 'ca.pem' => "-\n", 'client.pem' => "-\n", 'client.key' => "-\n");
+    for my $f (keys %files) {
+        open my $fh, '>', "$dir/$f" or die $!;
+        print $fh $files{$f};
+        close $fh;
+    }
+    $conf =~ s{/etc/nginx/bytemark/}{$dir/}g;
+    my $n = 0;
+    $conf =~ s{listen [^;]+;}{'listen unix:' . $dir . '/l' . $n++ . '.sock;'}ge;
+    my $temp = "    client_body_temp_path $dir/cb; proxy_temp_path $dir/px;\n"
+             . "    fastcgi_temp_path $dir/fc; uwsgi_temp_path $dir/uw; scgi_temp_path $dir/sc;\n"
+             . "    access_log off;\n";
+    $conf =~ s/^(http \{\n)/$1$temp/m;
+    $conf = "load_module $so;\nerror_log $dir/error.log;\npid $dir/nginx.pid;\nevents {}\n$conf";
+    open my $fh, '>', "$dir/nginx.conf" or die $!;
+    print $fh $conf;
+    close $fh;
+    my $out = `${\ Bytemark::Test->nginx_bin} -t -p $dir/ -c $dir/nginx.conf 2>&1`;
+    is $? >> 8, 0, "the Backends example passes nginx -t" or diag $out;
+    unlike `${\ Bytemark::Test->nginx_bin} -T -p $dir/ -c $dir/nginx.conf 2>&1`, qr/s3cret/,
+        'nginx -T of the Backends example prints no secret';
+}
+
 done_testing;
