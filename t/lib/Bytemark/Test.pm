@@ -240,6 +240,11 @@ sub _start_watchdog {
     my $pid  = fork // die "fork: $!";
     if (!$pid) {
         close $w;
+        # Nor the other objects' write ends: their watchdogs would never see
+        # EOF while this one lives, and stopping them would wait for it.
+        for my $o (grep { defined } values %LIVE) {
+            close $o->{watchdog_w} if $o->{watchdog_w};
+        }
         # Never hold the test's stdout: prove waits for EOF on it.
         open STDIN,  '<', '/dev/null';
         open STDOUT, '>', '/dev/null';
