@@ -59,30 +59,15 @@ ngx_http_bytemark_recent_add(ngx_conf_t *cf,
 static ngx_int_t
 ngx_http_bytemark_recent_init(ngx_shm_zone_t *zone, void *data)
 {
-    ngx_slab_pool_t  *shpool;
-    void             *slots;
+    ngx_uint_t  fresh;
 
-    if (data) {
-        /* a reload: the writes of the last seconds still count */
-        zone->data = data;
-        return NGX_OK;
-    }
-
-    shpool = (ngx_slab_pool_t *) zone->shm.addr;
-
-    if (zone->shm.exists) {
-        zone->data = shpool->data;
-        return NGX_OK;
-    }
-
-    slots = ngx_slab_calloc(shpool,
-                         NGX_HTTP_BYTEMARK_RECENT_SLOTS * sizeof(ngx_atomic_t));
-    if (slots == NULL) {
+    /* a reload: the writes of the last seconds still count */
+    if (ngx_http_bytemark_zone_data(zone, data,
+            NGX_HTTP_BYTEMARK_RECENT_SLOTS * sizeof(ngx_atomic_t), &fresh)
+        == NULL)
+    {
         return NGX_ERROR;
     }
-
-    shpool->data = slots;
-    zone->data = slots;
 
     return NGX_OK;
 }

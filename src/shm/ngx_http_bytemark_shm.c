@@ -94,35 +94,67 @@ ngx_http_bytemark_shm_add(ngx_conf_t *cf, ngx_http_bytemark_main_conf_t *bmcf)
 static ngx_int_t
 ngx_http_bytemark_shm_init(ngx_shm_zone_t *zone, void *data)
 {
+    ngx_uint_t                fresh;
     ngx_slab_pool_t          *shpool;
     ngx_http_bytemark_shm_t  *shm;
 
-    if (data) {
-        /* a reload: keep the notes and the cleanup state */
-        zone->data = data;
+    /* a reload keeps the notes and the cleanup state */
+    shm = ngx_http_bytemark_zone_data(zone, data,
+                                      sizeof(ngx_http_bytemark_shm_t), &fresh);
+    if (shm == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (!fresh) {
         return NGX_OK;
+    }
+
+    ngx_rbtree_init(&shm->rbtree, &shm->sentinel, ngx_rbtree_insert_value);
+
+    shpool = (ngx_slab_pool_t *) zone->shm.addr;
+    shpool->log_nomem = 0;
+
+    return ngx_http_bytemark_shm_inherit(zone, shm);
+}
+
+
+/*
+ * nginx's zone-init idiom, for the module's zones: a reload hands the old
+ * zone's data over, a zone that exists already (a binary upgrade) has it in
+ * its slab pool, a new one gets "size" zeroed bytes ("fresh").  NULL: no
+ * memory.
+ */
+
+void *
+ngx_http_bytemark_zone_data(ngx_shm_zone_t *zone, void *data, size_t size,
+    ngx_uint_t *fresh)
+{
+    ngx_slab_pool_t  *shpool;
+
+    *fresh = 0;
+
+    if (data) {
+        zone->data = data;
+        return data;
     }
 
     shpool = (ngx_slab_pool_t *) zone->shm.addr;
 
     if (zone->shm.exists) {
         zone->data = shpool->data;
-        return NGX_OK;
+        return zone->data;
     }
 
-    shm = ngx_slab_calloc(shpool, sizeof(ngx_http_bytemark_shm_t));
-    if (shm == NULL) {
-        return NGX_ERROR;
+    data = ngx_slab_calloc(shpool, size);
+    if (data == NULL) {
+        return NULL;
     }
 
-    ngx_rbtree_init(&shm->rbtree, &shm->sentinel, ngx_rbtree_insert_value);
+    shpool->data = data;
+    zone->data = data;
+    *fresh = 1;
 
-    shpool->data = shm;
-    zone->data = shm;
-
-    shpool->log_nomem = 0;
-
-    return ngx_http_bytemark_shm_inherit(zone, shm);
+    return data;
 }
 
 

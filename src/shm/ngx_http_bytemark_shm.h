@@ -67,6 +67,8 @@ typedef struct {
 
 
 /* shared state */
+void *ngx_http_bytemark_zone_data(ngx_shm_zone_t *zone, void *data,
+    size_t size, ngx_uint_t *fresh);
 ngx_int_t ngx_http_bytemark_shm_add(ngx_conf_t *cf,
     ngx_http_bytemark_main_conf_t *bmcf);
 ngx_int_t ngx_http_bytemark_note_set(ngx_http_bytemark_main_conf_t *bmcf,
