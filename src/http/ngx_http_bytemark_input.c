@@ -64,6 +64,14 @@ ngx_http_bytemark_request_init(ngx_http_request_t *r, ngx_uint_t handler,
     ngx_http_bytemark_ctx_t       *ctx;
     ngx_http_bytemark_loc_conf_t  *blcf;
 
+    if (handler != NGX_HTTP_BYTEMARK_INGEST) {
+        /* only an ingest reads its body */
+        *rc = ngx_http_discard_request_body(r);
+        if (*rc != NGX_OK) {
+            return NULL;
+        }
+    }
+
     if (!(r->method & methods)) {
         *rc = ngx_http_bytemark_send_not_allowed(r, allow);
         return NULL;

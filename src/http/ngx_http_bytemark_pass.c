@@ -21,11 +21,6 @@ ngx_http_bytemark_pass_handler(ngx_http_request_t *r)
     ngx_http_bytemark_ctx_t       *ctx;
     ngx_http_bytemark_loc_conf_t  *blcf;
 
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
-        return rc;
-    }
-
     ctx = ngx_http_bytemark_request_init(r, NGX_HTTP_BYTEMARK_PASS,
                                          NGX_HTTP_GET|NGX_HTTP_HEAD,
                                          "GET, HEAD", &rc);

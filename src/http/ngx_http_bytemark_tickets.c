@@ -19,11 +19,6 @@ ngx_http_bytemark_tickets_handler(ngx_http_request_t *r)
     ngx_int_t                 rc;
     ngx_http_bytemark_ctx_t  *ctx;
 
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
-        return rc;
-    }
-
     ctx = ngx_http_bytemark_request_init(r, NGX_HTTP_BYTEMARK_TICKETS,
                                          NGX_HTTP_GET|NGX_HTTP_HEAD,
                                          "GET, HEAD", &rc);
