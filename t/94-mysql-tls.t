@@ -229,7 +229,7 @@ run_case('REQUIRE X509 with the client certificate', 'x509_user',
 # once, and the stalled one ends with 503 within its budget. The thread
 # keeps the connection until the handshake's socket timeouts (the budget
 # left) end it; then the slot serves the next request.
-{
+sub stall_server {
     my $real = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $t->mysql_port)
         or die "connect: $!";
     my $greeting = '';
@@ -245,6 +245,11 @@ run_case('REQUIRE X509 with the client certificate', 'x509_user',
         POSIX::_exit(0);
     }
     close $l;
+    return ($port, $pid);
+}
+
+{
+    my ($port, $pid) = stall_server();
     $t->start_nginx(body('tls_user', $ca) =~ s/%%MYSQL_PORT%%/$port/r
                     . "server { listen 127.0.0.1:%%PORT2%%; location / { return 200 ok; } }\n");
     new_log();
@@ -283,6 +288,48 @@ run_case('REQUIRE X509 with the client certificate', 'x509_user',
     my $again = time - $s0;
     is $r->{status}, 503, 'the next lookup to the stalled server: 503 too';
     ok $again < 4.5, sprintf('within its budget (%.2f s)', $again);
+    $t->stop_nginx;
+    kill 'KILL', $pid;
+    waitpid $pid, 0;
+}
+
+# The thread pool's queue is full (one thread, a queue of one): a third TLS
+# connect is not queued, its lookup answers 503 at once, and the two posted
+# are counted in bytemark_thread_pool_queue until their threads return.
+{
+    my ($port, $pid) = stall_server();
+    my $b = body('tls_user', "$ca bytemark_thread_pool tiny; bytemark_mysql_batch 1;")
+            =~ s/%%MYSQL_PORT%%/$port/r;
+    $b =~ s/(location \/t )/location = \/status { bytemark_status; }\n            $1/ or die;
+    $t->start_nginx($b, thread_pool => 'tiny threads=1 max_queue=1');
+    new_log();
+    my @kids;
+    for (1 .. 2) {
+        my $kid = fork // die;
+        if (!$kid) { my $r = $t->get('/t?u=7'); POSIX::_exit($r->{status} == 503 ? 0 : 1) }
+        push @kids, $kid;
+        sleep 0.3;
+    }
+    my $s0 = time;
+    my $r = $t->get('/t?u=7');
+    my $d = time - $s0;
+    is $r->{status}, 503, 'thread pool queue full: the third lookup gets 503';
+    ok $d < 1, sprintf('at once (%.3f s)', $d);
+    my $q = eval { $t->json($t->get('/status'))->{bytemark_thread_pool_queue} } // -1;
+    is $q, 2, 'bytemark_thread_pool_queue counts the two TLS connects posted';
+    like new_log(), qr/mysql tickets query for user 7 failed after \d+ ms: cannot connect to mysql server #1: TLS: the thread pool queue is full/,
+        'the log says why';
+    my $bad = 0;
+    for (@kids) { waitpid $_, 0; $bad++ if $? }
+    is $bad, 0, 'the two posted lookups end with 503 too';
+    my $t1 = time;
+    my $back;
+    while (time - $t1 < 10) {
+        $back = eval { $t->json($t->get('/status'))->{bytemark_thread_pool_queue} } // -1;
+        last if $back == 0;
+        sleep 0.2;
+    }
+    is $back, 0, 'the threads return: the gauge is 0 again';
     $t->stop_nginx;
     kill 'KILL', $pid;
     waitpid $pid, 0;
