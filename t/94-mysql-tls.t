@@ -293,6 +293,42 @@ sub stall_server {
     waitpid $pid, 0;
 }
 
+# While a handshake stalls on a thread: a client that goes away, and a
+# reload. The connection is the thread's until the handshake's timeouts end
+# it; the old worker then exits (its thread pool waits for the task), and
+# nothing crashes.
+{
+    my ($port, $pid) = stall_server();
+    $t->start_nginx(body('tls_user', $ca) =~ s/%%MYSQL_PORT%%/$port/r
+                    . "server { listen 127.0.0.1:%%PORT2%%; location / { return 200 ok; } }\n");
+    new_log();
+    my ($old) = $t->worker_pids;
+    my $gone = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $t->nginx_port)
+        or die "connect: $!";
+    print $gone "GET /t?u=7 HTTP/1.0\r\nHost: x\r\n\r\n";
+    my $kid = fork // die;
+    if (!$kid) { my $r = $t->get('/t?u=9'); POSIX::_exit($r->{status} == 503 ? 0 : 1) }
+    sleep 0.3;
+    close $gone;
+    my $t0 = time;
+    my @new = $t->reload_nginx;
+    my $s0 = time;
+    my $r = HTTP::Tiny->new(timeout => 20)->get('http://127.0.0.1:' . $t->port2 . '/');
+    my $static = time - $s0;
+    is $r->{status}, 200, 'reload while a handshake stalls: the new worker answers';
+    ok $static < 0.5, sprintf('at once (%.3f s)', $static);
+    waitpid $kid, 0;
+    is $? >> 8, 0, 'the lookup in flight in the old worker ends with 503';
+    my $left;
+    while (time - $t0 < 10) { $left = kill 0, $old; last unless $left; sleep 0.1 }
+    ok !$left, sprintf('the old worker exits once the handshakes time out (%.2f s)', time - $t0);
+    unlike new_log(), qr/\[alert\]|\[emerg\]|exited on signal|segfault/, 'no alert, no crash';
+    is $t->get('/static-none')->{status}, 404, 'nginx still serves';
+    $t->stop_nginx;
+    kill 'KILL', $pid;
+    waitpid $pid, 0;
+}
+
 # The thread pool's queue is full (one thread, a queue of one): a third TLS
 # connect is not queued, its lookup answers 503 at once, and the two posted
 # are counted in bytemark_thread_pool_queue until their threads return.
