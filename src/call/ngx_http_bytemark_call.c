@@ -9,7 +9,8 @@
  *
  * A MongoDB call runs one blocking driver operation on an nginx thread
  * pool; a MySQL call runs on the event loop (src/mysql/), first waiting for
- * a connection of its server.  The time budget is a timer on the event
+ * a connection of its server (only the connect of a TLS server goes to the
+ * pool, as a task of that connection: ngx_http_bytemark_call_thread_task).  The time budget is a timer on the event
  * loop, so a request never waits longer than its budget whatever the
  * driver does.  When the budget fires first, or
  * the client goes away, the call is abandoned: the request forgets it and
