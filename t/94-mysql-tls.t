@@ -152,6 +152,22 @@ run_case('REQUIRE X509 with the client certificate', 'x509_user',
     is handshakes(), $before, 'no new handshake for it';
 }
 
+# an ingest's connect over TLS (a thread's, as a lookup's): committed
+{
+    my $b = body('tls_user', $ca);
+    $b =~ s/(location \/t )/location ~ ^\/users\/(\\d+)\/passes\$ { bytemark_user_id \$1; bytemark_ingest; }\n            $1/ or die;
+    $t->stop_nginx;
+    $t->start_nginx($b);
+    my $before = handshakes();
+    my $r = $t->http('POST', '/users/7/passes', { 'Content-Type' => 'application/json' },
+                     { pass_uuid => uuid(77), status => 'new', version => 4 });
+    is_deeply [$r->{status}, $r->{content}], [200, '{"user_id":7,"written":1}'],
+              'an ingest over TLS: 200' or diag $r->{content};
+    is handshakes() - $before, 1, 'over one TLS handshake';
+    my ($row) = @{ $t->sql("SELECT COUNT(*) FROM bytemark_pass WHERE pass_uuid = '" . uuid(77) . "'") };
+    is $row->[0], 1, 'the row is committed';
+}
+
 # a server without TLS: "on" never falls back to plain text
 {
     $t->stop_nginx;
