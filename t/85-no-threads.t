@@ -1,10 +1,12 @@
 #!/usr/bin/perl
 # nginx built without --with-threads (issues 15, 25). MongoDB calls run on a
-# thread pool (mongo-c-driver has no non-blocking API); MySQL calls run on the
-# event loop and need none. So:
-#   - a configuration with bytemark_mongo_uri (or bytemark_thread_pool) is
-#     refused -- `nginx -t` and a start both fail with a message that names
-#     the directive and says why, and nothing crashes;
+# thread pool (mongo-c-driver has no non-blocking API), and so do the connects
+# of MySQL over TLS (Connector/C's handshake blocks); other MySQL calls run on
+# the event loop and need none. So:
+#   - a configuration with bytemark_mongo_uri (or bytemark_thread_pool, or
+#     bytemark_mysql_ssl on) is refused -- `nginx -t` and a start both fail
+#     with a message that names the directive and says why, and nothing
+#     crashes;
 #   - a MySQL-only configuration, or one with only bytemark_status, starts and
 #     serves tickets, passes and ingest;
 #   - on an nginx with threads, a MySQL-only configuration looks up no thread
@@ -100,6 +102,14 @@ subtest 'nginx with threads, MySQL only' => sub {
     serves_mysql_only($t, 'with threads');
     $t->stop_nginx;
 
+    # TLS: the connects run on a thread pool, nginx's "default" one
+    $t->start_nginx("bytemark_mysql_ssl on; bytemark_mysql_ssl_verify off;\n$MYSQL_ONLY",
+                    thread_pool => 'none');
+    ($w) = $t->worker_pids;
+    $n = threads_of($w);
+    ok $n > 2, "with bytemark_mysql_ssl on, the worker runs the default pool ($n threads)";
+    $t->stop_nginx;
+
     # a pool that is named is checked all the same: a typo is caught
     my ($rc, $out) = $t->nginx_test("bytemark_thread_pool nonexistent;\n$MYSQL_ONLY",
                                     thread_pool => 'none');
@@ -171,10 +181,15 @@ my %refused = (
     'MongoDB only' => [ 'bytemark_mongo_uri', "bytemark_mongo_uri mongodb://127.0.0.1:1/;\n$servers" ],
     'MySQL and a thread pool' => [ 'bytemark_thread_pool',
                                    "bytemark_mysql $mysql;\nbytemark_thread_pool default;\n$servers" ],
+    # its connects run on a thread: the TLS handshake of Connector/C blocks
+    'MySQL over TLS' => [ 'bytemark_mysql_ssl',
+                          "bytemark_mysql $mysql;\nbytemark_mysql_ssl on;\n"
+                          . "bytemark_mysql_ssl_verify off;\n$servers" ],
 );
 # configurations that need no thread
 my %accepted = (
     'MySQL only' => "bytemark_mysql $mysql;\n$servers",
+    'MySQL, TLS off' => "bytemark_mysql $mysql;\nbytemark_mysql_ssl off;\n$servers",
     'status only' => "server { listen 127.0.0.1:$port; location = /status { bytemark_status; } }",
     'no bytemark directive' => "server { listen 127.0.0.1:$port; location = /static { return 200 \"ok\\n\"; } }",
 );

@@ -9,7 +9,8 @@
  *
  * A MongoDB call runs one blocking driver operation on an nginx thread
  * pool; a MySQL call runs on the event loop (src/mysql/), first waiting for
- * a connection of its server.  The time budget is a timer on the event
+ * a connection of its server (only the connect of a TLS server goes to the
+ * pool, as a task of that connection: ngx_http_bytemark_call_thread_task).  The time budget is a timer on the event
  * loop, so a request never waits longer than its budget whatever the
  * driver does.  When the budget fires first, or
  * the client goes away, the call is abandoned: the request forgets it and
@@ -199,8 +200,26 @@ ngx_http_bytemark_call_start(ngx_http_bytemark_call_t *call, ngx_uint_t level)
 ngx_int_t
 ngx_http_bytemark_call_thread_post(ngx_http_bytemark_call_t *call)
 {
+    return ngx_http_bytemark_call_thread_task(call->bmcf, &call->task);
+}
+
+
+/*
+ * A task of the backend's own on its thread pool (MySQL: a TLS connect,
+ * whose task is its connection's); NGX_ERROR: the queue is full, or this
+ * nginx has no threads.
+ */
+
+ngx_int_t
+ngx_http_bytemark_call_thread_task(ngx_http_bytemark_main_conf_t *bmcf,
+    ngx_thread_task_t *task)
+{
 #if (NGX_THREADS)
-    return ngx_thread_task_post(call->bmcf->thread_pool, &call->task);
+    if (bmcf->thread_pool == NULL || ngx_thread_task_post == NULL) {
+        return NGX_ERROR;
+    }
+
+    return ngx_thread_task_post(bmcf->thread_pool, task);
 #else
     return NGX_ERROR;
 #endif

@@ -296,6 +296,8 @@ ngx_int_t ngx_http_bytemark_call_post(ngx_http_bytemark_call_t *call);
 ngx_int_t ngx_http_bytemark_call_start(ngx_http_bytemark_call_t *call,
     ngx_uint_t level);
 ngx_int_t ngx_http_bytemark_call_thread_post(ngx_http_bytemark_call_t *call);
+ngx_int_t ngx_http_bytemark_call_thread_task(
+    ngx_http_bytemark_main_conf_t *bmcf, ngx_thread_task_t *task);
 void ngx_http_bytemark_call_started(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_call_finish(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_call_abandon(ngx_http_bytemark_call_t *call);

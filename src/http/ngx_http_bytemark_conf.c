@@ -149,11 +149,14 @@ ngx_http_bytemark_init_backend_conf(ngx_conf_t *cf,
 
 #if (NGX_THREADS)
     /*
-     * MongoDB calls only: without bytemark_mongo_uri no pool is looked up,
-     * so that a MySQL-only configuration starts no threads; with it and no
-     * bytemark_thread_pool, nginx's "default" pool
+     * MongoDB calls and MySQL's TLS connects only: without either no pool
+     * is looked up, so that a MySQL-only configuration without TLS starts
+     * no threads; with one and no bytemark_thread_pool, nginx's "default"
+     * pool
      */
-    if (bmcf->mongo_uri.len && bmcf->thread_pool == NULL) {
+    if ((bmcf->mongo_uri.len || (bmcf->mysql_ssl && bmcf->mysql_servers))
+        && bmcf->thread_pool == NULL)
+    {
         bmcf->thread_pool = ngx_thread_pool_add(cf, &bmcf->thread_pool_name);
         if (bmcf->thread_pool == NULL) {
             return NGX_CONF_ERROR;

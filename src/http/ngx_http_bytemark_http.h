@@ -56,6 +56,8 @@ ngx_str_t *ngx_http_bytemark_backend_name(ngx_http_bytemark_main_conf_t *bmcf);
 /* secrets in files, TLS files (ngx_http_bytemark_secrets.c) */
 char *ngx_http_bytemark_set_mongo_uri_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+char *ngx_http_bytemark_set_mysql_ssl(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 char *ngx_http_bytemark_set_ssl_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_bytemark_mysql_password_file(ngx_conf_t *cf,

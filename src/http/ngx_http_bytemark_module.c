@@ -115,7 +115,7 @@ static ngx_command_t  ngx_http_bytemark_commands[] = {
 
     { ngx_string("bytemark_mysql_ssl"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
-      ngx_conf_set_flag_slot,
+      ngx_http_bytemark_set_mysql_ssl,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_bytemark_main_conf_t, mysql_ssl),
       NULL },
@@ -369,10 +369,11 @@ ngx_http_bytemark_preconfiguration(ngx_conf_t *cf)
 
 /*
  * MongoDB calls run on an nginx thread pool (mongo-c-driver has no
- * non-blocking API); MySQL runs on the event loop and needs none.  So only
- * the directives that need a pool (bytemark_mongo_uri, bytemark_thread_pool)
- * refuse an nginx built without --with-threads, by name, where they are
- * written.  Either the module was built against such a tree (NGX_THREADS
+ * non-blocking API), and so do the connects of MySQL over TLS (the
+ * library's handshake blocks); the rest of MySQL runs on the event loop and
+ * needs none.  So only the directives that need a pool (bytemark_mongo_uri,
+ * bytemark_mysql_ssl on, bytemark_thread_pool) refuse an nginx built
+ * without --with-threads, by name, where they are written.  Either the module was built against such a tree (NGX_THREADS
  * unset), or it was built with threads and is loaded by an nginx without
  * them: its weak references to the thread pool functions are then NULL
  * (ngx_http_bytemark_core.h).
@@ -393,8 +394,9 @@ ngx_http_bytemark_check_threads(ngx_conf_t *cf)
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "\"%V\" needs nginx built with --with-threads "
-                       "(ngx_http_bytemark_module runs MongoDB calls on a "
-                       "thread pool; a configuration with MySQL only needs "
+                       "(ngx_http_bytemark_module runs MongoDB calls and "
+                       "the connects of MySQL over TLS on a thread pool; a "
+                       "configuration with MySQL only, without TLS, needs "
                        "none), and this nginx was built without threads",
                        &value[0]);
 

@@ -103,6 +103,32 @@ ngx_http_bytemark_mysql_password_file(ngx_conf_t *cf,
 
 
 /*
+ * bytemark_mysql_ssl on: the connects run on a thread pool (the library's
+ * TLS handshake blocks), so it needs threads, as bytemark_mongo_uri does
+ */
+
+char *
+ngx_http_bytemark_set_mysql_ssl(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_bytemark_main_conf_t *bmcf = conf;
+
+    char  *rv;
+
+    rv = ngx_conf_set_flag_slot(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    if (bmcf->mysql_ssl && ngx_http_bytemark_check_threads(cf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
  * bytemark_mysql_ssl_trusted_certificate, _certificate, _certificate_key:
  * the file must be readable now (the library reads it at each connect, in
  * a worker); a relative path is taken from nginx's configuration prefix,

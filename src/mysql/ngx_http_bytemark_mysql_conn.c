@@ -19,7 +19,8 @@
  * non-blocking call (MYSQL_OPT_NONBLOCK): its _start() runs until the
  * library would wait, then the library's socket, registered as an nginx
  * connection, and a timer for MYSQL_WAIT_TIMEOUT resume it with _cont().
- * No MySQL call blocks the loop and none goes to a thread.
+ * No MySQL call blocks the loop; only the connect of a TLS server goes to
+ * a thread (ngx_http_bytemark_mysql_handshake.c).
  *
  * A call whose budget is spent, or whose client went away, is not
  * interrupted: its statement ends on the loop, late, and its connection

@@ -9,7 +9,9 @@
  * until the library would wait, then the library's socket, registered as
  * an nginx connection, and a timer for MYSQL_WAIT_TIMEOUT resume it with
  * _cont() (ngx_http_bytemark_mysql_run).  Opening a connection is the
- * first such operation; the statements are ngx_http_bytemark_mysql_stmt.c.
+ * first such operation (with TLS, a blocking one on the thread pool:
+ * ngx_http_bytemark_mysql_handshake.c); the statements are
+ * ngx_http_bytemark_mysql_stmt.c.
  */
 
 
@@ -23,8 +25,6 @@ static ngx_int_t ngx_http_bytemark_mysql_wait(
 static void ngx_http_bytemark_mysql_event(ngx_event_t *ev);
 static int ngx_http_bytemark_mysql_op_connect(
     ngx_http_bytemark_mysql_conn_t *conn, int ready);
-static void ngx_http_bytemark_mysql_connected(
-    ngx_http_bytemark_mysql_conn_t *conn);
 
 
 /* runs op on the connection; next() follows once the library is done */
@@ -237,6 +237,12 @@ ngx_http_bytemark_mysql_connect(ngx_http_bytemark_mysql_conn_t *conn,
 
     conn->then = next;
 
+    if (pool->ssl) {
+        /* the library's TLS handshake blocks: on the thread pool */
+        ngx_http_bytemark_mysql_tls_connect(conn);
+        return;
+    }
+
     ngx_http_bytemark_mysql_run(conn, ngx_http_bytemark_mysql_op_connect,
                                 ngx_http_bytemark_mysql_connected);
 }
@@ -248,11 +254,6 @@ ngx_http_bytemark_mysql_op_connect(ngx_http_bytemark_mysql_conn_t *conn,
 {
     int                                status;
     ngx_http_bytemark_mysql_server_t  *srv;
-
-    if (conn->node->pool->ssl) {
-        /* its I/O callback sets the name this one's handshake verifies */
-        ngx_http_bytemark_mysql_tls_running(conn);
-    }
 
     if (ready) {
         status = mysql_real_connect_cont(&conn->ret_mysql, conn->mysql, ready);
@@ -272,13 +273,13 @@ ngx_http_bytemark_mysql_op_connect(ngx_http_bytemark_mysql_conn_t *conn,
                      0);
     }
 
-    ngx_http_bytemark_mysql_tls_running(NULL);
-
     return status;
 }
 
 
-static void
+/* the connect is over, on the loop or on a thread: the event loop goes on */
+
+void
 ngx_http_bytemark_mysql_connected(ngx_http_bytemark_mysql_conn_t *conn)
 {
     ngx_http_bytemark_mysql_step_pt  next;

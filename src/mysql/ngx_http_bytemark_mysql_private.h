@@ -162,6 +162,10 @@ struct ngx_http_bytemark_mysql_conn_s {
 
     /* TLS: the library's copy of the host while the name replaces it */
     char                             *tls_host;
+
+    /* TLS: the connect runs on the thread pool, until this (monotonic) */
+    ngx_thread_task_t                 task;
+    ngx_msec_t                        tls_until;
 };
 
 
@@ -235,6 +239,7 @@ void ngx_http_bytemark_mysql_run(ngx_http_bytemark_mysql_conn_t *conn,
     ngx_http_bytemark_mysql_op_pt op, ngx_http_bytemark_mysql_step_pt next);
 void ngx_http_bytemark_mysql_connect(ngx_http_bytemark_mysql_conn_t *conn,
     ngx_http_bytemark_mysql_step_pt next);
+void ngx_http_bytemark_mysql_connected(ngx_http_bytemark_mysql_conn_t *conn);
 
 /* TLS (ngx_http_bytemark_mysql_tls.c) */
 ngx_int_t ngx_http_bytemark_mysql_tls_init(ngx_cycle_t *cycle,
@@ -249,6 +254,10 @@ ngx_int_t ngx_http_bytemark_mysql_tls_check(
     ngx_http_bytemark_mysql_conn_t *conn);
 void ngx_http_bytemark_mysql_connect_error(
     ngx_http_bytemark_mysql_conn_t *conn);
+ngx_msec_t ngx_http_bytemark_mysql_tls_now(void);
+
+/* a TLS connect on the thread pool (ngx_http_bytemark_mysql_handshake.c) */
+void ngx_http_bytemark_mysql_tls_connect(ngx_http_bytemark_mysql_conn_t *conn);
 
 /* statements (ngx_http_bytemark_mysql_stmt.c) */
 void ngx_http_bytemark_mysql_prepare(ngx_http_bytemark_mysql_conn_t *conn,

@@ -6,41 +6,34 @@
 
 /*
  * TLS to the MySQL servers (bytemark_mysql_ssl*).  Connector/C does the
- * handshake inside mysql_real_connect_start()/_cont(), the non-blocking
- * connect the event loop drives (ngx_http_bytemark_mysql_loop.c); here are
- * the options it is given, and the name it verifies.
+ * handshake inside mysql_real_connect(), run on the backend's thread pool
+ * (ngx_http_bytemark_mysql_handshake.c); here are the options it is given,
+ * and the name it verifies.
  *
  * The library is given a server's address, never its name (the name was
- * resolved at configuration time so that it never looks one up on the
- * loop), and checks the certificate against its copy of the host it was
- * given (X509_check_host(), X509_check_ip_asc()).  That copy is replaced by
- * the name to verify (bytemark_mysql_ssl_name, or the host as written) for
- * the handshake, from the library's I/O callback (ma_pvio_register_callback(),
- * called after each read and write of a connection): the last write before
- * the handshake is the client's TLS request, after the library made its
- * copy.  The copy is given back once the connect is over.  A certificate
- * for another name then fails the connect before the credentials are sent;
- * with verification on, the library also refuses, before the credentials,
- * a server that offers no TLS; with it off, such a server is refused once
+ * resolved at configuration time so that it never looks one up), and
+ * checks the certificate against its copy of the host it was given
+ * (X509_check_host(), X509_check_ip_asc()).  That copy is replaced by the
+ * name to verify (bytemark_mysql_ssl_name, or the host as written) for the
+ * handshake, from the library's I/O callback (ma_pvio_register_callback(),
+ * called after each read and write of every connection of the process, in
+ * whichever thread): the last write before the handshake is the client's
+ * TLS request, after the library made its copy.  The connection being
+ * connected is the thread's own (thread-local).  The copy is given back
+ * once the connect is over, on the event loop.  A certificate for another
+ * name then fails the connect before the credentials are sent; with
+ * verification on, the library also refuses, before the credentials, a
+ * server that offers no TLS; with it off, such a server is refused once
  * connected.
  *
- * Connector/C 3.3 leaves the socket in blocking mode once its TCP connect
- * is over (its own reads and writes use MSG_DONTWAIT; OpenSSL's do not):
- *
- * - After the connect, the socket is made non-blocking here: OpenSSL then
- *   says "want read/write" and the library yields to the event loop, as
- *   for a connection without TLS.  Left blocking, every read of a result
- *   would wait on the loop.
- *
- * - The handshake cannot be made to yield: on a non-blocking socket the
- *   library waits with poll() for a time in milliseconds that is its
- *   connect timeout in seconds, and fails.  So the handshake runs on the
- *   blocking socket, whose receive and send timeouts are set, from the
- *   callback, to what is left of the call's budget (at most the connect
- *   timeout): a new TLS connection holds its worker for the handshake's
- *   round trips, and a server that stalls in the handshake at most that
- *   long.  The pools keep connections open: once per connection
- *   (doc/manual.md, bytemark_mysql_ssl).
+ * Connector/C 3.3 does the handshake on a blocking socket, polling it
+ * itself, even inside its non-blocking API: that is why the connect runs
+ * on a thread.  Its waits there are bounded: the socket's receive and send
+ * timeouts are set, from the callback, to what is left of the call's
+ * budget (at most the connect timeout).  Once the connect is over, the
+ * socket is made non-blocking here: OpenSSL then says "want read/write"
+ * and the library yields to the event loop, as for a connection without
+ * TLS, for every statement after.
  */
 
 
@@ -61,8 +54,9 @@ static void ngx_http_bytemark_mysql_tls_limit(
     ngx_http_bytemark_mysql_conn_t *conn);
 
 
-/* the connection whose connect call is running, or NULL */
-static ngx_http_bytemark_mysql_conn_t  *ngx_http_bytemark_mysql_tls_conn;
+/* the connection whose connect this thread runs, or NULL */
+static __thread ngx_http_bytemark_mysql_conn_t
+    *ngx_http_bytemark_mysql_tls_conn;
 static ngx_uint_t                       ngx_http_bytemark_mysql_tls_hooked;
 
 
@@ -155,7 +149,7 @@ ngx_http_bytemark_mysql_tls_options(ngx_http_bytemark_mysql_conn_t *conn,
 }
 
 
-/* op_connect: the connection whose library call runs now, then NULL */
+/* the connect's thread: the connection it connects now, then NULL */
 
 void
 ngx_http_bytemark_mysql_tls_running(ngx_http_bytemark_mysql_conn_t *conn)
@@ -211,12 +205,15 @@ ngx_http_bytemark_mysql_tls_io(int mode, MYSQL *m, const uchar *buffer,
 }
 
 
-/* the handshake's waits on the blocking socket: the call's budget left */
+/*
+ * The handshake's waits on the blocking socket: the call's budget left.
+ * A thread: its own clock, not nginx's cached time.
+ */
 
 static void
 ngx_http_bytemark_mysql_tls_limit(ngx_http_bytemark_mysql_conn_t *conn)
 {
-    ngx_msec_t       left, max;
+    ngx_msec_t       left, max, now;
     ngx_socket_t     fd;
     struct timeval   tv;
 
@@ -226,10 +223,10 @@ ngx_http_bytemark_mysql_tls_limit(ngx_http_bytemark_mysql_conn_t *conn)
         return;
     }
 
-    ngx_time_update();
+    now = ngx_http_bytemark_mysql_tls_now();
 
-    left = (ngx_msec_int_t) (conn->deadline - ngx_current_msec) > 0
-           ? conn->deadline - ngx_current_msec : 1;
+    left = (ngx_msec_int_t) (conn->tls_until - now) > 0
+           ? conn->tls_until - now : 1;
     max = (ngx_msec_t) conn->node->pool->connect_timeout * 1000;
 
     left = ngx_min(left, max);
@@ -327,4 +324,17 @@ ngx_http_bytemark_mysql_connect_error(ngx_http_bytemark_mysql_conn_t *conn)
     snprintf(conn->call->error, sizeof(conn->call->error),
              "cannot connect to mysql server #%u: %s",
              (unsigned) node->index + 1, mysql_error(conn->mysql));
+}
+
+
+/* milliseconds of CLOCK_MONOTONIC: for a thread, and the loop that posts it */
+
+ngx_msec_t
+ngx_http_bytemark_mysql_tls_now(void)
+{
+    struct timespec  ts;
+
+    (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (ngx_msec_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }

@@ -362,7 +362,8 @@ ngx_http_bytemark_metrics_call_posted(ngx_http_bytemark_call_t *call)
 {
     call->posted_us = ngx_http_bytemark_metrics_now_us();
 
-    /* the thread pool's queue: MySQL calls run on the event loop */
+    /* the thread pool's queue: MySQL calls run on the event loop (a TLS
+     * connect is counted by ngx_http_bytemark_metrics_thread_task()) */
     if (ngx_http_bytemark_metrics_slot
         && call->backend != NGX_HTTP_BYTEMARK_BACKEND_MYSQL)
     {
@@ -510,6 +511,18 @@ ngx_http_bytemark_metrics_mongo_push(void)
     if (s) {
         (void) ngx_atomic_fetch_add(&s->busy[NGX_HTTP_BYTEMARK_BACKEND_MONGO],
                                     (ngx_atomic_int_t) -1);
+    }
+}
+
+
+/* event loop: a MySQL TLS connect posted to the thread pool (1), or back */
+
+void
+ngx_http_bytemark_metrics_thread_task(ngx_int_t n)
+{
+    if (ngx_http_bytemark_metrics_slot) {
+        (void) ngx_atomic_fetch_add(&ngx_http_bytemark_metrics_slot->calls,
+                                    (ngx_atomic_int_t) n);
     }
 }
 

@@ -75,8 +75,9 @@ static ngx_http_bytemark_family_t  ngx_http_bytemark_families[] = {
       { ngx_http_bytemark_backends, ngx_http_bytemark_states }, { 2, 2 } },
 
     { "bytemark_thread_pool_queue", "gauge",
-      "MongoDB calls posted to the thread pool and not completed yet "
-      "(queued or running); MySQL calls run on the event loop.",
+      "Tasks posted to the thread pool and not completed yet (queued or "
+      "running): MongoDB calls, and the connects of MySQL over TLS; other "
+      "MySQL work runs on the event loop.",
       { NULL, NULL }, { ngx_http_bytemark_none, NULL }, { 1, 1 } },
 
     { "bytemark_microcache_events_total", "counter",

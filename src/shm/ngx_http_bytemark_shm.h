@@ -158,6 +158,7 @@ void ngx_http_bytemark_metrics_call_timed_out(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_metrics_call_completed(ngx_http_bytemark_call_t *call);
 void ngx_http_bytemark_metrics_mongo_pop(void);
 void ngx_http_bytemark_metrics_mongo_push(void);
+void ngx_http_bytemark_metrics_thread_task(ngx_int_t n);
 void ngx_http_bytemark_metrics_mysql_acquire(ngx_uint_t open);
 void ngx_http_bytemark_metrics_mysql_release(ngx_uint_t open);
 ngx_int_t ngx_http_bytemark_metrics_add_zone(ngx_conf_t *cf);
