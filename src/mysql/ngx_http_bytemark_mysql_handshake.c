@@ -66,7 +66,7 @@ ngx_http_bytemark_mysql_tls_connect(ngx_http_bytemark_mysql_conn_t *conn)
         conn->mysql = NULL;
         conn->cancelled = 1;
 
-        call->answer.error_kind = NGX_HTTP_BYTEMARK_ERR_CONNECT;
+        call->error_kind = NGX_HTTP_BYTEMARK_ERR_CONNECT;
         conn->end(conn, NGX_DECLINED);
         return;
     }
