@@ -69,7 +69,7 @@ $r = ingest(6, uuid(61), uuid(9));
 is $r->{status}, 409, 'a pass of another user: 409' or diag $r->{content};
 my $n = last_fault();
 ok $n, "the relay refused the ROLLBACK on connection #$n";
-ok wait_until(sub { grep { $_ == $n } $relay->closed_by_client }, 5),
+ok wait_until(sub { grep { $_ == $n } $relay->closed_by_client }, 15),
     'the connection whose ROLLBACK failed is closed';
 is rows(uuid(61)), 0, 'nothing of the failed transaction was committed';
 sleep 0.5;
