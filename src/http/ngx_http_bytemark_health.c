@@ -180,7 +180,8 @@ ngx_http_bytemark_health_handler(ngx_http_request_t *r)
         p = ngx_http_bytemark_health_backend(b[i], p, &ok, i > 0);
     }
 
-    *p++ = '}'; *p++ = '}';
+    *p++ = '}';
+    *p++ = '}';
 
     if (!ok) {
         /* an error body has the SPEC's two keys: the states in words */
