@@ -5,7 +5,8 @@ then runs this with /usr/bin/python3, Debian's, for pymongo).
 Starts its own MariaDB, MongoDB stand-in (tools/mongo_standin.py), FerretDB
 (build/ferretdb/ferretdb, built by scripts/deps.sh: a real MongoDB-wire server,
 on SQLite) and three nginx instances in a private directory, loads a data set
-(MySQL: LOAD DATA LOCAL INFILE of a generated file; MongoDB: pymongo
+(MySQL, with a binary log for the replica of bench/replica_reads.py: LOAD DATA
+LOCAL INFILE of a generated file; MongoDB: pymongo
 insert_many, into FerretDB only the first --ferretdb-docs documents), runs wrk
 against every scenario in one run, profiles with callgrind, and writes
 bench/results/<date>-<host>[-quick].md (and .json, and the gzipped callgrind
@@ -83,7 +84,7 @@ T0 = time.time()
 
 def replica_env():
     """What bench/replica_reads.py uses of this file."""
-    return {'run': run, 'log': log, 'cpu_seconds': cpu_seconds, 'root': ROOT,
+    return {'run': run, 'log': log, 'cpu_seconds': cpu_seconds,
             'db': MYSQL_DB, 'user': MYSQL_USER, 'pw': MYSQL_PW}
 
 
@@ -396,6 +397,7 @@ class Bench:
         bp = '256M' if self.quick else '1536M'
         opts = ['--datadir=' + data, '--tmpdir=' + tmp, '--innodb-buffer-pool-size=' + bp,
                 '--innodb-log-file-size=' + ('64M' if self.quick else '512M'),
+                # mariadb-install-db's bootstrap; the server logs (PRIMARY_OPTS, below)
                 '--skip-log-bin', '--skip-name-resolve',
                 '--character-set-server=utf8mb4', '--collation-server=utf8mb4_general_ci']
         if os.geteuid() == 0:
@@ -412,7 +414,8 @@ class Bench:
             '--innodb-log-buffer-size=64M',
             '--innodb-buffer-pool-dump-at-shutdown=0', '--innodb-buffer-pool-load-at-startup=0',
             '--performance-schema=OFF', '--max-connections=500', '--local-infile=1',
-        ], os.path.join(d, 'mariadb.out'), stop_sig=signal.SIGKILL)  # data is thrown away
+        ] + replica_reads.PRIMARY_OPTS, os.path.join(d, 'mariadb.out'),
+            stop_sig=signal.SIGKILL)  # data is thrown away
         end = time.time() + 60
         while True:
             if self.mysqld.poll() is not None:
@@ -436,7 +439,8 @@ GRANT ALL PRIVILEGES ON %(db)s.* TO '%(u)s'@'localhost';""" % {'db': MYSQL_DB, '
                  db=None)
         with open(os.path.join(ROOT, 'sql', 'schema.sql')) as f:
             self.sql(f.read())
-        log('MariaDB up on port %d (buffer pool %s) in %.1fs' % (self.mysql_port, bp, time.time() - t))
+        log('MariaDB up on port %d (buffer pool %s, binary log on) in %.1fs'
+            % (self.mysql_port, bp, time.time() - t))
 
     def sql(self, text, db=MYSQL_DB, local_infile=False):
         cmd = ['mariadb', '--no-defaults', '--protocol=SOCKET', '--socket=' + self.mysql_sock,
@@ -1614,7 +1618,8 @@ http {
                       if 'ferretdb_docs' in r['load'] else ''))
         L = r['load']
         w('- Data: %d pass rows for %d users in MySQL (%.1f passes per user, payloads %s), loaded with '
-          '`LOAD DATA LOCAL INFILE` in %.0f s (%.0f MB data + %.0f MB indexes, InnoDB buffer pool %s); '
+          '`LOAD DATA LOCAL INFILE` in %.0f s (%.0f MB data + %.0f MB indexes, InnoDB buffer pool %s, '
+          'binary log on, row format); '
           '%d cache documents (users 1..%d) in the MongoDB stand-in, inserted with `insert_many` (batches '
           'of 1 000) in %.0f s (%.0f documents/s), stand-in RSS %.0f MB -> %.0f MB (%.1f KB per document '
           'of %.0f BSON bytes). Unique index on `user_id`. Generating the data took %.0f s, the whole load '

@@ -1,18 +1,23 @@
 """Issue 26: reads spread over a read replica (bytemark_mysql_read spread) against
 reads on the primary (bytemark_mysql_read primary), side by side.
 
-A second MariaDB, the replica, gets a copy of the primary's table (SELECT ... INTO
-OUTFILE, LOAD DATA INFILE: the same rows, ids included). The bench does not run
-replication: the load is reads only, so a replica would have nothing to apply
-meanwhile (t/93-replica-reads.t runs real replication). Two more nginx instances,
-both with the primary and the replica configured, MySQL only (every request reads
-MySQL): R-primary with `bytemark_mysql_read primary`, R-spread with
-`bytemark_mysql_read spread`. The same tickets load (users 1..all, --connections)
-runs against each in --replica-rounds alternating rounds (the order flips each
-round); each run reads the CPU time (utime + stime, /proc/PID/stat) of the primary
-mariadbd and of the replica's before and after, and counts which server answered
-($bytemark_mysql_server, sampled before the run). The goal: the primary's CPU per
-request with spread at most half of that with primary (medians).
+The replica is a real one, as t/lib/Bytemark/Test.pm makes them: the bench's primary
+MariaDB always runs with a binary log (PRIMARY_OPTS: server id 1, row format, strict
+GTIDs) from its first start, so its log holds everything done to it (database, users,
+schema, the load); a second MariaDB (server id 2, read-only) starts empty, gets
+CHANGE MASTER TO ... MASTER_USE_GTID=slave_pos from the empty GTID position and START
+SLAVE, and replays that log: the rows reach it by replication, and the bench waits
+(MASTER_GTID_WAIT on the primary's gtid_binlog_pos, the row counts compared) until it
+has caught up. Replication keeps running during the runs (reads only: nothing to
+apply); the report gives the replica's slave status after the last round.
+Two more nginx instances, both with the primary and the replica configured, MySQL
+only (every request reads MySQL): R-primary with `bytemark_mysql_read primary`,
+R-spread with `bytemark_mysql_read spread`. The same tickets load (users 1..all,
+--connections) runs against each in --replica-rounds alternating rounds (the order
+flips each round); each run reads the CPU time (utime + stime, /proc/PID/stat) of the
+primary mariadbd and of the replica's before and after, and counts which server
+answered ($bytemark_mysql_server, sampled before the run). The goal: the primary's
+CPU per request with spread at most half of that with primary (medians).
 
 `bench.py --only replica-reads` runs this section alone (a smoke test of it).
 """
@@ -23,6 +28,14 @@ import socket
 import statistics
 import time
 
+
+# The primary's server options (bench.py's start_mysql): what a replica needs.
+# Always, not only when this section runs: a production primary logs too, and
+# the bench's other sections only read (a read writes nothing to the log), so
+# they measure the same server either way; only the load pays for the log.
+PRIMARY_OPTS = ['--server-id=1', '--log-bin=mysql-bin', '--binlog-format=ROW',
+                '--gtid-strict-mode=ON', '--sync-binlog=0']
+REPL_USER, REPL_PW = 'bytemark_repl', 'bench-repl-pw'
 
 FIELDS = ('rps', 'p50_ms', 'p99_ms', 'nginx_us_per_req', 'primary_us_per_req', 'replica_us_per_req')
 
@@ -54,12 +67,14 @@ def _wait_socket(b, proc, sock, err):
 
 
 def start_replica(b, env):
-    """The replica: the primary's options, its own dirs and port, a copy of the table."""
+    """The replica: the primary's options, its own dirs and port, empty; then
+    replicate() fills it from the primary's binary log."""
     d = os.path.join(b.workdir, 'replica')
     data, tmp = os.path.join(d, 'mysql-data'), os.path.join(d, 'mysql-tmp')
     os.makedirs(tmp, exist_ok=True)
     b.replica_port = free_port()
     b.replica_sock = os.path.join(d, 'mysql.sock')
+    b.replica_err = os.path.join(d, 'mariadb.err')
     bp = '256M' if b.quick else '1536M'
     opts = ['--datadir=' + data, '--tmpdir=' + tmp, '--innodb-buffer-pool-size=' + bp,
             '--innodb-log-file-size=' + ('64M' if b.quick else '512M'),
@@ -67,45 +82,92 @@ def start_replica(b, env):
             '--character-set-server=utf8mb4', '--collation-server=utf8mb4_general_ci']
     if os.geteuid() == 0:
         opts.append('--user=root')
-    run, log = env['run'], env['log']
-    t = time.time()
+    run = env['run']
     run(['mariadb-install-db', '--no-defaults'] + opts +
         ['--auth-root-authentication-method=normal', '--skip-test-db'])
-    err = os.path.join(d, 'mariadb.err')
     b.replica = b.procs.spawn('mariadbd-replica', [
         '/usr/sbin/mariadbd', '--no-defaults'] + opts + [
         '--socket=' + b.replica_sock, '--port=%d' % b.replica_port,
         '--bind-address=127.0.0.1', '--pid-file=' + os.path.join(d, 'mariadbd.pid'),
-        '--log-error=' + err, '--server-id=2', '--read-only=1',
+        '--log-error=' + b.replica_err, '--server-id=2', '--read-only=1',
+        '--relay-log=relay-bin', '--skip-slave-start',
         '--innodb-flush-log-at-trx-commit=2', '--innodb-doublewrite=0',
         '--innodb-buffer-pool-dump-at-shutdown=0', '--innodb-buffer-pool-load-at-startup=0',
         '--performance-schema=OFF', '--max-connections=500',
     ], os.path.join(d, 'mariadb.out'), stop_sig=signal.SIGKILL)   # data is thrown away
-    _wait_socket(b, b.replica, b.replica_sock, err)
+    _wait_socket(b, b.replica, b.replica_sock, b.replica_err)
 
-    def rsql(text, db=None):
+    def rsql(text, db=None, names=False):
         cmd = ['mariadb', '--no-defaults', '--protocol=SOCKET', '--socket=' + b.replica_sock,
-               '--user=root', '--batch', '--skip-column-names', '--default-character-set=utf8mb4']
+               '--user=root', '--batch', '--default-character-set=utf8mb4']
+        if not names:
+            cmd.append('--skip-column-names')
         return run(cmd + ([db] if db else []), input=text.encode())
 
     b.replica_sql = rsql
-    db, user, pw = env['db'], env['user'], env['pw']
-    rsql("""CREATE DATABASE %(db)s CHARACTER SET utf8mb4;
-CREATE USER '%(u)s'@'127.0.0.1' IDENTIFIED BY '%(pw)s';
-CREATE USER '%(u)s'@'localhost' IDENTIFIED BY '%(pw)s';
-GRANT SELECT ON %(db)s.* TO '%(u)s'@'127.0.0.1';
-GRANT SELECT ON %(db)s.* TO '%(u)s'@'localhost';""" % {'db': db, 'u': user, 'pw': pw})
-    with open(os.path.join(env['root'], 'sql', 'schema.sql')) as f:
-        rsql(f.read(), db)
-    dump = os.path.join(b.workdir, 'replica-copy.tsv')
-    b.sql("SELECT * FROM bytemark_pass INTO OUTFILE '%s'" % dump)
-    rsql("SET SESSION unique_checks=0; LOAD DATA INFILE '%s' INTO TABLE bytemark_pass;\n"
-         "ANALYZE TABLE bytemark_pass;" % dump, db)
-    os.unlink(dump)
-    n = int(rsql('SELECT COUNT(*) FROM bytemark_pass', db).strip())
-    log('replica MariaDB up on port %d with a copy of the %d rows in %.1fs'
-        % (b.replica_port, n, time.time() - t))
-    b.res.setdefault('replica_reads', {})['replica_rows'] = n
+
+
+def slave_status(b):
+    """SHOW SLAVE STATUS on the replica, as a dict (empty before CHANGE MASTER TO)."""
+    lines = b.replica_sql('SHOW SLAVE STATUS', names=True).rstrip('\n').split('\n')
+    if len(lines) < 2:
+        return {}
+    st = dict(zip(lines[0].split('\t'), lines[1].split('\t')))
+    st['gtid_slave_pos'] = b.replica_sql('SELECT @@GLOBAL.gtid_slave_pos').strip()
+    return st
+
+
+def _repl_error(b, why):
+    st = slave_status(b)
+    return RuntimeError('replica: %s; %s\nreplica error log:\n%s' % (
+        why, ', '.join('%s=%s' % (k, st.get(k, '?')) for k in (
+            'Slave_IO_Running', 'Slave_SQL_Running', 'gtid_slave_pos', 'Gtid_IO_Pos',
+            'Last_IO_Error', 'Last_SQL_Error')),
+        ''.join(open(b.replica_err, errors='replace').readlines()[-30:])))
+
+
+def replicate(b, env):
+    """CHANGE MASTER TO the primary from the empty GTID position (its binary log
+    holds everything since its first start), START SLAVE, and wait until the
+    replica has applied all the primary has logged and holds as many rows.
+    Replaying the log rather than seeding from a dump with its GTID position
+    (mariadb-dump --gtid --master-data): nothing to carry over, and a seed
+    copies the rows too, about as fast as the replay applies them."""
+    t = time.time()
+    # the replication user; it replicates too (harmless: the replica has no replicas)
+    b.sql("CREATE USER '%s'@'127.0.0.1' IDENTIFIED BY '%s';\n"
+          "GRANT REPLICATION SLAVE ON *.* TO '%s'@'127.0.0.1';" % (REPL_USER, REPL_PW, REPL_USER),
+          db=None)
+    # a short connect retry, as in the tests: the default waits 60 s between attempts
+    b.replica_sql("CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%d, MASTER_USER='%s', "
+                  "MASTER_PASSWORD='%s', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1;\n"
+                  "START SLAVE;" % (b.mysql_port, REPL_USER, REPL_PW))
+    pos = b.sql('SELECT @@GLOBAL.gtid_binlog_pos', db=None).strip()
+    # replaying the load takes about as long as the load: a generous deadline;
+    # a stopped slave thread fails at once, one that cannot connect (it retries
+    # every second: Connecting) after 30 s
+    limit = max(120, b.rows / 2000)
+    end, connected = time.time() + limit, time.time()
+    while b.replica_sql("SELECT MASTER_GTID_WAIT('%s', 1)" % pos).strip() != '0':
+        st = slave_status(b)
+        if st.get('Slave_SQL_Running') == 'No' or st.get('Slave_IO_Running') == 'No':
+            raise _repl_error(b, 'a slave thread stopped before reaching the primary\'s %s' % pos)
+        if st.get('Slave_IO_Running') == 'Yes':
+            connected = time.time()
+        elif time.time() > connected + 30:
+            raise _repl_error(b, 'not connected to the primary for 30 s')
+        if time.time() > end:
+            raise _repl_error(b, 'did not reach the primary\'s %s in %.0f s' % (pos, limit))
+    db = env['db']
+    n = int(b.replica_sql('SELECT COUNT(*) FROM bytemark_pass', db).strip())
+    np = int(b.sql('SELECT COUNT(*) FROM bytemark_pass').strip())
+    if n != np:
+        raise _repl_error(b, 'at the primary\'s %s with %d rows, the primary %d' % (pos, n, np))
+    secs = time.time() - t
+    env['log']('replica MariaDB on port %d replicated the primary\'s binary log up to %s '
+               '(%d rows) in %.1fs' % (b.replica_port, pos, n, secs))
+    b.res.setdefault('replica_reads', {}).update(
+        {'replica_rows': n, 'replica_gtid': pos, 'replica_catch_up_s': secs})
 
 
 def conf(b, env, port, policy):
@@ -135,8 +197,9 @@ def conf(b, env, port, policy):
 
 
 def start(b, env):
-    """env: the bench's run, log, cpu_seconds, root and MySQL db, user, pw."""
+    """env: the bench's run, log, cpu_seconds and MySQL db, user, pw."""
     start_replica(b, env)
+    replicate(b, env)
     b.rr = {}
     for policy in ('primary', 'spread'):
         port = free_port()
@@ -195,6 +258,15 @@ def sweep(b, env):
             med[k] = statistics.median(v) if v else None
         runs[policy + '_median'] = med
     runs.update({'rounds': rounds, 'duration': dur, 'connections': b.a.connections})
+    # replication ran during the runs: the replica's threads after the last round
+    st = slave_status(b)
+    runs['replication_after'] = {k: st.get(k) for k in (
+        'Slave_IO_Running', 'Slave_SQL_Running', 'Seconds_Behind_Master', 'gtid_slave_pos',
+        'Last_IO_Error', 'Last_SQL_Error')}
+    runs['replication_after']['primary_gtid_binlog_pos'] = b.sql('SELECT @@GLOBAL.gtid_binlog_pos',
+                                                                 db=None).strip()
+    if st.get('Slave_IO_Running') != 'Yes' or st.get('Slave_SQL_Running') != 'Yes':
+        runs['problems'].append('replication not running after the last round')
     b.res.setdefault('replica_reads', {}).update(runs)
 
 
@@ -221,13 +293,17 @@ def md(b):
     R = b.res.get('replica_reads')
     if not R or not R.get('primary_median'):
         return ''
+    catch_up = '%.1f' % R['replica_catch_up_s'] if 'replica_catch_up_s' in R else '?'
     out = ['## Replica reads (issue 26)', '',
            'MySQL only, every request a MySQL read, users 1..all, %d connections: one nginx with '
            '`bytemark_mysql_read primary` and one with `spread`, both configured with the primary and a '
-           'read replica (a second MariaDB with a copy of the %s rows: reads only, no replication run), '
-           'in %d alternating rounds of %d s; medians. *µs / req* is each mariadbd\'s CPU time '
+           'read replica: a second MariaDB replicating from the primary (binary log, row format, '
+           'GTIDs; `CHANGE MASTER TO … MASTER_USE_GTID=slave_pos`, `START SLAVE`), which replayed the '
+           'primary\'s log from its start — schema, users and the %s rows — up to %s in %s s before the '
+           'runs; in %d alternating rounds of %d s; medians. *µs / req* is each mariadbd\'s CPU time '
            '(utime + stime) per request; *answered by* counts `$bytemark_mysql_server` of 40 lookups '
-           'before the runs.' % (R['connections'], R.get('replica_rows', '?'), R['rounds'], R['duration']), '',
+           'before the runs.' % (R['connections'], R.get('replica_rows', '?'), R.get('replica_gtid', '?'),
+                                 catch_up, R['rounds'], R['duration']), '',
            '| read policy | req/s | p50 ms | p99 ms | nginx worker µs / req | primary µs / req '
            '| replica µs / req | answered by |',
            '|---|--:|--:|--:|--:|--:|--:|---|']
@@ -237,6 +313,12 @@ def md(b):
             policy, ' ⚠' if R['problems'] else '', x['rps'], x['p50_ms'], x['p99_ms'], x['nginx_us_per_req'],
             _fmt(x['primary_us_per_req']), _fmt(x['replica_us_per_req']),
             ', '.join('%s %d' % kv for kv in sorted(R['answered_by'][policy].items()))))
+    A = R.get('replication_after') or {}
+    out += ['', 'Replication after the last round: Slave_IO_Running %s, Slave_SQL_Running %s, '
+            'Seconds_Behind_Master %s, the replica at GTID %s, the primary\'s binary log at %s%s.' % (
+                A.get('Slave_IO_Running'), A.get('Slave_SQL_Running'), A.get('Seconds_Behind_Master'),
+                A.get('gtid_slave_pos') or '—', A.get('primary_gtid_binlog_pos') or '—',
+                ''.join('; %s: %s' % (k, A[k]) for k in ('Last_IO_Error', 'Last_SQL_Error') if A.get(k)))]
     out += ['', 'Goals:', '']
     for g in goals(b):
         out.append('- **%s** — %s' % ('met' if g['met'] else ('NOT MET' if g['met'] is not None

@@ -35,8 +35,9 @@
 # worker CPU per request; with named backends in this build, the same
 # configuration as a named backend too), printed.
 # --replica-rounds N: alternating rounds of the section "Replica reads (issue
-# 26)" (a second MariaDB as a read replica, bytemark_mysql_read primary against
-# spread, the primary's CPU per request); --only replica-reads: that section alone.
+# 26)" (a second MariaDB replicating from the primary's binary log, a read
+# replica: bytemark_mysql_read primary against spread, the primary's CPU per
+# request); --only replica-reads: that section alone.
 # BYTEMARK_BUILD_DIR: build (and benchmark) the module in another directory.
 # --baseline REV (default 97dec3d, before issue 13) / --no-baseline: the module
 # of an earlier commit, built here and measured side by side (p50 at c=1,
