@@ -179,3 +179,48 @@ ngx_http_bytemark_metrics_json_breakers(ngx_http_bytemark_out_t *o,
 
     ngx_http_bytemark_out(o, "}},");
 }
+
+
+/* "bytemark_notes": 3, "bytemark_notes_zone_bytes": {"used": u, "free": f}, */
+
+void
+ngx_http_bytemark_metrics_json_notes(ngx_http_bytemark_out_t *o,
+    ngx_http_bytemark_metrics_backend_t *be)
+{
+    ngx_http_bytemark_out(o, "\"bytemark_notes\":%ui,"
+                          "\"bytemark_notes_zone_bytes\":"
+                          "{\"used\":%uz,\"free\":%uz},",
+                          be->notes, be->used, be->free);
+}
+
+
+/*
+ * "bytemark_upstreams": {"tenant_a": {"bytemark_breaker_open": {...},
+ * "bytemark_notes": n, "bytemark_notes_zone_bytes": {...}}, ...}, the
+ * named backends in the order of their blocks; the top-level members
+ * are the default backend's.
+ */
+
+void
+ngx_http_bytemark_metrics_json_upstreams(ngx_http_bytemark_out_t *o,
+    ngx_http_bytemark_metrics_backend_t *be, ngx_uint_t n)
+{
+    ngx_uint_t  b;
+
+    ngx_http_bytemark_out(o, "\"bytemark_upstreams\":{");
+
+    for (b = 0; b < n; b++) {
+        ngx_http_bytemark_out_reserve(o, NGX_HTTP_BYTEMARK_OUT_LINE
+                                         + be[b].label.len);
+        ngx_http_bytemark_out(o, "\"%V\":{", &be[b].label);
+
+        ngx_http_bytemark_metrics_json_breakers(o, be[b].bmcf);
+        ngx_http_bytemark_metrics_json_notes(o, &be[b]);
+
+        o->pos[-1] = '}';
+        ngx_http_bytemark_out(o, ",");
+    }
+
+    o->pos[-1] = '}';
+    ngx_http_bytemark_out(o, ",");
+}

@@ -85,6 +85,21 @@ typedef struct {
 
 
 /*
+ * A backend on the status page, the default one first: its breakers are
+ * read from its conf, its notes once per page.  label is what its series
+ * carry, escaped for the format: "upstream=\"<name>\"," in Prometheus,
+ * the bare name in JSON; empty for the default backend.
+ */
+typedef struct {
+    ngx_http_bytemark_main_conf_t  *bmcf;
+    ngx_str_t                       label;
+    ngx_uint_t                      notes;
+    size_t                          used;
+    size_t                          free;
+} ngx_http_bytemark_metrics_backend_t;
+
+
+/*
  * A metric family whose series are all present, zeros included: up to two
  * labels, n[0] x n[1] values.
  */
@@ -104,6 +119,7 @@ extern const char  *ngx_http_bytemark_backends[NGX_HTTP_BYTEMARK_BACKENDS];
 extern const char  *ngx_http_bytemark_le[NGX_HTTP_BYTEMARK_BUCKETS];
 
 void ngx_http_bytemark_out(ngx_http_bytemark_out_t *o, const char *fmt, ...);
+void ngx_http_bytemark_out_reserve(ngx_http_bytemark_out_t *o, size_t size);
 ngx_uint_t ngx_http_bytemark_breaker_servers(
     ngx_http_bytemark_main_conf_t *bmcf);
 
@@ -116,7 +132,9 @@ void ngx_http_bytemark_metrics_prom_histogram(ngx_http_bytemark_out_t *o,
     ngx_http_bytemark_metrics_shm_t *m);
 void ngx_http_bytemark_metrics_prom_build_info(ngx_http_bytemark_out_t *o);
 void ngx_http_bytemark_metrics_prom_breakers(ngx_http_bytemark_out_t *o,
-    ngx_http_bytemark_main_conf_t *bmcf);
+    ngx_http_bytemark_metrics_backend_t *be, ngx_uint_t n);
+void ngx_http_bytemark_metrics_prom_notes(ngx_http_bytemark_out_t *o,
+    ngx_http_bytemark_metrics_backend_t *be, ngx_uint_t n);
 
 /* JSON (metrics_json.c) */
 void ngx_http_bytemark_metrics_json_family(ngx_http_bytemark_out_t *o,
@@ -128,6 +146,10 @@ void ngx_http_bytemark_metrics_json_histogram(ngx_http_bytemark_out_t *o,
 void ngx_http_bytemark_metrics_json_build_info(ngx_http_bytemark_out_t *o);
 void ngx_http_bytemark_metrics_json_breakers(ngx_http_bytemark_out_t *o,
     ngx_http_bytemark_main_conf_t *bmcf);
+void ngx_http_bytemark_metrics_json_notes(ngx_http_bytemark_out_t *o,
+    ngx_http_bytemark_metrics_backend_t *be);
+void ngx_http_bytemark_metrics_json_upstreams(ngx_http_bytemark_out_t *o,
+    ngx_http_bytemark_metrics_backend_t *be, ngx_uint_t n);
 
 
 #endif /* _NGX_HTTP_BYTEMARK_METRICS_PRIVATE_H_INCLUDED_ */

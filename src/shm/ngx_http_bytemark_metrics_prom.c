@@ -7,7 +7,8 @@
 /*
  * The metrics in Prometheus text (SPEC 3.5): the families, the requests
  * and the histogram that ngx_http_bytemark_metrics_render() puts in the
- * order of the SPEC's table, then the breakers.
+ * order of the SPEC's table, then the breakers and the notes of each
+ * backend.
  */
 
 
@@ -162,32 +163,93 @@ ngx_http_bytemark_metrics_prom_build_info(ngx_http_bytemark_out_t *o)
 /*
  * Not in the SPEC's table: 1 while a backend's circuit breaker is open and
  * its calls are skipped, 0 when it is closed or lets a probe through.  One
- * breaker for MongoDB, one per "bytemark_mysql" server, in their order.
+ * breaker for MongoDB, one per "bytemark_mysql" server, in their order;
+ * the default backend's series without an "upstream" label, as before
+ * named backends, then each block's with its name.
  */
 
 void
 ngx_http_bytemark_metrics_prom_breakers(ngx_http_bytemark_out_t *o,
-    ngx_http_bytemark_main_conf_t *bmcf)
+    ngx_http_bytemark_metrics_backend_t *be, ngx_uint_t n)
 {
-    ngx_uint_t  i, n;
+    ngx_uint_t                      b, i, k;
+    ngx_http_bytemark_main_conf_t  *bmcf;
 
     ngx_http_bytemark_prom_header(o, "bytemark_breaker_open", "gauge",
         "1 while the circuit breaker of a backend is open and its calls "
         "are skipped.");
 
-    if (bmcf->mongo_uri.len) {
-        ngx_http_bytemark_out(o, "bytemark_breaker_open{backend=\"mongo\"} "
-                              "%d\n",
-                              ngx_http_bytemark_breaker_is_open(bmcf,
-                                  NGX_HTTP_BYTEMARK_BREAKER_MONGO) ? 1 : 0);
+    for (b = 0; b < n; b++) {
+        bmcf = be[b].bmcf;
+        ngx_http_bytemark_out_reserve(o, NGX_HTTP_BYTEMARK_OUT_LINE
+                                         + be[b].label.len);
+
+        if (bmcf->mongo_uri.len) {
+            ngx_http_bytemark_out(o, "bytemark_breaker_open{%V"
+                                  "backend=\"mongo\"} %d\n", &be[b].label,
+                                  ngx_http_bytemark_breaker_is_open(bmcf,
+                                      NGX_HTTP_BYTEMARK_BREAKER_MONGO)
+                                  ? 1 : 0);
+        }
+
+        k = ngx_http_bytemark_breaker_servers(bmcf);
+
+        for (i = 0; i < k; i++) {
+            ngx_http_bytemark_out_reserve(o, NGX_HTTP_BYTEMARK_OUT_LINE
+                                             + be[b].label.len);
+
+            ngx_http_bytemark_out(o, "bytemark_breaker_open{%V"
+                                  "backend=\"mysql\",server=\"%ui\"} %d\n",
+                                  &be[b].label, i + 1,
+                                  ngx_http_bytemark_breaker_is_open(bmcf,
+                                      NGX_HTTP_BYTEMARK_BREAKER_MYSQL + i)
+                                  ? 1 : 0);
+        }
+    }
+}
+
+
+/*
+ * Not in the SPEC's table either: the notes (users whose cache entry is
+ * kept from lookups until it is deleted) and their zone's bytes, of each
+ * backend, labelled as the breakers are.
+ */
+
+void
+ngx_http_bytemark_metrics_prom_notes(ngx_http_bytemark_out_t *o,
+    ngx_http_bytemark_metrics_backend_t *be, ngx_uint_t n)
+{
+    ngx_uint_t  b;
+    ngx_str_t  *l;
+
+    ngx_http_bytemark_prom_header(o, "bytemark_notes", "gauge",
+        "Users whose cache entry is kept from lookups until it is deleted "
+        "(an ingest's cache update failed).");
+
+    for (b = 0; b < n; b++) {
+        l = &be[b].label;
+        ngx_http_bytemark_out_reserve(o, NGX_HTTP_BYTEMARK_OUT_LINE + l->len);
+
+        if (l->len == 0) {
+            ngx_http_bytemark_out(o, "bytemark_notes %ui\n", be[b].notes);
+            continue;
+        }
+
+        /* the label without its trailing comma */
+        ngx_http_bytemark_out(o, "bytemark_notes{%*s} %ui\n",
+                              l->len - 1, l->data, be[b].notes);
     }
 
-    n = ngx_http_bytemark_breaker_servers(bmcf);
+    ngx_http_bytemark_prom_header(o, "bytemark_notes_zone_bytes", "gauge",
+        "Bytes of bytemark_notes_zone in use and in free pages.");
 
-    for (i = 0; i < n; i++) {
-        ngx_http_bytemark_out(o, "bytemark_breaker_open{backend=\"mysql\","
-                              "server=\"%ui\"} %d\n", i + 1,
-                              ngx_http_bytemark_breaker_is_open(bmcf,
-                                  NGX_HTTP_BYTEMARK_BREAKER_MYSQL + i) ? 1 : 0);
+    for (b = 0; b < n; b++) {
+        l = &be[b].label;
+        ngx_http_bytemark_out_reserve(o, NGX_HTTP_BYTEMARK_OUT_LINE
+                                         + 2 * l->len);
+
+        ngx_http_bytemark_out(o, "bytemark_notes_zone_bytes{%Vstate=\"used\"} "
+                              "%uz\nbytemark_notes_zone_bytes{%Vstate=\"free\"}"
+                              " %uz\n", l, be[b].used, l, be[b].free);
     }
 }

@@ -8,8 +8,9 @@
  * The renderings of the metrics store (SPEC 3.5) for the status page: JSON
  * (metrics_json.c) and Prometheus text (metrics_prom.c), from the same
  * numbers, put here in the order of the SPEC's table, zeros included.
- * Gauges are the sums of the live workers' slots; breaker states are read
- * from the shared zone of shm.c.
+ * Gauges are the sums of the live workers' slots; breaker states and
+ * notes are read from each backend's shared zone (shm.c): the default
+ * backend's, then each "bytemark_upstream" block's, named.
  */
 
 
@@ -27,8 +28,12 @@ static void ngx_http_bytemark_metrics_gauges(
     ngx_http_bytemark_metrics_shm_t *m, ngx_http_bytemark_gauges_t *g);
 static void ngx_http_bytemark_metrics_values(
     ngx_http_bytemark_metrics_shm_t *m, int64_t *v);
-static void ngx_http_bytemark_metrics_notes(ngx_http_bytemark_out_t *o,
-    ngx_http_bytemark_main_conf_t *bmcf, ngx_uint_t prometheus);
+static ngx_http_bytemark_metrics_backend_t *
+    ngx_http_bytemark_metrics_backends(ngx_pool_t *pool,
+    ngx_http_bytemark_main_conf_t *bmcf, ngx_uint_t prometheus,
+    ngx_uint_t *n);
+static ngx_int_t ngx_http_bytemark_metrics_label(ngx_pool_t *pool,
+    ngx_str_t *name, ngx_uint_t prometheus, ngx_str_t *label);
 
 
 const char  *ngx_http_bytemark_handler_names[NGX_HTTP_BYTEMARK_HANDLERS] = {
@@ -169,17 +174,24 @@ ngx_int_t
 ngx_http_bytemark_metrics_render(ngx_http_request_t *r,
     ngx_uint_t prometheus, ngx_str_t *body)
 {
-    int64_t                           values[NGX_HTTP_BYTEMARK_VALUES], *v;
-    ngx_uint_t                        i;
-    ngx_http_bytemark_out_t           o;
-    ngx_http_bytemark_family_t       *f;
-    ngx_http_bytemark_main_conf_t    *bmcf;
-    ngx_http_bytemark_metrics_shm_t  *m;
+    int64_t                               values[NGX_HTTP_BYTEMARK_VALUES];
+    int64_t                              *v;
+    ngx_uint_t                            i, n;
+    ngx_http_bytemark_out_t               o;
+    ngx_http_bytemark_family_t           *f;
+    ngx_http_bytemark_main_conf_t        *bmcf;
+    ngx_http_bytemark_metrics_shm_t      *m;
+    ngx_http_bytemark_metrics_backend_t  *be;
 
     m = ngx_http_bytemark_metrics_shm;
     bmcf = ngx_http_get_module_main_conf(r, ngx_http_bytemark_module);
 
     if (m == NULL) {
+        return NGX_ERROR;
+    }
+
+    be = ngx_http_bytemark_metrics_backends(r->pool, bmcf, prometheus, &n);
+    if (be == NULL) {
         return NGX_ERROR;
     }
 
@@ -212,8 +224,8 @@ ngx_http_bytemark_metrics_render(ngx_http_request_t *r,
         }
 
         ngx_http_bytemark_metrics_prom_build_info(&o);
-        ngx_http_bytemark_metrics_prom_breakers(&o, bmcf);
-        ngx_http_bytemark_metrics_notes(&o, bmcf, 1);
+        ngx_http_bytemark_metrics_prom_breakers(&o, be, n);
+        ngx_http_bytemark_metrics_prom_notes(&o, be, n);
 
     } else {
         ngx_http_bytemark_out(&o, "{");
@@ -230,7 +242,11 @@ ngx_http_bytemark_metrics_render(ngx_http_request_t *r,
 
         ngx_http_bytemark_metrics_json_build_info(&o);
         ngx_http_bytemark_metrics_json_breakers(&o, bmcf);
-        ngx_http_bytemark_metrics_notes(&o, bmcf, 0);
+        ngx_http_bytemark_metrics_json_notes(&o, &be[0]);
+
+        if (n > 1) {
+            ngx_http_bytemark_metrics_json_upstreams(&o, &be[1], n - 1);
+        }
 
         /* replaces the last member's comma */
         o.pos[-1] = '}';
@@ -288,26 +304,12 @@ ngx_http_bytemark_metrics_values(ngx_http_bytemark_metrics_shm_t *m,
 void
 ngx_http_bytemark_out(ngx_http_bytemark_out_t *o, const char *fmt, ...)
 {
-    u_char   *p;
-    size_t    size;
-    va_list   args;
+    va_list  args;
+
+    ngx_http_bytemark_out_reserve(o, NGX_HTTP_BYTEMARK_OUT_LINE);
 
     if (o->failed) {
         return;
-    }
-
-    if (o->end - o->pos < NGX_HTTP_BYTEMARK_OUT_LINE) {
-        size = 2 * (o->end - o->start);
-
-        p = ngx_pnalloc(o->pool, size);
-        if (p == NULL) {
-            o->failed = 1;
-            return;
-        }
-
-        o->pos = ngx_cpymem(p, o->start, o->pos - o->start);
-        o->start = p;
-        o->end = p + size;
     }
 
     va_start(args, fmt);
@@ -316,40 +318,135 @@ ngx_http_bytemark_out(ngx_http_bytemark_out_t *o, const char *fmt, ...)
 }
 
 
-/*
- * Not in the SPEC's table: the notes (users whose cache entries lookups
- * skip until they are deleted) and their zone's bytes, in whole pages.
- */
+/* room for size bytes: a line with a backend's name may be longer */
 
-static void
-ngx_http_bytemark_metrics_notes(ngx_http_bytemark_out_t *o,
-    ngx_http_bytemark_main_conf_t *bmcf, ngx_uint_t prometheus)
+void
+ngx_http_bytemark_out_reserve(ngx_http_bytemark_out_t *o, size_t size)
 {
-    size_t      used, free;
-    ngx_uint_t  notes;
+    u_char  *p;
+    size_t   n;
 
-    ngx_http_bytemark_notes_stats(bmcf, &notes, &used, &free);
-
-    if (!prometheus) {
-        ngx_http_bytemark_out(o, "\"bytemark_notes\":%ui,"
-                              "\"bytemark_notes_zone_bytes\":"
-                              "{\"used\":%uz,\"free\":%uz},",
-                              notes, used, free);
+    if (o->failed || (size_t) (o->end - o->pos) >= size) {
         return;
     }
 
-    ngx_http_bytemark_out(o, "# HELP bytemark_notes Users whose cache entry is "
-                          "kept from lookups until it is deleted (an "
-                          "ingest's cache update failed).\n"
-                          "# TYPE bytemark_notes gauge\n"
-                          "bytemark_notes %ui\n", notes);
+    n = 2 * (o->end - o->start);
 
-    ngx_http_bytemark_out(o, "# HELP bytemark_notes_zone_bytes Bytes of "
-                          "bytemark_notes_zone in use and in free pages.\n"
-                          "# TYPE bytemark_notes_zone_bytes gauge\n"
-                          "bytemark_notes_zone_bytes{state=\"used\"} %uz\n"
-                          "bytemark_notes_zone_bytes{state=\"free\"} %uz\n",
-                          used, free);
+    while (n - (o->pos - o->start) < size) {
+        n *= 2;
+    }
+
+    p = ngx_pnalloc(o->pool, n);
+    if (p == NULL) {
+        o->failed = 1;
+        return;
+    }
+
+    o->pos = ngx_cpymem(p, o->start, o->pos - o->start);
+    o->start = p;
+    o->end = p + n;
+}
+
+
+/*
+ * The backends whose breakers and notes the page shows: the default one,
+ * then the "bytemark_upstream" blocks in their order, each with its notes
+ * (users whose cache entries lookups skip until they are deleted) and its
+ * notes zone's bytes, in whole pages.
+ */
+
+static ngx_http_bytemark_metrics_backend_t *
+ngx_http_bytemark_metrics_backends(ngx_pool_t *pool,
+    ngx_http_bytemark_main_conf_t *bmcf, ngx_uint_t prometheus,
+    ngx_uint_t *n)
+{
+    ngx_uint_t                             i;
+    ngx_http_bytemark_main_conf_t        **named;
+    ngx_http_bytemark_metrics_backend_t   *be;
+
+    *n = 1 + (bmcf->backends ? bmcf->backends->nelts : 0);
+    named = bmcf->backends ? bmcf->backends->elts : NULL;
+
+    be = ngx_pcalloc(pool, *n * sizeof(ngx_http_bytemark_metrics_backend_t));
+    if (be == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; i < *n; i++) {
+        be[i].bmcf = (i == 0) ? bmcf : named[i - 1];
+
+        if (i > 0
+            && ngx_http_bytemark_metrics_label(pool, &be[i].bmcf->name,
+                                               prometheus, &be[i].label)
+               != NGX_OK)
+        {
+            return NULL;
+        }
+
+        ngx_http_bytemark_notes_stats(be[i].bmcf, &be[i].notes, &be[i].used,
+                                      &be[i].free);
+    }
+
+    return be;
+}
+
+
+/*
+ * A block's name as its series carry it.  nginx takes any token as a
+ * name, quotes and backslashes included: Prometheus escapes \, " and a
+ * line feed in a label value, JSON those and every control character.
+ */
+
+static ngx_int_t
+ngx_http_bytemark_metrics_label(ngx_pool_t *pool, ngx_str_t *name,
+    ngx_uint_t prometheus, ngx_str_t *label)
+{
+    u_char      *p, c;
+    ngx_uint_t   i;
+
+    static u_char  hex[] = "0123456789abcdef";
+
+    /* the worst case: \u00XX for each byte, and the label around it */
+    p = ngx_pnalloc(pool, 6 * name->len + sizeof("upstream=\"\","));
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    label->data = p;
+
+    if (prometheus) {
+        p = ngx_cpymem(p, "upstream=\"", sizeof("upstream=\"") - 1);
+    }
+
+    for (i = 0; i < name->len; i++) {
+        c = name->data[i];
+
+        if (c == '\\' || c == '"') {
+            *p++ = '\\';
+            *p++ = c;
+
+        } else if (c == '\n') {
+            *p++ = '\\';
+            *p++ = 'n';
+
+        } else if (c < 0x20 && !prometheus) {
+            p = ngx_cpymem(p, "\\u00", 4);
+            *p++ = hex[c >> 4];
+            *p++ = hex[c & 0xf];
+
+        } else {
+            *p++ = c;
+        }
+    }
+
+    if (prometheus) {
+        *p++ = '"';
+        *p++ = ',';
+    }
+
+    label->len = p - label->data;
+
+    return NGX_OK;
 }
 
 
