@@ -20,7 +20,8 @@ package Bytemark::MysqlFault;
 #
 # A mode ending in "!" stays; any other is used once, then the next one
 # given applies ("pass" after the last). Each event is a line of the events file: "accept N",
-# "client-eof N" (nginx closed connection N), "fault N MODE".
+# "client-eof N" (nginx closed connection N), "client-quit N" (nginx sent
+# COM_QUIT on it), "fault N MODE".
 
 use strict;
 use warnings;
@@ -90,10 +91,11 @@ sub count {
     return scalar grep { $_->[0] eq $kind } $self->events;
 }
 
-# Connection numbers nginx closed.
+# Connection numbers nginx closed (its EOF, or its COM_QUIT: the server
+# then closes too, and its EOF may be the one the relay sees first).
 sub closed_by_client {
     my $self = shift;
-    return map { $_->[1] } grep { $_->[0] eq 'client-eof' } $self->events;
+    return map { $_->[1] } grep { $_->[0] eq 'client-eof' || $_->[0] eq 'client-quit' } $self->events;
 }
 
 sub stop {
@@ -198,6 +200,9 @@ sub _loop {
                     my $cmd = $len ? ord substr($st->{cbuf}, 4, 1) : -1;
                     my $sql = $cmd == 0x03 ? substr($st->{cbuf}, 5, $len - 1) : '';
                     substr($st->{cbuf}, 0, 4 + $len) = '';
+                    # COM_QUIT: nginx closes it; the server, told so, may
+                    # close its side before nginx's EOF reaches the relay
+                    $self->_event('client-quit', $st->{n}) if $seq == 0 && $cmd == 0x01;
                     if ($seq == 0 && $cmd == 0x17) {
                         my $mode = $self->_take_mode(qw(kill-execute stall-execute
                                                         half-result kill-fetch));
