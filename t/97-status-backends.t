@@ -6,7 +6,7 @@
 # Two tenants on their own MariaDB and MongoDB (as t/90), a third on
 # MySQL alone (no MongoDB breaker, as for the default backend); one
 # tenant's MongoDB frozen opens its breaker and keeps its ingest's note,
-# its MariaDB stopped opens its MySQL breaker, and the others stay closed
+# its MariaDB frozen opens its MySQL breaker, and the others stay closed
 # and empty. Without blocks the page has neither member nor label; a name
 # with a quote and a backslash is escaped in both formats.
 
